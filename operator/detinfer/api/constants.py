@@ -1,0 +1,82 @@
+"""Names of the API: group, kind, labels, condition types and reasons, ports."""
+
+from __future__ import annotations
+
+GROUP = "detinfer.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DeterministicInferenceService"
+PLURAL = "deterministicinferenceservices"
+SINGULAR = "deterministicinferenceservice"
+SHORT_NAMES = ("dis",)
+CATEGORIES = ("detinfer",)
+
+FIELD_MANAGER = "detinfer"
+
+# Longest DIS name: the validation Job is "<name>-<10 hex>" and a Job name is a label value (63).
+MAX_NAME_LENGTH = 52
+
+# Labels and annotations on every child.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_REVISION = f"{GROUP}/revision"
+ANNOTATION_APPLIED_HASH = f"{GROUP}/applied-hash"
+# On a validation Job: the engine pods it validates, comma separated.
+ANNOTATION_PODS = f"{GROUP}/pods"
+ANNOTATION_EXPECTED_FINGERPRINT = f"{GROUP}/expected-fingerprint"
+PART_OF = "detinfer"
+MANAGED_BY = "detinfer"
+COMPONENT_ENGINE = "engine"
+COMPONENT_VALIDATOR = "validator"
+
+# The pod readiness gate: an engine pod takes traffic only when this condition is True.
+READINESS_GATE = f"{GROUP}/validated"
+
+ENGINE_PORT = 30000
+ENGINE_PORT_NAME = "http"
+ENGINE_CONTAINER = "engine"
+VALIDATOR_CONTAINER = "validator"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# Kubernetes keeps at most this many bytes of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class ConditionType:
+    """Condition types of a DeterministicInferenceService (status.conditions[].type)."""
+
+    PROGRESSING = "Progressing"
+    AVAILABLE = "Available"
+    VALIDATED = "Validated"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+
+    ALL = (PROGRESSING, AVAILABLE, VALIDATED, READY, DEGRADED)
+
+
+class Reason:
+    """Condition reasons, also used as Event reasons. CamelCase, specific."""
+
+    INVALID_SPEC = "InvalidSpec"
+    SCALED_TO_ZERO = "ScaledToZero"
+    WAITING_FOR_PODS = "WaitingForPods"
+    PODS_UNSCHEDULABLE = "PodsUnschedulable"
+    VALIDATING = "Validating"
+    VALIDATION_PENDING = "ValidationPending"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    VALIDATION_FAILED = "ValidationFailed"
+    DETERMINISTIC = "Deterministic"
+    NOT_DETERMINISTIC = "NotDeterministic"
+    FINGERPRINT_MISMATCH = "FingerprintMismatch"
+    COULD_NOT_VALIDATE = "CouldNotValidate"
+    REPLICAS_VALIDATED = "ReplicasValidated"
+    REPLICAS_NOT_VALIDATED = "ReplicasNotValidated"
+    MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
+    NO_VALIDATED_REPLICAS = "NoValidatedReplicas"
+    AS_EXPECTED = "AsExpected"
+    # Events only.
+    VALIDATION_STARTED = "ValidationStarted"
+    FINGERPRINT_RECORDED = "FingerprintRecorded"
+    VALIDATION_JOB_CANCELLED = "ValidationJobCancelled"

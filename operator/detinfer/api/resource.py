@@ -1,0 +1,180 @@
+"""The DeterministicInferenceService resource, and the one way to parse one: `parse_service`.
+
+Parsing applies the pydantic bounds and then the CRD's CEL rules, so a spec that the API server
+would refuse is refused here with the same field path and message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from detinfer.api.base import KubeModel
+from detinfer.api.cel import CelRule
+from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
+from detinfer.api.spec import DeterministicInferenceServiceSpec
+from detinfer.api.status import DeterministicInferenceServiceStatus
+
+ROOT_CEL_RULES: tuple[CelRule, ...] = (
+    CelRule(
+        rule=f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
+        message_expression=(
+            f"'metadata.name ' + self.metadata.name + ' is ' + string(self.metadata.name.size()) + "
+            f"' characters; at most {MAX_NAME_LENGTH} are allowed (the validation Job adds 11)'"
+        ),
+    ),
+    CelRule(
+        rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        message=(
+            "metadata.name must be a DNS-1035 label (lower case letters, digits and '-', "
+            "starting with a letter), because it names the Services"
+        ),
+    ),
+)
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    resourceVersion: str | None = None
+
+
+class DeterministicInferenceService(KubeModel):
+    """A DeterministicInferenceService as the operator sees it."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    apiVersion: Literal["detinfer.io/v1alpha1"] = API_VERSION
+    kind: Literal["DeterministicInferenceService"] = KIND
+    metadata: ObjectMeta
+    spec: DeterministicInferenceServiceSpec
+    status: DeterministicInferenceServiceStatus = DeterministicInferenceServiceStatus()
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """An invalid resource; `errors` name every field that is wrong."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+def parse_service(obj: Mapping[str, Any]) -> DeterministicInferenceService:
+    """Parse and validate a DeterministicInferenceService object (a dict as Kubernetes has it)."""
+    errors: list[FieldError] = []
+    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
+        raise SpecError(
+            [
+                FieldError(
+                    "apiVersion/kind",
+                    f"{obj.get('apiVersion')}/{obj.get('kind')} is not {API_VERSION}/{KIND}",
+                )
+            ]
+        )
+    metadata = obj.get("metadata") or {}
+    name = metadata.get("name")
+    if isinstance(name, str):
+        errors += _name_errors(name)
+    else:
+        errors.append(FieldError("metadata.name", "is required"))
+    if not isinstance(obj.get("spec"), Mapping):
+        errors.append(FieldError("spec", "is required and must be an object"))
+    if errors:
+        raise SpecError(errors)
+
+    spec = _parse_spec(json.dumps(obj["spec"], sort_keys=True))
+    if isinstance(spec, SpecError):
+        raise spec
+    return DeterministicInferenceService(
+        metadata=ObjectMeta.model_validate(metadata),
+        spec=spec,
+        status=_lenient_status(obj.get("status")),
+    )
+
+
+# CEL evaluation in pure Python takes milliseconds per rule, and the operator parses the same
+# spec on every event and timer tick; the models are immutable, so parses are memoized.
+@functools.lru_cache(maxsize=4096)
+def _parse_spec(spec_json: str) -> DeterministicInferenceServiceSpec | SpecError:
+    try:
+        spec = DeterministicInferenceServiceSpec.model_validate_json(spec_json)
+    except ValidationError as exc:
+        return SpecError([_pydantic_error("spec", e) for e in exc.errors()])
+    errors = list(cel_errors(spec, "spec"))
+    return SpecError(errors) if errors else spec
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_errors(name: str) -> tuple[FieldError, ...]:
+    return tuple(
+        FieldError("metadata.name", failed)
+        for rule in ROOT_CEL_RULES
+        if (failed := rule.check({"metadata": {"name": name}})) is not None
+    )
+
+
+def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
+    """Evaluate the CEL rules of `model` and of every model inside it."""
+    wire = model.to_wire()
+    for rule in type(model).cel_rules:
+        if (failed := rule.check(wire)) is not None:
+            yield FieldError(path + (rule.field_path or ""), failed)
+    for field_name, info in type(model).model_fields.items():
+        value = getattr(model, field_name)
+        child = f"{path}.{info.alias or field_name}"
+        if isinstance(value, KubeModel):
+            yield from cel_errors(value, child)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, KubeModel):
+                    yield from cel_errors(item, f"{child}[{i}]")
+
+
+def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:
+    path = prefix
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    if error["type"] == "missing":
+        return FieldError(path, "is required")
+    if error["type"] == "extra_forbidden":
+        return FieldError(path, "is not a known field")
+    return FieldError(path, f"{error['msg']} (got {error.get('input')!r})")
+
+
+def _lenient_status(raw: Any) -> DeterministicInferenceServiceStatus:
+    # Status is written only by the operator; a stale or foreign shape is treated as empty
+    # rather than blocking reconciliation of a valid spec.
+    if not isinstance(raw, Mapping):
+        return DeterministicInferenceServiceStatus()
+    try:
+        return DeterministicInferenceServiceStatus.model_validate(raw)
+    except ValidationError:
+        return DeterministicInferenceServiceStatus()

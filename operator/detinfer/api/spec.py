@@ -1,0 +1,293 @@
+"""spec of a DeterministicInferenceService: what the user asks for."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from detinfer.api.base import KubeModel, Toggle
+from detinfer.api.cel import CelRule
+
+# Kubernetes' own quantity pattern (resource.Quantity), for strings such as "64Gi" or "500m".
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+FINGERPRINT_PATTERN = r"^sha256:[0-9a-f]{64}$"
+IMAGE_DIGEST_RE = "@sha256:[0-9a-f]{64}$"
+
+
+class EngineKind(StrEnum):
+    SGLANG = "SGLang"
+    REFERENCE = "Reference"
+
+
+class AttentionBackend(StrEnum):
+    """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x)."""
+
+    FA3 = "FA3"
+    FLASHINFER = "FlashInfer"
+    TRITON = "Triton"
+
+    @property
+    def sglang_flag_value(self) -> str:
+        return {"FA3": "fa3", "FlashInfer": "flashinfer", "Triton": "triton"}[self.value]
+
+
+class FingerprintPolicy(StrEnum):
+    RECORD = "Record"
+    ENFORCE = "Enforce"
+
+
+class Suite(StrEnum):
+    """A validation suite; the fingerprint is always computed."""
+
+    SINGLE = "Single"
+    MIXED = "Mixed"
+    PREFIX = "Prefix"
+    RADIX_CACHE = "RadixCache"
+    CONCURRENT = "Concurrent"
+    CROSS_REPLICA = "CrossReplica"
+
+
+# extraArgs the operator refuses: flag -> why. Both "--flag value" and "--flag=value" are caught.
+MANAGED_FLAGS: dict[str, str] = {
+    "--model-path": "set spec.model.path instead",
+    "--model": "set spec.model.path instead",
+    "--revision": "set spec.model.revision instead",
+    "--host": "the operator sets the listen address",
+    "--port": "the operator sets the port (30000)",
+    "--attention-backend": "set spec.engine.attentionBackend instead",
+    "--prefill-attention-backend": "it would override spec.engine.attentionBackend",
+    "--decode-attention-backend": "it would override spec.engine.attentionBackend",
+    "--tp-size": "set spec.engine.tensorParallelSize instead",
+    "--tensor-parallel-size": "set spec.engine.tensorParallelSize instead",
+    "--random-seed": "set spec.engine.samplingSeed instead",
+    "--enable-deterministic-inference": "the operator always sets it (spec.engine.deterministicInference)",
+    "--disable-radix-cache": "set spec.engine.radixCache: Disabled instead",
+    "--disable-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
+    "--enable-metrics": "the operator always sets it",
+}
+NONDETERMINISTIC_FLAGS: dict[str, str] = {
+    "--speculative-algorithm": "speculative decoding is not deterministic in SGLang",
+    "--speculative-draft-model-path": "speculative decoding is not deterministic in SGLang",
+}
+
+
+def _flag_rule(flag: str, why: str) -> CelRule:
+    return CelRule(
+        rule=f"!self.extraArgs.exists(a, a == '{flag}' || a.startsWith('{flag}='))",
+        message=f"extraArgs must not contain {flag}: {why}",
+        field_path=".extraArgs",
+        reason="FieldValueForbidden",
+    )
+
+
+_SAMPLING_BACKEND_RULE = CelRule(
+    # Deterministic mode forces the pytorch sampler; any other sampler breaks it.
+    rule=(
+        "!self.extraArgs.exists(a, a == '--sampling-backend' || "
+        "(a.startsWith('--sampling-backend=') && a != '--sampling-backend=pytorch'))"
+    ),
+    message=(
+        "extraArgs must not contain --sampling-backend other than --sampling-backend=pytorch: "
+        "deterministic inference needs the pytorch sampler"
+    ),
+    field_path=".extraArgs",
+    reason="FieldValueForbidden",
+)
+
+
+class ModelSpec(KubeModel):
+    """The model to serve, pinned."""
+
+    path: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
+    """Hugging Face hub id (org/name) or a path inside the model cache volume."""
+
+    revision: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$", max_length=40)] = None
+    """The model's commit hash (40 hex). Required unless allowUnpinnedRevision is true."""
+
+    allow_unpinned_revision: bool = False
+    """Allow a model without a revision. Its outputs can then change under you."""
+
+    cache_volume_claim: Annotated[
+        str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    ] = None
+    """A PersistentVolumeClaim to keep downloaded weights in; an emptyDir when unset."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.revision) || self.allowUnpinnedRevision",
+            message=(
+                "model.revision is required: pin the model to a commit hash, "
+                "or set allowUnpinnedRevision: true"
+            ),
+            message_expression=(
+                "'model.revision is required for model ' + self.path + "
+                "': pin it to a commit hash, or set allowUnpinnedRevision: true'"
+            ),
+            field_path=".revision",
+            reason="FieldValueRequired",
+        ),
+    )
+
+
+class EngineSpec(KubeModel):
+    """The inference engine and every setting that can change its outputs."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
+    """Container image, pinned by digest (name@sha256:<64 hex>)."""
+
+    kind: EngineKind = EngineKind.SGLANG
+    """SGLang, or Reference: detinfer's small CPU/GPU reference engine, for demos and tests."""
+
+    allow_mutable_image: bool = False
+    """Allow an image without a digest. A moved tag can change the outputs."""
+
+    attention_backend: AttentionBackend = AttentionBackend.FA3
+    """Attention backend; one of those SGLang supports in deterministic mode."""
+
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] = 1
+    """GPUs one model instance is split over (SGLang --tp-size)."""
+
+    sampling_seed: Annotated[int, Field(ge=0, le=2147483647)] = 42
+    """Seed of the server (--random-seed) and of every validation request (sampling_seed)."""
+
+    cuda_graph: Toggle = Toggle.ENABLED
+    """CUDA graphs; they make deterministic mode about 2.8x faster (LMSYS, H100)."""
+
+    radix_cache: Toggle = Toggle.ENABLED
+    """The prefix (radix) cache. SGLang turns it off itself with FlashInfer in deterministic mode."""
+
+    deterministic_inference: Toggle = Toggle.ENABLED
+    """--enable-deterministic-inference. Disabled is allowed only for kind Reference, to show
+    what the validator catches."""
+
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = []
+    """More engine flags, appended last. Flags that fight a spec field or break determinism
+    are refused."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.allowMutableImage || self.image.matches('" + IMAGE_DIGEST_RE + "')",
+            message="engine.image must be pinned by digest (@sha256:<64 hex>)",
+            message_expression=(
+                "'engine.image ' + self.image + ' is not pinned by digest (@sha256:<64 hex>); "
+                "pin it, or set allowMutableImage: true'"
+            ),
+            field_path=".image",
+        ),
+        CelRule(
+            rule="self.kind != 'Reference' || self.tensorParallelSize == 1",
+            message="engine.tensorParallelSize must be 1 with kind: Reference (it runs on one device)",
+            field_path=".tensorParallelSize",
+        ),
+        CelRule(
+            rule="self.deterministicInference == 'Enabled' || self.kind == 'Reference'",
+            message=(
+                "engine.deterministicInference: Disabled is only allowed with kind: Reference"
+            ),
+            field_path=".deterministicInference",
+            reason="FieldValueForbidden",
+        ),
+        *(
+            _flag_rule(flag, why)
+            for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS}.items()
+        ),
+        _SAMPLING_BACKEND_RULE,
+    )
+
+
+class ResourcesSpec(KubeModel):
+    """What one replica needs from a node."""
+
+    gpus_per_replica: Annotated[int, Field(ge=0, le=16)] = 1
+    """nvidia.com/gpu per pod. 0 runs the Reference engine on CPU."""
+
+    gpu_product: Annotated[str | None, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] = None
+    """Required value of the node label nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3.
+    Kernels differ between GPU models, and so can outputs."""
+
+    cpu: Annotated[str | None, Field(max_length=32, pattern=QUANTITY_PATTERN)] = None
+    """CPU request and limit of the engine container (a quantity, e.g. "8")."""
+
+    memory: Annotated[str | None, Field(max_length=32, pattern=QUANTITY_PATTERN)] = None
+    """Memory request and limit of the engine container (a quantity, e.g. "64Gi")."""
+
+    shared_memory_size: Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)] = "16Gi"
+    """Size of the memory-backed /dev/shm (NCCL and the engine's workers need a large one)."""
+
+
+class ValidationSpec(KubeModel):
+    """How the pods are proven deterministic before they take traffic."""
+
+    suites: Annotated[list[Suite], Field(max_length=6)] = list(Suite)
+    """Suites to run; the fingerprint is always computed."""
+
+    trials: Annotated[int, Field(ge=1, le=128)] = 16
+    """Samples per suite (batch sizes, prompts or concurrent requests)."""
+
+    max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = 64
+    """Tokens generated per sample."""
+
+    fingerprint_policy: FingerprintPolicy = FingerprintPolicy.RECORD
+    """Record: remember the first fingerprint of a revision and hold later pods to it.
+    Enforce: every pod must match expectedFingerprint."""
+
+    expected_fingerprint: Annotated[
+        str | None, Field(pattern=FINGERPRINT_PATTERN, max_length=71)
+    ] = None
+    """sha256:<64 hex>; required when fingerprintPolicy is Enforce."""
+
+    revalidate_every_seconds: Annotated[int, Field(ge=0, le=2592000)] = 3600
+    """Run the validation again this often to catch drift; 0 never."""
+
+    timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """Deadline of one validation Job."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.fingerprintPolicy != 'Enforce' || has(self.expectedFingerprint)",
+            message="validation.expectedFingerprint is required when fingerprintPolicy is Enforce",
+            field_path=".expectedFingerprint",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.revalidateEverySeconds == 0 || self.revalidateEverySeconds >= 60",
+            message="validation.revalidateEverySeconds must be 0 (never) or at least 60",
+            message_expression=(
+                "'validation.revalidateEverySeconds is ' + string(self.revalidateEverySeconds) + "
+                "'; it must be 0 (never) or at least 60'"
+            ),
+            field_path=".revalidateEverySeconds",
+        ),
+    )
+
+
+class DeterministicInferenceServiceSpec(KubeModel):
+    """The desired deployment."""
+
+    model: ModelSpec
+    engine: EngineSpec
+    replicas: Annotated[int, Field(ge=0, le=64)] = 1
+    """Engine pods. Each is validated before it takes traffic."""
+
+    resources: ResourcesSpec = ResourcesSpec()
+    validation: ValidationSpec = ValidationSpec()
+
+    cel_rules = (
+        CelRule(
+            rule=(
+                "self.engine.kind == 'Reference' || "
+                "self.resources.gpusPerReplica >= self.engine.tensorParallelSize"
+            ),
+            message="resources.gpusPerReplica must be at least engine.tensorParallelSize",
+            message_expression=(
+                "'resources.gpusPerReplica is ' + string(self.resources.gpusPerReplica) + "
+                "' but engine.tensorParallelSize is ' + string(self.engine.tensorParallelSize) + "
+                "': every tensor-parallel rank needs its own GPU'"
+            ),
+            field_path=".resources.gpusPerReplica",
+        ),
+    )

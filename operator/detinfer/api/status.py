@@ -1,0 +1,115 @@
+"""status of a DeterministicInferenceService: what the operator observed and proved."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from detinfer.api.base import KubeModel
+from detinfer.api.spec import Suite
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Verdict(StrEnum):
+    """The outcome of one validation run; the exit code of the validator follows from it."""
+
+    DETERMINISTIC = "Deterministic"
+    NOT_DETERMINISTIC = "NotDeterministic"
+    FINGERPRINT_MISMATCH = "FingerprintMismatch"
+    COULD_NOT_TEST = "CouldNotTest"
+
+    @property
+    def exit_code(self) -> int:
+        return {"Deterministic": 0, "NotDeterministic": 1, "FingerprintMismatch": 1}.get(
+            self.value, 2
+        )
+
+
+class Condition(KubeModel):
+    """A metav1.Condition."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+
+class SuiteResult(KubeModel):
+    """One suite of one validation run."""
+
+    name: Suite
+    samples: Annotated[int, Field(ge=0)]
+    """Outputs compared."""
+    unique_outputs: Annotated[int, Field(ge=0)]
+    """Distinct outputs among them (token ids, and logprobs where the engine gives them); 1 is
+    deterministic."""
+    passed: bool
+    first_divergence: Annotated[str | None, Field(max_length=512)] = None
+    """Where the first two outputs differ: batch size, token position, the two tokens."""
+
+
+class ReplicaCounts(KubeModel):
+    desired: Annotated[int, Field(ge=0)] = 0
+    running: Annotated[int, Field(ge=0)] = 0
+    """Pods of the current revision whose containers are ready."""
+    validated: Annotated[int, Field(ge=0)] = 0
+    """Pods of the current revision that passed validation and take traffic."""
+
+
+class ValidationStatus(KubeModel):
+    """The last validation run the operator read."""
+
+    revision: str
+    """Revision the run validated."""
+    job_name: str
+    verdict: Verdict
+    message: Annotated[str, Field(max_length=1024)] = ""
+    last_run_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    last_success_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = (
+        None
+    )
+    pods: list[str] = []
+    """Pods the run validated."""
+    duration_seconds: Annotated[int | None, Field(ge=0)] = None
+    tokens_used: Annotated[int | None, Field(ge=0)] = None
+    unique_outputs: Annotated[int | None, Field(ge=0)] = None
+    """Largest number of distinct outputs in any suite."""
+    suites: list[SuiteResult] = []
+
+
+class OverheadStatus(KubeModel):
+    """Latency and throughput measured by the validation."""
+
+    latency_p50_milliseconds: Annotated[int | None, Field(ge=0)] = None
+    latency_p95_milliseconds: Annotated[int | None, Field(ge=0)] = None
+    tokens_per_second: Annotated[int | None, Field(ge=0)] = None
+    baseline_ratio_percent: Annotated[int | None, Field(ge=0)] = None
+    """Latency relative to the same engine without deterministic mode, where measured."""
+
+
+class DeterministicInferenceServiceStatus(KubeModel):
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    revision: str | None = None
+    """Hash of every spec field that can change the outputs; engine pods carry it as a label."""
+    serving_revision: str | None = None
+    """Revision of the pods the client Service sends traffic to."""
+    fingerprint: str | None = None
+    """sha256 of the canonical outputs of the validation prompts (token ids), recorded for
+    fingerprintRevision; later pods of that revision must match it."""
+    fingerprint_revision: str | None = None
+    """The revision the fingerprint was recorded for."""
+    short_fingerprint: str | None = None
+    """The fingerprint's first 12 hex digits, for kubectl get."""
+    replicas: ReplicaCounts = ReplicaCounts()
+    validation: ValidationStatus | None = None
+    overhead: OverheadStatus | None = None

@@ -1,0 +1,106 @@
+"""The validation summary: the validator writes it as its termination message, the operator reads it.
+
+This is the one definition of that contract. It must stay under Kubernetes' 4096-byte limit for
+termination messages, so `to_termination_message` shortens free text until it fits.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+
+from detinfer.api.base import KubeModel
+from detinfer.api.constants import TERMINATION_MESSAGE_LIMIT
+from detinfer.api.spec import FINGERPRINT_PATTERN
+from detinfer.api.status import SuiteResult, Verdict
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+class SummaryError(ValueError):
+    """A termination message that is not a valid summary."""
+
+
+class ValidationSummary(KubeModel):
+    schema_version: Literal[1] = SUMMARY_SCHEMA_VERSION
+    verdict: Verdict
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    """One line: why this verdict (the first divergence, the mismatch, why it could not test)."""
+    fingerprint: Annotated[str | None, Field(pattern=FINGERPRINT_PATTERN)] = None
+    suites: list[SuiteResult] = []
+    failed_endpoints: list[str] = []
+    """Endpoint names (pod names) that showed nondeterminism or a fingerprint mismatch."""
+    duration_seconds: Annotated[float, Field(ge=0)] = 0.0
+    tokens_used: Annotated[int, Field(ge=0)] = 0
+    latency_p50_milliseconds: Annotated[float | None, Field(ge=0)] = None
+    latency_p95_milliseconds: Annotated[float | None, Field(ge=0)] = None
+    tokens_per_second: Annotated[float | None, Field(ge=0)] = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+    @property
+    def max_unique_outputs(self) -> int | None:
+        return max((s.unique_outputs for s in self.suites), default=None)
+
+    def to_termination_message(self) -> str:
+        """Compact JSON of at most TERMINATION_MESSAGE_LIMIT bytes."""
+        text = _compact(self)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        short = self.model_copy(
+            update={
+                "reason": self.reason[:300],
+                "suites": [
+                    s.model_copy(
+                        update={"first_divergence": (s.first_divergence or "")[:120] or None}
+                    )
+                    for s in self.suites
+                ],
+            }
+        )
+        text = _compact(short)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        # Still too long: only the failed endpoints can be that many; keep a count of the rest.
+        names = short.failed_endpoints
+        while names and len(_compact(short).encode()) > TERMINATION_MESSAGE_LIMIT:
+            names = names[: len(names) // 2]
+            short = short.model_copy(
+                update={
+                    "failed_endpoints": names,
+                    "reason": f"{short.reason[:200]} ({len(self.failed_endpoints)} endpoints failed)",
+                }
+            )
+        return _compact(short)
+
+    @classmethod
+    def parse(cls, text: str | None) -> ValidationSummary:
+        """Parse a termination message; SummaryError says what is wrong with it."""
+        if not text or not text.strip():
+            raise SummaryError("the validator left no summary")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SummaryError(f"the summary is not JSON ({exc.msg} at {exc.pos})") from None
+        if not isinstance(data, dict):
+            raise SummaryError("the summary is not a JSON object")
+        version = data.get("schemaVersion")
+        if version != SUMMARY_SCHEMA_VERSION:
+            raise SummaryError(
+                f"summary schemaVersion {version!r} is not {SUMMARY_SCHEMA_VERSION}; "
+                "the validator and the operator are of different versions"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise SummaryError(f"summary field {where}: {first['msg']}") from None
+
+
+def _compact(summary: ValidationSummary) -> str:
+    return json.dumps(summary.to_wire(), separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,54 @@
+"""Pure functions from a DeterministicInferenceService to the objects the operator creates.
+
+No I/O, no clock, no randomness: the same input always gives the same objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detinfer.api.resource import DeterministicInferenceService
+from detinfer.builders.common import revision_of
+from detinfer.builders.deployment import build_deployment
+from detinfer.builders.job import Endpoint, build_validation_job, validation_job_name
+from detinfer.builders.services import build_client_service, build_headless_service
+from detinfer.config import OperatorConfig
+
+
+def build_children(
+    dis: DeterministicInferenceService, serving_revision: str
+) -> list[dict[str, Any]]:
+    """The long-lived children, in the order they are applied."""
+    return [
+        build_headless_service(dis),
+        build_client_service(dis, serving_revision),
+        build_deployment(dis),
+    ]
+
+
+def render_objects(
+    dis: DeterministicInferenceService, config: OperatorConfig
+) -> list[dict[str, Any]]:
+    """What `detinfer render` shows: the children, and the first validation Job as it would be
+    for pods named and addressed by placeholders (the operator fills in real ones)."""
+    revision = revision_of(dis)
+    endpoints = [
+        Endpoint(pod=f"{dis.name}-<pod-{i}>", ip=f"<pod-{i}-ip>") for i in range(dis.spec.replicas)
+    ]
+    expected = dis.spec.validation.expected_fingerprint
+    name = validation_job_name(dis, revision, [e.pod for e in endpoints], None)
+    job = build_validation_job(dis, endpoints, expected, name, config)
+    return [*build_children(dis, revision), job]
+
+
+__all__ = [
+    "Endpoint",
+    "build_children",
+    "build_client_service",
+    "build_deployment",
+    "build_headless_service",
+    "build_validation_job",
+    "render_objects",
+    "revision_of",
+    "validation_job_name",
+]

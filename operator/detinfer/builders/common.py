@@ -1,0 +1,101 @@
+"""What every child shares: names, labels, owner references, the revision and the applied hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from detinfer.api import constants as c
+from detinfer.api.resource import DeterministicInferenceService
+from detinfer.api.spec import EngineKind
+
+REVISION_LENGTH = 16
+
+
+def stable_hash(value: Any, length: int = 64) -> str:
+    """sha256 of the canonical JSON of `value`, in hex."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def revision_of(dis: DeterministicInferenceService) -> str:
+    """Hash of every spec field that can change the outputs.
+
+    Replicas, resources other than the GPU product, and the validation settings are left out:
+    changing them must not restart or re-validate the pods.
+    """
+    spec = dis.spec.to_wire()
+    engine = dict(spec["engine"])
+    engine.pop("allowMutableImage", None)
+    return stable_hash(
+        {
+            "recipe": 1,
+            "model": {"path": spec["model"]["path"], "revision": spec["model"].get("revision")},
+            "engine": engine,
+            "gpuProduct": spec["resources"].get("gpuProduct"),
+        },
+        REVISION_LENGTH,
+    )
+
+
+def engine_app_name(dis: DeterministicInferenceService) -> str:
+    return "sglang" if dis.spec.engine.kind == EngineKind.SGLANG else "detinfer-reference-engine"
+
+
+def selector_labels(dis: DeterministicInferenceService, component: str) -> dict[str, str]:
+    """Labels that select a DIS's pods of one component; immutable once a Deployment exists."""
+    return {
+        c.LABEL_INSTANCE: dis.name,
+        c.LABEL_COMPONENT: component,
+        c.LABEL_PART_OF: c.PART_OF,
+    }
+
+
+def labels(dis: DeterministicInferenceService, component: str, app_name: str) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: app_name,
+        **selector_labels(dis, component),
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_REVISION: revision_of(dis),
+    }
+
+
+def metadata(
+    dis: DeterministicInferenceService, name: str, object_labels: dict[str, str]
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": dis.namespace, "labels": object_labels}
+    if dis.metadata.uid:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": dis.name,
+                "uid": dis.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return meta
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the object with the hash of its own content, so an unchanged child is not re-applied."""
+    digest = stable_hash(obj, 16)
+    obj["metadata"].setdefault("annotations", {})[c.ANNOTATION_APPLIED_HASH] = digest
+    return obj
+
+
+def applied_hash(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(c.ANNOTATION_APPLIED_HASH)
+
+
+def headless_service_name(dis: DeterministicInferenceService) -> str:
+    return f"{dis.name}-pods"
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+NON_ROOT_UID = 65532

@@ -1,0 +1,119 @@
+"""The validation Job: runs `detinfer validate` against given engine pods, with no API access."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from detinfer.api import constants as c
+from detinfer.api.resource import DeterministicInferenceService
+from detinfer.builders import common
+from detinfer.config import OperatorConfig
+
+# The validator stops itself this long before the Job's deadline, so that it still writes a
+# "could not test" summary instead of being killed without one.
+VALIDATOR_DEADLINE_MARGIN_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An engine pod to validate."""
+
+    pod: str
+    ip: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{c.ENGINE_PORT}"
+
+
+def validation_job_name(
+    dis: DeterministicInferenceService, revision: str, pods: Sequence[str], after: str | None
+) -> str:
+    """One name per (revision, pods, previous run): asking twice for the same run is harmless."""
+    key = common.stable_hash({"revision": revision, "pods": sorted(pods), "after": after}, 10)
+    return f"{dis.name}-{key}"
+
+
+def validator_args(
+    dis: DeterministicInferenceService,
+    endpoints: Sequence[Endpoint],
+    expected_fingerprint: str | None,
+) -> list[str]:
+    validation = dis.spec.validation
+    args = ["--protocol", "sglang"]
+    for endpoint in sorted(endpoints, key=lambda e: e.pod):
+        args += ["--endpoint", f"{endpoint.pod}={endpoint.url}"]
+    args += [
+        "--suites",
+        ",".join(s.value for s in validation.suites) or "none",
+        "--trials",
+        str(validation.trials),
+        "--max-new-tokens",
+        str(validation.max_new_tokens),
+        "--sampling-seed",
+        str(dis.spec.engine.sampling_seed),
+        "--timeout-seconds",
+        str(validation.timeout_seconds - VALIDATOR_DEADLINE_MARGIN_SECONDS),
+        "--summary-file",
+        c.TERMINATION_MESSAGE_PATH,
+    ]
+    if expected_fingerprint:
+        args += ["--expected-fingerprint", expected_fingerprint]
+    return args
+
+
+def build_validation_job(
+    dis: DeterministicInferenceService,
+    endpoints: Sequence[Endpoint],
+    expected_fingerprint: str | None,
+    name: str,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    pod_labels = common.labels(dis, c.COMPONENT_VALIDATOR, "detinfer-validator")
+    meta = common.metadata(dis, name, dict(pod_labels))
+    meta["annotations"] = {c.ANNOTATION_PODS: ",".join(sorted(e.pod for e in endpoints))}
+    if expected_fingerprint:
+        meta["annotations"][c.ANNOTATION_EXPECTED_FINGERPRINT] = expected_fingerprint
+    container = {
+        "name": c.VALIDATOR_CONTAINER,
+        "image": config.validator_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["detinfer", "validate"],
+        "args": validator_args(dis, endpoints, expected_fingerprint),
+        "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {**common.RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": dis.spec.validation.timeout_seconds,
+            "ttlSecondsAfterFinished": config.job_ttl_seconds,
+            "template": {
+                "metadata": {"labels": dict(pod_labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    # The validator talks to the engine pods only; it needs no API access.
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": common.NON_ROOT_UID,
+                        "runAsGroup": common.NON_ROOT_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                },
+            },
+        },
+    }

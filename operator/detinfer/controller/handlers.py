@@ -1,0 +1,231 @@
+"""kopf handlers: thin. Every trigger leads to the same level-based `sync` of one resource.
+
+Triggers: the resource is created, updated or found at start-up (resume); one of its pods, Jobs,
+Services or its Deployment changes; a timer (revalidation, retries). `sync` reads everything
+from kopf's in-memory indexes, asks the pure `plan()` what to write, and writes only that, so a
+trigger with nothing to do costs no API call.
+
+Status is written by `sync` through the API rather than kopf's `patch.status`, because pod and
+Job events must update the status of the resource that owns them, not their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from detinfer import metrics
+from detinfer.api import constants as c
+from detinfer.config import OperatorConfig
+from detinfer.controller.cluster import Cluster, Conflict
+from detinfer.controller.observed import ChildView, JobView, PodView, owner_key
+from detinfer.controller.reconcile import Plan, plan
+
+log = logging.getLogger(__name__)
+
+DIS = (c.GROUP, c.VERSION, c.PLURAL)
+OURS = {c.LABEL_PART_OF: c.PART_OF}
+TIMER_INTERVAL_SECONDS = 30
+
+
+class State:
+    """What the handlers share, kept in kopf's memo."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: OperatorConfig,
+        post_event: Callable[..., None] = kopf.event,
+    ):
+        self.cluster = cluster
+        self.config = config
+        self.post_event = post_event
+        self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # The body our last status write returned, per resource: fresher than the index until
+        # the watch delivers it, so a quick second sync does not act on stale status.
+        self.written: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's own bookkeeping goes into annotations under our group, never into status
+    # (the CRD's structural schema would prune it).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+    if "state" not in memo:
+        memo["state"] = State(Cluster.connect(), OperatorConfig.from_env())
+
+
+# ---- indexes: the controller's only reads ----
+
+
+@kopf.index(*DIS)
+def resources_by_key(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index("v1", "pods", labels=OURS)
+def pods_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key(body)
+    return {key: PodView.from_body(body)} if key else None
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS)
+def jobs_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key(body)
+    return {key: JobView.from_body(body)} if key else None
+
+
+@kopf.index("apps", "v1", "deployments", labels=OURS)
+def deployments_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key(body)
+    return {key: ChildView.from_body(body)} if key else None
+
+
+@kopf.index("v1", "services", labels=OURS)
+def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+    key = owner_key(body)
+    return {key: ChildView.from_body(body)} if key else None
+
+
+# ---- triggers ----
+
+
+@kopf.on.resume(*DIS)
+@kopf.on.create(*DIS)
+@kopf.on.update(*DIS)
+def reconcile_service(
+    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    sync(memo["state"], (namespace, name), _plain(body), kwargs)
+
+
+@kopf.on.event("v1", "pods", labels=OURS)
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+@kopf.on.event("apps", "v1", "deployments", labels=OURS)
+@kopf.on.event("v1", "services", labels=OURS)
+def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    key = owner_key(body)
+    owners = kwargs["resources_by_key"].get(key) if key else None
+    if not owners:
+        return  # not ours, or its resource is gone (garbage collection follows)
+    for owner in owners:
+        sync(memo["state"], key, owner, kwargs)
+
+
+@kopf.timer(*DIS, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
+def revalidate(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Periodic revalidation and retries; a no-op (no API call) when nothing is due."""
+    sync(memo["state"], (namespace, name), _plain(body), kwargs)
+
+
+@kopf.on.delete(*DIS, optional=True)
+def forget_service(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    # No finalizer: the children go with their owner references; only our memory remains.
+    metrics.forget(namespace, name)
+    state: State = memo["state"]
+    state.written.pop((namespace, name), None)
+
+
+# ---- the one reconciliation ----
+
+
+def sync(
+    state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
+) -> Plan:
+    started = time.perf_counter()
+    result = "error"
+    with state.locks[key]:
+        try:
+            body = _freshest(body, state.written.get(key))
+            the_plan = plan(
+                body,
+                pods=list(indexes["pods_by_owner"].get(key, [])),
+                jobs=list(indexes["jobs_by_owner"].get(key, [])),
+                children=[
+                    *indexes["deployments_by_owner"].get(key, []),
+                    *indexes["services_by_owner"].get(key, []),
+                ],
+                config=state.config,
+                now=datetime.now(UTC),
+            )
+            _execute(state, key, body, the_plan)
+            result = "invalid" if the_plan.invalid else "success"
+            return the_plan
+        except Conflict as exc:
+            result = "conflict"
+            raise kopf.TemporaryError(str(exc), delay=1) from None
+        except ApiException as exc:
+            raise kopf.TemporaryError(
+                f"Kubernetes API: {exc.status} {exc.reason}", delay=10
+            ) from None
+        finally:
+            metrics.reconcile_total.labels(result).inc()
+            metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
+
+
+def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Plan) -> None:
+    namespace, name = key
+    cluster = state.cluster
+    for obj in p.apply:
+        cluster.apply(obj)
+        metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
+    for job in p.delete_jobs:
+        cluster.delete_job(namespace, job)
+        metrics.api_writes_total.labels("delete-job").inc()
+    if p.create_job is not None:
+        cluster.create_job(p.create_job)
+        metrics.api_writes_total.labels("create-job").inc()
+    for pod, condition in p.pod_conditions.items():
+        cluster.set_pod_condition(namespace, pod, condition)
+        metrics.api_writes_total.labels("pod-condition").inc()
+    status = body.get("status") or {}
+    if p.status is not None:
+        written = cluster.patch_status(
+            namespace, name, p.status, status, (body.get("metadata") or {}).get("resourceVersion")
+        )
+        metrics.api_writes_total.labels("status").inc()
+        state.written[key] = written
+        status = p.status
+    # Events only after the status write succeeded: a conflicting pass posts nothing twice.
+    for event in p.events:
+        state.post_event(dict(body), type=event.type, reason=event.reason, message=event.message)
+    if status:
+        metrics.observe(namespace, name, status, p.consumed)
+
+
+def _freshest(indexed: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The newer of the indexed body and the one our last write returned.
+
+    resourceVersions are opaque by contract but are etcd revisions (integers) in practice; if
+    they ever are not, the index wins.
+    """
+    if not written:
+        return indexed
+    try:
+        newer = int(written["metadata"]["resourceVersion"]) > int(
+            indexed["metadata"]["resourceVersion"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return indexed
+    if not newer or written["metadata"].get("generation") != indexed["metadata"].get("generation"):
+        return indexed
+    return written
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    # A private copy: kopf's bodies are views over data it may replace.
+    return copy.deepcopy({k: body[k] for k in body})

@@ -1,0 +1,524 @@
+"""Reconciliation as a pure function: observed state in, a Plan of writes out.
+
+`plan()` reads one DeterministicInferenceService with the pods, Jobs and children the operator
+has indexed for it, and decides everything: which children to apply, whether to start a
+validation Job, what each pod's readiness-gate condition must be, the new status and the Events.
+It never talks to the cluster and takes the time as an argument, so every branch is unit-tested
+and running it twice on the same state plans the same writes (or none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from detinfer.api import constants as c
+from detinfer.api.constants import ConditionType as T
+from detinfer.api.constants import Reason as R
+from detinfer.api.resource import DeterministicInferenceService, SpecError, parse_service
+from detinfer.api.spec import FingerprintPolicy
+from detinfer.api.status import (
+    Condition,
+    ConditionStatus,
+    DeterministicInferenceServiceStatus,
+    OverheadStatus,
+    ReplicaCounts,
+    ValidationStatus,
+    Verdict,
+)
+from detinfer.api.summary import SummaryError, ValidationSummary
+from detinfer.builders import Endpoint, build_children, build_validation_job, validation_job_name
+from detinfer.builders.common import revision_of
+from detinfer.config import OperatorConfig
+from detinfer.controller import conditions as cond
+from detinfer.controller.observed import ChildView, JobView, PodView
+
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    create_job: dict[str, Any] | None = None
+    delete_jobs: list[str] = field(default_factory=list)
+    # pod name -> the readiness-gate condition to set on it
+    pod_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The whole new status (wire form), or None when it would not change.
+    status: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    # The validation result read in this pass, if any (for metrics).
+    consumed: Verdict | None = None
+    invalid: SpecError | None = None
+
+    @property
+    def writes(self) -> int:
+        return (
+            len(self.apply)
+            + (self.create_job is not None)
+            + len(self.delete_jobs)
+            + len(self.pod_conditions)
+            + (self.status is not None)
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one finished validation Job says."""
+
+    verdict: Verdict
+    message: str
+    summary: ValidationSummary | None
+
+
+def plan(
+    body: Mapping[str, Any],
+    pods: Iterable[PodView],
+    jobs: Iterable[JobView],
+    children: Iterable[ChildView],
+    config: OperatorConfig,
+    now: datetime,
+) -> Plan:
+    out = Plan()
+    generation = (body.get("metadata") or {}).get("generation")
+    old = _old_status(body)
+    try:
+        dis = parse_service(body)
+    except SpecError as exc:
+        return _plan_invalid(out, exc, old, generation, now)
+
+    revision = revision_of(dis)
+    pods = list(pods)
+    engine_pods = [p for p in pods if p.component == c.COMPONENT_ENGINE]
+    validator_pods = [p for p in pods if p.component == c.COMPONENT_VALIDATOR]
+    jobs = sorted(jobs, key=lambda j: (j.created, j.name))
+    current_jobs = [j for j in jobs if j.revision == revision]
+    validation = old.validation
+    fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
+
+    # A spec change makes running Jobs of other revisions pointless.
+    for job in jobs:
+        if job.revision != revision and not job.finished:
+            out.delete_jobs.append(job.name)
+            out.events.append(
+                Event("Normal", R.VALIDATION_JOB_CANCELLED, f"{job.name}: the revision changed")
+            )
+
+    # 1. Read the result of the latest Job of this revision, once.
+    latest = current_jobs[-1] if current_jobs else None
+    job_running = False
+    overhead = old.overhead
+    if latest is not None and (validation is None or validation.job_name != latest.name):
+        result = read_result(latest, validator_pods)
+        if result is None:
+            job_running = True
+        else:
+            validation, fingerprint, fingerprint_revision = _consume(
+                out,
+                latest,
+                result,
+                engine_pods,
+                validation,
+                (fingerprint, fingerprint_revision),
+                revision,
+                now,
+            )
+            overhead = _overhead(result.summary) or overhead
+
+    engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
+    current = [p for p in engine_pods if p.revision == revision and not p.deleting]
+    ready = [p for p in current if p.serving_ready]
+
+    # 2. Start a validation Job when pods are waiting for one.
+    starting: list[str] = []
+    if not job_running:
+        due = _due_pods(dis, ready, validation, revision, config, now)
+        expected = _expected_fingerprint(dis, fingerprint, fingerprint_revision, revision)
+        if due:
+            name = validation_job_name(
+                dis,
+                revision,
+                [p.name for p in due],
+                validation.last_run_time if validation else None,
+            )
+            if all(j.name != name for j in jobs):
+                endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
+                out.create_job = build_validation_job(dis, endpoints, expected, name, config)
+                out.events.append(
+                    Event(
+                        "Normal",
+                        R.VALIDATION_STARTED,
+                        f"validating {', '.join(p.name for p in due)} with Job {name}",
+                    )
+                )
+            starting = [p.name for p in due]
+
+    # 3. Children, with the client Service on the revision that serves now.
+    serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
+    observed = {(ch.kind, ch.name): ch.applied_hash for ch in children}
+    for child in build_children(dis, serving_revision):
+        key = (child["kind"], child["metadata"]["name"])
+        if observed.get(key) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]:
+            out.apply.append(child)
+
+    # 4. Status.
+    validated_current = [p for p in current if p.is_validated]
+    conditions = list(old.conditions)
+    _set_conditions(
+        conditions,
+        dis,
+        revision=revision,
+        run=validation if validation and validation.revision == revision else None,
+        fingerprint=fingerprint,
+        current=current,
+        serving=[p for p in engine_pods if p.is_validated and p.revision == serving_revision],
+        validating=job_running or bool(starting),
+        generation=generation,
+        now=now,
+    )
+    status = DeterministicInferenceServiceStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        revision=revision,
+        serving_revision=serving_revision,
+        fingerprint=fingerprint,
+        fingerprint_revision=fingerprint_revision,
+        short_fingerprint=fingerprint.removeprefix("sha256:")[:12] if fingerprint else None,
+        replicas=ReplicaCounts(
+            desired=dis.spec.replicas, running=len(ready), validated=len(validated_current)
+        ),
+        validation=validation,
+        overhead=overhead,
+    )
+    if status.to_wire() != old.to_wire():
+        out.status = status.to_wire()
+    return out
+
+
+def read_result(job: JobView, validator_pods: Sequence[PodView]) -> Result | None:
+    """The verdict of a Job whose validator has finished; None while it is still running."""
+    pod = next(
+        (p for p in validator_pods if p.job_name == job.name and p.terminated is not None), None
+    )
+    if pod is None:
+        if job.finished:
+            reason = job.failure or "its pod is gone"
+            return Result(
+                Verdict.COULD_NOT_TEST, f"validation Job {job.name} left no result: {reason}", None
+            )
+        return None
+    term = pod.terminated
+    assert term is not None
+    try:
+        summary = ValidationSummary.parse(term.message)
+    except SummaryError as exc:
+        why = f"exit code {term.exit_code}" + (f" ({term.reason})" if term.reason else "")
+        return Result(Verdict.COULD_NOT_TEST, f"validator {pod.name} {why}: {exc}", None)
+    if summary.exit_code != term.exit_code:
+        return Result(
+            Verdict.COULD_NOT_TEST,
+            f"validator {pod.name} exited {term.exit_code} but its summary says "
+            f"{summary.verdict.value} (exit {summary.exit_code})",
+            summary,
+        )
+    verdict, message = summary.verdict, summary.reason
+    if (
+        verdict == Verdict.DETERMINISTIC
+        and job.expected_fingerprint
+        and summary.fingerprint != job.expected_fingerprint
+    ):
+        # Defence in depth: the validator should have caught this itself.
+        verdict = Verdict.FINGERPRINT_MISMATCH
+        message = (
+            f"fingerprint {summary.fingerprint} is not the expected {job.expected_fingerprint}"
+        )
+    return Result(verdict, message or verdict.value, summary)
+
+
+def _consume(
+    out: Plan,
+    job: JobView,
+    result: Result,
+    engine_pods: Sequence[PodView],
+    previous: ValidationStatus | None,
+    recorded: tuple[str | None, str | None],
+    revision: str,
+    now: datetime,
+) -> tuple[ValidationStatus, str | None, str | None]:
+    """Turn a Job's result into pod conditions, the validation status, and Events."""
+    summary = result.summary
+    existing = {p.name: p for p in engine_pods if not p.deleting}
+    failed = set(summary.failed_endpoints) if summary else set()
+    for name in job.pods:
+        if name not in existing:
+            continue
+        if result.verdict == Verdict.DETERMINISTIC or (
+            result.verdict in FAILED_VERDICTS and failed and name not in failed
+        ):
+            gate = (TRUE, R.DETERMINISTIC, f"passed validation Job {job.name}")
+        elif result.verdict in FAILED_VERDICTS:
+            gate = (FALSE, result.verdict.value, result.message[:1024])
+        else:
+            gate = (FALSE, R.COULD_NOT_VALIDATE, result.message[:1024])
+        condition = cond.pod_condition(c.READINESS_GATE, *gate, now)
+        if not cond.same_pod_condition(existing[name].validated, condition):
+            out.pod_conditions[name] = condition
+
+    fingerprint, fingerprint_revision = recorded
+    if result.verdict == Verdict.DETERMINISTIC and summary and summary.fingerprint:
+        if (fingerprint, fingerprint_revision) != (summary.fingerprint, revision):
+            out.events.append(
+                Event(
+                    "Normal",
+                    R.FINGERPRINT_RECORDED,
+                    f"revision {revision}: fingerprint {summary.fingerprint}",
+                )
+            )
+        fingerprint, fingerprint_revision = summary.fingerprint, revision
+
+    passed = result.verdict == Verdict.DETERMINISTIC
+    validation = ValidationStatus(
+        revision=revision,
+        job_name=job.name,
+        verdict=result.verdict,
+        message=result.message[:1024],
+        last_run_time=cond.format_time(now),
+        last_success_time=cond.format_time(now)
+        if passed
+        else (previous.last_success_time if previous else None),
+        pods=list(job.pods),
+        duration_seconds=round(summary.duration_seconds) if summary else None,
+        tokens_used=summary.tokens_used if summary else None,
+        unique_outputs=summary.max_unique_outputs if summary else None,
+        suites=list(summary.suites) if summary else [],
+    )
+    kind = "Normal" if passed else "Warning"
+    reason = {
+        Verdict.DETERMINISTIC: R.DETERMINISTIC,
+        Verdict.NOT_DETERMINISTIC: R.NOT_DETERMINISTIC,
+        Verdict.FINGERPRINT_MISMATCH: R.FINGERPRINT_MISMATCH,
+        Verdict.COULD_NOT_TEST: R.COULD_NOT_VALIDATE,
+    }[result.verdict]
+    out.events.append(Event(kind, reason, f"Job {job.name}: {result.message}"[:1024]))
+    out.consumed = result.verdict
+    return validation, fingerprint, fingerprint_revision
+
+
+def _with_condition(pod: PodView, condition: Mapping[str, Any] | None) -> PodView:
+    """The pod as it will be once the planned condition is written."""
+    return pod if condition is None else replace(pod, validated=dict(condition))
+
+
+def _due_pods(
+    dis: DeterministicInferenceService,
+    ready: Sequence[PodView],
+    validation: ValidationStatus | None,
+    revision: str,
+    config: OperatorConfig,
+    now: datetime,
+) -> list[PodView]:
+    """Ready pods of this revision that need a validation run now."""
+    interval = dis.spec.validation.revalidate_every_seconds
+    if interval and validation is not None and validation.revision == revision:
+        last = cond.parse_time(validation.last_run_time)
+        if last is not None and now - last >= timedelta(seconds=interval):
+            return list(ready)  # periodic revalidation: everyone, to catch drift
+    due = []
+    for pod in ready:
+        gate = pod.validated
+        if gate is None:
+            due.append(pod)
+        elif gate.get("status") != "True" and gate.get("reason") == R.COULD_NOT_VALIDATE:
+            since = cond.parse_time(gate.get("lastTransitionTime"))
+            if since is None or now - since >= timedelta(seconds=config.retry_after_seconds):
+                due.append(pod)
+    return due
+
+
+def _expected_fingerprint(
+    dis: DeterministicInferenceService,
+    fingerprint: str | None,
+    fingerprint_revision: str | None,
+    revision: str,
+) -> str | None:
+    if dis.spec.validation.fingerprint_policy == FingerprintPolicy.ENFORCE:
+        return dis.spec.validation.expected_fingerprint
+    return fingerprint if fingerprint_revision == revision else None
+
+
+def _serving_revision(engine_pods: Sequence[PodView], revision: str, previous: str | None) -> str:
+    """The current revision once any of its pods passed; until then, whichever revision serves."""
+    serving = {p.revision for p in engine_pods if p.is_validated and not p.deleting}
+    if revision in serving or not serving:
+        return revision
+    if previous in serving:
+        return previous  # type: ignore[return-value]
+    return sorted(r for r in serving if r)[0]
+
+
+def _overhead(summary: ValidationSummary | None) -> OverheadStatus | None:
+    if summary is None or summary.latency_p50_milliseconds is None:
+        return None
+    return OverheadStatus(
+        latency_p50_milliseconds=round(summary.latency_p50_milliseconds),
+        latency_p95_milliseconds=round(summary.latency_p95_milliseconds)
+        if summary.latency_p95_milliseconds is not None
+        else None,
+        tokens_per_second=round(summary.tokens_per_second)
+        if summary.tokens_per_second is not None
+        else None,
+    )
+
+
+def _set_conditions(
+    conds: list[Condition],
+    dis: DeterministicInferenceService,
+    *,
+    revision: str,
+    run: ValidationStatus | None,
+    fingerprint: str | None,
+    current: Sequence[PodView],
+    serving: Sequence[PodView],
+    validating: bool,
+    generation: int | None,
+    now: datetime,
+) -> None:
+    """Set all five conditions in `conds` (in place) from what was observed and decided."""
+    desired = dis.spec.replicas
+    validated = [p for p in current if p.is_validated]
+
+    def put(type_: str, value: ConditionStatus, reason: str, message: str) -> None:
+        cond.set_condition(conds, type_, value, reason, message, generation, now)
+
+    if desired == 0:
+        for type_ in (T.PROGRESSING, T.AVAILABLE, T.READY):
+            put(type_, FALSE, R.SCALED_TO_ZERO, "spec.replicas is 0")
+        put(T.VALIDATED, UNKNOWN, R.SCALED_TO_ZERO, "no pods to validate")
+        put(T.DEGRADED, FALSE, R.AS_EXPECTED, "")
+        return
+
+    # Validated: the verdict of the last run on this revision.
+    if run is None:
+        put(
+            T.VALIDATED,
+            UNKNOWN,
+            R.VALIDATING if validating else R.VALIDATION_PENDING,
+            f"revision {revision} has not been validated yet",
+        )
+    elif run.verdict == Verdict.DETERMINISTIC:
+        put(
+            T.VALIDATED,
+            TRUE,
+            R.DETERMINISTIC,
+            f"every suite gave one output on {', '.join(run.pods)}; fingerprint {fingerprint}",
+        )
+    elif run.verdict in FAILED_VERDICTS:
+        put(T.VALIDATED, FALSE, run.verdict.value, run.message)
+    else:
+        put(T.VALIDATED, UNKNOWN, R.COULD_NOT_VALIDATE, run.message)
+
+    failed = run is not None and run.verdict in FAILED_VERDICTS
+    if failed:
+        assert run is not None
+        put(T.DEGRADED, TRUE, run.verdict.value, run.message)
+    else:
+        put(T.DEGRADED, FALSE, R.AS_EXPECTED, "")
+
+    if serving:
+        put(
+            T.AVAILABLE,
+            TRUE,
+            R.MINIMUM_REPLICAS_AVAILABLE,
+            f"{len(serving)} validated pod(s) serve revision {serving[0].revision}",
+        )
+    else:
+        put(T.AVAILABLE, FALSE, R.NO_VALIDATED_REPLICAS, "no pod has passed validation yet")
+
+    # Progressing, and the reason Ready is not yet True.
+    unschedulable = next((p for p in current if p.unschedulable), None)
+    running = [p for p in current if p.serving_ready]
+    if len(validated) >= desired:
+        progress = (
+            FALSE,
+            R.ROLLOUT_COMPLETE,
+            f"{len(validated)} pod(s) of revision {revision} validated",
+        )
+    elif failed and not validating:
+        assert run is not None
+        progress = (FALSE, R.VALIDATION_FAILED, run.message)
+    elif validating:
+        progress = (TRUE, R.VALIDATING, f"validating revision {revision}")
+    elif unschedulable is not None:
+        progress = (
+            TRUE,
+            R.PODS_UNSCHEDULABLE,
+            f"pod {unschedulable.name}: {unschedulable.unschedulable}",
+        )
+    elif run is not None and run.verdict == Verdict.COULD_NOT_TEST:
+        progress = (TRUE, R.COULD_NOT_VALIDATE, f"{run.message} (will retry)")
+    else:
+        progress = (
+            TRUE,
+            R.WAITING_FOR_PODS,
+            f"{len(running)} of {desired} pod(s) of revision {revision} running",
+        )
+    put(T.PROGRESSING, *progress)
+
+    if run is not None and run.verdict == Verdict.DETERMINISTIC and len(validated) >= desired:
+        put(
+            T.READY,
+            TRUE,
+            R.REPLICAS_VALIDATED,
+            f"{len(validated)} of {desired} pod(s) validated deterministic",
+        )
+    else:
+        blocker = (
+            progress if progress[0] == TRUE or failed else (FALSE, R.REPLICAS_NOT_VALIDATED, "")
+        )
+        message = blocker[2] or f"{len(validated)} of {desired} pod(s) validated"
+        put(T.READY, FALSE, blocker[1], message)
+
+
+def _plan_invalid(
+    out: Plan,
+    exc: SpecError,
+    old: DeterministicInferenceServiceStatus,
+    generation: int | None,
+    now: datetime,
+) -> Plan:
+    """An invalid spec: say so on Ready, touch no child (nothing is lost), no retry."""
+    out.invalid = exc
+    conds = list(old.conditions)
+    message = str(exc)[:4000]
+    before = cond.find(conds, T.READY)
+    cond.set_condition(conds, T.READY, FALSE, R.INVALID_SPEC, message, generation, now)
+    cond.set_condition(conds, T.PROGRESSING, FALSE, R.INVALID_SPEC, message, generation, now)
+    for type_ in (T.AVAILABLE, T.VALIDATED, T.DEGRADED):
+        if cond.find(conds, type_) is None:
+            value = FALSE if type_ == T.DEGRADED else UNKNOWN
+            cond.set_condition(conds, type_, value, R.INVALID_SPEC, "", generation, now)
+    status = old.model_copy(update={"conditions": conds, "observed_generation": generation})
+    if before is None or before.reason != R.INVALID_SPEC or before.message != message:
+        out.events.append(Event("Warning", R.INVALID_SPEC, message[:1024]))
+    if status.to_wire() != old.to_wire():
+        out.status = status.to_wire()
+    return out
+
+
+def _old_status(body: Mapping[str, Any]) -> DeterministicInferenceServiceStatus:
+    raw = body.get("status")
+    if not isinstance(raw, Mapping):
+        return DeterministicInferenceServiceStatus()
+    try:
+        return DeterministicInferenceServiceStatus.model_validate(raw)
+    except ValueError:
+        return DeterministicInferenceServiceStatus()

@@ -1,0 +1,171 @@
+"""Objects as the API server would hand them to the operator, for unit tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detinfer.api import constants as c
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGEST = "sha256:" + "ab" * 32
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+FINGERPRINT = "sha256:" + "f0" * 32
+OTHER_FINGERPRINT = "sha256:" + "0f" * 32
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+def dis(**spec_overrides: Any) -> dict[str, Any]:
+    """A valid DIS body; keyword arguments are deep-merged into spec (None deletes a key)."""
+    body = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {
+            "name": "qwen",
+            "namespace": "ml",
+            "uid": "11111111-2222-3333-4444-555555555555",
+            "generation": 1,
+            "resourceVersion": "100",
+        },
+        "spec": {
+            "model": {"path": "Qwen/Qwen3-8B", "revision": REVISION},
+            "engine": {"image": f"lmsysorg/sglang@{DIGEST}"},
+            "replicas": 2,
+            "resources": {"gpusPerReplica": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
+        },
+    }
+    _merge(body["spec"], spec_overrides)
+    return body
+
+
+def _merge(into: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def engine_pod(
+    name: str,
+    revision: str,
+    *,
+    ip: str | None = "10.0.0.1",
+    ready: bool = True,
+    phase: str = "Running",
+    gate: dict[str, Any] | None = None,
+    unschedulable: str | None = None,
+    instance: str = "qwen",
+) -> dict[str, Any]:
+    conditions = [{"type": "ContainersReady", "status": "True" if ready else "False"}]
+    if unschedulable:
+        conditions = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": unschedulable,
+            }
+        ]
+    if gate:
+        conditions.append(gate)
+    status: dict[str, Any] = {"phase": phase, "conditions": conditions}
+    if ip:
+        status["podIP"] = ip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {
+                c.LABEL_INSTANCE: instance,
+                c.LABEL_COMPONENT: c.COMPONENT_ENGINE,
+                c.LABEL_PART_OF: c.PART_OF,
+                c.LABEL_REVISION: revision,
+            },
+        },
+        "status": status,
+    }
+
+
+def validator_pod(
+    job: dict[str, Any], exit_code: int | None, message: str | None = None
+) -> dict[str, Any]:
+    """The Job's pod; terminated with `exit_code` and `message` unless exit_code is None."""
+    state: dict[str, Any] = {"running": {}}
+    if exit_code is not None:
+        state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+            }
+        }
+        if message is not None:
+            state["terminated"]["message"] = message
+    labels = dict(job["spec"]["template"]["metadata"]["labels"])
+    labels["batch.kubernetes.io/job-name"] = job["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": job["metadata"]["name"] + "-x1y2z",
+            "namespace": "ml",
+            "labels": labels,
+        },
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Running",
+            "containerStatuses": [{"name": c.VALIDATOR_CONTAINER, "state": state}],
+        },
+    }
+
+
+def observed_job(
+    job: dict[str, Any],
+    *,
+    created: str = "2026-11-22T10:00:00Z",
+    failed: str | None = None,
+    complete: bool = False,
+) -> dict[str, Any]:
+    """A Job as the API server returns it after creation, optionally finished."""
+    body = copy.deepcopy(job)
+    body["metadata"]["creationTimestamp"] = created
+    conditions = []
+    if failed:
+        reason, _, message = failed.partition(": ")
+        conditions.append(
+            {"type": "Failed", "status": "True", "reason": reason, "message": message}
+        )
+    if complete:
+        conditions.append({"type": "Complete", "status": "True"})
+    body["status"] = {"conditions": conditions, "failed": 1 if failed else 0}
+    return body
+
+
+def summary(verdict: str = "Deterministic", **fields: Any) -> str:
+    data = {
+        "schemaVersion": 1,
+        "verdict": verdict,
+        "reason": fields.pop("reason", "all suites gave one output"),
+        "fingerprint": fields.pop("fingerprint", FINGERPRINT),
+        "suites": fields.pop(
+            "suites",
+            [{"name": "Single", "samples": 16, "uniqueOutputs": 1, "passed": True}],
+        ),
+        "durationSeconds": 12.5,
+        "tokensUsed": 4096,
+        "latencyP50Milliseconds": 120.4,
+        "latencyP95Milliseconds": 250.0,
+        "tokensPerSecond": 812.0,
+        **fields,
+    }
+    return json.dumps(data)

@@ -1,0 +1,244 @@
+"""Builders: golden files for the examples, and the properties that matter, one by one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from detinfer.api import constants as c
+from detinfer.api import parse_service
+from detinfer.builders import (
+    Endpoint,
+    build_client_service,
+    build_deployment,
+    build_headless_service,
+    build_validation_job,
+    render_objects,
+    revision_of,
+    validation_job_name,
+)
+from detinfer.builders.deployment import engine_command
+from detinfer.config import OperatorConfig
+from tests import factories as f
+
+GOLDEN = f.ROOT / "tests" / "golden"
+CONFIG = OperatorConfig(validator_image="registry.example/detinfer@" + f.DIGEST)
+
+
+def _with_uid(body):
+    body["metadata"].update(namespace="ml", uid="11111111-2222-3333-4444-555555555555")
+    return parse_service(body)
+
+
+@pytest.mark.parametrize("example", ["service.yaml", "reference.yaml"])
+def test_golden(example):
+    """Everything the operator creates for the examples. Regenerate: UPDATE_GOLDEN=1 make test."""
+    objects = render_objects(_with_uid(f.example(example)), CONFIG)
+    text = yaml.safe_dump_all(objects, sort_keys=False, width=100)
+    path = GOLDEN / example
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} differs; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+def dis(**overrides):
+    return parse_service(f.dis(**overrides))
+
+
+def test_sglang_command_line_follows_the_spec_in_order():
+    command, args = engine_command(
+        dis(
+            engine={
+                "attentionBackend": "Triton",
+                "tensorParallelSize": 2,
+                "samplingSeed": 7,
+                "cudaGraph": "Disabled",
+                "radixCache": "Disabled",
+                "extraArgs": ["--mem-fraction-static", "0.8"],
+            },
+            resources={"gpusPerReplica": 2},
+        )
+    )
+    assert command == ["python3", "-m", "sglang.launch_server"]
+    assert args == [
+        "--model-path",
+        "Qwen/Qwen3-8B",
+        "--revision",
+        f.REVISION,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "30000",
+        "--enable-deterministic-inference",
+        "--attention-backend",
+        "triton",
+        "--tp-size",
+        "2",
+        "--random-seed",
+        "7",
+        "--enable-metrics",
+        "--disable-cuda-graph",
+        "--disable-radix-cache",
+        "--mem-fraction-static",
+        "0.8",
+    ]
+
+
+def test_reference_engine_runs_detinfer_engine_on_cpu_or_gpu():
+    cpu = dis(
+        engine={"kind": "Reference", "deterministicInference": "Disabled"},
+        resources={"gpusPerReplica": 0, "gpuProduct": None},
+    )
+    command, args = engine_command(cpu)
+    assert command == ["detinfer", "engine"]
+    assert "--enable-deterministic-inference" not in args
+    assert args[args.index("--device") + 1] == "cpu"
+    assert "--attention-backend" not in args and "--tp-size" not in args
+    gpu = dis(engine={"kind": "Reference"}, resources={"gpusPerReplica": 1})
+    assert engine_command(gpu)[1][engine_command(gpu)[1].index("--device") + 1] == "cuda"
+    pod = build_deployment(cpu)["spec"]["template"]["spec"]
+    assert "tolerations" not in pod and "resources" not in pod["containers"][0]
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
+
+
+def test_deployment_gpus_affinity_gate_probes_and_shm():
+    deployment = build_deployment(
+        dis(resources={"gpusPerReplica": 2, "memory": "64Gi"}, engine={"tensorParallelSize": 2})
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"] == {
+        "requests": {"nvidia.com/gpu": "2", "memory": "64Gi"},
+        "limits": {"nvidia.com/gpu": "2", "memory": "64Gi"},
+    }
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+    ]
+    assert pod["readinessGates"] == [{"conditionType": "detinfer.io/validated"}]
+    assert container["startupProbe"]["httpGet"]["path"] == "/health_generate"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health_generate"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": "100%",
+        "maxUnavailable": 0,
+    }
+
+
+def test_model_cache_claim_and_no_product_affinity():
+    pod = build_deployment(
+        dis(model={"cacheVolumeClaim": "hf-cache"}, resources={"gpuProduct": None})
+    )["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
+    assert "affinity" not in pod
+
+
+def test_children_are_owned_and_labelled():
+    d = dis()
+    for obj in (build_deployment(d), build_client_service(d, "r"), build_headless_service(d)):
+        meta = obj["metadata"]
+        assert meta["ownerReferences"][0]["kind"] == c.KIND
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"][c.LABEL_MANAGED_BY] == "detinfer"
+        assert meta["labels"][c.LABEL_INSTANCE] == "qwen"
+        assert meta["labels"][c.LABEL_REVISION] == revision_of(d)
+        assert c.ANNOTATION_APPLIED_HASH in meta["annotations"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"engine": {"image": "lmsysorg/sglang@sha256:" + "cd" * 32}},
+        {"engine": {"attentionBackend": "FlashInfer"}},
+        {"engine": {"samplingSeed": 43}},
+        {"engine": {"cudaGraph": "Disabled"}},
+        {"engine": {"extraArgs": ["--dtype", "float16"]}},
+        {"model": {"revision": "f" * 40}},
+        {"model": {"path": "Qwen/Qwen3-4B"}},
+        {"resources": {"gpuProduct": "NVIDIA-H200"}},
+    ],
+)
+def test_revision_changes_with_what_changes_outputs(change):
+    assert revision_of(dis(**change)) != revision_of(dis())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"replicas": 5},
+        {"validation": {"trials": 32}},
+        {"resources": {"memory": "80Gi"}},
+        {"engine": {"allowMutableImage": True}},
+    ],
+)
+def test_revision_ignores_what_does_not(change):
+    assert revision_of(dis(**change)) == revision_of(dis())
+
+
+def test_services_select_validated_revision_and_every_pod():
+    d = dis()
+    client = build_client_service(d, "abc")
+    headless = build_headless_service(d)
+    assert client["spec"]["selector"][c.LABEL_REVISION] == "abc"
+    assert headless["metadata"]["name"] == "qwen-pods"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert c.LABEL_REVISION not in headless["spec"]["selector"]
+
+
+def test_validation_job():
+    d = dis(validation={"timeoutSeconds": 600, "suites": ["Single", "CrossReplica"]})
+    endpoints = [Endpoint("qwen-b", "10.0.0.2"), Endpoint("qwen-a", "fd00::1")]
+    name = validation_job_name(d, revision_of(d), ["qwen-b", "qwen-a"], None)
+    job = build_validation_job(d, endpoints, f.FINGERPRINT, name, CONFIG)
+    assert name == validation_job_name(d, revision_of(d), ["qwen-a", "qwen-b"], None)
+    assert name != validation_job_name(d, revision_of(d), ["qwen-a"], None)
+    assert name != validation_job_name(
+        d, revision_of(d), ["qwen-a", "qwen-b"], "2026-11-22T10:00:00Z"
+    )
+    assert len(name) <= 63 and name.startswith("qwen-")
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] == 600
+    assert spec["ttlSecondsAfterFinished"] == CONFIG.job_ttl_seconds
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["restartPolicy"] == "Never"
+    args = pod["containers"][0]["args"]
+    assert args[:6] == [
+        "--protocol",
+        "sglang",
+        "--endpoint",
+        "qwen-a=http://[fd00::1]:30000",
+        "--endpoint",
+        "qwen-b=http://10.0.0.2:30000",
+    ]
+    assert args[args.index("--suites") + 1] == "Single,CrossReplica"
+    assert args[args.index("--timeout-seconds") + 1] == "570"
+    assert args[args.index("--expected-fingerprint") + 1] == f.FINGERPRINT
+    assert args[args.index("--summary-file") + 1] == "/dev/termination-log"
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    assert pod["containers"][0]["image"] == CONFIG.validator_image
+
+
+def test_longest_name_gives_a_valid_job_name():
+    body = f.dis()
+    body["metadata"]["name"] = "a" * 52
+    d = parse_service(body)
+    assert len(validation_job_name(d, revision_of(d), ["p"], None)) == 63
+
+
+def test_builders_are_pure():
+    assert render_objects(dis(), CONFIG) == render_objects(dis(), CONFIG)

@@ -1,0 +1,483 @@
+"""The reconciliation plan, scenario by scenario, against a small in-memory cluster.
+
+`World` plays the API server for the plan: it stores what the plan writes, so each scenario can
+check both the writes and that a second pass over the resulting state writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from detinfer.api import constants as c
+from detinfer.api.constants import ConditionType as T
+from detinfer.builders.common import applied_hash
+from detinfer.config import OperatorConfig
+from detinfer.controller.observed import ChildView, JobView, PodView
+from detinfer.controller.reconcile import Plan, plan
+from tests import factories as f
+
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+CONFIG = OperatorConfig(validator_image="detinfer@" + f.DIGEST, retry_after_seconds=60)
+
+
+class World:
+    def __init__(self, body: dict[str, Any]):
+        self.body = body
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.now = T0
+        self.events: list = []
+
+    def plan(self) -> Plan:
+        return plan(
+            self.body,
+            [PodView.from_body(p) for p in self.pods.values()],
+            [JobView.from_body(j) for j in self.jobs.values()],
+            [ChildView.from_body(ch) for ch in self.children.values()],
+            CONFIG,
+            self.now,
+        )
+
+    def step(self) -> Plan:
+        """Plan and carry out the writes, as the operator would."""
+        p = self.plan()
+        for obj in p.apply:
+            self.children[(obj["kind"], obj["metadata"]["name"])] = copy.deepcopy(obj)
+        for name in p.delete_jobs:
+            self.jobs.pop(name, None)
+        if p.create_job:
+            created = T0 + timedelta(seconds=len(self.jobs))
+            self.jobs[p.create_job["metadata"]["name"]] = f.observed_job(
+                p.create_job, created=created.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+        for pod, condition in p.pod_conditions.items():
+            conds = [
+                x for x in self.pods[pod]["status"]["conditions"] if x["type"] != condition["type"]
+            ]
+            self.pods[pod]["status"]["conditions"] = [*conds, condition]
+        if p.status is not None:
+            self.body["status"] = p.status
+            self.body["metadata"]["resourceVersion"] = str(
+                int(self.body["metadata"]["resourceVersion"]) + 1
+            )
+        self.events += p.events
+        return p
+
+    def settle(self) -> Plan:
+        """Step until a pass writes nothing; return the last writing plan."""
+        last = self.step()
+        for _ in range(5):
+            p = self.step()
+            if p.writes == 0:
+                return last
+            last = p
+        raise AssertionError("the plan does not converge")
+
+    # --- the cluster's side of the story ---
+
+    @property
+    def revision(self) -> str:
+        return self.body["status"]["revision"]
+
+    def add_pods(
+        self, *names: str, revision: str | None = None, ip: str | None = "auto", **kwargs
+    ) -> None:
+        for name in names:
+            address = f"10.0.0.{len(self.pods) + 1}" if ip == "auto" else ip
+            self.pods[name] = f.engine_pod(name, revision or self.revision, ip=address, **kwargs)
+
+    def finish_job(
+        self, exit_code: int | None, message: str | None, failed: str | None = None
+    ) -> str:
+        job = self.latest_job()
+        name = job["metadata"]["name"]
+        if exit_code is not None:
+            self.pods[name + "-pod"] = f.validator_pod(job, exit_code, message)
+        if failed or exit_code is not None:
+            self.jobs[name] = f.observed_job(
+                job,
+                created=job["metadata"]["creationTimestamp"],
+                failed=failed,
+                complete=exit_code == 0,
+            )
+        return name
+
+    def latest_job(self) -> dict[str, Any]:
+        return max(self.jobs.values(), key=lambda j: j["metadata"]["creationTimestamp"])
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next(x for x in self.body["status"]["conditions"] if x["type"] == type_)
+
+    def gate(self, pod: str) -> dict[str, Any] | None:
+        return next(
+            (x for x in self.pods[pod]["status"]["conditions"] if x["type"] == c.READINESS_GATE),
+            None,
+        )
+
+
+def validated_world(**spec) -> World:
+    """Two pods that passed validation: the steady state."""
+    world = World(f.dis(**spec))
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    world.finish_job(0, f.summary())
+    world.settle()
+    return world
+
+
+def test_first_visit_applies_children_and_sets_every_condition():
+    world = World(f.dis())
+    p = world.step()
+    assert [(o["kind"], o["metadata"]["name"]) for o in p.apply] == [
+        ("Service", "qwen-pods"),
+        ("Service", "qwen"),
+        ("Deployment", "qwen"),
+    ]
+    assert p.create_job is None
+    types = {x["type"]: (x["status"], x["reason"]) for x in p.status["conditions"]}
+    assert types == {
+        T.VALIDATED: ("Unknown", "ValidationPending"),
+        T.DEGRADED: ("False", "AsExpected"),
+        T.AVAILABLE: ("False", "NoValidatedReplicas"),
+        T.PROGRESSING: ("True", "WaitingForPods"),
+        T.READY: ("False", "WaitingForPods"),
+    }
+    assert all(x["observedGeneration"] == 1 for x in p.status["conditions"])
+    assert p.status["observedGeneration"] == 1
+    assert p.status["replicas"] == {"desired": 2, "running": 0, "validated": 0}
+    assert world.step().writes == 0, "a second pass over the same state must write nothing"
+
+
+def test_invalid_spec_sets_ready_false_once_and_touches_no_child():
+    world = World(f.dis(engine={"image": "lmsysorg/sglang:latest"}))
+    p = world.step()
+    assert p.apply == [] and p.create_job is None and p.invalid is not None
+    ready = world.condition(T.READY)
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert (
+        "spec.engine.image: engine.image lmsysorg/sglang:latest is not pinned" in ready["message"]
+    )
+    assert [e.reason for e in p.events] == ["InvalidSpec"] and p.events[0].type == "Warning"
+    again = world.step()
+    assert again.writes == 0 and again.events == [], "no retry loop, no repeated Event"
+
+
+def test_invalid_update_keeps_existing_children_and_status():
+    world = validated_world()
+    children = copy.deepcopy(world.children)
+    world.body["spec"]["replicas"] = -3
+    world.body["metadata"]["generation"] = 2
+    p = world.step()
+    assert p.apply == [] and p.delete_jobs == [] and p.pod_conditions == {}
+    assert world.children == children
+    assert world.body["status"]["fingerprint"] == f.FINGERPRINT, "nothing recorded is lost"
+    assert world.condition(T.READY)["reason"] == "InvalidSpec"
+    assert world.condition(T.READY)["observedGeneration"] == 2
+
+
+def test_ready_pods_get_one_validation_job():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    p = world.step()
+    job = p.create_job
+    assert job is not None
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    assert "--expected-fingerprint" not in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [e.reason for e in p.events] == ["ValidationStarted"]
+    assert world.condition(T.PROGRESSING)["reason"] == "Validating"
+    assert world.condition(T.VALIDATED)["reason"] == "Validating"
+    # The Job is running: nothing more to do, however often the plan runs.
+    for _ in range(3):
+        assert world.step().writes == 0
+    assert len(world.jobs) == 1
+
+
+def test_pods_that_are_not_ready_are_not_validated():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", ready=False)
+    world.add_pods("qwen-b", ip=None, phase="Pending")
+    assert world.step().create_job is None
+    assert world.condition(T.PROGRESSING)["message"].startswith("0 of 2 pod(s)")
+
+
+def test_a_passing_summary_makes_pods_and_resource_ready():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    job = world.finish_job(0, f.summary())
+    p = world.step()
+    assert set(p.pod_conditions) == {"qwen-a", "qwen-b"}
+    assert all(
+        x["status"] == "True" and x["type"] == c.READINESS_GATE for x in p.pod_conditions.values()
+    )
+    status = world.body["status"]
+    assert status["fingerprint"] == f.FINGERPRINT
+    assert status["fingerprintRevision"] == status["revision"]
+    assert status["shortFingerprint"] == "f0f0f0f0f0f0"
+    assert status["validation"]["jobName"] == job
+    assert status["validation"]["verdict"] == "Deterministic"
+    assert status["validation"]["uniqueOutputs"] == 1
+    assert status["validation"]["tokensUsed"] == 4096
+    assert status["validation"]["durationSeconds"] == 12
+    assert status["overhead"] == {
+        "latencyP50Milliseconds": 120,
+        "latencyP95Milliseconds": 250,
+        "tokensPerSecond": 812,
+    }
+    assert status["replicas"] == {"desired": 2, "running": 2, "validated": 2}
+    for type_, expected in [
+        (T.READY, "True"),
+        (T.VALIDATED, "True"),
+        (T.AVAILABLE, "True"),
+        (T.PROGRESSING, "False"),
+        (T.DEGRADED, "False"),
+    ]:
+        assert world.condition(type_)["status"] == expected, type_
+    assert {e.reason for e in p.events} == {"Deterministic", "FingerprintRecorded"}
+    assert p.consumed.value == "Deterministic"
+    assert world.step().writes == 0
+
+
+def test_a_failing_summary_degrades_and_keeps_pods_unready():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    reason = "Single: batch size 9 diverges from batch size 1 at token 17 (1234 vs 871)"
+    world.finish_job(
+        1,
+        f.summary(
+            "NotDeterministic",
+            reason=reason,
+            fingerprint=None,
+            suites=[
+                {
+                    "name": "Single",
+                    "samples": 16,
+                    "uniqueOutputs": 3,
+                    "passed": False,
+                    "firstDivergence": reason,
+                }
+            ],
+        ),
+    )
+    p = world.step()
+    assert all(
+        x["status"] == "False" and x["reason"] == "NotDeterministic"
+        for x in p.pod_conditions.values()
+    )
+    degraded = world.condition(T.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == ("True", "NotDeterministic")
+    assert reason in degraded["message"]
+    assert world.condition(T.VALIDATED)["status"] == "False"
+    assert world.condition(T.READY)["status"] == "False"
+    assert world.condition(T.PROGRESSING)["reason"] == "ValidationFailed"
+    assert world.body["status"].get("fingerprint") is None
+    assert [e.type for e in p.events] == ["Warning"]
+    assert world.step().writes == 0, "a failed pod is not re-validated in a loop"
+
+
+def test_failed_endpoints_blame_only_those_pods():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    world.finish_job(
+        1, f.summary("NotDeterministic", reason="qwen-b diverges", failedEndpoints=["qwen-b"])
+    )
+    world.step()
+    assert world.gate("qwen-a")["status"] == "True"
+    assert world.gate("qwen-b")["status"] == "False"
+    assert world.condition(T.AVAILABLE)["status"] == "True"
+    assert world.condition(T.READY)["status"] == "False"
+
+
+def test_a_job_without_summary_is_could_not_validate_and_is_retried():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    first = world.finish_job(
+        None, None, failed="DeadlineExceeded: Job was active longer than specified deadline"
+    )
+    p = world.step()
+    validated = world.condition(T.VALIDATED)
+    assert (validated["status"], validated["reason"]) == ("Unknown", "CouldNotValidate")
+    assert "DeadlineExceeded" in validated["message"]
+    assert world.condition(T.DEGRADED)["status"] == "False", "not a determinism verdict"
+    assert all(x["reason"] == "CouldNotValidate" for x in p.pod_conditions.values())
+    assert world.step().create_job is None, "no retry before retryAfterSeconds"
+    world.now += timedelta(seconds=61)
+    retry = world.step().create_job
+    assert retry is not None and retry["metadata"]["name"] != first
+
+
+def test_garbage_or_inconsistent_summaries_are_could_not_validate():
+    for exit_code, message, words in [
+        (0, "not json", "not JSON"),
+        (0, "", "left no summary"),
+        (137, None, "exit code 137"),
+        (0, f.summary("NotDeterministic"), "exited 0 but its summary says NotDeterministic"),
+        (1, '{"schemaVersion": 9, "verdict": "Deterministic"}', "schemaVersion 9"),
+    ]:
+        world = World(f.dis())
+        world.settle()
+        world.add_pods("qwen-a", "qwen-b")
+        world.settle()
+        world.finish_job(exit_code, message)
+        world.step()
+        validated = world.condition(T.VALIDATED)
+        assert validated["reason"] == "CouldNotValidate", message
+        assert words in validated["message"], (words, validated["message"])
+        assert world.condition(T.DEGRADED)["status"] == "False"
+
+
+def test_a_new_pod_is_held_to_the_recorded_fingerprint():
+    world = validated_world(replicas=3)
+    assert world.condition(T.READY)["status"] == "False"
+    world.add_pods("qwen-c")
+    p = world.step()
+    args = p.create_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--expected-fingerprint") + 1] == f.FINGERPRINT
+    assert p.create_job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-c"
+    world.settle()
+    # The validator reports Deterministic but with another fingerprint: the operator checks too.
+    world.finish_job(0, f.summary(fingerprint=f.OTHER_FINGERPRINT))
+    world.step()
+    assert world.gate("qwen-c")["reason"] == "FingerprintMismatch"
+    assert world.condition(T.DEGRADED)["reason"] == "FingerprintMismatch"
+    assert world.body["status"]["fingerprint"] == f.FINGERPRINT, "the record is kept"
+    assert world.gate("qwen-a")["status"] == "True"
+
+
+def test_enforce_passes_the_expected_fingerprint():
+    world = World(
+        f.dis(
+            validation={"fingerprintPolicy": "Enforce", "expectedFingerprint": f.OTHER_FINGERPRINT}
+        )
+    )
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    job = world.step().create_job
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--expected-fingerprint") + 1] == f.OTHER_FINGERPRINT
+
+
+def test_rollout_keeps_old_pods_serving_until_new_ones_pass():
+    world = validated_world()
+    old_revision = world.revision
+    world.body["spec"]["engine"]["samplingSeed"] = 7
+    world.body["metadata"]["generation"] = 2
+    p = world.step()
+    new_revision = world.revision
+    assert new_revision != old_revision
+    deployment = next(o for o in p.apply if o["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["metadata"]["labels"][c.LABEL_REVISION] == new_revision
+    client = world.children[("Service", "qwen")]
+    assert client["spec"]["selector"][c.LABEL_REVISION] == old_revision, "old pods keep serving"
+    assert world.condition(T.AVAILABLE)["status"] == "True"
+    assert world.condition(T.READY)["status"] == "False"
+    world.add_pods("qwen-c", "qwen-d", revision=new_revision)
+    job = world.step().create_job
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-c,qwen-d"
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--expected-fingerprint" not in args, "a new revision records its own fingerprint"
+    world.settle()
+    world.finish_job(0, f.summary(fingerprint=f.OTHER_FINGERPRINT))
+    world.settle()
+    assert world.children[("Service", "qwen")]["spec"]["selector"][c.LABEL_REVISION] == new_revision
+    assert world.body["status"]["fingerprint"] == f.OTHER_FINGERPRINT
+    assert world.condition(T.READY)["status"] == "True"
+
+
+def test_spec_change_cancels_a_running_job_of_the_old_revision():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    running = world.latest_job()["metadata"]["name"]
+    world.body["spec"]["model"]["revision"] = "e" * 40
+    p = world.step()
+    assert p.delete_jobs == [running]
+    assert [e.reason for e in p.events] == ["ValidationJobCancelled"]
+
+
+def test_revalidation_runs_on_every_ready_pod_after_the_interval():
+    world = validated_world(validation={"revalidateEverySeconds": 600})
+    assert world.step().writes == 0
+    world.now += timedelta(seconds=599)
+    assert world.step().writes == 0
+    world.now += timedelta(seconds=2)
+    job = world.step().create_job
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    world.settle()
+    # Drift: the same pods now disagree with the recorded fingerprint.
+    world.finish_job(
+        1,
+        f.summary(
+            "FingerprintMismatch", reason="fingerprint changed", fingerprint=f.OTHER_FINGERPRINT
+        ),
+    )
+    world.step()
+    assert world.condition(T.DEGRADED)["reason"] == "FingerprintMismatch"
+    assert world.gate("qwen-a")["status"] == "False"
+
+
+def test_no_revalidation_when_disabled():
+    world = validated_world(validation={"revalidateEverySeconds": 0})
+    world.now += timedelta(days=30)
+    assert world.step().writes == 0
+
+
+def test_unschedulable_pods_are_reported():
+    world = World(f.dis())
+    world.settle()
+    world.pods["qwen-a"] = f.engine_pod(
+        "qwen-a",
+        world.revision,
+        ip=None,
+        phase="Pending",
+        unschedulable="0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.",
+    )
+    world.step()
+    progressing = world.condition(T.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == ("True", "PodsUnschedulable")
+    assert "didn't match Pod's node affinity" in progressing["message"]
+    assert world.condition(T.READY)["reason"] == "PodsUnschedulable"
+
+
+def test_scaled_to_zero():
+    world = World(f.dis(replicas=0))
+    world.settle()
+    assert {x["reason"] for x in world.body["status"]["conditions"]} <= {
+        "ScaledToZero",
+        "AsExpected",
+    }
+    assert world.condition(T.READY)["status"] == "False"
+
+
+def test_drifted_child_is_reapplied_and_only_it():
+    world = validated_world()
+    world.children[("Deployment", "qwen")]["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH] = (
+        "x"
+    )
+    p = world.step()
+    assert [(o["kind"], o["metadata"]["name"]) for o in p.apply] == [("Deployment", "qwen")]
+    del world.children[("Service", "qwen-pods")]
+    assert [o["metadata"]["name"] for o in world.step().apply] == ["qwen-pods"]
+    assert all(applied_hash(o) for o in world.children.values())
+
+
+def test_deleted_pods_are_not_counted_or_validated():
+    world = validated_world()
+    world.pods["qwen-a"]["metadata"]["deletionTimestamp"] = "2026-11-22T10:05:00Z"
+    world.step()
+    assert world.body["status"]["replicas"]["validated"] == 1
+    assert world.condition(T.READY)["status"] == "False"

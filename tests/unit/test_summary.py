@@ -1,0 +1,66 @@
+"""The validator-operator contract: one schema, under 4096 bytes, strict parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from detinfer.api import SuiteResult, SummaryError, ValidationSummary, Verdict
+from tests import factories as f
+
+
+def test_round_trip_and_exit_codes():
+    summary = ValidationSummary.parse(f.summary())
+    assert summary.verdict == Verdict.DETERMINISTIC and summary.exit_code == 0
+    assert ValidationSummary.parse(summary.to_termination_message()) == summary
+    assert Verdict.NOT_DETERMINISTIC.exit_code == 1
+    assert Verdict.FINGERPRINT_MISMATCH.exit_code == 1
+    assert Verdict.COULD_NOT_TEST.exit_code == 2
+
+
+def test_huge_summaries_are_cut_to_the_termination_message_limit():
+    summary = ValidationSummary(
+        verdict=Verdict.NOT_DETERMINISTIC,
+        reason="x" * 1024,
+        suites=[
+            SuiteResult(
+                name=name, samples=128, unique_outputs=7, passed=False, first_divergence="y" * 512
+            )
+            for name in ("Single", "Mixed", "Prefix", "RadixCache", "Concurrent", "CrossReplica")
+        ],
+        failed_endpoints=[f"a-very-long-deployment-name-abcdef-{i:05d}" for i in range(200)],
+    )
+    text = summary.to_termination_message()
+    assert len(text.encode()) <= 4096
+    parsed = ValidationSummary.parse(text)
+    assert parsed.verdict == Verdict.NOT_DETERMINISTIC
+    assert len(parsed.suites) == 6 and all(s.unique_outputs == 7 for s in parsed.suites)
+    assert "200 endpoints failed" in parsed.reason
+
+
+def test_small_summaries_are_not_cut():
+    summary = ValidationSummary.parse(f.summary())
+    assert json.loads(summary.to_termination_message())["reason"] == "all suites gave one output"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (None, "left no summary"),
+        ("  ", "left no summary"),
+        ("{", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"verdict": "Deterministic"}', "schemaVersion None is not 1"),
+        ('{"schemaVersion": 1, "verdict": "Maybe"}', "summary field verdict"),
+        (
+            '{"schemaVersion": 1, "verdict": "Deterministic", "fingerprint": "md5:1"}',
+            "summary field fingerprint",
+        ),
+        ('{"schemaVersion": 1, "verdict": "Deterministic", "tokensUsed": -1}', "tokensUsed"),
+    ],
+)
+def test_bad_summaries_say_what_is_wrong(text, words):
+    with pytest.raises(SummaryError) as info:
+        ValidationSummary.parse(text)
+    assert words in str(info.value)
