@@ -1,9 +1,9 @@
 """Generate the CRD (and the API reference doc) from the pydantic models in detinfer.api.
 
 The output is a structural OpenAPI v3 schema: every $ref is inlined, optional fields are plain
-optional properties (no anyOf with null), every node has a type, nested objects default to {} so
-that the API server fills in their own defaults, and the models' CEL rules become
-x-kubernetes-validations at their node.
+optional properties (no anyOf with null), every node has a type, an object's default is complete
+(the API server checks it against the node's CEL rules without filling in nested defaults), and
+the models' CEL rules become x-kubernetes-validations at their node.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from detinfer.api import constants as c
-from detinfer.api.resource import ROOT_CEL_RULES
+from detinfer.api.resource import ResourceName
 from detinfer.api.spec import DeterministicInferenceServiceSpec
 from detinfer.api.status import DeterministicInferenceServiceStatus
 
@@ -101,13 +101,21 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         if "items" in node:
             node["items"] = resolve(node["items"], f"{path}[]")
         if node.get("type") == "object" and isinstance(node.get("default"), dict):
-            # Let the server default nested fields itself; a full default object would
-            # duplicate every nested default and could carry nulls.
-            node["default"] = {}
+            # The full default object (without nulls): the API server checks a default against
+            # the node's CEL rules as it is, without applying the nested defaults first.
+            node["default"] = _without_nulls(node["default"])
         return {k: node[k] for k in sorted(node, key=_key_order)}
 
     out = {k: v for k, v in schema.items() if k != "$defs"}
     return resolve(out, "")
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _key_order(key: str) -> tuple[int, str]:
@@ -130,11 +138,15 @@ def version_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": {
+                "type": "object",
+                "properties": structural(ResourceName.model_json_schema(by_alias=True))[
+                    "properties"
+                ],
+            },
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [rule.to_schema() for rule in ROOT_CEL_RULES],
     }
 
 

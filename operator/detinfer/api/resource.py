@@ -10,33 +10,24 @@ import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from detinfer.api.base import KubeModel
-from detinfer.api.cel import CelRule
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
 from detinfer.api.spec import DeterministicInferenceServiceSpec
 from detinfer.api.status import DeterministicInferenceServiceStatus
 
-ROOT_CEL_RULES: tuple[CelRule, ...] = (
-    CelRule(
-        rule=f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
-        message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
-        message_expression=(
-            f"'metadata.name ' + self.metadata.name + ' is ' + string(self.metadata.name.size()) + "
-            f"' characters; at most {MAX_NAME_LENGTH} are allowed (the validation Job adds 11)'"
-        ),
-    ),
-    CelRule(
-        rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-        message=(
-            "metadata.name must be a DNS-1035 label (lower case letters, digits and '-', "
-            "starting with a letter), because it names the Services"
-        ),
-    ),
-)
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ResourceName(KubeModel):
+    """The schema of metadata.name (a CRD may restrict name and generateName only)."""
+
+    name: Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
+    """A DNS-1035 label (it names the Services) of at most 52 characters (the validation Job
+    adds 11)."""
 
 
 class ObjectMeta(BaseModel):
@@ -134,11 +125,11 @@ def _parse_spec(spec_json: str) -> DeterministicInferenceServiceSpec | SpecError
 
 @functools.lru_cache(maxsize=4096)
 def _name_errors(name: str) -> tuple[FieldError, ...]:
-    return tuple(
-        FieldError("metadata.name", failed)
-        for rule in ROOT_CEL_RULES
-        if (failed := rule.check({"metadata": {"name": name}})) is not None
-    )
+    try:
+        ResourceName(name=name)
+    except ValidationError as exc:
+        return tuple(_pydantic_error("metadata", e) for e in exc.errors())
+    return ()
 
 
 def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:

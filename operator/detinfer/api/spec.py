@@ -254,12 +254,10 @@ class ValidationSpec(KubeModel):
             reason="FieldValueRequired",
         ),
         CelRule(
+            # The API server's cost estimator refuses string(int) in a messageExpression, so
+            # rules about numbers have fixed messages.
             rule="self.revalidateEverySeconds == 0 || self.revalidateEverySeconds >= 60",
             message="validation.revalidateEverySeconds must be 0 (never) or at least 60",
-            message_expression=(
-                "'validation.revalidateEverySeconds is ' + string(self.revalidateEverySeconds) + "
-                "'; it must be 0 (never) or at least 60'"
-            ),
             field_path=".revalidateEverySeconds",
         ),
     )
@@ -282,11 +280,9 @@ class DeterministicInferenceServiceSpec(KubeModel):
                 "self.engine.kind == 'Reference' || "
                 "self.resources.gpusPerReplica >= self.engine.tensorParallelSize"
             ),
-            message="resources.gpusPerReplica must be at least engine.tensorParallelSize",
-            message_expression=(
-                "'resources.gpusPerReplica is ' + string(self.resources.gpusPerReplica) + "
-                "' but engine.tensorParallelSize is ' + string(self.engine.tensorParallelSize) + "
-                "': every tensor-parallel rank needs its own GPU'"
+            message=(
+                "resources.gpusPerReplica must be at least engine.tensorParallelSize: "
+                "every tensor-parallel rank needs its own GPU"
             ),
             field_path=".resources.gpusPerReplica",
         ),
