@@ -8,7 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 GENERATED := crds docs/api-reference.md
 
-.PHONY: help install test unit lint format crds verify golden run clean
+# The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
+CACHE ?= $(HOME)/.cache/detinfer
+KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
+DEMO_DIR := $(CACHE)/demo
+export KUBECTL := $(abspath $(BIN))/kubectl
+
+.PHONY: help install test unit integration lint format crds verify golden run clean \
+	binaries cluster-up cluster-down demo demo-down bench-operator
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,10 +28,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv with the operator and the test tools (torch is not needed)
 
-test: $(STAMP) verify unit ## everything CI runs: generated files, lint, unit tests
+test: $(STAMP) verify unit integration ## everything CI runs: generated files, lint, unit and integration tests
 
-unit: $(STAMP) ## unit tests
+unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
+
+integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached)
+	$(BIN)/python -m pytest tests/integration -q
 
 lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check operator tests
@@ -47,6 +57,25 @@ golden: $(STAMP) ## rewrite the builders' golden files after an intended change
 
 run: $(STAMP) ## run the operator against the current kubeconfig context (CRD must be installed)
 	$(BIN)/detinfer run
+
+binaries: ## build the pinned control-plane binaries into ~/.cache/detinfer (skips what exists)
+	hack/build-binaries.sh
+
+cluster-up: $(STAMP) ## start the local cluster (kwok fake GPU nodes); kubeconfig: $(KUBECONFIG_OUT)
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-up.sh
+
+cluster-down: ## stop and delete the local cluster
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
+
+demo: cluster-up ## the main job: local cluster, CRD, operator, the example; then `kubectl get dis`
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
+
+demo-down: ## stop the demo's operator and delete the local cluster
+	-@test -f $(DEMO_DIR)/operator.pid && kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null; rm -f $(DEMO_DIR)/operator.pid
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
+
+bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)
+	$(BIN)/python -m tests.bench.operator_bench
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -26,7 +26,9 @@
 # InternalIP 127.0.0.1 (= pod hostIP). Nodes without a podCIDR (e.g. created by
 # tests) get pod IPs from the kwok controller's default CIDR 127.2.0.0/16.
 #
-# Logs of the control plane: $KWOK_WORKDIR/clusters/<name>/logs/.
+# Logs of the control plane: $KWOK_WORKDIR/clusters/<name>/logs/ (audit.log: every API
+# request, at Metadata level, for the operator benchmark's request counts).
+# Pod and node lifecycle: hack/kwok-stages.yaml (readiness gates and Job pods are left alone).
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -200,7 +202,8 @@ fi
 log "creating cluster '${CLUSTER_NAME}' (Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION}) in ${KWOK_WORKDIR}"
 mkdir -p "${KWOK_WORKDIR}"
 config="${KWOK_WORKDIR}/${CLUSTER_NAME}.kwokctl.yaml"
-write_config > "${config}"
+{ write_config; cat "${HACK_DIR}/kwok-stages.yaml"; } > "${config}"
+cp "${HACK_DIR}/audit-policy.yaml" "${KWOK_WORKDIR}/${CLUSTER_NAME}.audit-policy.yaml"
 # --kubeconfig "": do not merge into ~/.kube/config; we write KUBECONFIG_OUT.
 if ! kwokctl -c "${config}" create cluster \
     --runtime binary \
@@ -210,6 +213,7 @@ if ! kwokctl -c "${config}" create cluster \
     --kube-controller-manager-binary "${BIN}/kube-controller-manager-${KUBERNETES_VERSION}/kube-controller-manager" \
     --kube-scheduler-binary "${BIN}/kube-scheduler-${KUBERNETES_VERSION}/kube-scheduler" \
     --kwok-controller-binary "${BIN}/kwok-${KWOK_VERSION}/kwok" \
+    --kube-audit-policy "${KWOK_WORKDIR}/${CLUSTER_NAME}.audit-policy.yaml" \
     --wait 2m >&2; then
   die "kwokctl create cluster failed (logs: ${KWOK_WORKDIR}/clusters/${CLUSTER_NAME}/logs/; clean up with hack/cluster-down.sh)"
 fi

@@ -65,8 +65,15 @@ def engine_pod(
     gate: dict[str, Any] | None = None,
     unschedulable: str | None = None,
     instance: str = "qwen",
+    ready_since: str = "2026-11-22T10:00:00Z",
 ) -> dict[str, Any]:
-    conditions = [{"type": "ContainersReady", "status": "True" if ready else "False"}]
+    conditions = [
+        {
+            "type": "ContainersReady",
+            "status": "True" if ready else "False",
+            "lastTransitionTime": ready_since,
+        }
+    ]
     if unschedulable:
         conditions = [
             {

@@ -22,6 +22,10 @@ class OperatorConfig(BaseModel):
     retry_after_seconds: int = Field(default=60, ge=1)
     """A validation that could not test is tried again after this long."""
 
+    gather_seconds: int = Field(default=60, ge=0)
+    """Pods of a new revision are validated together (so CrossReplica compares them) once all
+    desired replicas are ready, or once the first has waited this long for the others."""
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if env is None else env)
@@ -30,6 +34,7 @@ class OperatorConfig(BaseModel):
             ("validator_image", "DETINFER_VALIDATOR_IMAGE"),
             ("job_ttl_seconds", "DETINFER_JOB_TTL_SECONDS"),
             ("retry_after_seconds", "DETINFER_RETRY_AFTER_SECONDS"),
+            ("gather_seconds", "DETINFER_GATHER_SECONDS"),
         ):
             if var in env:
                 values[field] = env[var]

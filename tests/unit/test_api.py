@@ -164,29 +164,30 @@ def test_reference_engine_may_disable_determinism_and_use_no_gpu():
     assert dis.spec.resources.gpus_per_replica == 0
 
 
-@pytest.mark.parametrize(
-    ("overrides", "path"),
-    [
-        ({"replicas": -1}, "spec.replicas"),
-        ({"replicas": 65}, "spec.replicas"),
-        ({"engine": {"tensorParallelSize": 0}}, "spec.engine.tensorParallelSize"),
-        ({"engine": {"attentionBackend": "FA2"}}, "spec.engine.attentionBackend"),
-        ({"engine": {"attentionBackend": "fa3"}}, "spec.engine.attentionBackend"),
-        ({"validation": {"trials": 0}}, "spec.validation.trials"),
-        ({"validation": {"trials": 129}}, "spec.validation.trials"),
-        ({"validation": {"maxNewTokens": 0}}, "spec.validation.maxNewTokens"),
-        ({"validation": {"maxNewTokens": 2049}}, "spec.validation.maxNewTokens"),
-        ({"validation": {"timeoutSeconds": 10}}, "spec.validation.timeoutSeconds"),
-        ({"validation": {"suites": ["Single", "Everything"]}}, "spec.validation.suites[1]"),
-        ({"validation": {"expectedFingerprint": "md5:abc"}}, "spec.validation.expectedFingerprint"),
-        ({"model": {"revision": "main"}}, "spec.model.revision"),
-        ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
-        ({"resources": {"gpuProduct": "NVIDIA H100"}}, "spec.resources.gpuProduct"),
-        ({"replicas": "two"}, "spec.replicas"),
-        ({"surprise": True}, "spec.surprise"),
-        ({"engine": {"image": None}}, "spec.engine.image"),
-    ],
-)
+# Schema bounds, enums, patterns and types: a spec that breaks one, the path the error names.
+BOUND_CASES = [
+    ({"replicas": -1}, "spec.replicas"),
+    ({"replicas": 65}, "spec.replicas"),
+    ({"engine": {"tensorParallelSize": 0}}, "spec.engine.tensorParallelSize"),
+    ({"engine": {"attentionBackend": "FA2"}}, "spec.engine.attentionBackend"),
+    ({"engine": {"attentionBackend": "fa3"}}, "spec.engine.attentionBackend"),
+    ({"validation": {"trials": 0}}, "spec.validation.trials"),
+    ({"validation": {"trials": 129}}, "spec.validation.trials"),
+    ({"validation": {"maxNewTokens": 0}}, "spec.validation.maxNewTokens"),
+    ({"validation": {"maxNewTokens": 2049}}, "spec.validation.maxNewTokens"),
+    ({"validation": {"timeoutSeconds": 10}}, "spec.validation.timeoutSeconds"),
+    ({"validation": {"suites": ["Single", "Everything"]}}, "spec.validation.suites[1]"),
+    ({"validation": {"expectedFingerprint": "md5:abc"}}, "spec.validation.expectedFingerprint"),
+    ({"model": {"revision": "main"}}, "spec.model.revision"),
+    ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
+    ({"resources": {"gpuProduct": "NVIDIA H100"}}, "spec.resources.gpuProduct"),
+    ({"replicas": "two"}, "spec.replicas"),
+    ({"surprise": True}, "spec.surprise"),
+    ({"engine": {"image": None}}, "spec.engine.image"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "path"), BOUND_CASES)
 def test_schema_bounds_name_the_field_and_value(overrides, path):
     errors = errors_of(f.dis(**overrides))
     assert any(e.startswith(f"{path}: ") for e in errors), errors

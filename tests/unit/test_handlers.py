@@ -20,16 +20,24 @@ from tests import factories as f
 class FakeCluster:
     """Records writes; a unit test fakes what it does not test (the API server)."""
 
-    def __init__(self, conflict: bool = False):
+    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False):
         self.calls: list[tuple] = []
-        self.conflict = conflict
+        self.conflicts = conflicts  # how many status writes fail with a conflict
+        self.body = body
+        self.job_exists = job_exists
+
+    def get_service(self, namespace, name):
+        self.calls.append(("get", name))
+        return copy.deepcopy(self.body)
 
     def apply(self, obj):
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
 
     def create_job(self, job):
         self.calls.append(("create_job", job["metadata"]["name"]))
-        return True
+        created = not self.job_exists
+        self.job_exists = True
+        return created
 
     def delete_job(self, namespace, name):
         self.calls.append(("delete_job", name))
@@ -39,7 +47,8 @@ class FakeCluster:
 
     def patch_status(self, namespace, name, status, old_status, resource_version):
         self.calls.append(("status", resource_version))
-        if self.conflict:
+        if self.conflicts:
+            self.conflicts -= 1
             raise Conflict("moved on")
         return {
             "metadata": {"resourceVersion": str(int(resource_version) + 1), "generation": 1},
@@ -78,13 +87,42 @@ def test_sync_writes_children_then_status_then_events():
     assert [call[0] for call in cluster.calls] == ["apply", "apply", "apply", "status"]
 
 
-def test_a_conflict_posts_no_event_and_asks_kopf_to_retry():
-    state, events = _state(FakeCluster(conflict=True))
+def test_a_conflict_is_retried_from_a_fresh_read_and_announced_once():
+    body = f.dis(engine={"image": "x:latest"})
+    fresh = copy.deepcopy(body)
+    fresh["metadata"]["resourceVersion"] = "105"
+    state, events = _state(FakeCluster(conflicts=1, body=fresh))
+    sync(state, ("ml", "qwen"), body, _indexes())
+    assert state.cluster.calls == [("status", "100"), ("get", "qwen"), ("status", "105")]
+    assert [e["reason"] for e in events] == ["InvalidSpec"]
+
+
+def test_persistent_conflicts_post_nothing_and_ask_kopf_to_retry():
+    body = f.dis(engine={"image": "x:latest"})
+    state, events = _state(FakeCluster(conflicts=99, body=body))
     with pytest.raises(kopf.TemporaryError):
-        sync(state, ("ml", "qwen"), f.dis(engine={"image": "x:latest"}), _indexes())
+        sync(state, ("ml", "qwen"), body, _indexes())
     assert events == []
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'detinfer_reconcile_total{result="conflict"}' in text
+
+
+def test_a_created_job_is_announced_even_if_the_status_write_conflicts():
+    body = f.dis()
+    body["status"] = {"revision": "x"}
+    from detinfer.api import parse_service
+    from detinfer.builders import revision_of
+
+    revision = revision_of(parse_service(f.dis()))
+    pods = [
+        f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
+        f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
+    ]
+    state, events = _state(FakeCluster(conflicts=1, body=body))
+    sync(state, ("ml", "qwen"), body, _indexes(pods))
+    creates = [c for c in state.cluster.calls if c[0] == "create_job"]
+    assert len(creates) == 2, "planned again after the conflict; the second create is a no-op"
+    assert [e["reason"] for e in events].count("ValidationStarted") == 1
 
 
 def test_metrics_follow_the_status_and_are_forgotten():

@@ -123,6 +123,7 @@ def validated_world(**spec) -> World:
     world = World(f.dis(**spec))
     world.settle()
     world.add_pods("qwen-a", "qwen-b")
+    world.now += timedelta(seconds=CONFIG.gather_seconds)  # in case more replicas are desired
     world.settle()
     world.finish_job(0, f.summary())
     world.settle()
@@ -195,6 +196,30 @@ def test_ready_pods_get_one_validation_job():
     for _ in range(3):
         assert world.step().writes == 0
     assert len(world.jobs) == 1
+
+
+def test_replicas_starting_together_are_validated_together():
+    world = World(f.dis(replicas=3))
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.add_pods("qwen-c", ready=False)
+    assert world.step().create_job is None, "qwen-c is still starting: wait for it"
+    world.now += timedelta(seconds=CONFIG.gather_seconds - 1)
+    assert world.step().create_job is None
+    world.pods["qwen-c"] = f.engine_pod("qwen-c", world.revision, ip="10.0.0.9")
+    job = world.step().create_job
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b,qwen-c"
+
+
+def test_a_replica_that_never_starts_does_not_block_the_others():
+    world = World(f.dis(replicas=3))
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.add_pods("qwen-c", ip=None, phase="Pending", unschedulable="0/2 nodes are available")
+    assert world.step().create_job is None
+    world.now += timedelta(seconds=CONFIG.gather_seconds)
+    job = world.step().create_job
+    assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
 
 
 def test_pods_that_are_not_ready_are_not_validated():

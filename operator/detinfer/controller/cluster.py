@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from detinfer import __version__
 from detinfer.api import constants as c
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,15 @@ class Cluster:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient())
+        api_client = client.ApiClient()
+        api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
+        return cls(api_client)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any]:
+        """A fresh copy of a DeterministicInferenceService (only after a write conflict)."""
+        return self.custom.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.PLURAL, name
+        )
 
     def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply with field manager `detinfer`, taking over conflicting fields."""

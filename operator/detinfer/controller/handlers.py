@@ -143,32 +143,49 @@ def forget_service(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None
 # ---- the one reconciliation ----
 
 
+CONFLICT_ATTEMPTS = 3
+
+
 def sync(
     state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
 ) -> Plan:
+    """Reconcile one resource from the indexes; on a write conflict, re-read it and plan again."""
     started = time.perf_counter()
     result = "error"
     with state.locks[key]:
         try:
             body = _freshest(body, state.written.get(key))
-            the_plan = plan(
-                body,
-                pods=list(indexes["pods_by_owner"].get(key, [])),
-                jobs=list(indexes["jobs_by_owner"].get(key, [])),
-                children=[
-                    *indexes["deployments_by_owner"].get(key, []),
-                    *indexes["services_by_owner"].get(key, []),
-                ],
-                config=state.config,
-                now=datetime.now(UTC),
-            )
-            _execute(state, key, body, the_plan)
+            for attempt in range(CONFLICT_ATTEMPTS):
+                the_plan = plan(
+                    body,
+                    pods=list(indexes["pods_by_owner"].get(key, [])),
+                    jobs=list(indexes["jobs_by_owner"].get(key, [])),
+                    children=[
+                        *indexes["deployments_by_owner"].get(key, []),
+                        *indexes["services_by_owner"].get(key, []),
+                    ],
+                    config=state.config,
+                    now=datetime.now(UTC),
+                )
+                try:
+                    _execute(state, key, body, the_plan)
+                    break
+                except Conflict:
+                    if attempt == CONFLICT_ATTEMPTS - 1:
+                        raise
+                    # Someone else (often kopf's own bookkeeping) wrote the object since the
+                    # index saw it: plan again from a fresh read.
+                    metrics.reconcile_total.labels("conflict").inc()
+                    body = state.cluster.get_service(*key)
             result = "invalid" if the_plan.invalid else "success"
             return the_plan
         except Conflict as exc:
             result = "conflict"
             raise kopf.TemporaryError(str(exc), delay=1) from None
         except ApiException as exc:
+            if exc.status == 404:
+                result = "gone"
+                return Plan()  # deleted meanwhile: garbage collection takes the children
             raise kopf.TemporaryError(
                 f"Kubernetes API: {exc.status} {exc.reason}", delay=10
             ) from None
@@ -180,15 +197,26 @@ def sync(
 def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Plan) -> None:
     namespace, name = key
     cluster = state.cluster
+
+    def post(after: str) -> None:
+        for event in p.events:
+            if event.after == after:
+                state.post_event(
+                    dict(body), type=event.type, reason=event.reason, message=event.message
+                )
+
     for obj in p.apply:
         cluster.apply(obj)
         metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
     for job in p.delete_jobs:
         cluster.delete_job(namespace, job)
         metrics.api_writes_total.labels("delete-job").inc()
+    if p.delete_jobs:
+        post("job-deleted")
     if p.create_job is not None:
-        cluster.create_job(p.create_job)
         metrics.api_writes_total.labels("create-job").inc()
+        if cluster.create_job(p.create_job):  # False: it existed, and was announced then
+            post("job-created")
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()
@@ -200,9 +228,9 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
         metrics.api_writes_total.labels("status").inc()
         state.written[key] = written
         status = p.status
-    # Events only after the status write succeeded: a conflicting pass posts nothing twice.
-    for event in p.events:
-        state.post_event(dict(body), type=event.type, reason=event.reason, message=event.message)
+    # Transitions are announced only once the status that records them is written: a pass
+    # that conflicts posts nothing, and its retry posts them once.
+    post("status")
     if status:
         metrics.observe(namespace, name, status, p.consumed)
 

@@ -38,6 +38,8 @@ class PodView:
     unschedulable: str | None
     job_name: str | None
     terminated: Terminated | None
+    # When the containers last became ready (ContainersReady lastTransitionTime).
+    ready_since: str | None = None
 
     @property
     def is_validated(self) -> bool:
@@ -87,6 +89,7 @@ class PodView:
             unschedulable=unschedulable,
             job_name=next((labels[k] for k in JOB_NAME_LABELS if k in labels), None),
             terminated=terminated,
+            ready_since=(conditions.get("ContainersReady") or {}).get("lastTransitionTime"),
         )
 
 

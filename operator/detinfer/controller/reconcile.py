@@ -44,6 +44,8 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    # Posted once its write succeeded: the status write, or the Job's creation or deletion.
+    after: str = "status"  # status | job-created | job-deleted
 
 
 @dataclass
@@ -110,7 +112,12 @@ def plan(
         if job.revision != revision and not job.finished:
             out.delete_jobs.append(job.name)
             out.events.append(
-                Event("Normal", R.VALIDATION_JOB_CANCELLED, f"{job.name}: the revision changed")
+                Event(
+                    "Normal",
+                    R.VALIDATION_JOB_CANCELLED,
+                    f"{job.name}: the revision changed",
+                    after="job-deleted",
+                )
             )
 
     # 1. Read the result of the latest Job of this revision, once.
@@ -158,6 +165,7 @@ def plan(
                         "Normal",
                         R.VALIDATION_STARTED,
                         f"validating {', '.join(p.name for p in due)} with Job {name}",
+                        after="job-created",
                     )
                 )
             starting = [p.name for p in due]
@@ -341,6 +349,11 @@ def _due_pods(
             since = cond.parse_time(gate.get("lastTransitionTime"))
             if since is None or now - since >= timedelta(seconds=config.retry_after_seconds):
                 due.append(pod)
+    if due and len(ready) < dis.spec.replicas:
+        # Other replicas are still starting: wait for them a while, so one run compares them all.
+        first = min((cond.parse_time(p.ready_since) or now for p in due), default=now)
+        if now - first < timedelta(seconds=config.gather_seconds):
+            return []
     return due
 
 

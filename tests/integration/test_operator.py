@@ -1,0 +1,417 @@
+"""The operator against a real control plane: kubectl apply to Ready, refusals, updates, GC, restarts."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import time
+
+import pytest
+import yaml
+
+from tests import factories as f
+from tests.integration.harness import Cluster, Operator, wait_for
+from tests.unit.test_api import BOUND_CASES, CEL_CASES
+
+pytestmark = pytest.mark.integration
+NAME = "qwen3-8b"
+
+
+def example(**overrides) -> dict:
+    body = f.example("service.yaml")
+    f._merge(body["spec"], overrides)
+    return body
+
+
+def running_pods(cluster: Cluster, namespace: str, count: int, name: str = NAME) -> list:
+    def probe():
+        pods = [
+            p
+            for p in cluster.pods(namespace, "engine", name)
+            if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp
+        ]
+        return pods if len(pods) == count else None
+
+    return wait_for(f"{count} running engine pods", probe)
+
+
+def the_job(cluster: Cluster, namespace: str, revision: str, name: str = NAME):
+    def probe():
+        jobs = [
+            j
+            for j in cluster.jobs(namespace, name)
+            if j.metadata.labels["detinfer.io/revision"] == revision
+        ]
+        return jobs if jobs else None
+
+    jobs = wait_for(f"a validation Job for revision {revision}", probe)
+    time.sleep(1)  # any duplicate would show up by now
+    jobs = probe()
+    assert len(jobs) == 1, [j.metadata.name for j in jobs]
+    return jobs[0]
+
+
+def reason(cluster: Cluster, namespace: str, type_: str, name: str = NAME) -> str | None:
+    cond = cluster.condition(namespace, name, type_)
+    return cond["reason"] if cond else None
+
+
+def gate(pod) -> dict | None:
+    return next(
+        (c.to_dict() for c in pod.status.conditions or [] if c.type == "detinfer.io/validated"),
+        None,
+    )
+
+
+def validated_service(cluster: Cluster, namespace: str):
+    """The example applied, its pods running, its first Job passed: the steady state."""
+    cluster.apply(namespace, example())
+    running_pods(cluster, namespace, 2)
+    revision = wait_for(
+        "status.revision", lambda: cluster.dis(namespace, NAME).get("status", {}).get("revision")
+    )
+    job = the_job(cluster, namespace, revision)
+    cluster.terminate_validator(namespace, job.metadata.name, 0, f.summary())
+    wait_for("Ready=True", lambda: reason(cluster, namespace, "Ready") == "ReplicasValidated")
+    return revision, job
+
+
+# ---- apply to running pods ----
+
+
+def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator, namespace: str):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(f.ROOT / "examples" / "service.yaml"))
+    deployment = wait_for(
+        "the Deployment",
+        lambda: (
+            cluster.kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode == 0
+        ),
+    )
+    assert deployment
+    headless = cluster.get("service", namespace, f"{NAME}-pods")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    client_service = cluster.get("service", namespace, NAME)
+    assert (
+        client_service["metadata"]["ownerReferences"][0]["kind"] == "DeterministicInferenceService"
+    )
+
+    pods = running_pods(cluster, namespace, 2)
+    for pod in pods:
+        assert pod.spec.node_name.startswith("kwok-gpu-")
+        assert pod.status.pod_ip.startswith("127.1.")
+        assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+        node = cluster.core.read_node(pod.spec.node_name)
+        assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+        assert pod.spec.readiness_gates[0].condition_type == "detinfer.io/validated"
+
+    dis = cluster.dis(namespace, NAME)
+    conditions = {c["type"]: c for c in dis["status"]["conditions"]}
+    assert set(conditions) == {"Progressing", "Available", "Validated", "Ready", "Degraded"}
+    assert all(c["observedGeneration"] == 1 for c in conditions.values())
+    revision = dis["status"]["revision"]
+    job = the_job(cluster, namespace, revision)
+    assert job.metadata.annotations["detinfer.io/pods"] == ",".join(
+        sorted(p.metadata.name for p in pods)
+    )
+    wait_for(
+        "Progressing=Validating", lambda: reason(cluster, namespace, "Progressing") == "Validating"
+    )
+    assert cluster.condition(namespace, NAME, "Ready")["status"] == "False"
+    assert cluster.condition(namespace, NAME, "Validated")["status"] == "Unknown"
+    table = cluster.kubectl("get", "dis", "-n", namespace).stdout
+    assert table.split()[:8] == [
+        "NAME",
+        "READY",
+        "VALIDATED",
+        "REPLICAS",
+        "SERVING",
+        "UNIQUE",
+        "FINGERPRINT",
+        "AGE",
+    ]
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "ValidationStarted" in events
+
+
+@pytest.mark.parametrize(
+    ("resources", "words"),
+    [
+        ({"gpuProduct": "NVIDIA-B200"}, "node affinity"),
+        ({"gpusPerReplica": 16}, "Insufficient nvidia.com/gpu"),
+    ],
+)
+def test_unschedulable_pods_are_reported(
+    cluster: Cluster, operator: Operator, namespace: str, resources, words
+):
+    cluster.apply(namespace, example(resources=resources, engine={"tensorParallelSize": 1}))
+    wait_for(
+        "Progressing=PodsUnschedulable",
+        lambda: reason(cluster, namespace, "Progressing") == "PodsUnschedulable",
+    )
+    progressing = cluster.condition(namespace, NAME, "Progressing")
+    assert words in progressing["message"], progressing["message"]
+    assert reason(cluster, namespace, "Ready") == "PodsUnschedulable"
+    assert all(p.status.phase == "Pending" for p in cluster.pods(namespace, "engine", NAME))
+    assert cluster.jobs(namespace, NAME) == []
+
+
+# ---- refused by the API server ----
+
+
+def _refusal(cluster: Cluster, namespace: str, body: dict) -> str:
+    body["metadata"] = {"name": body["metadata"]["name"]}  # as a user writes it
+    result = cluster.kubectl(
+        "create", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body), check=False
+    )
+    assert result.returncode != 0, f"the API server accepted {body['spec']}"
+    return result.stderr
+
+
+@pytest.mark.parametrize(("overrides", "path", "words"), CEL_CASES)
+def test_api_server_refuses_every_cel_rule(
+    cluster: Cluster, namespace: str, overrides, path, words
+):
+    stderr = _refusal(cluster, namespace, f.dis(**overrides))
+    assert f"{path}: " in stderr and words in stderr, stderr
+
+
+@pytest.mark.parametrize(("overrides", "path"), BOUND_CASES)
+def test_api_server_refuses_bad_fields(cluster: Cluster, namespace: str, overrides, path):
+    stderr = _refusal(cluster, namespace, f.dis(**overrides))
+    assert path.split("[")[0] in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda b: b["metadata"].update(name="a" * 300), "metadata.name"),
+        (lambda b: b["metadata"].update(name="a" * 53), "metadata.name"),
+        (lambda b: b["metadata"].update(name="Qwen"), "metadata.name"),
+        (lambda b: b.update(spec="not an object"), "spec"),
+        (lambda b: b["spec"].update(engine=["a", "list"]), "spec.engine"),
+        (lambda b: b["spec"]["engine"].update(extraArgs="--not-a-list"), "spec.engine.extraArgs"),
+        (lambda b: b["spec"]["validation"].update(trials=1.5), "spec.validation.trials"),
+        (lambda b: b["spec"].pop("model"), "spec.model"),
+    ],
+)
+def test_api_server_refuses_garbage(cluster: Cluster, namespace: str, mutate, words):
+    body = f.dis(validation={"trials": 4})
+    mutate(body)
+    stderr = _refusal(cluster, namespace, body)
+    assert words in stderr, stderr
+
+
+# ---- updates ----
+
+
+def test_spec_update_makes_a_new_revision_and_job(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    cluster.apply(namespace, example())
+    running_pods(cluster, namespace, 2)
+    first = cluster.dis(namespace, NAME)["status"]["revision"]
+    first_job = the_job(cluster, namespace, first)
+    cluster.apply(namespace, example(engine={"samplingSeed": 7}))
+    second = wait_for(
+        "a new revision",
+        lambda: (r := cluster.dis(namespace, NAME)["status"]["revision"]) != first and r,
+    )
+    template = cluster.apps.read_namespaced_deployment(NAME, namespace).spec.template
+    assert template.metadata.labels["detinfer.io/revision"] == second
+    assert "7" in template.spec.containers[0].args
+    wait_for(
+        "the old revision's running Job to be deleted",
+        lambda: all(
+            j.metadata.name != first_job.metadata.name for j in cluster.jobs(namespace, NAME)
+        ),
+    )
+    new_job = the_job(cluster, namespace, second)
+    assert new_job.metadata.name != first_job.metadata.name
+    assert cluster.dis(namespace, NAME)["status"]["observedGeneration"] == 2
+
+
+def _versions(cluster: Cluster, namespace: str) -> dict[str, str]:
+    out = {}
+    for kind in ("deterministicinferenceservice", "deployment", "service", "job", "pod"):
+        for item in cluster.get(kind, namespace)["items"]:
+            out[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    return out
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+
+
+def test_a_no_op_update_writes_nothing(cluster: Cluster, operator: Operator, namespace: str):
+    validated_service(cluster, namespace)
+    time.sleep(2)  # let the last events settle
+    before = _versions(cluster, namespace)
+    since = _now()
+    cluster.apply(namespace, example())  # the very same object
+    time.sleep(3)
+    assert _versions(cluster, namespace) == before
+    assert cluster.operator_writes(namespace, since) == []
+    # A metadata-only change reaches the handlers (kopf records that it saw it) but changes
+    # no child and no status.
+    cluster.kubectl("annotate", "dis", NAME, "-n", namespace, "note=unrelated")
+    time.sleep(3)
+    writes = cluster.operator_writes(namespace, since)
+    assert all(
+        w.startswith("patch deterministicinferenceservices/ ") and "kopf/" in w for w in writes
+    ), writes
+    after = _versions(cluster, namespace)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed == {f"deterministicinferenceservice/{NAME}"}, changed
+
+
+# ---- deletion, restarts ----
+
+
+def test_deleting_the_resource_collects_every_child(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    validated_service(cluster, namespace)
+    cluster.kubectl("delete", "dis", NAME, "-n", namespace)
+
+    def gone():
+        leftovers = [
+            f"{kind}/{i['metadata']['name']}"
+            for kind in ("deployment", "service", "job", "pod")
+            for i in cluster.get(kind, namespace)["items"]
+        ]
+        return not leftovers or None
+
+    wait_for("garbage collection of every child", gone, timeout=60)
+
+
+def test_operator_restart_converges(cluster: Cluster, operator: Operator, namespace: str):
+    cluster.apply(namespace, example(replicas=1))
+    wait_for(
+        "the Deployment",
+        lambda: (
+            cluster.kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode == 0
+        ),
+    )
+    operator.stop(signal.SIGKILL)  # after the Deployment, before any validation
+    try:
+        running_pods(cluster, namespace, 1)
+        status_before = copy.deepcopy(cluster.dis(namespace, NAME)["status"])
+        assert cluster.jobs(namespace, NAME) == []
+    finally:
+        operator.start()
+    revision = status_before["revision"]
+    job = the_job(cluster, namespace, revision)
+    cluster.terminate_validator(namespace, job.metadata.name, 0, f.summary())
+    wait_for("Ready=True", lambda: reason(cluster, namespace, "Ready") == "ReplicasValidated")
+    assert len(cluster.get("deployment", namespace)["items"]) == 1
+    assert len(cluster.get("service", namespace)["items"]) == 2
+    assert len(cluster.jobs(namespace, NAME)) == 1
+    status = cluster.dis(namespace, NAME)["status"]
+    # Restart again: nothing recorded is lost, nothing is redone.
+    time.sleep(1)
+    since = _now()
+    operator.stop()
+    operator.start()
+    time.sleep(3)
+    after_status = cluster.dis(namespace, NAME)["status"]
+    assert after_status == status
+    assert after_status["fingerprint"] == f.FINGERPRINT
+    assert after_status["validation"]["jobName"] == job.metadata.name
+    writes = cluster.operator_writes(namespace, since)
+    assert all("kopf/" in w for w in writes), writes  # at most kopf's own bookkeeping
+
+
+# ---- validation results ----
+
+
+def test_a_passing_summary_makes_the_pods_ready(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    revision, job = validated_service(cluster, namespace)
+    status = cluster.dis(namespace, NAME)["status"]
+    assert status["fingerprint"] == f.FINGERPRINT
+    assert status["validation"]["verdict"] == "Deterministic"
+    assert status["validation"]["jobName"] == job.metadata.name
+    assert status["replicas"] == {"desired": 2, "running": 2, "validated": 2}
+    for type_, value in [
+        ("Ready", "True"),
+        ("Validated", "True"),
+        ("Available", "True"),
+        ("Degraded", "False"),
+        ("Progressing", "False"),
+    ]:
+        assert cluster.condition(namespace, NAME, type_)["status"] == value, type_
+    for pod in cluster.pods(namespace, "engine", NAME):
+        assert gate(pod)["status"] == "True", pod.metadata.name
+    row = cluster.kubectl("get", "dis", NAME, "-n", namespace, "--no-headers").stdout.split()
+    assert row[1:7] == ["True", "True", "2", "2", "1", "f0f0f0f0f0f0"]
+    metrics = operator.metrics()
+    assert (
+        f'detinfer_validation_runs_total{{name="{NAME}",namespace="{namespace}",result="Deterministic"}} 1.0'
+        in metrics
+    )
+
+
+def test_a_failing_summary_degrades_and_keeps_pods_out(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    cluster.apply(namespace, example())
+    running_pods(cluster, namespace, 2)
+    revision = cluster.dis(namespace, NAME)["status"]["revision"]
+    job = the_job(cluster, namespace, revision)
+    why = "Single: batch size 9 differs from batch size 1 at token 17 (1234 vs 871)"
+    cluster.terminate_validator(
+        namespace,
+        job.metadata.name,
+        1,
+        f.summary(
+            "NotDeterministic",
+            reason=why,
+            fingerprint=None,
+            suites=[
+                {
+                    "name": "Single",
+                    "samples": 16,
+                    "uniqueOutputs": 3,
+                    "passed": False,
+                    "firstDivergence": why,
+                }
+            ],
+        ),
+    )
+    wait_for("Degraded=True", lambda: reason(cluster, namespace, "Degraded") == "NotDeterministic")
+    assert why in cluster.condition(namespace, NAME, "Degraded")["message"]
+    assert cluster.condition(namespace, NAME, "Ready")["status"] == "False"
+    assert cluster.condition(namespace, NAME, "Validated")["status"] == "False"
+    for pod in cluster.pods(namespace, "engine", NAME):
+        assert gate(pod)["status"] == "False" and gate(pod)["reason"] == "NotDeterministic"
+        ready = next(c for c in pod.status.conditions if c.type == "Ready")
+        assert ready.status == "False"
+    assert (
+        json.loads(cluster.kubectl("get", "dis", NAME, "-n", namespace, "-o", "json").stdout)[
+            "status"
+        ]["validation"]["uniqueOutputs"]
+        == 3
+    )
+
+
+def test_a_job_without_summary_could_not_validate(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    cluster.apply(namespace, example())
+    running_pods(cluster, namespace, 2)
+    revision = cluster.dis(namespace, NAME)["status"]["revision"]
+    job = the_job(cluster, namespace, revision)
+    cluster.terminate_validator(namespace, job.metadata.name, 1, None)
+    wait_for(
+        "Validated=CouldNotValidate",
+        lambda: reason(cluster, namespace, "Validated") == "CouldNotValidate",
+    )
+    validated = cluster.condition(namespace, NAME, "Validated")
+    assert validated["status"] == "Unknown"
+    assert "left no summary" in validated["message"]
+    assert cluster.condition(namespace, NAME, "Degraded")["status"] == "False"
+    # Retried after DETINFER_RETRY_AFTER_SECONDS (5 s in the tests; the timer ticks every 30 s).
+    wait_for("a retry Job", lambda: len(cluster.jobs(namespace, NAME)) == 2, timeout=60)
