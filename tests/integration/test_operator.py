@@ -329,7 +329,7 @@ def test_operator_restart_converges(cluster: Cluster, operator: Operator, namesp
 def test_a_passing_summary_makes_the_pods_ready(
     cluster: Cluster, operator: Operator, namespace: str
 ):
-    revision, job = validated_service(cluster, namespace)
+    _, job = validated_service(cluster, namespace)
     status = cluster.dis(namespace, NAME)["status"]
     assert status["fingerprint"] == f.FINGERPRINT
     assert status["validation"]["verdict"] == "Deterministic"
