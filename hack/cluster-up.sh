@@ -107,6 +107,10 @@ componentsPatches:
   # controller (kubectl logs/exec/port-forward) through the InternalIP.
   - key: kubelet-preferred-address-types
     value: InternalIP
+  # The default (10.0.0.0/24) holds 254 Services; the benchmark makes 1100. Cluster IPs are
+  # only allocated, never routed: nothing here runs kube-proxy.
+  - key: service-cluster-ip-range
+    value: 10.96.0.0/16
 ---
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration

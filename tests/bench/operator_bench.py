@@ -75,18 +75,16 @@ def service(name: str) -> dict:
 class Recorder(threading.Thread):
     """Watches one namespace and records when each object first matched `test`."""
 
-    def __init__(self, list_fn, namespace: str, test, *args):
+    def __init__(self, list_fn, test, **kwargs):
         super().__init__(daemon=True)
-        self.list_fn, self.namespace, self.test, self.args = list_fn, namespace, test, args
+        self.list_fn, self.test, self.kwargs = list_fn, test, kwargs
         self.seen: dict[str, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             w = watch.Watch()
-            for event in w.stream(
-                self.list_fn, *self.args, namespace=self.namespace, timeout_seconds=30
-            ):
+            for event in w.stream(self.list_fn, timeout_seconds=30, **self.kwargs):
                 obj = event["object"]
                 meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata
                 name = meta["name"] if isinstance(meta, dict) else meta.name
@@ -95,10 +93,6 @@ class Recorder(threading.Thread):
                 if self.stop.is_set():
                     w.stop()
                     break
-
-
-def owner_of(deployment_event) -> str:
-    return deployment_event["object"].metadata.labels["app.kubernetes.io/instance"]
 
 
 def is_ready(event) -> bool:
@@ -116,16 +110,16 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
         ),
     )
     deployments = Recorder(
-        cluster.apps.list_namespaced_deployment, namespace, lambda e: e["type"] == "ADDED"
+        cluster.apps.list_namespaced_deployment, lambda e: e["type"] == "ADDED", namespace=namespace
     )
     deployments.start()
     ready = Recorder(
         cluster.custom.list_namespaced_custom_object,
-        namespace,
         is_ready,
-        "detinfer.io",
-        "v1alpha1",
-        "deterministicinferenceservices",
+        group="detinfer.io",
+        version="v1alpha1",
+        namespace=namespace,
+        plural="deterministicinferenceservices",
     )
     ready.start()
     time.sleep(1)
@@ -235,7 +229,8 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     kubeconfig = Path.home() / ".cache" / "detinfer" / "detinfer-bench.kubeconfig"
-    print("bringing up the local cluster (detinfer-bench) ...", file=sys.stderr)
+    print("bringing up a fresh local cluster (detinfer-bench) ...", file=sys.stderr)
+    Cluster.down_by_name("detinfer-bench", kubeconfig)
     cluster = Cluster.up("detinfer-bench", kubeconfig)
     log_path = Path.home() / ".cache" / "detinfer" / "bench-operator.log"
     log_path.write_text("")

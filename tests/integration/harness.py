@@ -83,10 +83,14 @@ class Cluster:
         return cls(name, kubeconfig)
 
     def down(self) -> None:
+        self.down_by_name(self.name, self.kubeconfig)
+
+    @staticmethod
+    def down_by_name(name: str, kubeconfig: Path) -> None:
         env = {
             **os.environ,
-            "DETINFER_CLUSTER_NAME": self.name,
-            "KUBECONFIG_OUT": str(self.kubeconfig),
+            "DETINFER_CLUSTER_NAME": name,
+            "KUBECONFIG_OUT": str(kubeconfig),
             "KUBECTL": KUBECTL,
         }
         subprocess.run(

@@ -66,12 +66,15 @@ class Cluster:
             field_manager=c.FIELD_MANAGER,
             force=True,
             _content_type=APPLY,
+            _preload_content=False,  # the response is not needed; decoding it costs CPU
         )
 
     def create_job(self, job: Mapping[str, Any]) -> bool:
         """Create a validation Job; False when one of that name exists already (harmless)."""
         try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job)
+            self.batch.create_namespaced_job(
+                job["metadata"]["namespace"], job, _preload_content=False
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -80,7 +83,9 @@ class Cluster:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -89,7 +94,11 @@ class Cluster:
         """Set one condition on pods/status; a strategic merge keeps the kubelet's conditions."""
         try:
             self.core.patch_namespaced_pod_status(
-                pod, namespace, {"status": {"conditions": [condition]}}, _content_type=STRATEGIC
+                pod,
+                namespace,
+                {"status": {"conditions": [condition]}},
+                _content_type=STRATEGIC,
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status != 404:  # the pod is gone: nothing to gate
