@@ -50,10 +50,11 @@ class FakeCluster:
         if self.conflicts:
             self.conflicts -= 1
             raise Conflict("moved on")
-        return {
-            "metadata": {"resourceVersion": str(int(resource_version) + 1), "generation": 1},
-            "status": status,
-        }
+        # As the API server answers: the whole object, with the new status and version.
+        written = copy.deepcopy(self.body) if self.body else {"metadata": {"generation": 1}}
+        written["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
+        written["status"] = status
+        return written
 
 
 def _state(cluster):
@@ -201,3 +202,41 @@ def test_child_events_reach_their_owner_only():
     assert cluster.calls == []
     handlers.child_changed(body=f.engine_pod("qwen-a", "r"), memo=memo, **indexes)
     assert cluster.calls[-1][0] == "status"
+
+
+def test_applied_children_stand_in_until_the_index_catches_up():
+    state, _ = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    applied = {k[1:]: v[0] for k, v in state.applied.items()}
+    assert set(applied) == {("Service", "qwen-pods"), ("Service", "qwen"), ("Deployment", "qwen")}
+    state.cluster.calls.clear()
+    # The watch has not delivered the children yet: nothing is applied twice.
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    assert not [c for c in state.cluster.calls if c[0] == "apply"]
+    # The index catches up: the memory is dropped.
+    from detinfer.controller.observed import ChildView
+
+    indexed = [ChildView(kind, name, h) for (kind, name), h in applied.items()]
+    assert state.children("ml", indexed) == indexed
+    assert state.applied == {}
+    # Someone changes the Deployment afterwards: the index shows it and it is applied again.
+    changed = [ChildView("Deployment", "qwen", "edited"), *indexed[:2]]
+    indexes = _indexes()
+    indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
+    indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}
+    sync(state, ("ml", "qwen"), f.dis(), indexes)
+    assert [c for c in state.cluster.calls if c[0] == "apply"] == [("apply", "Deployment", "qwen")]
+
+
+def test_deleted_resource_is_forgotten():
+    state, _ = _state(FakeCluster())
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    handlers.service_changed(
+        type="DELETED",
+        namespace="ml",
+        name="qwen",
+        body=f.dis(),
+        memo=kopf.Memo(state=state),
+        **_indexes(),
+    )
+    assert state.applied == {} and ("ml", "qwen") not in state.written

@@ -27,6 +27,7 @@ from detinfer import metrics
 from detinfer.api import constants as c
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster, Conflict
+from detinfer.builders.common import applied_hash
 from detinfer.controller.observed import ChildView, JobView, PodView, owner_key
 from detinfer.controller.reconcile import Plan, plan
 
@@ -53,6 +54,38 @@ class State:
         # The body our last status write returned, per resource: fresher than the index until
         # the watch delivers it, so a quick second sync does not act on stale status.
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
+        # Children applied but maybe not yet in the index: (namespace, kind, name) ->
+        # (hash applied, hash the index showed then). Saves re-applying while the watch lags.
+        self.applied: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+
+    def children(self, namespace: str, indexed: list[ChildView]) -> list[ChildView]:
+        """The indexed children, with what this process applied since standing in for them
+        until the index has caught up."""
+        out = []
+        seen = set()
+        for child in indexed:
+            key = (namespace, child.kind, child.name)
+            seen.add(key)
+            applied, before = self.applied.get(key, (None, None))
+            if applied is None or child.applied_hash == applied:
+                self.applied.pop(key, None)
+                out.append(child)
+            elif child.applied_hash == before:
+                out.append(ChildView(child.kind, child.name, applied))
+            else:  # changed by someone else since: trust the index
+                self.applied.pop(key, None)
+                out.append(child)
+        for (ns, kind, name), (applied, before) in list(self.applied.items()):
+            if ns == namespace and (ns, kind, name) not in seen and before is None:
+                out.append(ChildView(kind, name, applied))
+        return out
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.written.pop((namespace, name), None)
+        for key in [
+            k for k in self.applied if k[0] == namespace and k[2] in (name, f"{name}-pods")
+        ]:
+            del self.applied[key]
 
 
 @kopf.on.startup()
@@ -64,7 +97,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=c.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    settings.execution.max_workers = 8
+    # Handlers block on API calls, not the CPU: enough threads to keep the API server busy.
+    settings.execution.max_workers = 16
     if "state" not in memo:
         memo["state"] = State(Cluster.connect(), OperatorConfig.from_env())
 
@@ -104,13 +138,23 @@ def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
 # ---- triggers ----
 
 
-@kopf.on.resume(*DIS)
-@kopf.on.create(*DIS)
-@kopf.on.update(*DIS)
-def reconcile_service(
-    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+@kopf.on.event(*DIS)
+def service_changed(
+    type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    sync(memo["state"], (namespace, name), _plain(body), kwargs)
+    """Created, updated, or found at start-up (type None): reconcile. Deleted: forget it.
+
+    One watch-event handler instead of kopf's on.create/on.update/on.resume: reconciliation is
+    level-based and needs no diff, and kopf's change detection would write its bookkeeping
+    annotation on every change, a write (and a conflict with our status write) per event.
+    """
+    state: State = memo["state"]
+    if type == "DELETED":
+        # No finalizer: the children go with their owner references; only our memory remains.
+        metrics.forget(namespace, name)
+        state.forget(namespace, name)
+        return
+    sync(state, (namespace, name), _plain(body), kwargs)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)
@@ -128,16 +172,9 @@ def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 
 @kopf.timer(*DIS, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
 def revalidate(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Periodic revalidation and retries; a no-op (no API call) when nothing is due."""
+    """Periodic revalidation, retries, and the catch-up after a failed pass; no API call when
+    nothing is due."""
     sync(memo["state"], (namespace, name), _plain(body), kwargs)
-
-
-@kopf.on.delete(*DIS, optional=True)
-def forget_service(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    # No finalizer: the children go with their owner references; only our memory remains.
-    metrics.forget(namespace, name)
-    state: State = memo["state"]
-    state.written.pop((namespace, name), None)
 
 
 # ---- the one reconciliation ----
@@ -160,10 +197,13 @@ def sync(
                     body,
                     pods=list(indexes["pods_by_owner"].get(key, [])),
                     jobs=list(indexes["jobs_by_owner"].get(key, [])),
-                    children=[
-                        *indexes["deployments_by_owner"].get(key, []),
-                        *indexes["services_by_owner"].get(key, []),
-                    ],
+                    children=state.children(
+                        key[0],
+                        [
+                            *indexes["deployments_by_owner"].get(key, []),
+                            *indexes["services_by_owner"].get(key, []),
+                        ],
+                    ),
                     config=state.config,
                     now=datetime.now(UTC),
                 )
@@ -208,6 +248,8 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
     for obj in p.apply:
         cluster.apply(obj)
         metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
+        child = (namespace, obj["kind"], obj["metadata"]["name"])
+        state.applied[child] = (applied_hash(obj) or "", p.observed_hashes.get(child[1:]))
     for job in p.delete_jobs:
         cluster.delete_job(namespace, job)
         metrics.api_writes_total.labels("delete-job").inc()

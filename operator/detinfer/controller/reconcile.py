@@ -61,6 +61,8 @@ class Plan:
     # The validation result read in this pass, if any (for metrics).
     consumed: Verdict | None = None
     invalid: SpecError | None = None
+    # (kind, name) -> applied hash of the children as observed when planning.
+    observed_hashes: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:
@@ -173,6 +175,7 @@ def plan(
     # 3. Children, with the client Service on the revision that serves now.
     serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
     observed = {(ch.kind, ch.name): ch.applied_hash for ch in children}
+    out.observed_hashes = observed
     for child in build_children(dis, serving_revision):
         key = (child["kind"], child["metadata"]["name"])
         if observed.get(key) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]:
