@@ -25,9 +25,9 @@ from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
 from detinfer.api import constants as c
+from detinfer.builders.common import applied_hash
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster, Conflict
-from detinfer.builders.common import applied_hash
 from detinfer.controller.observed import ChildView, JobView, PodView, owner_key
 from detinfer.controller.reconcile import Plan, plan
 
