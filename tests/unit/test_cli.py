@@ -15,7 +15,7 @@ from tests import factories as f
 def test_render_prints_every_object(capsys):
     assert main(["render", str(f.ROOT / "examples" / "service.yaml"), "-n", "ml"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["Service", "Service", "Deployment", "Job"]
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "Service", "Job"]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
 
 

@@ -65,6 +65,7 @@ def _state(cluster):
 
 def _indexes(pods=()):
     return {
+        "resources_by_key": {},
         "pods_by_owner": {("ml", "qwen"): [PodView.from_body(p) for p in pods]},
         "jobs_by_owner": {},
         "deployments_by_owner": {},
@@ -220,7 +221,8 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     assert state.children("ml", indexed) == indexed
     assert state.applied == {}
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
-    changed = [ChildView("Deployment", "qwen", "edited"), *indexed[:2]]
+    services = [child for child in indexed if child.kind == "Service"]
+    changed = [ChildView("Deployment", "qwen", "edited"), *services]
     indexes = _indexes()
     indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
     indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}
@@ -240,3 +242,14 @@ def test_deleted_resource_is_forgotten():
         **_indexes(),
     )
     assert state.applied == {} and ("ml", "qwen") not in state.written
+
+
+def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
+    state, _ = _state(FakeCluster(body=f.dis()))
+    handlers.Periodic(state).tick()  # before any handler ran: nothing known, nothing done
+    assert state.cluster.calls == []
+    indexes = _indexes()
+    indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()], ("ml", "other"): [{"bad": 1}]}
+    state.indexes = indexes
+    handlers.Periodic(state).tick()
+    assert ("status", "100") in state.cluster.calls

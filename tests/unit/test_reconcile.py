@@ -134,9 +134,9 @@ def test_first_visit_applies_children_and_sets_every_condition():
     world = World(f.dis())
     p = world.step()
     assert [(o["kind"], o["metadata"]["name"]) for o in p.apply] == [
+        ("Deployment", "qwen"),
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
-        ("Deployment", "qwen"),
     ]
     assert p.create_job is None
     types = {x["type"]: (x["status"], x["reason"]) for x in p.status["conditions"]}

@@ -18,11 +18,12 @@ from detinfer.config import OperatorConfig
 def build_children(
     dis: DeterministicInferenceService, serving_revision: str
 ) -> list[dict[str, Any]]:
-    """The long-lived children, in the order they are applied."""
+    """The long-lived children, in the order they are applied: the Deployment first, because
+    its pods take longest to come up."""
     return [
+        build_deployment(dis),
         build_headless_service(dis),
         build_client_service(dis, serving_revision),
-        build_deployment(dis),
     ]
 
 

@@ -1,9 +1,9 @@
 """kopf handlers: thin. Every trigger leads to the same level-based `sync` of one resource.
 
-Triggers: the resource is created, updated or found at start-up (resume); one of its pods, Jobs,
-Services or its Deployment changes; a timer (revalidation, retries). `sync` reads everything
-from kopf's in-memory indexes, asks the pure `plan()` what to write, and writes only that, so a
-trigger with nothing to do costs no API call.
+Triggers: a watch event of the resource (created, updated, found at start-up); one of its
+pods, Jobs, Services or its Deployment changes; a periodic pass (revalidation, retries). `sync`
+reads everything from kopf's in-memory indexes, asks the pure `plan()` what to write, and writes
+only that, so a trigger with nothing to do costs no API call.
 
 Status is written by `sync` through the API rather than kopf's `patch.status`, because pod and
 Job events must update the status of the resource that owns them, not their own.
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 DIS = (c.GROUP, c.VERSION, c.PLURAL)
 OURS = {c.LABEL_PART_OF: c.PART_OF}
 TIMER_INTERVAL_SECONDS = 30
+INDEXES = (
+    "resources_by_key",
+    "pods_by_owner",
+    "jobs_by_owner",
+    "deployments_by_owner",
+    "services_by_owner",
+)
 
 
 class State:
@@ -54,6 +61,8 @@ class State:
         # The body our last status write returned, per resource: fresher than the index until
         # the watch delivers it, so a quick second sync does not act on stale status.
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
+        # kopf's indexes, as the handlers receive them, for the periodic pass.
+        self.indexes: Mapping[str, Any] | None = None
         # Children applied but maybe not yet in the index: (namespace, kind, name) ->
         # (hash applied, hash the index showed then). Saves re-applying while the watch lags.
         self.applied: dict[tuple[str, str, str], tuple[str, str | None]] = {}
@@ -88,19 +97,51 @@ class State:
             del self.applied[key]
 
 
+class Periodic(threading.Thread):
+    """Every 30 s, a pass over every resource: revalidation, retries, and the catch-up after a
+    pass that failed. A no-op (no API call) for a resource with nothing due.
+
+    Not a kopf timer: kopf puts a finalizer on every object that has a timer, so a resource
+    could not be deleted while the operator is not running.
+    """
+
+    def __init__(self, state: State):
+        super().__init__(daemon=True, name="detinfer-periodic")
+        self.state = state
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(TIMER_INTERVAL_SECONDS):
+            self.tick()
+
+    def tick(self) -> None:
+        indexes = self.state.indexes
+        if indexes is None:
+            return  # no handler has run yet: nothing is known
+        for key, bodies in list(indexes["resources_by_key"].items()):
+            for body in list(bodies):
+                try:
+                    sync(self.state, key, body, indexes)
+                except kopf.TemporaryError as exc:
+                    log.info("%s/%s: %s (next pass in %ss)", *key, exc, TIMER_INTERVAL_SECONDS)
+                except Exception:
+                    log.exception("%s/%s: reconciliation failed", *key)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's own bookkeeping goes into annotations under our group, never into status
-    # (the CRD's structural schema would prune it).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration"
-    )
     settings.posting.level = logging.INFO
     # Handlers block on API calls, not the CPU: enough threads to keep the API server busy.
     settings.execution.max_workers = 16
     if "state" not in memo:
         memo["state"] = State(Cluster.connect(), OperatorConfig.from_env())
+    memo["periodic"] = Periodic(memo["state"])
+    memo["periodic"].start()
+
+
+@kopf.on.cleanup()
+def stop_periodic(memo: kopf.Memo, **_: Any) -> None:
+    memo["periodic"].stopping.set()
 
 
 # ---- indexes: the controller's only reads ----
@@ -170,13 +211,6 @@ def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         sync(memo["state"], key, owner, kwargs)
 
 
-@kopf.timer(*DIS, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
-def revalidate(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Periodic revalidation, retries, and the catch-up after a failed pass; no API call when
-    nothing is due."""
-    sync(memo["state"], (namespace, name), _plain(body), kwargs)
-
-
 # ---- the one reconciliation ----
 
 
@@ -189,6 +223,7 @@ def sync(
     """Reconcile one resource from the indexes; on a write conflict, re-read it and plan again."""
     started = time.perf_counter()
     result = "error"
+    state.indexes = state.indexes or {name: indexes[name] for name in INDEXES}
     with state.locks[key]:
         try:
             body = _freshest(body, state.written.get(key))
