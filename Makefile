@@ -71,7 +71,7 @@ demo: cluster-up ## the main job: local cluster, CRD, operator, the example; the
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
 demo-down: ## stop the demo's operator and delete the local cluster
-	-@test -f $(DEMO_DIR)/operator.pid && kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null; rm -f $(DEMO_DIR)/operator.pid
+	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
 bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on one machine: CRD, operator and the example on the local cluster (make demo).
 # Expects the cluster up (make cluster-up) and the project's venv (make install).
+# `hack/demo.sh down` stops the operator it started (make demo-down also deletes the cluster).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO}/.venv/bin}"
@@ -9,6 +10,17 @@ DEMO_DIR="${DEMO_DIR:-${HOME}/.cache/detinfer/demo}"
 METRICS_PORT="${DETINFER_DEMO_METRICS_PORT:-18080}"
 export KUBECONFIG="${KUBECONFIG_OUT}"
 kc() { "${BIN}/kubectl" "$@"; }
+
+if [[ "${1:-up}" == "down" ]]; then
+  if [[ -f "${DEMO_DIR}/operator.pid" ]]; then
+    pid="$(cat "${DEMO_DIR}/operator.pid")"
+    kill "${pid}" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.5; done
+    rm -f "${DEMO_DIR}/operator.pid"
+    echo "demo: operator stopped"
+  fi
+  exit 0
+fi
 
 mkdir -p "${DEMO_DIR}"
 kc apply --server-side --force-conflicts -f "${REPO}/crds/" >/dev/null
