@@ -294,7 +294,8 @@ def test_operator_restart_converges(cluster: Cluster, operator: Operator, namesp
             cluster.kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode == 0
         ),
     )
-    operator.stop(signal.SIGKILL)  # after the Deployment, before any validation
+    wait_for("the first status", lambda: cluster.dis(namespace, NAME).get("status"))
+    operator.stop(signal.SIGKILL)  # after the Deployment and the first status, before validation
     try:
         running_pods(cluster, namespace, 1)
         status_before = copy.deepcopy(cluster.dis(namespace, NAME)["status"])
