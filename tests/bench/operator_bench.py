@@ -27,7 +27,7 @@ from pathlib import Path
 from kubernetes import watch
 
 from tests import factories as f
-from tests.integration.harness import Cluster, Operator, wait_for
+from tests.integration.harness import WRITE_VERBS, Cluster, Operator, wait_for
 
 IDLE_SECONDS = 60
 TARGETS = {
@@ -150,34 +150,7 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     written: dict[str, float] = {}
     for pod in validator_pods:
         instance = pod.metadata.labels["app.kubernetes.io/instance"]
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        cluster.core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            namespace,
-            {
-                "status": {
-                    "phase": "Succeeded",
-                    "containerStatuses": [
-                        {
-                            "name": "validator",
-                            "image": pod.spec.containers[0].image,
-                            "imageID": "",
-                            "ready": False,
-                            "restartCount": 0,
-                            "state": {
-                                "terminated": {
-                                    "exitCode": 0,
-                                    "reason": "Completed",
-                                    "message": summary,
-                                    "startedAt": now,
-                                    "finishedAt": now,
-                                }
-                            },
-                        }
-                    ],
-                }
-            },
-        )
+        cluster.end_container(namespace, pod, 0, summary)
         written[instance] = time.monotonic()
     wait_for(f"{size} Ready resources", lambda: len(ready.seen) >= size, timeout=60 + size)
     summary_to_ready = [ready.seen[n] - written[n] for n in names]
@@ -198,36 +171,16 @@ def idle_requests(cluster: Cluster, seconds: int) -> tuple[int, int]:
     since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     time.sleep(seconds)
     until = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-    requests = writes = 0
-    with cluster.audit_log.open() as log:
-        for line in log:
-            if '"detinfer/' not in line and '"kopf/' not in line:
-                continue
-            entry = json.loads(line)
-            if not since < entry["stageTimestamp"] <= until:
-                continue
-            if not entry.get("userAgent", "").startswith(("detinfer/", "kopf/")):
-                continue
-            requests += 1
-            writes += entry["verb"] in ("create", "update", "patch", "delete")
-    return requests, writes
+    return _count(cluster.operator_requests(since=since, until=until))
 
 
 def operator_calls(cluster: Cluster, namespace: str) -> tuple[int, int]:
     """(requests, writes) the operator made in `namespace` over the whole run."""
-    requests = writes = 0
-    with cluster.audit_log.open() as log:
-        for line in log:
-            if f'"{namespace}"' not in line:
-                continue
-            entry = json.loads(line)
-            if (entry.get("objectRef") or {}).get("namespace") != namespace:
-                continue
-            if not entry.get("userAgent", "").startswith(("detinfer/", "kopf/")):
-                continue
-            requests += 1
-            writes += entry["verb"] in ("create", "update", "patch", "delete")
-    return requests, writes
+    return _count(cluster.operator_requests(namespace))
+
+
+def _count(entries: list[dict]) -> tuple[int, int]:
+    return len(entries), sum(e["verb"] in WRITE_VERBS for e in entries)
 
 
 def memory_mib(pid: int) -> tuple[float, float]:

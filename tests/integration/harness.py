@@ -25,6 +25,7 @@ from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
+WRITE_VERBS = ("create", "update", "patch", "delete")
 T = TypeVar("T")
 
 
@@ -101,27 +102,34 @@ class Cluster:
     def audit_log(self) -> Path:
         return Path.home() / ".cache/detinfer/kwok/clusters" / self.name / "logs" / "audit.log"
 
-    def operator_writes(self, namespace: str, since: str) -> list[str]:
-        """Writes the operator (its client, or kopf) made in `namespace` after `since` (RFC 3339
-        with microseconds), from the API server's audit log."""
-        writes = []
+    def operator_requests(
+        self, namespace: str | None = None, since: str = "", until: str = "~"
+    ) -> list[dict[str, Any]]:
+        """Audit entries of the operator's requests (its client, or kopf), in `namespace` if
+        given, with since < stageTimestamp <= until (RFC 3339 with microseconds)."""
+        entries = []
         with self.audit_log.open() as log:
             for line in log:
-                if f'"{namespace}"' not in line:
+                if '"detinfer/' not in line and '"kopf/' not in line:
                     continue
                 entry = json.loads(line)
                 ref = entry.get("objectRef") or {}
                 if (
-                    entry["verb"] in ("create", "update", "patch", "delete")
-                    and ref.get("namespace") == namespace
-                    and entry.get("userAgent", "").startswith(("detinfer/", "kopf/"))
-                    and entry["stageTimestamp"] > since
+                    entry.get("userAgent", "").startswith(("detinfer/", "kopf/"))
+                    and (namespace is None or ref.get("namespace") == namespace)
+                    and since < entry["stageTimestamp"] <= until
                 ):
-                    writes.append(
-                        f"{entry['verb']} {ref.get('resource')}/{ref.get('subresource') or ''}"
-                        f" {ref.get('name')} by {entry['userAgent']}"
-                    )
-        return writes
+                    entries.append(entry)
+        return entries
+
+    def operator_writes(self, namespace: str, since: str) -> list[str]:
+        """The operator's writes in `namespace` after `since`, one line each."""
+        return [
+            f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource') or ''}"
+            f" {e['objectRef'].get('name')} by {e['userAgent']}"
+            for e in self.operator_requests(namespace, since)
+            if e["verb"] in WRITE_VERBS
+        ]
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -189,6 +197,10 @@ class Cluster:
                 == "Running"
             ),
         )
+        self.end_container(namespace, pod, exit_code, message)
+
+    def end_container(self, namespace: str, pod: Any, exit_code: int, message: str | None) -> None:
+        """Write what the kubelet writes when the pod's only container has exited."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         terminated: dict[str, Any] = {
             "exitCode": exit_code,
@@ -207,7 +219,7 @@ class Cluster:
                 ],
                 "containerStatuses": [
                     {
-                        "name": "validator",
+                        "name": pod.spec.containers[0].name,
                         "image": pod.spec.containers[0].image,
                         "imageID": "",
                         "ready": False,

@@ -107,7 +107,7 @@ def parse_service(obj: Mapping[str, Any]) -> DeterministicInferenceService:
     return DeterministicInferenceService(
         metadata=ObjectMeta.model_validate(metadata),
         spec=spec,
-        status=_lenient_status(obj.get("status")),
+        status=parse_status(obj.get("status")),
     )
 
 
@@ -160,9 +160,9 @@ def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:
     return FieldError(path, f"{error['msg']} (got {error.get('input')!r})")
 
 
-def _lenient_status(raw: Any) -> DeterministicInferenceServiceStatus:
-    # Status is written only by the operator; a stale or foreign shape is treated as empty
-    # rather than blocking reconciliation of a valid spec.
+def parse_status(raw: Any) -> DeterministicInferenceServiceStatus:
+    """The status as last written. It is written only by the operator; a stale or foreign shape
+    is treated as empty rather than blocking reconciliation."""
     if not isinstance(raw, Mapping):
         return DeterministicInferenceServiceStatus()
     try:

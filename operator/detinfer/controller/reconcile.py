@@ -17,7 +17,12 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.api.constants import Reason as R
-from detinfer.api.resource import DeterministicInferenceService, SpecError, parse_service
+from detinfer.api.resource import (
+    DeterministicInferenceService,
+    SpecError,
+    parse_service,
+    parse_status,
+)
 from detinfer.api.spec import FingerprintPolicy
 from detinfer.api.status import (
     Condition,
@@ -94,7 +99,7 @@ def plan(
 ) -> Plan:
     out = Plan()
     generation = (body.get("metadata") or {}).get("generation")
-    old = _old_status(body)
+    old = parse_status(body.get("status"))
     try:
         dis = parse_service(body)
     except SpecError as exc:
@@ -528,13 +533,3 @@ def _plan_invalid(
     if status.to_wire() != old.to_wire():
         out.status = status.to_wire()
     return out
-
-
-def _old_status(body: Mapping[str, Any]) -> DeterministicInferenceServiceStatus:
-    raw = body.get("status")
-    if not isinstance(raw, Mapping):
-        return DeterministicInferenceServiceStatus()
-    try:
-        return DeterministicInferenceServiceStatus.model_validate(raw)
-    except ValueError:
-        return DeterministicInferenceServiceStatus()
