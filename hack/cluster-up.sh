@@ -3,7 +3,8 @@
 # runtime (no Docker), with the binaries built by hack/build-binaries.sh, and
 # fake GPU nodes managed by the kwok controller. Idempotent: when the cluster
 # is already up it says so, refreshes the kubeconfig, makes sure the fake
-# nodes exist, and exits 0. A cluster that exists but is stopped is started.
+# nodes exist, and exits 0. A cluster that exists but does not serve (its
+# processes were killed) is deleted and created anew.
 #
 # Environment:
 #   DETINFER_CLUSTER_NAME  cluster name                  (default detinfer)
@@ -191,16 +192,18 @@ if cluster_exists; then
   write_kubeconfig
   if api_ready; then
     log "cluster '${CLUSTER_NAME}' is already up"
-  else
-    log "cluster '${CLUSTER_NAME}' exists but is not serving: starting it"
-    kwokctl start cluster --wait 2m >&2
-    write_kubeconfig
-    wait_for 120 api_ready || die "kube-apiserver not ready (logs: ${KWOK_WORKDIR}/clusters/${CLUSTER_NAME}/logs/)"
+    ensure_default_sa
+    ensure_nodes
+    summary
+    exit 0
   fi
-  ensure_default_sa
-  ensure_nodes
-  summary
-  exit 0
+  # Left behind by processes that were killed (a session or CI that ended mid-run):
+  # `kwokctl start` then waits minutes and fails, and a test cluster holds nothing worth
+  # keeping, so make a new one (seconds).
+  log "cluster '${CLUSTER_NAME}' exists but is not serving: deleting it and creating it anew"
+  scratch="$(mktemp -d)"
+  kwokctl delete cluster --kubeconfig "${scratch}/kubeconfig" >&2 || true
+  rm -rf "${scratch}"
 fi
 
 log "creating cluster '${CLUSTER_NAME}' (Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION}) in ${KWOK_WORKDIR}"
