@@ -63,14 +63,19 @@ def gate(pod) -> dict | None:
     )
 
 
-def validated_service(cluster: Cluster, namespace: str):
-    """The example applied, its pods running, its first Job passed: the steady state."""
+def validating_service(cluster: Cluster, namespace: str):
+    """The example applied, its pods running, its first validation Job created."""
     cluster.apply(namespace, example())
     running_pods(cluster, namespace, 2)
     revision = wait_for(
         "status.revision", lambda: cluster.dis(namespace, NAME).get("status", {}).get("revision")
     )
-    job = the_job(cluster, namespace, revision)
+    return revision, the_job(cluster, namespace, revision)
+
+
+def validated_service(cluster: Cluster, namespace: str):
+    """... and that Job passed: the steady state."""
+    revision, job = validating_service(cluster, namespace)
     cluster.terminate_validator(namespace, job.metadata.name, 0, f.summary())
     wait_for("Ready=True", lambda: reason(cluster, namespace, "Ready") == "ReplicasValidated")
     return revision, job
@@ -208,10 +213,7 @@ def test_api_server_refuses_garbage(cluster: Cluster, namespace: str, mutate, wo
 def test_spec_update_makes_a_new_revision_and_job(
     cluster: Cluster, operator: Operator, namespace: str
 ):
-    cluster.apply(namespace, example())
-    running_pods(cluster, namespace, 2)
-    first = cluster.dis(namespace, NAME)["status"]["revision"]
-    first_job = the_job(cluster, namespace, first)
+    first, first_job = validating_service(cluster, namespace)
     cluster.apply(namespace, example(engine={"samplingSeed": 7}))
     second = wait_for(
         "a new revision",
@@ -360,10 +362,7 @@ def test_a_passing_summary_makes_the_pods_ready(
 def test_a_failing_summary_degrades_and_keeps_pods_out(
     cluster: Cluster, operator: Operator, namespace: str
 ):
-    cluster.apply(namespace, example())
-    running_pods(cluster, namespace, 2)
-    revision = cluster.dis(namespace, NAME)["status"]["revision"]
-    job = the_job(cluster, namespace, revision)
+    _, job = validating_service(cluster, namespace)
     why = "Single: batch size 9 differs from batch size 1 at token 17 (1234 vs 871)"
     cluster.terminate_validator(
         namespace,
@@ -403,10 +402,7 @@ def test_a_failing_summary_degrades_and_keeps_pods_out(
 def test_a_job_without_summary_could_not_validate(
     cluster: Cluster, operator: Operator, namespace: str
 ):
-    cluster.apply(namespace, example())
-    running_pods(cluster, namespace, 2)
-    revision = cluster.dis(namespace, NAME)["status"]["revision"]
-    job = the_job(cluster, namespace, revision)
+    _, job = validating_service(cluster, namespace)
     cluster.terminate_validator(namespace, job.metadata.name, 1, None)
     wait_for(
         "Validated=CouldNotValidate",
