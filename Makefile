@@ -47,7 +47,8 @@ format: $(STAMP) ## reformat the code
 crds: $(STAMP) ## regenerate the CRD and docs/api-reference.md from the API models
 	$(BIN)/detinfer crds
 
-verify: crds lint ## regenerate generated files and fail on any diff
+verify: crds lint ## regenerate generated files and fail on any diff; check the CRD offline
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.36.0 crds/*.yaml
 	@if ! git diff --quiet -- $(GENERATED) || [ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED))" ]; then \
 		git --no-pager diff --stat -- $(GENERATED); \
 		echo "generated files are stale: commit the output of 'make crds'"; exit 1; fi
