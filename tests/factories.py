@@ -176,3 +176,21 @@ def summary(verdict: str = "Deterministic", **fields: Any) -> str:
         **fields,
     }
     return json.dumps(data)
+
+
+def failing_summary(why: str, unique_outputs: int = 3) -> str:
+    """A NotDeterministic summary whose Single suite saw `unique_outputs` outputs."""
+    return summary(
+        "NotDeterministic",
+        reason=why,
+        fingerprint=None,
+        suites=[
+            {
+                "name": "Single",
+                "samples": 16,
+                "uniqueOutputs": unique_outputs,
+                "passed": False,
+                "firstDivergence": why,
+            }
+        ],
+    )

@@ -368,20 +368,7 @@ def test_a_failing_summary_degrades_and_keeps_pods_out(
         namespace,
         job.metadata.name,
         1,
-        f.summary(
-            "NotDeterministic",
-            reason=why,
-            fingerprint=None,
-            suites=[
-                {
-                    "name": "Single",
-                    "samples": 16,
-                    "uniqueOutputs": 3,
-                    "passed": False,
-                    "firstDivergence": why,
-                }
-            ],
-        ),
+        f.failing_summary(why),
     )
     wait_for("Degraded=True", lambda: reason(cluster, namespace, "Degraded") == "NotDeterministic")
     assert why in cluster.condition(namespace, NAME, "Degraded")["message"]

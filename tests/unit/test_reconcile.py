@@ -278,20 +278,7 @@ def test_a_failing_summary_degrades_and_keeps_pods_unready():
     reason = "Single: batch size 9 diverges from batch size 1 at token 17 (1234 vs 871)"
     world.finish_job(
         1,
-        f.summary(
-            "NotDeterministic",
-            reason=reason,
-            fingerprint=None,
-            suites=[
-                {
-                    "name": "Single",
-                    "samples": 16,
-                    "uniqueOutputs": 3,
-                    "passed": False,
-                    "firstDivergence": reason,
-                }
-            ],
-        ),
+        f.failing_summary(reason),
     )
     p = world.step()
     assert all(

@@ -291,8 +291,8 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
     if p.delete_jobs:
         post("job-deleted")
     if p.create_job is not None:
-        metrics.api_writes_total.labels("create-job").inc()
         if cluster.create_job(p.create_job):  # False: it existed, and was announced then
+            metrics.api_writes_total.labels("create-job").inc()
             post("job-created")
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
