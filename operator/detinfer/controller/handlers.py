@@ -290,10 +290,10 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
         metrics.api_writes_total.labels("delete-job").inc()
     if p.delete_jobs:
         post("job-deleted")
-    if p.create_job is not None:
-        if cluster.create_job(p.create_job):  # False: it existed, and was announced then
-            metrics.api_writes_total.labels("create-job").inc()
-            post("job-created")
+    # create_job is False when the Job existed: it was announced when it was made.
+    if p.create_job is not None and cluster.create_job(p.create_job):
+        metrics.api_writes_total.labels("create-job").inc()
+        post("job-created")
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()
