@@ -14,7 +14,7 @@ KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR := $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
-.PHONY: help install test unit integration lint format crds verify golden run clean \
+.PHONY: help install test unit engine integration lint format crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator
 
 help: ## list the targets
@@ -23,15 +23,18 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,engine,validator]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## make .venv with the operator and the test tools (torch is not needed)
+install: $(STAMP) ## make .venv: the operator, the engine (torch), the validator and the test tools
 
-test: $(STAMP) verify unit integration ## everything CI runs: generated files, lint, unit and integration tests
+test: $(STAMP) verify unit engine integration ## everything CI runs: generated files, lint, unit, engine and integration tests
 
 unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
+
+engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
+	$(BIN)/python -m pytest tests/engine -q
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached)
 	$(BIN)/python -m pytest tests/integration -q

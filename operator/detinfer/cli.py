@@ -20,6 +20,11 @@ EXIT_UNREADABLE = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["engine"]:  # its own parser: its flags are sglang.launch_server's
+        from detinfer.engine.main import main as engine_main
+
+        return engine_main(argv[1:])
     parser = argparse.ArgumentParser(prog="detinfer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"detinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("-n", "--namespace", help="namespace for resources that name none")
     render.add_argument(
         "--validator-image", help="image of the validation Job (default: the operator's setting)"
+    )
+
+    sub.add_parser(
+        "engine",
+        help="start the reference engine (a small torch LLM server with SGLang's API)",
+        add_help=False,
     )
 
     args = parser.parse_args(argv)

@@ -1,0 +1,79 @@
+"""Named model configurations and the engine's settings (flags named like sglang.launch_server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detinfer.engine.tokenizer import VOCAB_SIZE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+    context_length: int
+    vocab_size: int = VOCAB_SIZE
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    synonym_spread: float = 1e-5
+    """How far apart the LM-head rows of a byte and its case partner are (relative; each pair
+    between half this and this). Trained models meet near-ties between top tokens often; random
+    weights almost never do, so without this the last-bit noise of batch-variant kernels would
+    rarely change a greedy token (REFERENCE.md, "Measured on an H100 here"). At 1e-5 the tiny
+    model's greedy outputs diverge between batch sizes after tens of tokens for some seeds and
+    not within 64 for others, as real models do; 1e-6 diverged within a few tokens almost always,
+    4e-5 almost never (measured with 64 tokens, seeds 2-7)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def parameters(self) -> int:
+        per_layer = 4 * self.hidden * self.hidden + 3 * self.hidden * self.mlp + 2 * self.hidden
+        return self.layers * per_layer + 2 * self.vocab_size * self.hidden + self.hidden
+
+
+MODELS: dict[str, ModelConfig] = {
+    # Tests, CI and the demo: starts in about a second, 32 x 64 tokens in a few seconds on 2 cores.
+    "tiny": ModelConfig("tiny", hidden=128, layers=4, heads=4, mlp=352, context_length=8192),
+    # The GPU tier: big enough that kernels, not Python, set the pace.
+    "small": ModelConfig("small", hidden=1024, layers=12, heads=16, mlp=2816, context_length=8192),
+}
+
+
+def model_config(model_path: str) -> ModelConfig:
+    """`--model-path tiny`, or a path whose last component names a configuration."""
+    name = model_path.rstrip("/").rsplit("/", 1)[-1]
+    if name not in MODELS:
+        raise ValueError(
+            f"--model-path {model_path!r}: the reference engine has the models "
+            f"{', '.join(sorted(MODELS))}"
+        )
+    return MODELS[name]
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    model_path: str = "tiny"
+    revision: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 30000
+    device: str = "cpu"
+    dtype: str = "float32"
+    random_seed: int = 0
+    enable_deterministic_inference: bool = False
+    enable_metrics: bool = False
+    disable_radix_cache: bool = False
+    max_running_requests: int = 64
+    max_queued_requests: int = 512
+    max_prefill_tokens: int = 16384
+    max_cache_tokens: int = 65536
+    """Tokens of KV kept by the prefix cache (least recently used entries go first)."""
+    served_model_name: str | None = None
+
+    @property
+    def model(self) -> ModelConfig:
+        return model_config(self.model_path)

@@ -1,0 +1,207 @@
+"""The engine's reductions, in two flavours: batch-variant (how GPU kernels behave) and batch-invariant.
+
+Every reduction in the model goes through one of these classes: the matmuls of the linear layers,
+RMSNorm, attention (the softmax and both products) and the log-softmax of the logprobs.
+
+BatchVariant splits each reduction the way a GPU kernel picks its split from the problem shape:
+split-K for matmuls with few rows (to fill the machine), split-KV for attention depending on how
+many sequences and keys there are. The partial results are added in a different order for a
+different split, so a sequence's logits change in their last bits when its batch changes. On CUDA
+it uses torch's own kernels, which already behave so (cuBLAS and SDPA pick kernels by shape).
+
+BatchInvariant gives each reduction one fixed order, whatever the batch:
+- matmuls run in row blocks of one fixed shape (rows padded with zeros), so the BLAS sees the
+  same problem for every row of every batch; tests check the bits;
+- all other sums are pairwise trees of elementwise additions (`tree_sum`), which IEEE arithmetic
+  makes exact functions of their inputs. Zeros padded after the last element fold away without
+  changing a bit, so the sum over a sequence's keys is the same whether the batch pads it to 40
+  keys or 4000, and whether its prefix came from the cache or was just computed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+
+NEG_INF = float("-inf")
+
+
+def tree_sum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Sum over `dim` as a pairwise tree: pad to a power of two, add the halves, repeat."""
+    x = x.movedim(dim, -1)
+    n = x.shape[-1]
+    width = 1 << max(0, (n - 1).bit_length())
+    if width != n:
+        x = F.pad(x, (0, width - n))
+    while width > 1:
+        width //= 2
+        x = x[..., :width] + x[..., width:]
+    return x[..., 0]
+
+
+def attention_mask(q_pos: torch.Tensor, kv_len: torch.Tensor, keys: int) -> torch.Tensor:
+    """[B, Tq, Tk] True where query (absolute position q_pos) may see the key."""
+    k_pos = torch.arange(keys, device=q_pos.device)
+    return (k_pos[None, None, :] <= q_pos[:, :, None]) & (
+        k_pos[None, None, :] < kv_len[:, None, None]
+    )
+
+
+class Kernels:
+    """The interface the model uses; `deterministic` says which flavour this is."""
+
+    deterministic: bool
+    name: str
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [M, K] @ w [K, N]."""
+        raise NotImplementedError
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """q [B, H, Tq, D], k/v [B, H, Tk, D], mask [B, Tq, Tk] -> [B, H, Tq, D]."""
+        raise NotImplementedError
+
+    def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Over the last dimension, in float32."""
+        raise NotImplementedError
+
+
+class BatchVariant(Kernels):
+    deterministic = False
+    name = "batch-variant"
+
+    # A GPU kernel splits a reduction when there are too few rows to keep its cores busy; this
+    # stands for that: 64 "cores", reduction chunks of at least 32 elements.
+    CORES = 64
+    MIN_CHUNK = 32
+
+    def _splits(self, rows: int, length: int) -> int:
+        return max(1, min(length // self.MIN_CHUNK, self.CORES // max(rows, 1)))
+
+    def _split_sum(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """Sum over the last dim in `splits` partial sums added in order."""
+        parts = torch.tensor_split(x, self._splits(rows, x.shape[-1]), dim=-1)
+        total = parts[0].sum(-1)
+        for part in parts[1:]:
+            total = total + part.sum(-1)
+        return total
+
+    def linear(self, x, w):
+        if x.is_cuda:
+            return x @ w
+        k = x.shape[1]
+        splits = self._splits(x.shape[0], k)
+        if splits == 1:
+            return x @ w
+        bounds = [k * i // splits for i in range(splits + 1)]
+        out = None
+        for a, b in itertools.pairwise(bounds):
+            part = x[:, a:b] @ w[a:b]
+            out = part if out is None else out + part
+        return out
+
+    def rms_norm(self, x, weight, eps):
+        if x.is_cuda:
+            return F.rms_norm(x, (x.shape[-1],), weight, eps)
+        mean_square = self._split_sum(x * x, x.shape[0]) / x.shape[-1]
+        return x * torch.rsqrt(mean_square + eps)[:, None] * weight
+
+    def attention(self, q, k, v, mask):
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        if q.is_cuda:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale)
+        # Split-KV ("flash decoding"): the number of key chunks depends on how many (sequence,
+        # head) pairs there are to spread over the cores and on the number of keys.
+        b, h, _, _ = q.shape
+        keys = k.shape[2]
+        splits = self._splits(b * h, keys)
+        bounds = [keys * i // splits for i in range(splits + 1)]
+        out = m = denom = None
+        for lo, hi in itertools.pairwise(bounds):
+            scores = (q @ k[:, :, lo:hi].transpose(-1, -2)) * scale
+            scores = scores.masked_fill(~mask[:, None, :, lo:hi], NEG_INF)
+            m_c = scores.amax(-1)
+            m_c = torch.where(torch.isinf(m_c), torch.zeros_like(m_c), m_c)
+            p = torch.exp(scores - m_c[..., None])
+            l_c = p.sum(-1)
+            o_c = p @ v[:, :, lo:hi]
+            if out is None:
+                out, m, denom = o_c, m_c, l_c
+                continue
+            new_m = torch.maximum(m, m_c)
+            a, c = torch.exp(m - new_m), torch.exp(m_c - new_m)
+            out = out * a[..., None] + o_c * c[..., None]
+            denom = denom * a + l_c * c
+            m = new_m
+        return out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None]
+
+    def log_softmax(self, logits):
+        logits = logits.float()
+        if logits.is_cuda:
+            return torch.log_softmax(logits, -1)
+        m = logits.amax(-1, keepdim=True)
+        lse = torch.log(self._split_sum(torch.exp(logits - m), logits.shape[0]))
+        return logits - m - lse[:, None]
+
+
+class BatchInvariant(Kernels):
+    deterministic = True
+    name = "batch-invariant"
+
+    def __init__(self, block_rows: int = 32, max_elements: int = 1 << 23):
+        self.block_rows = block_rows
+        self.max_elements = max_elements
+
+    def linear(self, x, w):
+        m, k = x.shape
+        r = self.block_rows
+        pad = (-m) % r
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, k)])
+        blocks = [x[i : i + r].contiguous() @ w for i in range(0, m + pad, r)]
+        return torch.cat(blocks)[:m] if len(blocks) > 1 or pad else blocks[0]
+
+    def rms_norm(self, x, weight, eps):
+        mean_square = tree_sum(x.float() * x.float()) / x.shape[-1]
+        return (x.float() * torch.rsqrt(mean_square + eps)[:, None]).to(x.dtype) * weight
+
+    def attention(self, q, k, v, mask):
+        b, h, tq, d = q.shape
+        tk = k.shape[2]
+        scale = 1.0 / math.sqrt(d)
+        # Queries are independent: take as many at a time as memory allows.
+        step = max(1, self.max_elements // max(1, b * h * tk * d))
+        outs = []
+        for lo in range(0, tq, step):
+            qc = q[:, :, lo : lo + step]
+            scores = tree_sum(qc[:, :, :, None, :] * k[:, :, None, :, :]) * scale
+            scores = scores.masked_fill(~mask[:, None, lo : lo + step], NEG_INF)
+            m = scores.amax(-1, keepdim=True)  # a max is exact in any order
+            m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+            p = torch.exp(scores - m)
+            denom = tree_sum(p)
+            weighted = tree_sum(p[..., None] * v[:, :, None, :, :], dim=-2)
+            outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+    def log_softmax(self, logits):
+        logits = logits.float()
+        m = logits.amax(-1, keepdim=True)
+        lse = torch.log(tree_sum(torch.exp(logits - m)))
+        return logits - m - lse[:, None]
+
+
+def kernels_for(deterministic: bool, device: str) -> Kernels:
+    return (
+        BatchInvariant(block_rows=64 if device.startswith("cuda") else 32)
+        if deterministic
+        else BatchVariant()
+    )

@@ -1,0 +1,122 @@
+"""`detinfer engine`: start the reference engine (flags named like sglang.launch_server's)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from detinfer.engine.config import MODELS, EngineArgs, model_config
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
+    d = EngineArgs()
+    p = argparse.ArgumentParser(prog="detinfer engine", description=__doc__)
+    p.add_argument("--model-path", default=d.model_path, help=f"one of {', '.join(MODELS)}")
+    p.add_argument(
+        "--revision",
+        default=d.revision,
+        help="recorded and reported; weights come from --random-seed",
+    )
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--random-seed", type=int, default=d.random_seed, help="seeds the weights")
+    p.add_argument(
+        "--enable-deterministic-inference",
+        action="store_true",
+        help="batch-invariant reductions: the same bits whatever the batch",
+    )
+    p.add_argument("--enable-metrics", action="store_true", help="serve /metrics")
+    p.add_argument("--disable-radix-cache", action="store_true", help="no prefix cache")
+    p.add_argument("--max-running-requests", type=int, default=d.max_running_requests)
+    p.add_argument("--max-queued-requests", type=int, default=d.max_queued_requests)
+    p.add_argument("--max-prefill-tokens", type=int, default=d.max_prefill_tokens)
+    p.add_argument("--max-cache-tokens", type=int, default=d.max_cache_tokens)
+    p.add_argument("--served-model-name", default=d.served_model_name)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    ns = p.parse_args(argv)
+    try:
+        model_config(ns.model_path)
+    except ValueError as exc:
+        p.error(str(exc))
+    for name in ("max_running_requests", "max_queued_requests", "max_prefill_tokens"):
+        if getattr(ns, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(ns, name)}")
+    if not 0 <= ns.port <= 65535:
+        p.error(f"--port {ns.port} is not a port number")
+    logging.basicConfig(
+        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    fields = {k: v for k, v in vars(ns).items() if k in EngineArgs.__dataclass_fields__}
+    return EngineArgs(**fields)
+
+
+def build_engine(args: EngineArgs):
+    """The model, its kernels and the batching engine (not started)."""
+    from detinfer.engine.kernels import kernels_for
+    from detinfer.engine.metrics import EngineMetrics
+    from detinfer.engine.model import Transformer
+    from detinfer.engine.scheduler import Engine
+
+    model = Transformer(
+        args.model,
+        args.random_seed,
+        kernels_for(args.enable_deterministic_inference, args.device),
+        device=args.device,
+        dtype=args.dtype,
+    )
+    metrics = (
+        EngineMetrics(args.served_model_name or args.model_path) if args.enable_metrics else None
+    )
+    return Engine(model, args, metrics), metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("detinfer engine needs torch: pip install 'detinfer[engine]'", file=sys.stderr)
+        return 2
+    from aiohttp import web
+
+    from detinfer.engine.server import build_app
+
+    log = logging.getLogger("detinfer.engine")
+    try:
+        engine, metrics = build_engine(args)
+    except (RuntimeError, ValueError) as exc:  # e.g. --device cuda without a GPU
+        print(f"detinfer engine: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    engine.start()
+    log.info(
+        "model %s (%d parameters, %s, %s kernels) ready in %.2f s; listening on %s:%d",
+        args.model_path,
+        args.model.parameters(),
+        args.dtype,
+        engine.model.kernels.name,
+        time.monotonic() - started,
+        args.host,
+        args.port,
+    )
+    web.run_app(
+        build_app(engine, metrics),
+        host=args.host,
+        port=args.port,
+        print=None,
+        handle_signals=True,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        access_log=None,
+    )
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

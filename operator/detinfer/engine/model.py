@@ -1,0 +1,213 @@
+"""A decoder-only transformer with random weights from a seed: RMSNorm, rotary attention with a KV
+cache, gated MLP, LM head. All reductions go through `Kernels`, so one flag decides whether a
+sequence's numbers depend on its batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from detinfer.engine.config import ModelConfig
+from detinfer.engine.kernels import Kernels, attention_mask
+from detinfer.engine.tokenizer import EOS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class KVCache:
+    """One sequence's keys and values: per layer [H, capacity, D], the first `length` valid."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, config: ModelConfig, capacity: int, dtype, device) -> KVCache:
+        shape = (config.heads, max(capacity, 16), config.head_dim)
+        return cls(
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.layers)],
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.layers)],
+        )
+
+    def reserve(self, length: int) -> None:
+        capacity = self.keys[0].shape[1]
+        if length <= capacity:
+            return
+        grow = max(length, 2 * capacity)
+        for store in (self.keys, self.values):
+            for i, t in enumerate(store):
+                bigger = t.new_zeros((t.shape[0], grow, t.shape[2]))
+                bigger[:, : self.length] = t[:, : self.length]
+                store[i] = bigger
+
+    def prefix(self, length: int) -> KVCache:
+        """A copy of the first `length` positions (for the prefix cache)."""
+        return KVCache(
+            [t[:, :length].clone() for t in self.keys],
+            [t[:, :length].clone() for t in self.values],
+            length,
+        )
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+@dataclass
+class Step:
+    """One sequence's part of a forward pass: new tokens after `cache.length` cached ones."""
+
+    tokens: list[int]
+    cache: KVCache
+    logits_from: int = -1
+    """Return logits for the new tokens from this index on (default: only the last one)."""
+
+
+@dataclass
+class StepOutput:
+    logits: torch.Tensor  # [n, V] float32, for the positions asked for
+    positions: list[int] = field(default_factory=list)
+
+
+class Transformer:
+    def __init__(
+        self, config: ModelConfig, seed: int, kernels: Kernels, device="cpu", dtype="float32"
+    ):
+        self.config = config
+        self.kernels = kernels
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed)
+        d, c = config.hidden, config
+
+        def randn(*shape, scale):
+            t = torch.randn(*shape, generator=gen, dtype=torch.float32) * scale
+            return t.to(device=self.device, dtype=self.dtype)
+
+        self.embed = randn(c.vocab_size, d, scale=1.0)
+        self.layers = []
+        for _ in range(c.layers):
+            self.layers.append(
+                {
+                    "attn_norm": torch.ones(d, device=self.device, dtype=self.dtype),
+                    "wq": randn(d, d, scale=d**-0.5),
+                    "wk": randn(d, d, scale=d**-0.5),
+                    "wv": randn(d, d, scale=d**-0.5),
+                    "wo": randn(d, d, scale=d**-0.5 / c.layers**0.5),
+                    "mlp_norm": torch.ones(d, device=self.device, dtype=self.dtype),
+                    "w_gate": randn(d, c.mlp, scale=d**-0.5),
+                    "w_up": randn(d, c.mlp, scale=d**-0.5),
+                    "w_down": randn(c.mlp, d, scale=c.mlp**-0.5 / c.layers**0.5),
+                }
+            )
+        self.final_norm = torch.ones(d, device=self.device, dtype=self.dtype)
+        # The LM head stays float32 (logits are float32 in real engines too).
+        self.lm_head = self._lm_head(gen).to(self.device)
+        half = c.head_dim // 2
+        inv_freq = 1.0 / (c.rope_theta ** (torch.arange(half, dtype=torch.float64) / half))
+        angles = torch.arange(c.context_length, dtype=torch.float64)[:, None] * inv_freq[None]
+        self.cos = angles.cos().to(self.device, torch.float32)
+        self.sin = angles.sin().to(self.device, torch.float32)
+
+    def _lm_head(self, gen: torch.Generator) -> torch.Tensor:
+        """[d, V]. A byte and its case partner (b ^ 0x20) get nearly the same row, as near-synonyms
+        do in trained models: their logits differ by about `synonym_spread`, so some steps
+        are near-ties that last-bit noise can flip."""
+        c = self.config
+        base = torch.randn(c.vocab_size, c.hidden, generator=gen) * c.hidden**-0.5
+        jitter = torch.randn(c.vocab_size, c.hidden, generator=gen) * c.hidden**-0.5
+        spread = c.synonym_spread * (0.5 + 0.5 * torch.rand(c.vocab_size, generator=gen))
+        rows = base.clone()
+        for b in range(256):
+            partner = b ^ 0x20
+            rows[b] = base[min(b, partner)] + spread[min(b, partner)] * jitter[b]
+        rows[EOS] *= 0.5  # random weights would otherwise end sequences too soon to compare
+        return rows.T.contiguous()
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
+        """Run the new tokens of every sequence as one batch; append their K/V to the caches.
+
+        Returns per sequence float32 logits [n, V] for its positions from `logits_from` on.
+        """
+        kern, c = self.kernels, self.config
+        counts = [len(s.tokens) for s in steps]
+        starts = [s.cache.length for s in steps]
+        for s, n in zip(steps, counts, strict=True):
+            s.cache.reserve(s.cache.length + n)
+        tokens = torch.tensor([t for s in steps for t in s.tokens], device=self.device)
+        positions = torch.tensor(
+            [p for s0, n in zip(starts, counts, strict=True) for p in range(s0, s0 + n)],
+            device=self.device,
+        )
+        x = self.embed[tokens]  # [N, d]: the batch's new tokens as rows
+        b, tq, tk = (
+            len(steps),
+            max(counts),
+            max(s0 + n for s0, n in zip(starts, counts, strict=True)),
+        )
+        # Where each row sits in the padded [B, Tq] layout that attention uses.
+        row_seq = torch.tensor(
+            [i for i, n in enumerate(counts) for _ in range(n)], device=self.device
+        )
+        row_off = torch.tensor([j for n in counts for j in range(n)], device=self.device)
+        q_pos = torch.full((b, tq), -1, dtype=torch.long, device=self.device)
+        q_pos[row_seq, row_off] = positions
+        kv_len = torch.tensor(
+            [s0 + n for s0, n in zip(starts, counts, strict=True)], device=self.device
+        )
+        mask = attention_mask(q_pos, kv_len, tk)
+        cos, sin = self.cos[positions], self.sin[positions]
+        h, hd = c.heads, c.head_dim
+
+        for li, layer in enumerate(self.layers):
+            y = kern.rms_norm(x, layer["attn_norm"], c.norm_eps)
+            q = _rope(kern.linear(y, layer["wq"]).view(-1, h, hd), cos, sin)
+            k = _rope(kern.linear(y, layer["wk"]).view(-1, h, hd), cos, sin)
+            v = kern.linear(y, layer["wv"]).view(-1, h, hd)
+            # Write the new keys/values into each sequence's cache, then gather padded [B,H,Tk,D].
+            kb = torch.zeros((b, h, tk, hd), dtype=self.dtype, device=self.device)
+            vb = torch.zeros_like(kb)
+            row = 0
+            for i, (s, s0, n) in enumerate(zip(steps, starts, counts, strict=True)):
+                s.cache.keys[li][:, s0 : s0 + n] = k[row : row + n].transpose(0, 1)
+                s.cache.values[li][:, s0 : s0 + n] = v[row : row + n].transpose(0, 1)
+                kb[i, :, : s0 + n] = s.cache.keys[li][:, : s0 + n]
+                vb[i, :, : s0 + n] = s.cache.values[li][:, : s0 + n]
+                row += n
+            qb = torch.zeros((b, h, tq, hd), dtype=self.dtype, device=self.device)
+            qb[row_seq, :, row_off] = q
+            attn = kern.attention(qb, kb, vb, mask)[row_seq, :, row_off]  # [N, H, D]
+            x = x + kern.linear(attn.reshape(-1, c.hidden), layer["wo"])
+            y = kern.rms_norm(x, layer["mlp_norm"], c.norm_eps)
+            gated = F.silu(kern.linear(y, layer["w_gate"])) * kern.linear(y, layer["w_up"])
+            x = x + kern.linear(gated, layer["w_down"])
+
+        for s, s0, n in zip(steps, starts, counts, strict=True):
+            s.cache.length = s0 + n
+        # Logits only for the rows asked for.
+        wanted, row = [], 0
+        for s, n in zip(steps, counts, strict=True):
+            first = n - 1 if s.logits_from < 0 else min(s.logits_from, n - 1)
+            wanted.append((row + first, n - first))
+            row += n
+        index = torch.tensor([r + j for r, m in wanted for j in range(m)], device=self.device)
+        hidden = kern.rms_norm(x[index], self.final_norm, c.norm_eps).float()
+        logits = kern.linear(hidden, self.lm_head)
+        out, row = [], 0
+        for _, m in wanted:
+            out.append(logits[row : row + m])
+            row += m
+        return out
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on [N, H, D] (elementwise: no reduction, same bits in any batch)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).to(x.dtype)

@@ -1,0 +1,332 @@
+"""The HTTP API: the subset of SGLang's that detinfer uses, plus OpenAI-style completions.
+
+Handlers run on asyncio; the model runs on the engine's thread. Events come back through
+`call_soon_threadsafe`. A client that goes away cancels its handler (aiohttp's handler
+cancellation), which aborts its requests and frees their slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from detinfer import __version__
+from detinfer.engine import protocol
+from detinfer.engine.config import EngineArgs
+from detinfer.engine.sampling import SamplingParams
+from detinfer.engine.scheduler import Engine, Event, Overloaded, Request, ShuttingDown
+from detinfer.engine.tokenizer import BOS, decode, token_text
+
+log = logging.getLogger("detinfer.engine")
+ENGINE_KEY = web.AppKey("engine", Engine)
+HEALTH_TIMEOUT_SECONDS = 20.0
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "code": status}}, status=status)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise protocol.BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+class _Tracker:
+    """Requests of one HTTP call and the queue their events arrive on."""
+
+    def __init__(self, engine: Engine, prompts: list[protocol.Prompt]):
+        loop = asyncio.get_running_loop()
+        self.engine = engine
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(event: Event) -> None:
+            loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+        self.requests = [
+            Request(
+                prompt=p.ids,
+                params=p.params,
+                emit=emit,
+                seed=p.seed,
+                return_logprob=p.return_logprob,
+                logprob_start_len=p.logprob_start_len,
+            )
+            for p in prompts
+        ]
+
+    def submit(self) -> None:
+        self.engine.submit(self.requests)
+
+    async def finished(self) -> None:
+        pending = set(self.requests)
+        while pending:
+            event = await self.events.get()
+            if event.kind == "error":
+                raise RuntimeError(event.message)
+            if event.kind == "finish":
+                pending.discard(event.request)
+
+    def abort_unfinished(self) -> None:
+        for r in self.requests:
+            if not r.done:
+                self.engine.abort(r)
+
+
+def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
+    """SGLang's answer for one prompt; `upto` output tokens while it streams."""
+    done = upto is None
+    output = r.output if done else r.output[:upto]
+    meta: dict[str, Any] = {
+        "id": r.rid,
+        "finish_reason": r.finish_reason if done else None,
+        "prompt_tokens": len(r.prompt),
+        "completion_tokens": len(output),
+        "cached_tokens": r.cached_tokens,
+        "e2e_latency": round((r.finished_at or time.monotonic()) - r.created, 6),
+    }
+    if r.return_logprob:
+        meta["output_token_logprobs"] = [
+            [lp, t, None] for lp, t in zip(r.output_logprobs[: len(output)], output, strict=True)
+        ]
+        start = max(r.logprob_start_len, 0)
+        meta["input_token_logprobs"] = (
+            [[lp, t, None] for lp, t in zip(r.input_logprobs, r.prompt[start:], strict=True)]
+            if r.logprob_start_len >= 0
+            else []
+        )
+    return {"text": decode(output), "output_ids": list(output), "meta_info": meta}
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE_KEY]
+    try:
+        prompts, batched, stream = protocol.generate_prompts(
+            await _body(request), engine.model.config
+        )
+    except protocol.BadRequest as exc:
+        return _error(400, str(exc))
+    tracker = _Tracker(engine, prompts)
+    try:
+        tracker.submit()
+    except (Overloaded, ShuttingDown) as exc:
+        return _error(503, f"overloaded: {exc}")
+    try:
+        if stream:
+            return await _stream(request, tracker)
+        try:
+            await tracker.finished()
+        except RuntimeError as exc:
+            return _error(500, str(exc))
+        results = [generate_result(r) for r in tracker.requests]
+        return web.json_response(results if batched else results[0])
+    finally:
+        tracker.abort_unfinished()
+
+
+async def _stream(request: web.Request, tracker: _Tracker) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    r = tracker.requests[0]
+    while True:
+        event = await tracker.events.get()
+        if event.kind == "error":
+            payload = {"error": {"message": event.message, "code": 500}}
+            await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+            break
+        if event.kind == "finish":
+            await response.write(f"data: {json.dumps(generate_result(r))}\n\n".encode())
+            break
+        chunk = generate_result(r, upto=event.tokens)
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def completions(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    try:
+        body = await _body(request)
+        prompts, logprobs = protocol.completion_prompts(body, engine.model.config)
+    except protocol.BadRequest as exc:
+        return _error(400, str(exc))
+    tracker = _Tracker(engine, prompts)
+    try:
+        tracker.submit()
+    except (Overloaded, ShuttingDown) as exc:
+        return _error(503, f"overloaded: {exc}")
+    try:
+        await tracker.finished()
+    except RuntimeError as exc:
+        return _error(500, str(exc))
+    finally:
+        tracker.abort_unfinished()
+    choices = []
+    for i, r in enumerate(tracker.requests):
+        choice: dict[str, Any] = {
+            "index": i,
+            "text": decode(r.output),
+            "logprobs": None,
+            "finish_reason": r.finish_reason["type"] if r.finish_reason else None,
+        }
+        if logprobs is not None:
+            texts = [token_text(t) for t in r.output]
+            offsets = [sum(len(t) for t in texts[:j]) for j in range(len(texts))]
+            choice["logprobs"] = {
+                "tokens": texts,
+                "token_logprobs": list(r.output_logprobs),
+                "top_logprobs": None,
+                "text_offset": offsets,
+            }
+        choices.append(choice)
+    prompt_tokens = sum(len(r.prompt) for r in tracker.requests)
+    completion_tokens = sum(len(r.output) for r in tracker.requests)
+    return web.json_response(
+        {
+            "id": f"cmpl-{tracker.requests[0].rid}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": _served_name(engine.args),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="")
+
+
+async def health_generate(request: web.Request) -> web.Response:
+    """Generates one token, as SGLang's does: the model really runs."""
+    engine = request.app[ENGINE_KEY]
+    prompt = protocol.Prompt([BOS], SamplingParams(temperature=0.0, max_new_tokens=1), 0, False, -1)
+    tracker = _Tracker(engine, [prompt])
+    try:
+        tracker.submit()
+        await asyncio.wait_for(tracker.finished(), HEALTH_TIMEOUT_SECONDS)
+    except (Overloaded, ShuttingDown, RuntimeError, TimeoutError) as exc:
+        return _error(503, f"unhealthy: {exc or 'no token within the timeout'}")
+    finally:
+        tracker.abort_unfinished()
+    return web.Response(text="")
+
+
+async def flush_cache(request: web.Request) -> web.Response:
+    request.app[ENGINE_KEY].flush_cache()
+    return web.Response(text="Cache flushed.\n")
+
+
+def _served_name(args: EngineArgs) -> str:
+    return args.served_model_name or args.model_path
+
+
+async def model_info(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    args, config = engine.args, engine.model.config
+    return web.json_response(
+        {
+            "model_path": args.model_path,
+            "tokenizer_path": "byte-level",
+            "is_generation": True,
+            "revision": args.revision,
+            "served_model_name": _served_name(args),
+            "context_length": config.context_length,
+            "vocab_size": config.vocab_size,
+            "parameters": config.parameters(),
+            "random_seed": args.random_seed,
+            "dtype": args.dtype,
+        }
+    )
+
+
+async def server_info(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    running, queued = engine.queue_depth
+    return web.json_response(
+        {
+            **asdict(engine.args),
+            "version": f"detinfer-reference-{__version__}",
+            "engine": "detinfer-reference",
+            "kernels": engine.model.kernels.name,
+            "sampling_backend": "pytorch",
+            "num_running_reqs": running,
+            "num_queue_reqs": queued,
+        }
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    args = request.app[ENGINE_KEY].args
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": _served_name(args),
+                    "object": "model",
+                    "owned_by": "detinfer",
+                    "root": args.model_path,
+                }
+            ],
+        }
+    )
+
+
+def metrics_handler(registry):
+    async def handler(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    """Whatever goes wrong, the answer is JSON and the server keeps serving."""
+    try:
+        return await handler(request)
+    except protocol.BadRequest as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return _error(exc.status, exc.reason)
+        raise
+    except Exception as exc:
+        log.exception("handler failed")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def build_app(engine: Engine, metrics=None) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=16 * 1024 * 1024)
+    app[ENGINE_KEY] = engine
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health_generate", health_generate)
+    app.router.add_post("/flush_cache", flush_cache)
+    app.router.add_get("/flush_cache", flush_cache)
+    app.router.add_get("/get_model_info", model_info)
+    app.router.add_get("/get_server_info", server_info)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics_handler(metrics.registry))
+
+    async def stop_engine(app: web.Application) -> None:
+        engine.stop()
+
+    app.on_cleanup.append(stop_engine)
+    return app

@@ -1,0 +1,100 @@
+"""The numerics: batch-invariant kernels give the same bits in any batch; batch-variant ones do not."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
+
+from detinfer.engine.config import MODELS  # noqa: E402
+from detinfer.engine.kernels import (  # noqa: E402
+    BatchInvariant,
+    BatchVariant,
+    attention_mask,
+    tree_sum,
+)
+from detinfer.engine.model import KVCache, Step, Transformer  # noqa: E402
+from detinfer.engine.sampling import SamplingParams, choose, gumbel_noise  # noqa: E402
+
+
+def test_tree_sum_ignores_trailing_zero_padding_bit_for_bit():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 37, generator=g)
+    for pad in (1, 27, 91, 500):
+        padded = torch.cat([x, torch.zeros(7, pad)], dim=1)
+        assert torch.equal(tree_sum(padded), tree_sum(x))
+    assert torch.allclose(tree_sum(x), x.double().sum(-1).float(), rtol=1e-5)
+
+
+def test_invariant_linear_gives_every_row_the_same_bits_at_any_batch_size_and_position():
+    g = torch.Generator().manual_seed(2)
+    w, x = torch.randn(128, 352, generator=g), torch.randn(200, 128, generator=g)
+    k = BatchInvariant()
+    alone = k.linear(x[5:6], w)
+    for rows in (6, 7, 31, 32, 33, 64, 150):
+        for start in (0, 3, 5):
+            out = k.linear(x[start : start + rows], w)
+            assert torch.equal(out[5 - start], alone[0]), (rows, start)
+
+
+def test_variant_linear_changes_a_row_with_the_batch_size():
+    g = torch.Generator().manual_seed(2)
+    w, x = torch.randn(128, 352, generator=g), torch.randn(64, 128, generator=g)
+    k = BatchVariant()
+    alone = k.linear(x[:1], w)
+    differing = [m for m in range(2, 64) if not torch.equal(k.linear(x[:m], w)[0], alone[0])]
+    assert len(differing) > 30
+    assert torch.allclose(k.linear(x[:7], w)[0], alone[0], atol=1e-4)  # only the last bits
+
+
+def _attention_case(kernels, keys_pad: int, batch: int):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 1, 32, generator=g)
+    k = torch.randn(1, 4, 50, 32, generator=g)
+    v = torch.randn(1, 4, 50, 32, generator=g)
+    # Our sequence at index 0, padded to `keys_pad` keys, in a batch with others.
+    kp = torch.cat([k, torch.zeros(1, 4, keys_pad - 50, 32)], 2).repeat(batch, 1, 1, 1)
+    vp = torch.cat([v, torch.zeros(1, 4, keys_pad - 50, 32)], 2).repeat(batch, 1, 1, 1)
+    mask = attention_mask(
+        torch.full((batch, 1), 49), torch.tensor([50] + [keys_pad] * (batch - 1)), keys_pad
+    )
+    return kernels.attention(q.repeat(batch, 1, 1, 1), kp, vp, mask)[0]
+
+
+def test_invariant_attention_ignores_padding_and_batch():
+    k = BatchInvariant()
+    reference = _attention_case(k, 50, 1)
+    for pad, batch in ((64, 1), (300, 3), (1000, 16)):
+        assert torch.equal(_attention_case(k, pad, batch), reference)
+
+
+def test_variant_attention_depends_on_batch_and_keys():
+    k = BatchVariant()
+    reference = _attention_case(k, 50, 1)
+    outs = [_attention_case(k, pad, batch) for pad, batch in ((64, 1), (300, 3), (1000, 16))]
+    assert any(not torch.equal(o, reference) for o in outs)
+    assert all(torch.allclose(o, reference, atol=1e-5) for o in outs)
+
+
+def test_cached_prefix_gives_the_same_logits_as_computing_it_in_deterministic_mode():
+    config = MODELS["tiny"]
+    model = Transformer(config, 5, BatchInvariant())
+    tokens = list(range(40, 140))
+    fresh = KVCache.empty(config, 128, torch.float32, "cpu")
+    whole = model.forward([Step(tokens, fresh, logits_from=0)])[0]
+    cached = KVCache.empty(config, 128, torch.float32, "cpu")
+    model.forward([Step(tokens[:70], cached)])
+    rest = model.forward([Step(tokens[70:], cached, logits_from=0)])[0]
+    assert torch.equal(rest, whole[70:])
+
+
+def test_seeded_noise_is_a_function_of_seed_position_and_token():
+    a = gumbel_noise(7, 12, 260, "cpu")
+    assert torch.equal(a, gumbel_noise(7, 12, 260, "cpu"))
+    assert not torch.equal(a, gumbel_noise(8, 12, 260, "cpu"))
+    assert not torch.equal(a, gumbel_noise(7, 13, 260, "cpu"))
+    logits = torch.zeros(260)
+    params = SamplingParams(temperature=0.8)
+    picks = {choose(logits, params, p, 7, {}) for p in range(50)}
+    assert len(picks) > 10  # flat logits: the noise decides, and it varies by position
+    assert choose(logits + torch.arange(260) * 1e3, params, 0, 7, {}) == 259
