@@ -15,7 +15,7 @@ DEMO_DIR := $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
 .PHONY: help install test unit engine integration lint format crds verify golden run clean \
-	binaries cluster-up cluster-down demo demo-down bench-operator
+	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ demo: cluster-up ## the main job: local cluster, CRD, operator, the example; the
 demo-down: ## stop the demo's operator and delete the local cluster
 	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
+
+bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
+	$(BIN)/python -m detinfer.engine.bench
 
 bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)
 	$(BIN)/python -m tests.bench.operator_bench

@@ -177,6 +177,7 @@ class BatchInvariant(Kernels):
         b, h, tq, d = q.shape
         tk = k.shape[2]
         scale = 1.0 / math.sqrt(d)
+        dtype, q, k, v = q.dtype, q.float(), k.float(), v.float()
         # Queries are independent: take as many at a time as memory allows.
         step = max(1, self.max_elements // max(1, b * h * tk * d))
         outs = []
@@ -190,7 +191,7 @@ class BatchInvariant(Kernels):
             denom = tree_sum(p)
             weighted = tree_sum(p[..., None] * v[:, :, None, :, :], dim=-2)
             outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).to(dtype)
 
     def log_softmax(self, logits):
         logits = logits.float()
