@@ -1,0 +1,93 @@
+"""Fixtures for the whole flow: a local cluster of its own, the operator, and the pod runner.
+
+The pod runner (tests/pod_runner.py) runs the reference engine and the validator as local
+processes on the pods' loopback IPs, so a DeterministicInferenceService goes from kubectl apply to
+Ready through a real validation. The cluster is separate from the integration tests' (which play
+the kubelet for validator pods themselves).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import ROOT, Cluster, Operator, wait_for
+
+CLUSTER_NAME = os.environ.get("DETINFER_E2E_CLUSTER", "detinfer-e2e")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    kubeconfig = Path.home() / ".cache" / "detinfer" / f"{CLUSTER_NAME}.kubeconfig"
+    try:
+        the_cluster = Cluster.up(CLUSTER_NAME, kubeconfig)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    the_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    the_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/deterministicinferenceservices.detinfer.io",
+    )
+    yield the_cluster
+    if not os.environ.get("DETINFER_KEEP_CLUSTER"):
+        the_cluster.down()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    the_operator = Operator(cluster.kubeconfig, log_path)
+    the_operator.start()
+    yield the_operator
+    the_operator.stop()
+    print(f"\noperator log: {log_path}")
+
+
+@pytest.fixture(scope="session")
+def pod_runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The pod runner as a real process; yields the folder of the pods' logs and summaries."""
+    logs = tmp_path_factory.mktemp("pods")
+    out = (logs / "pod-runner.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.pod_runner",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--log-dir",
+            str(logs),
+        ],
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    yield logs
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    print(f"\npod logs: {logs}")
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, operator: Operator, pod_runner: Path) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        f"the default ServiceAccount in {name}",
+        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    )
+    yield name
+    cluster.kubectl("delete", "dis", "--all", "-n", name, "--wait=false", check=False)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
