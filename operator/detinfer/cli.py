@@ -69,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bad_arguments(list(argv if argv is not None else sys.argv[1:]), str(exc))
     if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `detinfer render ... | head` exits quietly
+        # `detinfer render ... | head` exits quietly. Not validate: a server that closes its
+        # socket while the validator writes would kill it before it writes its summary, so it
+        # keeps Python's own setting (ignore SIGPIPE, raise BrokenPipeError).
+        signal.signal(
+            signal.SIGPIPE, signal.SIG_IGN if args.command == "validate" else signal.SIG_DFL
+        )
     return {"run": _run, "crds": _crds, "render": _render, "validate": _validate}[args.command](
         args
     )

@@ -22,6 +22,8 @@ from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
 from detinfer.validator.errors import CouldNotTest, ProtocolError
 
 FLUSH_ATTEMPTS = 5
+FLUSH_RETRY_SECONDS = 0.2
+"""First wait before a refused flush is tried again; it doubles each time (6.2 s in all)."""
 HEALTH_PROBE_SECONDS = 5.0
 _SNIPPET = 160
 
@@ -275,7 +277,7 @@ class SGLangClient(EngineClient):
             if response.status_code < 300:
                 return
             last = f"HTTP {response.status_code}: {_snippet(response.text)}"
-            await asyncio.sleep(0.2 * 2**attempt)
+            await asyncio.sleep(FLUSH_RETRY_SECONDS * 2**attempt)
         raise CouldNotTest(
             f"{self.name}: POST /flush_cache failed {FLUSH_ATTEMPTS} times, last with {last}"
         )

@@ -45,35 +45,39 @@ def single_batches(config: ValidatorConfig) -> list[int]:
 
 
 def mixed_batches(trials: int) -> list[tuple[Prompt, ...]]:
-    """`trials` batches of 2 or 3 prompts: the probe at a moving slot, fillers around it."""
+    """`trials` batches, in turn: one prompt alone, the probe with one filler, with two.
+
+    The probe moves from slot to slot, and each prompt is also sent alone, so that an output
+    that changes whenever prompts of other lengths keep it company differs from one that had
+    no company.
+    """
+    alone = (PROBE_PROMPT, *FILLERS)
     batches = []
     for i in range(trials):
-        size = 2 + i % 2
-        probe_slot = i % size
-        batch: list[Prompt] = []
-        for slot in range(size):
-            batch.append(PROBE_PROMPT if slot == probe_slot else FILLERS[(i + slot) % len(FILLERS)])
-        batches.append(tuple(batch))
+        kind, turn = i % 3, i // 3
+        if kind == 0:
+            batches.append((alone[turn % len(alone)],))
+            continue
+        fillers: list[Prompt] = [FILLERS[(turn + k) % len(FILLERS)] for k in range(kind)]
+        slot = turn % (kind + 1)
+        batches.append((*fillers[:slot], PROBE_PROMPT, *fillers[slot:]))
     return batches
 
 
 def prefix_batches(trials: int) -> list[tuple[Prompt, ...]]:
-    """`trials` batches of 2 or 4 prompts cut from one text at different lengths.
+    """`trials` batches of prompts cut from one text at 1 to 4,097 characters, in turn: one
+    prompt alone, two that share a prefix, all four.
 
-    Every batch holds prompts that share a prefix of 1 to 4,097 characters; the cache is
-    flushed before each one, so whether a prompt's prefix is computed once for the batch or
-    per prompt is up to the server's batching, and must not change the outputs. Batches of 4
-    hold all four lengths; batches of 2 pair them in turn.
+    The cache is flushed before each batch, so whether a shared prefix is computed once for
+    the batch or per prompt is up to the server's batching, and must not change the outputs;
+    the prompts sent alone are the outputs without any sharing.
     """
+    prompts = [LONG_TEXT[:n] for n in PREFIX_LENGTHS]
     batches = []
     for i in range(trials):
-        size = 2 + 2 * (i % 2)
-        batches.append(
-            tuple(
-                LONG_TEXT[: PREFIX_LENGTHS[(i + slot) % len(PREFIX_LENGTHS)]]
-                for slot in range(size)
-            )
-        )
+        kind, turn = i % 3, i // 3
+        size = (1, 2, len(prompts))[kind]
+        batches.append(tuple(prompts[(turn + k) % len(prompts)] for k in range(size)))
     return batches
 
 
@@ -132,7 +136,13 @@ def plan(config: ValidatorConfig) -> list[SuitePlan]:
         elif suite == Suite.MIXED:
             n = sum(len(b) for b in mixed_batches(trials))
             plans.append(
-                SuitePlan(suite.value, trials, n, n * new, f"{trials} batches of 2 or 3 prompts")
+                SuitePlan(
+                    suite.value,
+                    trials,
+                    n,
+                    n * new,
+                    f"{trials} batches: a prompt alone, the probe with 1 or 2 fillers",
+                )
             )
         elif suite == Suite.PREFIX:
             n = sum(len(b) for b in prefix_batches(trials))
@@ -142,7 +152,8 @@ def plan(config: ValidatorConfig) -> list[SuitePlan]:
                     trials,
                     n,
                     n * new,
-                    f"{trials} batches of 2 or 4 prompts sharing prefixes, cache flushed before each",
+                    f"{trials} batches of 1, 2 or 4 prompts sharing prefixes, cache flushed "
+                    "before each",
                 )
             )
         elif suite == Suite.RADIX_CACHE:
@@ -159,8 +170,15 @@ def plan(config: ValidatorConfig) -> list[SuitePlan]:
                     )
                 )
         elif suite == Suite.CONCURRENT:
+            alone = len(set(concurrent_prompts(trials)))
             plans.append(
-                SuitePlan(suite.value, trials, trials, trials * new, f"{trials} requests at once")
+                SuitePlan(
+                    suite.value,
+                    alone + trials,
+                    alone + trials,
+                    (alone + trials) * new,
+                    f"{alone} prompts one at a time, then {trials} requests at once",
+                )
             )
         elif suite == Suite.CROSS_REPLICA:
             plans.append(

@@ -204,12 +204,7 @@ async def run_mixed(run: EndpointRun, tally: Tally) -> None:
     for i, prompts in enumerate(mixed_batches(run.config.trials)):
         outputs = await run.batch(prompts, run.sampling)
         for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
-            tally.add(
-                prompt,
-                run.sampling,
-                output,
-                f"mixed batch {i + 1} of {len(prompts)}, slot {slot + 1}",
-            )
+            tally.add(prompt, run.sampling, output, f"mixed batch {i + 1}{_slot(prompts, slot)}")
 
 
 async def run_prefix(run: EndpointRun, tally: Tally) -> None:
@@ -221,12 +216,11 @@ async def run_prefix(run: EndpointRun, tally: Tally) -> None:
         await run.client.flush_cache()
         outputs = await run.batch(prompts, run.sampling)
         for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
-            tally.add(
-                prompt,
-                run.sampling,
-                output,
-                f"prefix batch {i + 1} of {len(prompts)}, slot {slot + 1}",
-            )
+            tally.add(prompt, run.sampling, output, f"prefix batch {i + 1}{_slot(prompts, slot)}")
+
+
+def _slot(prompts: Sequence[Prompt], slot: int) -> str:
+    return " (alone)" if len(prompts) == 1 else f" ({len(prompts)} prompts), slot {slot + 1}"
 
 
 async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
@@ -276,7 +270,12 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
 
 
 async def run_concurrent(run: EndpointRun, tally: Tally) -> None:
+    """Each prompt once alone, then all requests at once for the server to batch as it likes."""
     prompts = concurrent_prompts(run.config.trials)
+    for prompt in dict.fromkeys(prompts):
+        output = await run.client.generate_one(prompt, run.sampling)
+        run.progress.advance(run.name)
+        tally.add(prompt, run.sampling, output, "a request alone")
 
     async def one(prompt: Prompt) -> Output:
         output = await run.client.generate_one(prompt, run.sampling)
