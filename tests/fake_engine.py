@@ -36,6 +36,8 @@ FAULTS = (
     "flush-400",  # /flush_cache refuses (as SGLang does while requests run)
     "health-503",  # /health never becomes ready
     "no-meta",  # an output without meta_info
+    "abort",  # SGLang gave up on the sequences after 3 tokens (finish reason abort)
+    "error-200",  # HTTP 200 with an error object
 )
 
 
@@ -258,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif fault == "error-200":
+            self._send(200, {"error": {"message": "The engine is overloaded", "code": 503}})
         elif fault == "hang":
             self.engine.stopping.wait(self.engine.hang_seconds)
             return False
@@ -289,11 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
             )
             if faulty and e.fault == "extra-tokens":
                 tokens, logprobs = [*tokens, 7], [*logprobs, -1.0]
+            if faulty and e.fault == "abort":
+                tokens, logprobs, finish = tokens[:3], logprobs[:3], "abort"
             meta: dict[str, Any] = {
                 "id": f"req-{e.generate_requests}",
-                "finish_reason": {"type": finish, "length": len(tokens)}
-                if finish == "length"
-                else {"type": "stop", "matched": 2},
+                "finish_reason": {
+                    "length": {"type": "length", "length": len(tokens)},
+                    "stop": {"type": "stop", "matched": 2},
+                    "abort": {"type": "abort", "message": "out of memory"},
+                }[finish],
                 "prompt_tokens": len(prompt),
                 "completion_tokens": len(tokens),
                 "cached_tokens": cached,

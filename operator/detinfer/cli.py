@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate = sub.add_parser(
         "validate",
         help="test engine endpoints for determinism; exit 0 deterministic, 1 not, 2 could not test",
+        description="Test engine endpoints for determinism (docs/validator.md). Exit 0: "
+        "deterministic; 1: nondeterminism or a fingerprint mismatch; 2: could not test.",
     )
     validate_options.add_arguments(validate)
     validate.error = _ValidateArgumentError.raise_  # type: ignore[method-assign]

@@ -346,6 +346,16 @@ def test_the_openai_protocol_falls_back_to_text(validate_cli):
         (dict(fault="extra-tokens"), [], "gave 33 tokens, more than the 32 asked for"),
         (dict(fault="no-meta", fault_after=1), [], "output 1 has no meta_info object"),
         (
+            dict(fault="abort", fault_after=1),
+            [],
+            "output 1 was not finished: the server ended it with reason 'abort'",
+        ),
+        (
+            dict(fault="error-200"),
+            [],
+            'answered an error: {"message": "The engine is overloaded", "code": 503}',
+        ),
+        (
             dict(fault="health-503"),
             ["--wait-seconds", "0.3"],
             "pod-a: not ready after 0.3 s: GET /health answered HTTP 503",

@@ -250,6 +250,8 @@ class SGLangClient(EngineClient):
     ) -> list[Output]:
         data = await self._post("/generate", self._body(list(prompts), sampling, logprob_start_len))
         where = f"POST /generate (a batch of {len(prompts)})"
+        if isinstance(data, dict) and "error" in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
         if not isinstance(data, list):
             raise self._bad(where, f"answered {_kind(data)}, not a list of {len(prompts)} outputs")
         if len(data) != len(prompts):
@@ -287,6 +289,8 @@ class SGLangClient(EngineClient):
     ) -> Output:
         if not isinstance(item, dict):
             raise self._bad(where, f"is {_kind(item)}, not a JSON object")
+        if "error" in item and "meta_info" not in item:
+            raise self._bad(where, f"is an error: {_snippet(json.dumps(item['error']))}")
         meta = item.get("meta_info")
         if not isinstance(meta, dict):
             raise self._bad(where, "has no meta_info object")
@@ -430,6 +434,8 @@ class OpenAIClient(EngineClient):
         return output
 
     def _choices(self, data: Any, where: str, n: int) -> list[dict[str, Any]]:
+        if isinstance(data, dict) and "error" in data and "choices" not in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise self._bad(where, f"answered {_kind(data)} without a choices list")
         choices = data["choices"]
@@ -509,9 +515,15 @@ def _text_prompt(prompt: Prompt) -> str:
     return prompt
 
 
+ABORTED = frozenset({"abort", "error", "cancelled", "canceled"})
+"""Finish reasons of a sequence the server gave up on: its tokens say nothing about determinism."""
+
+
 def _check_length(
     client: EngineClient, where: str, n: int, finish: str | None, max_new_tokens: int
 ) -> None:
+    if finish in ABORTED:
+        raise client._bad(where, f"was not finished: the server ended it with reason {finish!r}")
     if n > max_new_tokens:
         raise client._bad(where, f"gave {n} tokens, more than the {max_new_tokens} asked for")
     if finish == "length" and n != max_new_tokens:
