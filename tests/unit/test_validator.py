@@ -525,9 +525,16 @@ def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     assert (result.samples, result.unique_outputs, result.detected) == (10, 1, False)
     assert result.generated_tokens == 8 * sum(range(1, 11))
     assert result.warmup_generated_tokens == 3 * 16 * 8
-    # A last-bit logprob difference never reaches the text: SGLang's procedure misses it.
+    # A last-bit logprob difference never reaches the text: SGLang's procedure (50 trials)
+    # misses it; detinfer's Single suite (16 trials) does not, with under a fifth of the tokens.
     with FakeEngine(variance="batch-logprob") as engine:
-        assert not run_sglang_procedure_sync(engine.url, trials=10, max_new_tokens=8).detected
+        result = run_sglang_procedure_sync(engine.url, trials=50, max_new_tokens=8)
+        ours = validate(
+            ValidatorConfig(endpoints=[engine.url], suites=["Single"], max_new_tokens=8)
+        )
+    assert not result.detected and ours.verdict == Verdict.NOT_DETERMINISTIC
+    assert (result.generated_tokens, ours.generated_tokens) == (8 * 1275, 128 + 8 * 178)
+    assert ours.generated_tokens < result.generated_tokens / 5
     with FakeEngine(variance="batch-token") as engine:
         result = run_sglang_procedure_sync(engine.url, trials=10, max_new_tokens=8)
     assert result.detected and result.unique_outputs == 2
