@@ -324,3 +324,10 @@ def test_the_summary_of_the_worst_report_fits_a_termination_message():
     summary = ValidationSummary.parse(text)
     assert summary.verdict == Verdict.NOT_DETERMINISTIC and summary.exit_code == 1
     assert [s.name for s in summary.suites] == list(Suite)  # the fingerprint step is not a suite
+
+
+def test_the_docs_show_the_default_plan_as_it_is():
+    from detinfer.validator.command import render_plan
+    from tests.factories import ROOT
+
+    assert render_plan(config()) in (ROOT / "docs" / "validator.md").read_text()

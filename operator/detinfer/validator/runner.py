@@ -37,25 +37,26 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
     runs: list[EndpointRun] = []
     error: str | None = None
     detail: str | None = None
+    deadline = asyncio.timeout(config.timeout_seconds)
     try:
         runs = [EndpointRun(make_client(e, config), config, progress) for e in config.endpoints]
         progress.begin({r.name: sum(p.requests for p in plan(config)) for r in runs})
         async with contextlib.AsyncExitStack() as clients:
             for run in runs:
                 await clients.enter_async_context(run.client)
-            async with asyncio.timeout(config.timeout_seconds), asyncio.TaskGroup() as group:
+            async with deadline, asyncio.TaskGroup() as group:
                 for run in runs:
                     group.create_task(run.run())
-    except TimeoutError:
-        where = "; ".join(f"{r.name} in {r.current}" for r in runs if not r.finished)
-        error = f"timed out after {config.timeout_seconds:g} s (--timeout-seconds)" + (
-            f", {where}" if where else ""
-        )
     except BaseException as exc:  # every failure becomes a CouldNotTest report
         if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise
         cause = _first_cause(exc)
-        if isinstance(cause, CouldNotTest):
+        if isinstance(cause, TimeoutError) and deadline.expired():
+            where = "; ".join(f"{r.name} in {r.current}" for r in runs if not r.finished)
+            error = f"timed out after {config.timeout_seconds:g} s (--timeout-seconds)" + (
+                f", {where}" if where else ""
+            )
+        elif isinstance(cause, CouldNotTest):
             error = str(cause)
         else:
             error = f"internal error: {type(cause).__name__}: {cause}"

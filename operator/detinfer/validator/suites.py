@@ -52,9 +52,6 @@ class Progress:
     def suite_done(self, endpoint: str, record: SuiteRecord) -> None:
         pass
 
-    def note(self, line: str) -> None:
-        pass
-
     def end(self) -> None:
         pass
 
@@ -142,12 +139,12 @@ class EndpointRun:
         self.records: list[SuiteRecord] = []
         self.fingerprint: str | None = None
         self.info: dict[str, Any] = {}
-        self.current = "waiting for GET /health"
+        self.current = "the wait for GET /health"
         self.sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
 
     async def run(self) -> None:
         await self.client.wait_ready(self.config.wait_seconds)
-        self.current = "reading the server's information"
+        self.current = "the requests for server information"
         self.info = await self.client.server_info()
         await self._step(FINGERPRINT, run_fingerprint)
         for suite in Suite:
@@ -231,7 +228,6 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
     trials = run.config.trials
     prefill = Sampling(RADIX_NEW_TOKENS, run.config.temperature, run.config.sampling_seed)
     hits, stale = 0, 0
-    cached_counts = []
     for t in range(trials):
         prompt = radix_prompt(run.config.sampling_seed, t)
         first = (await run.batch([prompt], run.sampling))[0]
@@ -254,7 +250,6 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         )
         hits += (cached.cached_tokens or 0) > 0
         stale += (scratch.cached_tokens or 0) > 0
-        cached_counts.append(cached.cached_tokens)
     tally.record.notes.append(
         f"{hits} of {trials} second prefills used the cache (meta_info.cached_tokens > 0)"
     )

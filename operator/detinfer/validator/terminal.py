@@ -33,10 +33,7 @@ class PlainProgress(Progress):
         self.stream = stream
 
     def suite_done(self, endpoint: str, record: SuiteRecord) -> None:
-        self.note(f"{endpoint}: {record.name}: {describe_record(record)}")
-
-    def note(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
+        print(f"{endpoint}: {record.name}: {describe_record(record)}", file=self.stream, flush=True)
 
 
 class RichProgress(Progress):
@@ -70,9 +67,6 @@ class RichProgress(Progress):
         self.console.print(
             f"{endpoint}: {record.name}: [{style}]{describe_record(record)}[/]", highlight=False
         )
-
-    def note(self, line: str) -> None:
-        self.console.print(line, highlight=False)
 
     def end(self) -> None:
         self.bars.stop()
