@@ -1,4 +1,5 @@
-"""The `detinfer` command: run the operator, generate the CRD, render what a resource becomes."""
+"""The `detinfer` command: run the operator, generate the CRD, render what a resource becomes,
+validate engines for determinism."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from detinfer import __version__
+from detinfer.validator import options as validate_options
 
 EXIT_INVALID = 1
 EXIT_UNREADABLE = 2
@@ -64,10 +66,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
 
-    args = parser.parse_args(argv)
+    validate = sub.add_parser(
+        "validate",
+        help="test engine endpoints for determinism; exit 0 deterministic, 1 not, 2 could not test",
+        description="Test engine endpoints for determinism (docs/validator.md). Exit 0: "
+        "deterministic; 1: nondeterminism or a fingerprint mismatch; 2: could not test.",
+    )
+    validate_options.add_arguments(validate)
+    validate.error = _ValidateArgumentError.raise_  # type: ignore[method-assign]
+
+    try:
+        args = parser.parse_args(argv)
+    except _ValidateArgumentError as exc:
+        from detinfer.validator.command import bad_arguments
+
+        return bad_arguments(list(argv if argv is not None else sys.argv[1:]), str(exc))
     if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `detinfer render ... | head` exits quietly
-    return {"run": _run, "crds": _crds, "render": _render}[args.command](args)
+        # `detinfer render ... | head` exits quietly. Not validate: a server that closes its
+        # socket while the validator writes would kill it before it writes its summary, so it
+        # keeps Python's own setting (ignore SIGPIPE, raise BrokenPipeError).
+        signal.signal(
+            signal.SIGPIPE, signal.SIG_IGN if args.command == "validate" else signal.SIG_DFL
+        )
+    return {"run": _run, "crds": _crds, "render": _render, "validate": _validate}[args.command](
+        args
+    )
+
+
+class _ValidateArgumentError(Exception):
+    """argparse refused the arguments of `validate`, which must still write its summary."""
+
+    @classmethod
+    def raise_(cls, message: str) -> None:
+        raise cls(message)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -89,6 +120,12 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=f"http://{args.metrics_address}:{args.liveness_port}/healthz",
     )
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from detinfer.validator.command import run_command
+
+    return run_command(args)
 
 
 def _crds(args: argparse.Namespace) -> int:

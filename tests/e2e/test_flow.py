@@ -86,11 +86,13 @@ def test_reference_example_becomes_ready_through_a_real_validation(
         for ip in e["addresses"]
     }
     assert ready_ips == {p.status.pod_ip for p in pods}
+
     # The operator's metrics show the validation.
-    metrics = wait_for(
-        "validation metrics",
-        lambda: (m := operator.metrics()) if f'namespace="{namespace}"' in m else None,
-    )
+    def metrics_of_namespace() -> str | None:
+        text = operator.metrics()
+        return text if f'namespace="{namespace}"' in text else None
+
+    metrics = wait_for("validation metrics", metrics_of_namespace)
     lines = [line for line in metrics.splitlines() if f'namespace="{namespace}"' in line]
     assert any(
         line.startswith("detinfer_reproducibility_ratio") and line.endswith(" 1.0")

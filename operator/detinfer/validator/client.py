@@ -1,0 +1,577 @@
+"""Talking to one engine over HTTP: SGLang's /generate or OpenAI's /v1/completions.
+
+Every answer is checked against the protocol before anything compares it: a wrong number of
+outputs, logprobs that do not match the tokens, too many tokens, or a body that is not JSON
+raise ProtocolError, and a transport failure or an HTTP error raises CouldNotTest. Either ends
+the run with "could not test", never with a determinism verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from detinfer.validator.compare import Basis, Output, Prompt
+from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
+from detinfer.validator.errors import CouldNotTest, ProtocolError
+
+FLUSH_ATTEMPTS = 5
+FLUSH_RETRY_SECONDS = 0.2
+"""First wait before a refused flush is tried again; it doubles each time (6.2 s in all)."""
+HEALTH_PROBE_SECONDS = 5.0
+_SNIPPET = 160
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling parameters of a request."""
+
+    max_new_tokens: int
+    temperature: float
+    seed: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.max_new_tokens, self.temperature, self.seed)
+
+
+class EngineClient:
+    """One endpoint; counts requests, tokens and latencies as it goes."""
+
+    protocol: Protocol
+    can_flush = False
+    accepts_token_ids = False
+
+    def __init__(self, endpoint: EndpointSpec, config: ValidatorConfig) -> None:
+        self.name = endpoint.name
+        self.url = endpoint.url
+        self.config = config
+        self.request_timeout = config.request_timeout_seconds
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.url,
+            timeout=httpx.Timeout(config.request_timeout_seconds),
+            limits=httpx.Limits(max_connections=max(32, 2 * config.trials)),
+            trust_env=False,  # pod-to-pod traffic never goes through a proxy
+        )
+        self.requests = 0
+        self.generated_tokens = 0
+        self.prompt_tokens = 0
+        self.latencies: list[float] = []
+        self._basis: Basis | None = None
+        self._with_logprobs: bool | None = None
+
+    async def __aenter__(self) -> EngineClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._http.aclose()
+
+    # --- readiness and information -------------------------------------------------------------
+
+    async def wait_ready(self, wait_seconds: float) -> None:
+        """Poll GET /health until it answers 200; connection errors are retried with backoff."""
+        deadline = time.monotonic() + wait_seconds
+        delay, last = 0.1, "no answer yet"
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                response = await self._http.get(
+                    "/health", timeout=max(0.05, min(HEALTH_PROBE_SECONDS, remaining))
+                )
+                if response.status_code == 200:
+                    return
+                if response.status_code == 404 and await self._ready_without_health():
+                    return
+                last = f"GET /health answered HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = self._transport_error("GET", "/health", exc)
+            if time.monotonic() + delay > deadline:
+                raise CouldNotTest(f"{self.name}: not ready after {wait_seconds:g} s: {last}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _ready_without_health(self) -> bool:
+        return False
+
+    async def server_info(self) -> dict[str, Any]:
+        """What the server says about itself; best effort, errors are recorded, not raised."""
+        return {}
+
+    async def _get_info(self, path: str) -> Any:
+        try:
+            response = await self._http.get(path)
+        except httpx.HTTPError as exc:
+            return {"error": self._transport_error("GET", path, exc)}
+        if response.status_code != 200:
+            return {"error": f"GET {path} answered HTTP {response.status_code}"}
+        try:
+            return response.json()
+        except ValueError:
+            return {"error": f"GET {path} answered invalid JSON: {_snippet(response.text)}"}
+
+    # --- generation -----------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        *,
+        logprob_start_len: int | None = None,
+    ) -> list[Output]:
+        """One batched request (a JSON list of prompts); one output per prompt, in order."""
+        raise NotImplementedError
+
+    async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
+        """One request with a single prompt (not a list)."""
+        raise NotImplementedError
+
+    async def flush_cache(self) -> None:
+        """Empty the server's prefix cache; a no-op where the protocol has none."""
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise CouldNotTest(f"{self.name}: {self._transport_error('POST', path, exc)}") from None
+        self.latencies.append(time.perf_counter() - started)
+        self.requests += 1
+        if response.status_code >= 400:
+            raise CouldNotTest(
+                f"{self.name}: POST {path} answered HTTP {response.status_code}: "
+                f"{_snippet(response.text)}"
+            )
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(
+                f"{self.name}: POST {path} answered invalid JSON ({exc}): "
+                f"{_snippet(response.content.decode(errors='replace'))}"
+            ) from None
+
+    def _transport_error(self, method: str, path: str, exc: httpx.HTTPError) -> str:
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, httpx.ConnectTimeout):
+                return f"cannot connect to {self.url}: timed out"
+            return f"{method} {path} timed out after {self.request_timeout:g} s"
+        if isinstance(exc, httpx.ConnectError):
+            return f"cannot connect to {self.url}: {detail}"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return f"{method} {path}: the response was cut off or malformed ({detail})"
+        return f"{method} {path} failed: {type(exc).__name__}: {detail}"
+
+    def _bad(self, where: str, what: str) -> ProtocolError:
+        return ProtocolError(f"{self.name}: {where} {what}")
+
+    def _check_shape(self, where: str, basis: Basis, with_logprobs: bool) -> None:
+        """Outputs of one server must all be comparable: the same basis, logprobs or none."""
+        if self._basis is None:
+            self._basis, self._with_logprobs = basis, with_logprobs
+            return
+        if basis != self._basis:
+            raise self._bad(
+                where, f"gave {basis.value} where earlier outputs gave {self._basis.value}"
+            )
+        if with_logprobs != self._with_logprobs:
+            raise self._bad(
+                where,
+                "gave no logprobs where earlier outputs had them"
+                if self._with_logprobs
+                else "gave logprobs where earlier outputs had none",
+            )
+
+    @property
+    def basis(self) -> Basis | None:
+        """What the outputs were compared on (known after the first answer)."""
+        return self._basis
+
+    @property
+    def with_logprobs(self) -> bool | None:
+        return self._with_logprobs
+
+
+class SGLangClient(EngineClient):
+    """SGLang's native API: POST /generate, /flush_cache, GET /get_model_info, /get_server_info."""
+
+    protocol = Protocol.SGLANG
+    can_flush = True
+    accepts_token_ids = True
+
+    async def server_info(self) -> dict[str, Any]:
+        return {
+            "modelInfo": await self._get_info("/get_model_info"),
+            "serverInfo": await self._get_info("/get_server_info"),
+        }
+
+    def _body(
+        self, prompt: Prompt | list[Prompt], sampling: Sampling, logprob_start_len: int | None
+    ) -> dict[str, Any]:
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if all(isinstance(p, str) for p in prompts):
+            field = "text"
+        elif all(isinstance(p, tuple) for p in prompts):
+            field = "input_ids"
+        else:
+            raise ValueError("a batch mixes text and token-id prompts")
+        value: Any = (
+            [p if isinstance(p, str) else list(p) for p in prompt]
+            if isinstance(prompt, list)
+            else (prompt if isinstance(prompt, str) else list(prompt))
+        )
+        body: dict[str, Any] = {
+            field: value,
+            "sampling_params": {
+                "temperature": sampling.temperature,
+                "max_new_tokens": sampling.max_new_tokens,
+                "sampling_seed": sampling.seed,
+                "ignore_eos": True,
+            },
+            "return_logprob": True,
+        }
+        if logprob_start_len is not None:
+            body["logprob_start_len"] = logprob_start_len
+        return body
+
+    async def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        *,
+        logprob_start_len: int | None = None,
+    ) -> list[Output]:
+        data = await self._post("/generate", self._body(list(prompts), sampling, logprob_start_len))
+        where = f"POST /generate (a batch of {len(prompts)})"
+        if isinstance(data, dict) and "error" in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
+        if not isinstance(data, list):
+            raise self._bad(where, f"answered {_kind(data)}, not a list of {len(prompts)} outputs")
+        if len(data) != len(prompts):
+            raise self._bad(where, f"answered {len(data)} outputs for {len(prompts)} prompts")
+        return [
+            self._parse(item, f"{where}: output {i + 1}", sampling, logprob_start_len)
+            for i, item in enumerate(data)
+        ]
+
+    async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
+        data = await self._post("/generate", self._body(prompt, sampling, None))
+        return self._parse(data, "POST /generate", sampling, None)
+
+    async def flush_cache(self) -> None:
+        # SGLang refuses to flush while requests run (HTTP 400); a revalidated pod serves
+        # traffic, so a refusal is retried a few times before the run gives up.
+        last = ""
+        for attempt in range(FLUSH_ATTEMPTS):
+            try:
+                response = await self._http.post("/flush_cache")
+            except httpx.HTTPError as exc:
+                raise CouldNotTest(
+                    f"{self.name}: {self._transport_error('POST', '/flush_cache', exc)}"
+                ) from None
+            if response.status_code < 300:
+                return
+            last = f"HTTP {response.status_code}: {_snippet(response.text)}"
+            await asyncio.sleep(FLUSH_RETRY_SECONDS * 2**attempt)
+        raise CouldNotTest(
+            f"{self.name}: POST /flush_cache failed {FLUSH_ATTEMPTS} times, last with {last}"
+        )
+
+    def _parse(
+        self, item: Any, where: str, sampling: Sampling, logprob_start_len: int | None
+    ) -> Output:
+        if not isinstance(item, dict):
+            raise self._bad(where, f"is {_kind(item)}, not a JSON object")
+        if "error" in item and "meta_info" not in item:
+            raise self._bad(where, f"is an error: {_snippet(json.dumps(item['error']))}")
+        meta = item.get("meta_info")
+        if not isinstance(meta, dict):
+            raise self._bad(where, "has no meta_info object")
+        text = item.get("text", "")
+        if not isinstance(text, str):
+            raise self._bad(where, f"has a text that is {_kind(text)}, not a string")
+
+        ids: tuple[int, ...] | None = None
+        raw_ids = item.get("output_ids")
+        if raw_ids is not None:
+            if not isinstance(raw_ids, list) or not all(_is_int(t) for t in raw_ids):
+                raise self._bad(where, "has output_ids that are not a list of integers")
+            ids = tuple(raw_ids)
+        logprobs: tuple[float, ...] | None = None
+        raw_logprobs = meta.get("output_token_logprobs")
+        if raw_logprobs is not None:
+            entries = _logprob_entries(raw_logprobs, allow_null=False)
+            if entries is None:
+                raise self._bad(
+                    where, "has meta_info.output_token_logprobs that are not [logprob, id, ...]"
+                )
+            logprobs = tuple(lp for lp, _ in entries)  # type: ignore[misc]
+            logprob_ids = tuple(tid for _, tid in entries)
+            if ids is None:
+                # Some SGLang versions leave output_ids out; the logprobs carry the ids.
+                ids = logprob_ids
+            elif len(logprob_ids) != len(ids):
+                raise self._bad(
+                    where,
+                    f"has {len(logprob_ids)} output_token_logprobs for {len(ids)} output_ids",
+                )
+            elif logprob_ids != ids:
+                k = next(i for i, (a, b) in enumerate(zip(ids, logprob_ids, strict=True)) if a != b)
+                raise self._bad(
+                    where,
+                    f"has output_ids and output_token_logprobs that disagree at token {k} "
+                    f"({ids[k]} vs {logprob_ids[k]})",
+                )
+        if ids is None:
+            raise self._bad(where, "has neither output_ids nor meta_info.output_token_logprobs")
+        self._check_shape(where, Basis.TOKEN_IDS, logprobs is not None)
+
+        finish = _finish_reason(meta.get("finish_reason"))
+        _check_length(self, where, len(ids), finish, sampling.max_new_tokens)
+
+        inputs = None
+        if logprob_start_len is not None:
+            raw_inputs = meta.get("input_token_logprobs")
+            entries = (
+                _logprob_entries(raw_inputs, allow_null=True) if raw_inputs is not None else None
+            )
+            if entries is None:
+                raise self._bad(
+                    where, "has no meta_info.input_token_logprobs list of [logprob, id, ...]"
+                )
+            inputs = tuple(entries)
+        completion = meta.get("completion_tokens")
+        completion = completion if _is_int(completion) else len(ids)
+        prompt_tokens = meta.get("prompt_tokens")
+        prompt_tokens = prompt_tokens if _is_int(prompt_tokens) else 0
+        cached = meta.get("cached_tokens")
+        self.generated_tokens += completion
+        self.prompt_tokens += prompt_tokens
+        return Output(
+            text=text,
+            tokens=ids,
+            logprobs=logprobs,
+            input_logprobs=inputs,  # type: ignore[arg-type]
+            logprob_start=logprob_start_len or 0,
+            finish_reason=finish,
+            completion_tokens=completion,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached if _is_int(cached) else None,
+            basis=Basis.TOKEN_IDS,
+        )
+
+
+class OpenAIClient(EngineClient):
+    """POST /v1/completions with seed and logprobs; no token ids, no cache flush."""
+
+    protocol = Protocol.OPENAI
+
+    def __init__(self, endpoint: EndpointSpec, config: ValidatorConfig) -> None:
+        super().__init__(endpoint, config)
+        self.model = config.model
+
+    async def _ready_without_health(self) -> bool:
+        # Not every OpenAI-style server has /health; one that lists its models is up.
+        try:
+            response = await self._http.get("/v1/models", timeout=HEALTH_PROBE_SECONDS)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def server_info(self) -> dict[str, Any]:
+        models = await self._get_info("/v1/models")
+        if self.model is None:
+            data = models.get("data") if isinstance(models, dict) else None
+            first = data[0] if isinstance(data, list) and data else None
+            if not isinstance(first, dict) or not isinstance(first.get("id"), str):
+                raise CouldNotTest(
+                    f"{self.name}: cannot tell the model name from GET /v1/models "
+                    f"({_snippet(json.dumps(models))}); pass --model"
+                )
+            self.model = first["id"]
+        return {"models": models, "model": self.model}
+
+    def _body(self, prompt: str | list[str], sampling: Sampling) -> dict[str, Any]:
+        return {
+            "model": self.model or "default",
+            "prompt": prompt,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "seed": sampling.seed,
+            "logprobs": 1,
+        }
+
+    async def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        *,
+        logprob_start_len: int | None = None,
+    ) -> list[Output]:
+        texts = [_text_prompt(p) for p in prompts]
+        data = await self._post("/v1/completions", self._body(texts, sampling))
+        where = f"POST /v1/completions (a batch of {len(prompts)})"
+        choices = self._choices(data, where, len(prompts))
+        outputs = [
+            self._parse(choice, f"{where}: choice {i}", sampling)
+            for i, choice in enumerate(choices)
+        ]
+        self._count_usage(data, outputs)
+        return outputs
+
+    async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
+        data = await self._post("/v1/completions", self._body(_text_prompt(prompt), sampling))
+        where = "POST /v1/completions"
+        output = self._parse(self._choices(data, where, 1)[0], f"{where}: choice 0", sampling)
+        self._count_usage(data, [output])
+        return output
+
+    def _choices(self, data: Any, where: str, n: int) -> list[dict[str, Any]]:
+        if isinstance(data, dict) and "error" in data and "choices" not in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            raise self._bad(where, f"answered {_kind(data)} without a choices list")
+        choices = data["choices"]
+        if len(choices) != n:
+            raise self._bad(where, f"answered {len(choices)} choices for {n} prompts")
+        if not all(isinstance(c, dict) and _is_int(c.get("index", 0)) for c in choices):
+            raise self._bad(where, "has a choice that is not an object with an integer index")
+        ordered = sorted(choices, key=lambda c: c.get("index", 0))
+        if [c.get("index", i) for i, c in enumerate(ordered)] != list(range(n)):
+            raise self._bad(where, f"has choice indexes that are not 0 to {n - 1}")
+        return ordered
+
+    def _parse(self, choice: dict[str, Any], where: str, sampling: Sampling) -> Output:
+        text = choice.get("text")
+        if not isinstance(text, str):
+            raise self._bad(where, "has no text string")
+        finish = choice.get("finish_reason")
+        finish = finish if isinstance(finish, str) else None
+        raw = choice.get("logprobs")
+        tokens: tuple[str, ...] | None = None
+        logprobs: tuple[float | None, ...] | None = None
+        if raw is not None:
+            if not isinstance(raw, dict):
+                raise self._bad(where, f"has logprobs that are {_kind(raw)}, not an object")
+            raw_tokens = raw.get("tokens")
+            if raw_tokens is not None:
+                if not isinstance(raw_tokens, list) or not all(
+                    isinstance(t, str) for t in raw_tokens
+                ):
+                    raise self._bad(where, "has logprobs.tokens that are not a list of strings")
+                tokens = tuple(raw_tokens)
+                raw_values = raw.get("token_logprobs")
+                if raw_values is not None:
+                    if not isinstance(raw_values, list) or not all(
+                        v is None or _is_number(v) for v in raw_values
+                    ):
+                        raise self._bad(where, "has logprobs.token_logprobs that are not numbers")
+                    if len(raw_values) != len(tokens):
+                        raise self._bad(
+                            where,
+                            f"has {len(raw_values)} token_logprobs for {len(tokens)} tokens",
+                        )
+                    logprobs = tuple(raw_values)
+        basis = Basis.TEXT if tokens is None else Basis.TOKENS
+        self._check_shape(where, basis, logprobs is not None)
+        if tokens is not None:
+            _check_length(self, where, len(tokens), finish, sampling.max_new_tokens)
+        return Output(
+            text=text,
+            tokens=tokens,
+            logprobs=logprobs,
+            finish_reason=finish,
+            completion_tokens=len(tokens) if tokens is not None else 0,
+            basis=basis,
+        )
+
+    def _count_usage(self, data: dict[str, Any], outputs: list[Output]) -> None:
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        completion = usage.get("completion_tokens")
+        prompt = usage.get("prompt_tokens")
+        self.generated_tokens += (
+            completion if _is_int(completion) else sum(o.completion_tokens for o in outputs)
+        )
+        self.prompt_tokens += prompt if _is_int(prompt) else 0
+
+
+def make_client(endpoint: EndpointSpec, config: ValidatorConfig) -> EngineClient:
+    if config.protocol == Protocol.OPENAI:
+        return OpenAIClient(endpoint, config)
+    return SGLangClient(endpoint, config)
+
+
+def _text_prompt(prompt: Prompt) -> str:
+    if not isinstance(prompt, str):
+        raise ValueError("the OpenAI protocol takes text prompts only")
+    return prompt
+
+
+ABORTED = frozenset({"abort", "error", "cancelled", "canceled"})
+"""Finish reasons of a sequence the server gave up on: its tokens say nothing about determinism."""
+
+
+def _check_length(
+    client: EngineClient, where: str, n: int, finish: str | None, max_new_tokens: int
+) -> None:
+    if finish in ABORTED:
+        raise client._bad(where, f"was not finished: the server ended it with reason {finish!r}")
+    if n > max_new_tokens:
+        raise client._bad(where, f"gave {n} tokens, more than the {max_new_tokens} asked for")
+    if finish == "length" and n != max_new_tokens:
+        raise client._bad(
+            where, f"says it stopped at the length limit after {n} of {max_new_tokens} tokens"
+        )
+
+
+def _finish_reason(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    return value if isinstance(value, str) else None
+
+
+def _logprob_entries(value: Any, *, allow_null: bool) -> list[tuple[float | None, int]] | None:
+    """[[logprob, token_id, ...], ...] as (logprob, id) pairs; None when it is not that."""
+    if not isinstance(value, list):
+        return None
+    out = []
+    for entry in value:
+        if not isinstance(entry, list | tuple) or len(entry) < 2 or not _is_int(entry[1]):
+            return None
+        lp = entry[0]
+        if not (_is_number(lp) or (allow_null and lp is None)):
+            return None
+        out.append((lp, entry[1]))
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return f"a JSON list of {len(value)}"
+    if value is None:
+        return "null"
+    return f"a JSON {type(value).__name__}"
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."

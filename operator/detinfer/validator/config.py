@@ -1,0 +1,194 @@
+"""What a validation run tests: endpoints, protocol, suites and sampling, checked once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from detinfer.api.spec import FINGERPRINT_PATTERN, Suite
+from detinfer.validator.errors import ConfigError
+from detinfer.validator.options import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    DEFAULT_SAMPLING_SEED,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TRIALS,
+    DEFAULT_WAIT_SECONDS,
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$")
+
+
+class Protocol(StrEnum):
+    """How the validator talks to an engine."""
+
+    SGLANG = "sglang"
+    """SGLang's native API: POST /generate (token ids and logprobs), /flush_cache."""
+    OPENAI = "openai"
+    """POST /v1/completions with seed and logprobs (vLLM, llama.cpp, TGI, TensorRT-LLM, SGLang)."""
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One engine to validate: a name (the pod's, for the operator) and its base URL."""
+
+    name: str
+    url: str
+
+    @classmethod
+    def parse(cls, text: str) -> EndpointSpec:
+        """`NAME=URL` (what the operator passes) or a bare URL, then named by its host:port."""
+        text = text.strip()
+        name, sep, rest = text.partition("=")
+        if sep and "://" not in name:
+            url = rest.strip()
+            name = name.strip()
+        else:
+            name, url = "", text
+        url = url.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"--endpoint {text!r}: the URL must look like http://HOST:PORT "
+                "(optionally NAME=http://HOST:PORT)"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(
+                f"--endpoint {text!r}: the port is not a number from 0 to 65535"
+            ) from None
+        if parts.path or parts.query or parts.fragment:
+            raise ConfigError(
+                f"--endpoint {text!r}: give the server's base URL without a path (got {url!r})"
+            )
+        if not name:
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            default_port = 443 if parts.scheme == "https" else 80
+            name = f"{host}:{port if port is not None else default_port}"
+        elif not _NAME_RE.match(name) or len(name) > 253:
+            raise ConfigError(
+                f"--endpoint {text!r}: the name {name!r} must be a pod name "
+                "(letters, digits, '-', '.', '_', at most 253 characters)"
+            )
+        return cls(name=name, url=url)
+
+
+def parse_suites(text: str) -> tuple[Suite, ...]:
+    """`Single,Mixed,...` (any case), `all` or `none`."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise ConfigError(f"--suites {text!r}: name at least one suite, or 'none' or 'all'")
+    if [w.lower() for w in words] == ["none"]:
+        return ()
+    if [w.lower() for w in words] == ["all"]:
+        return tuple(Suite)
+    by_name = {s.value.lower(): s for s in Suite}
+    chosen: list[Suite] = []
+    for word in words:
+        suite = by_name.get(word.lower())
+        if suite is None:
+            raise ConfigError(
+                f"--suites: {word!r} is not a suite; choose from "
+                f"{', '.join(s.value for s in Suite)}, or 'all' or 'none'"
+            )
+        if suite not in chosen:
+            chosen.append(suite)
+    return tuple(chosen)
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """Everything a run needs. Invalid values raise ConfigError when the object is made."""
+
+    endpoints: Sequence[EndpointSpec | str]
+    protocol: Protocol = Protocol.SGLANG
+    suites: Iterable[Suite | str] = field(default_factory=lambda: tuple(Suite))
+    trials: int = DEFAULT_TRIALS
+    """Samples per suite: batches (Single, Mixed, Prefix), trials (RadixCache), requests
+    (Concurrent)."""
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_batch_size: int | None = None
+    """Largest batch of the Single suite; by default 2 * trials + 1 (33 for 16 trials)."""
+    sampling_seed: int = DEFAULT_SAMPLING_SEED
+    temperature: float = DEFAULT_TEMPERATURE
+    expected_fingerprint: str | None = None
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    """Bound of the whole run, waiting for the endpoints included."""
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    wait_seconds: float = DEFAULT_WAIT_SECONDS
+    """How long to wait for GET /health to answer 200 before the suites start."""
+    model: str | None = None
+    """The `model` field of OpenAI requests; by default the first id of GET /v1/models."""
+
+    def __post_init__(self) -> None:
+        endpoints = tuple(
+            e if isinstance(e, EndpointSpec) else EndpointSpec.parse(e) for e in self.endpoints
+        )
+        if not endpoints:
+            raise ConfigError("--endpoint: give at least one endpoint to validate")
+        names = [e.name for e in endpoints]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"--endpoint: the name {duplicates[0]!r} is given twice; each endpoint needs "
+                "its own name (NAME=URL)"
+            )
+        suites = []
+        for item in self.suites:
+            for suite in (item,) if isinstance(item, Suite) else parse_suites(item):
+                if suite not in suites:
+                    suites.append(suite)
+        object.__setattr__(self, "endpoints", endpoints)
+        object.__setattr__(self, "suites", tuple(suites))
+        object.__setattr__(self, "protocol", Protocol(self.protocol))
+        _at_least("--trials", self.trials, 1)
+        _at_least("--max-new-tokens", self.max_new_tokens, 1)
+        if self.max_batch_size is not None:
+            _at_least("--max-batch-size", self.max_batch_size, 1)
+        _at_least("--sampling-seed", self.sampling_seed, 0)
+        if not 0 <= self.temperature <= 100:
+            raise ConfigError(f"--temperature must be from 0 to 100, got {self.temperature!r}")
+        for option, value in (
+            ("--timeout-seconds", self.timeout_seconds),
+            ("--request-timeout-seconds", self.request_timeout_seconds),
+            ("--wait-seconds", self.wait_seconds),
+        ):
+            if not value > 0:
+                raise ConfigError(f"{option} must be more than 0, got {value!r}")
+        if self.expected_fingerprint is not None and not re.match(
+            FINGERPRINT_PATTERN, self.expected_fingerprint
+        ):
+            raise ConfigError(
+                f"--expected-fingerprint {self.expected_fingerprint!r} is not sha256:<64 hex>"
+            )
+
+    @property
+    def batch_size_bound(self) -> int:
+        return self.max_batch_size or 2 * self.trials + 1
+
+    def options(self) -> dict[str, object]:
+        """The options as the report records them."""
+        return {
+            "protocol": self.protocol.value,
+            "suites": [s.value for s in self.suites],
+            "trials": self.trials,
+            "maxNewTokens": self.max_new_tokens,
+            "maxBatchSize": self.batch_size_bound,
+            "samplingSeed": self.sampling_seed,
+            "temperature": self.temperature,
+            "expectedFingerprint": self.expected_fingerprint,
+            "timeoutSeconds": self.timeout_seconds,
+            "requestTimeoutSeconds": self.request_timeout_seconds,
+            "waitSeconds": self.wait_seconds,
+            "model": self.model,
+        }
+
+
+def _at_least(option: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{option} must be a whole number of at least {low}, got {value!r}")

@@ -1,0 +1,187 @@
+"""What each suite sends: batch sizes, batch contents, and the tokens that costs. Pure functions."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from detinfer.api.spec import Suite
+from detinfer.validator.compare import Prompt
+from detinfer.validator.config import Protocol, ValidatorConfig
+from detinfer.validator.prompts import (
+    FILLERS,
+    FINGERPRINT_MAX_NEW_TOKENS,
+    FINGERPRINT_PROMPTS,
+    LONG_TEXT,
+    PREFIX_LENGTHS,
+    PROBE_PROMPT,
+    RADIX_NEW_TOKENS,
+    RADIX_PROMPT_TOKENS,
+    RADIX_TOKEN_RANGE,
+)
+
+FINGERPRINT = "Fingerprint"
+"""Name of the fingerprint step in the report (it is not a Suite: it always runs)."""
+
+
+def batch_size_schedule(bound: int) -> list[int]:
+    """1, 2, 3, 4, then 2^k - 1, 2^k, 2^k + 1 for 2^k = 8, 16, 32, ...: every size up to `bound`.
+
+    Kernels change how they split a reduction at batch-size boundaries (powers of two, tile and
+    CUDA-graph sizes: SGLang's issues report outputs that change past 8 and between 32 and 33),
+    so each boundary is probed from both sides and in between, while the sizes that cross no
+    boundary (5, 6, 10-14, ...) are skipped. Up to 33 that is 13 batches instead of 33.
+    """
+    sizes = {1, 2, 3, 4}
+    power = 8
+    while power - 1 <= bound:
+        sizes |= {power - 1, power, power + 1}
+        power *= 2
+    return sorted(s for s in sizes if s <= bound)
+
+
+def single_batches(config: ValidatorConfig) -> list[int]:
+    return batch_size_schedule(config.batch_size_bound)
+
+
+def mixed_batches(trials: int) -> list[tuple[Prompt, ...]]:
+    """`trials` batches, in turn: one prompt alone, the probe with one filler, with two.
+
+    The probe moves from slot to slot, and each prompt is also sent alone, so that an output
+    that changes whenever prompts of other lengths keep it company differs from one that had
+    no company.
+    """
+    alone = (PROBE_PROMPT, *FILLERS)
+    batches = []
+    for i in range(trials):
+        kind, turn = i % 3, i // 3
+        if kind == 0:
+            batches.append((alone[turn % len(alone)],))
+            continue
+        fillers: list[Prompt] = [FILLERS[(turn + k) % len(FILLERS)] for k in range(kind)]
+        slot = turn % (kind + 1)
+        batches.append((*fillers[:slot], PROBE_PROMPT, *fillers[slot:]))
+    return batches
+
+
+def prefix_batches(trials: int) -> list[tuple[Prompt, ...]]:
+    """`trials` batches of prompts cut from one text at 1 to 4,097 characters, in turn: one
+    prompt alone, two that share a prefix, all four.
+
+    The cache is flushed before each batch, so whether a shared prefix is computed once for
+    the batch or per prompt is up to the server's batching, and must not change the outputs;
+    the prompts sent alone are the outputs without any sharing.
+    """
+    prompts = [LONG_TEXT[:n] for n in PREFIX_LENGTHS]
+    batches = []
+    for i in range(trials):
+        kind, turn = i % 3, i // 3
+        size = (1, 2, len(prompts))[kind]
+        batches.append(tuple(prompts[(turn + k) % len(prompts)] for k in range(size)))
+    return batches
+
+
+def concurrent_prompts(trials: int) -> list[Prompt]:
+    """`trials` separate requests: every other one the probe, the rest the fillers in turn."""
+    return [PROBE_PROMPT if i % 2 == 0 else FILLERS[(i // 2) % len(FILLERS)] for i in range(trials)]
+
+
+def radix_prompt(sampling_seed: int, trial: int) -> tuple[int, ...]:
+    """Random but seeded token ids, the same for every endpoint and every run."""
+    rng = random.Random(sampling_seed * 1_000_003 + trial)
+    low, high = RADIX_TOKEN_RANGE
+    return tuple(rng.randint(low, high) for _ in range(RADIX_PROMPT_TOKENS))
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """What one suite costs on one endpoint."""
+
+    name: str
+    requests: int
+    """Generation requests (cache flushes not counted)."""
+    sequences: int
+    """Sequences generated (a batch of 9 is 9)."""
+    generated_tokens: int
+    what: str
+
+
+def plan(config: ValidatorConfig) -> list[SuitePlan]:
+    """The fingerprint and each selected suite, in the order they run, for one endpoint."""
+    trials, new = config.trials, config.max_new_tokens
+    plans = [
+        SuitePlan(
+            FINGERPRINT,
+            1,
+            len(FINGERPRINT_PROMPTS),
+            len(FINGERPRINT_PROMPTS) * FINGERPRINT_MAX_NEW_TOKENS,
+            f"{len(FINGERPRINT_PROMPTS)} fixed prompts in one batch, greedy, "
+            f"{FINGERPRINT_MAX_NEW_TOKENS} tokens",
+        )
+    ]
+    for suite in Suite:
+        if suite not in config.suites:
+            continue
+        if suite == Suite.SINGLE:
+            sizes = single_batches(config)
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    len(sizes),
+                    sum(sizes),
+                    sum(sizes) * new,
+                    "batch sizes " + ", ".join(map(str, sizes)),
+                )
+            )
+        elif suite == Suite.MIXED:
+            n = sum(len(b) for b in mixed_batches(trials))
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    trials,
+                    n,
+                    n * new,
+                    f"{trials} batches: a prompt alone, the probe with 1 or 2 fillers",
+                )
+            )
+        elif suite == Suite.PREFIX:
+            n = sum(len(b) for b in prefix_batches(trials))
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    trials,
+                    n,
+                    n * new,
+                    f"{trials} batches of 1, 2 or 4 prompts sharing prefixes, cache flushed "
+                    "before each",
+                )
+            )
+        elif suite == Suite.RADIX_CACHE:
+            if config.protocol == Protocol.OPENAI:
+                plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with the OpenAI protocol"))
+            else:
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        3 * trials,
+                        3 * trials,
+                        trials * (new + 2 * RADIX_NEW_TOKENS),
+                        f"{trials} trials: generate, then prefill from scratch and from the cache",
+                    )
+                )
+        elif suite == Suite.CONCURRENT:
+            alone = len(set(concurrent_prompts(trials)))
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    alone + trials,
+                    alone + trials,
+                    (alone + trials) * new,
+                    f"{alone} prompts one at a time, then {trials} requests at once",
+                )
+            )
+        elif suite == Suite.CROSS_REPLICA:
+            plans.append(
+                SuitePlan(suite.value, 0, 0, 0, "compares the outputs above between endpoints")
+            )
+    return plans

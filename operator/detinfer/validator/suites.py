@@ -1,0 +1,332 @@
+"""The suites: what each sends to one endpoint and how its outputs are tallied.
+
+Every output is compared with the first output of the same prompt and sampling parameters that
+this endpoint gave anywhere in the run (the reference, kept in a Ledger): the probe's output in
+a batch of 33 is held to its output alone in a batch of 1, in the Mixed suite to the same, and
+so on. A suite's unique outputs are the distinct outputs of its most varied prompt, the
+reference included, so 1 means every sample was identical to the last bit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from detinfer.api.spec import Suite
+from detinfer.validator.client import EngineClient, Sampling
+from detinfer.validator.compare import Output, Prompt, describe_divergence, fingerprint
+from detinfer.validator.config import ValidatorConfig
+from detinfer.validator.prompts import (
+    FINGERPRINT_MAX_NEW_TOKENS,
+    FINGERPRINT_PROMPTS,
+    FINGERPRINT_SEED,
+    PROBE_PROMPT,
+    RADIX_NEW_TOKENS,
+    RADIX_PROMPT_LOGPROBS,
+    prompt_name,
+)
+from detinfer.validator.schedule import (
+    FINGERPRINT,
+    concurrent_prompts,
+    mixed_batches,
+    prefix_batches,
+    radix_prompt,
+    single_batches,
+)
+
+FIRST_DIVERGENCE_LIMIT = 512
+
+
+class Progress:
+    """Where a run reports its steps; this one ignores them (the terminal has its own)."""
+
+    def begin(self, totals: dict[str, int]) -> None:
+        """`totals`: generation requests planned per endpoint."""
+
+    def advance(self, endpoint: str, steps: int = 1) -> None:
+        pass
+
+    def suite_done(self, endpoint: str, record: SuiteRecord) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class SuiteRecord:
+    """The outcome of one suite on one endpoint (or, for CrossReplica, between endpoints)."""
+
+    name: str
+    samples: int = 0
+    unique_outputs: int = 0
+    first_divergence: str | None = None
+    skipped: str | None = None
+    """Why the suite did not run; a skipped suite passes and has no samples."""
+    notes: list[str] = field(default_factory=list)
+    requests: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    failed_endpoints: list[str] = field(default_factory=list)
+    complete: bool = False
+    """False while the suite runs, and for a suite an error cut short."""
+
+    @property
+    def passed(self) -> bool:
+        return self.first_divergence is None and self.unique_outputs <= 1
+
+
+@dataclass(frozen=True)
+class Reference:
+    output: Output
+    suite: str
+    label: str
+
+
+class Ledger:
+    """The first output this endpoint gave for each (prompt, sampling) in the run."""
+
+    def __init__(self) -> None:
+        self.references: dict[tuple, Reference] = {}
+
+    def remember(self, key: tuple, output: Output, suite: str, label: str) -> Reference:
+        return self.references.setdefault(key, Reference(output, suite, label))
+
+
+class Tally:
+    """Counts a suite's samples and distinct outputs, and keeps its first divergence."""
+
+    def __init__(self, record: SuiteRecord, ledger: Ledger) -> None:
+        self.record = record
+        self.ledger = ledger
+        self._seen: dict[tuple, set[tuple]] = {}
+
+    def add(
+        self, prompt: Prompt, sampling: Sampling, output: Output, label: str, extra: tuple = ()
+    ) -> None:
+        key = (prompt, sampling.key, extra)
+        reference = self.ledger.remember(key, output, self.record.name, label)
+        seen = self._seen.setdefault(key, {reference.output.key})
+        seen.add(output.key)
+        self.record.samples += 1
+        self.record.unique_outputs = max(self.record.unique_outputs, len(seen))
+        if self.record.first_divergence is None:
+            detail = describe_divergence(reference.output, output)
+            if detail is not None:
+                where = (
+                    reference.label
+                    if reference.suite == self.record.name
+                    else f"{reference.suite} {reference.label}"
+                )
+                self.record.first_divergence = clip(
+                    f"{label} vs {where} ({prompt_name(prompt)}): {detail}"
+                )
+
+
+class EndpointRun:
+    """The fingerprint and the suites on one endpoint, in order."""
+
+    def __init__(self, client: EngineClient, config: ValidatorConfig, progress: Progress) -> None:
+        self.client = client
+        self.config = config
+        self.progress = progress
+        self.name = client.name
+        self.ledger = Ledger()
+        self.records: list[SuiteRecord] = []
+        self.fingerprint: str | None = None
+        self.info: dict[str, Any] = {}
+        self.current = "the wait for GET /health"
+        self.sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
+
+    async def run(self) -> None:
+        await self.client.wait_ready(self.config.wait_seconds)
+        self.current = "the requests for server information"
+        self.info = await self.client.server_info()
+        await self._step(FINGERPRINT, run_fingerprint)
+        for suite in Suite:
+            if suite in self.config.suites and suite in SUITES:
+                await self._step(suite.value, SUITES[suite])
+        self.current = "done"
+
+    @property
+    def finished(self) -> bool:
+        return self.current == "done"
+
+    async def _step(self, name: str, body: Callable[[EndpointRun, Tally], Awaitable[None]]) -> None:
+        self.current = name
+        record = SuiteRecord(name)
+        self.records.append(record)
+        requests, generated, prompt = (
+            self.client.requests,
+            self.client.generated_tokens,
+            self.client.prompt_tokens,
+        )
+        started = time.monotonic()
+        await body(self, Tally(record, self.ledger))
+        record.seconds = time.monotonic() - started
+        record.requests = self.client.requests - requests
+        record.generated_tokens = self.client.generated_tokens - generated
+        record.prompt_tokens = self.client.prompt_tokens - prompt
+        record.complete = True
+        if not record.passed:
+            record.failed_endpoints = [self.name]
+        self.progress.suite_done(self.name, record)
+
+    async def batch(self, prompts: Sequence[Prompt], sampling: Sampling, **kw: Any) -> list[Output]:
+        outputs = await self.client.generate(prompts, sampling, **kw)
+        self.progress.advance(self.name)
+        return outputs
+
+
+async def run_fingerprint(run: EndpointRun, tally: Tally) -> None:
+    sampling = Sampling(FINGERPRINT_MAX_NEW_TOKENS, 0.0, FINGERPRINT_SEED)
+    outputs = await run.batch(list(FINGERPRINT_PROMPTS), sampling)
+    for k, (prompt, output) in enumerate(zip(FINGERPRINT_PROMPTS, outputs, strict=True)):
+        tally.add(prompt, sampling, output, f"prompt {k + 1}")
+    run.fingerprint = fingerprint(outputs)
+
+
+async def run_single(run: EndpointRun, tally: Tally) -> None:
+    for size in single_batches(run.config):
+        outputs = await run.batch([PROBE_PROMPT] * size, run.sampling)
+        for k, output in enumerate(outputs):
+            tally.add(PROBE_PROMPT, run.sampling, output, f"batch of {size}, copy {k + 1}")
+
+
+async def run_mixed(run: EndpointRun, tally: Tally) -> None:
+    for i, prompts in enumerate(mixed_batches(run.config.trials)):
+        outputs = await run.batch(prompts, run.sampling)
+        for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+            tally.add(prompt, run.sampling, output, f"mixed batch {i + 1}{_slot(prompts, slot)}")
+
+
+async def run_prefix(run: EndpointRun, tally: Tally) -> None:
+    if not run.client.can_flush:
+        tally.record.notes.append(
+            "the protocol has no cache flush: batches ran with whatever the server had cached"
+        )
+    for i, prompts in enumerate(prefix_batches(run.config.trials)):
+        await run.client.flush_cache()
+        outputs = await run.batch(prompts, run.sampling)
+        for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+            tally.add(prompt, run.sampling, output, f"prefix batch {i + 1}{_slot(prompts, slot)}")
+
+
+def _slot(prompts: Sequence[Prompt], slot: int) -> str:
+    return " (alone)" if len(prompts) == 1 else f" ({len(prompts)} prompts), slot {slot + 1}"
+
+
+async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
+    """Prefill prompt+output from scratch and again from the cache; both must agree bitwise."""
+    if not run.client.accepts_token_ids:
+        tally.record.skipped = "the OpenAI protocol can neither send token ids nor flush the cache"
+        return
+    trials = run.config.trials
+    prefill = Sampling(RADIX_NEW_TOKENS, run.config.temperature, run.config.sampling_seed)
+    hits, stale = 0, 0
+    for t in range(trials):
+        prompt = radix_prompt(run.config.sampling_seed, t)
+        first = (await run.batch([prompt], run.sampling))[0]
+        run.ledger.remember(
+            (prompt, run.sampling.key, ()), first, tally.record.name, f"trial {t + 1} generation"
+        )
+        sequence = prompt + tuple(first.tokens or ())  # type: ignore[operator]
+        start = max(0, len(sequence) - RADIX_PROMPT_LOGPROBS)
+        await run.client.flush_cache()
+        scratch = (await run.batch([sequence], prefill, logprob_start_len=start))[0]
+        cached = (await run.batch([sequence], prefill, logprob_start_len=start))[0]
+        extra = ("logprob_start_len", start)
+        tally.add(sequence, prefill, scratch, f"trial {t + 1}, prefilled from scratch", extra)
+        tally.add(
+            sequence,
+            prefill,
+            cached,
+            f"trial {t + 1}, prefilled with {cached.cached_tokens or 0} cached tokens",
+            extra,
+        )
+        hits += (cached.cached_tokens or 0) > 0
+        stale += (scratch.cached_tokens or 0) > 0
+    tally.record.notes.append(
+        f"{hits} of {trials} second prefills used the cache (meta_info.cached_tokens > 0)"
+    )
+    if hits == 0:
+        tally.record.notes.append(
+            "the cache was never used, so cached and uncached prefills were not compared; "
+            "is the radix cache off? (SGLang turns it off with FlashInfer in deterministic mode)"
+        )
+    if stale:
+        tally.record.notes.append(
+            f"{stale} prefills right after POST /flush_cache still reported cached tokens"
+        )
+
+
+async def run_concurrent(run: EndpointRun, tally: Tally) -> None:
+    """Each prompt once alone, then all requests at once for the server to batch as it likes."""
+    prompts = concurrent_prompts(run.config.trials)
+    for prompt in dict.fromkeys(prompts):
+        output = await run.client.generate_one(prompt, run.sampling)
+        run.progress.advance(run.name)
+        tally.add(prompt, run.sampling, output, "a request alone")
+
+    async def one(prompt: Prompt) -> Output:
+        output = await run.client.generate_one(prompt, run.sampling)
+        run.progress.advance(run.name)
+        return output
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(p)) for p in prompts]
+    for i, (prompt, task) in enumerate(zip(prompts, tasks, strict=True)):
+        tally.add(
+            prompt, run.sampling, task.result(), f"concurrent request {i + 1} of {len(prompts)}"
+        )
+
+
+SUITES: dict[Suite, Callable[[EndpointRun, Tally], Awaitable[None]]] = {
+    Suite.SINGLE: run_single,
+    Suite.MIXED: run_mixed,
+    Suite.PREFIX: run_prefix,
+    Suite.RADIX_CACHE: run_radix_cache,
+    Suite.CONCURRENT: run_concurrent,
+}
+"""The suites that run on one endpoint; CrossReplica compares endpoints afterwards."""
+
+
+def cross_replica(runs: Sequence[EndpointRun], expected_fingerprint: str | None) -> SuiteRecord:
+    """Every prompt that all endpoints answered must have the same output on each, bitwise."""
+    record = SuiteRecord(Suite.CROSS_REPLICA.value)
+    if len(runs) < 2:
+        record.skipped = "one endpoint: there is no other replica to compare with"
+        return record
+    first = runs[0]
+    keys = [k for k in first.ledger.references if all(k in r.ledger.references for r in runs[1:])]
+    for key in keys:
+        reference = first.ledger.references[key]
+        distinct = {r.ledger.references[key].output.key for r in runs}
+        record.samples += len(runs)
+        record.unique_outputs = max(record.unique_outputs, len(distinct))
+        if record.first_divergence is None and len(distinct) > 1:
+            other = next(
+                r for r in runs if r.ledger.references[key].output.key != reference.output.key
+            )
+            detail = describe_divergence(reference.output, other.ledger.references[key].output)
+            record.first_divergence = clip(
+                f"{other.name} vs {first.name}, {prompt_name(key[0])} "
+                f"({reference.suite} {reference.label}): {detail}"
+            )
+    if not record.passed:
+        matching = [r.name for r in runs if r.fingerprint == expected_fingerprint]
+        # Which replica is wrong cannot be told from two that disagree; only the expected
+        # fingerprint can clear some of them. Otherwise all fail (detinfer fails closed).
+        if expected_fingerprint and matching and len(matching) < len(runs):
+            record.failed_endpoints = [r.name for r in runs if r.name not in matching]
+        else:
+            record.failed_endpoints = [r.name for r in runs]
+    return record
+
+
+def clip(text: str, limit: int = FIRST_DIVERGENCE_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

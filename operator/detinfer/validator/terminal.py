@@ -1,0 +1,149 @@
+"""What a person sees: a progress bar and a table on a terminal (rich), plain lines in a log.
+
+rich is imported only when stdout is a terminal and rich is installed (the `validator` extra),
+so the validator runs without it.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from detinfer.api.status import Verdict
+from detinfer.validator.report import Report, render_text, summary_lines
+from detinfer.validator.suites import Progress, SuiteRecord
+
+
+def describe_record(record: SuiteRecord) -> str:
+    if record.skipped:
+        return f"skipped: {record.skipped}"
+    result = "passed" if record.passed else "FAILED"
+    line = (
+        f"{record.samples} samples, {record.unique_outputs} unique, {result}, "
+        f"{record.generated_tokens} tokens, {record.seconds:.1f} s"
+    )
+    if record.first_divergence:
+        line += f": {record.first_divergence}"
+    return line
+
+
+class PlainProgress(Progress):
+    """One line per finished suite and endpoint."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def suite_done(self, endpoint: str, record: SuiteRecord) -> None:
+        print(f"{endpoint}: {record.name}: {describe_record(record)}", file=self.stream, flush=True)
+
+
+class RichProgress(Progress):
+    """A progress bar per endpoint; finished suites are logged above the bars."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.console = console
+        self.bars = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def begin(self, totals: dict[str, int]) -> None:
+        self.bars.start()
+        for name, total in totals.items():
+            self.tasks[name] = self.bars.add_task(name, total=total)
+
+    def advance(self, endpoint: str, steps: int = 1) -> None:
+        if endpoint in self.tasks:
+            self.bars.advance(self.tasks[endpoint], steps)
+
+    def suite_done(self, endpoint: str, record: SuiteRecord) -> None:
+        style = "green" if record.passed else "bold red"
+        self.console.print(
+            f"{endpoint}: {record.name}: [{style}]{describe_record(record)}[/]", highlight=False
+        )
+
+    def end(self) -> None:
+        self.bars.stop()
+
+
+class Terminal:
+    """Chooses rich or plain output for a stream once, and prints through it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.console: Any = None
+        if _isatty(stream):
+            try:
+                from rich.console import Console
+            except ImportError:
+                pass
+            else:
+                self.console = Console(file=stream)
+
+    def progress(self) -> Progress:
+        return RichProgress(self.console) if self.console else PlainProgress(self.stream)
+
+    def line(self, text: str) -> None:
+        if self.console:
+            self.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def report(self, report: Report) -> None:
+        if not self.console:
+            print(render_text(report), file=self.stream, flush=True)
+            return
+        from rich.table import Table
+
+        table = Table(title="detinfer validate")
+        for column, justify in (
+            ("suite", "left"),
+            ("samples", "right"),
+            ("unique", "right"),
+            ("result", "left"),
+            ("tokens", "right"),
+            ("seconds", "right"),
+            ("first divergence / note", "left"),
+        ):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for suite in report.suites:
+            if suite.skipped:
+                result, note = "[yellow]skipped[/]", suite.skipped
+            else:
+                result = "[green]passed[/]" if suite.passed else "[bold red]FAILED[/]"
+                note = suite.first_divergence or "; ".join(suite.notes)
+            table.add_row(
+                suite.name,
+                str(suite.samples),
+                str(suite.unique_outputs),
+                result,
+                str(suite.generated_tokens),
+                f"{suite.seconds:.1f}",
+                note,
+            )
+        self.console.print(table)
+        for text in summary_lines(report):
+            self.console.print(text, highlight=False, markup=False)
+
+    def verdict(self, verdict: Verdict, reason: str) -> None:
+        if self.console:
+            style = {
+                Verdict.DETERMINISTIC: "bold green",
+                Verdict.COULD_NOT_TEST: "bold yellow",
+            }.get(verdict, "bold red")
+            self.console.print(reason, style=style, highlight=False, markup=False)
+        else:
+            print(reason, file=self.stream, flush=True)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,369 @@
+"""A scripted engine for the validator's tests: a real HTTP server on 127.0.0.1, in a thread.
+
+It speaks the subset of SGLang's API the validator uses (and OpenAI's /v1/completions). Its
+"model" is a hash: the output tokens and logprobs of a prompt are a function of the prompt and
+`model_seed` only, so it is deterministic unless a `variance` makes some outputs depend on the
+batch, the concurrency or the cache, or a `fault` makes it misbehave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+VARIANCES = (
+    "batch-logprob",  # a batch of more than 8: the last bit of output token 0's logprob flips
+    "batch-token",  # a batch of 9 or more: output token 5 changes
+    "logprob-then-token",  # a batch of 9 or more: logprob of token 0 flips, token 20 changes
+    "batch-eos",  # a batch of 9 or more: stops after 10 tokens (finish reason stop)
+    "concurrent",  # another request in flight: the last bit of token 0's logprob flips
+    "radix",  # a cached prefix: prompt and output logprobs flip their last bit
+    "mixed",  # prompts of different lengths in one batch: logprob of token 0 flips
+)
+FAULTS = (
+    "http500",
+    "garbage",
+    "truncated",
+    "short-list",  # a list of n - 1 outputs for a batch of n
+    "short-logprobs",  # one output_token_logprob fewer than output_ids
+    "extra-tokens",  # one token more than max_new_tokens
+    "hang",  # answers /generate only after `hang_seconds`
+    "flush-400",  # /flush_cache refuses (as SGLang does while requests run)
+    "health-503",  # /health never becomes ready
+    "no-meta",  # an output without meta_info
+    "abort",  # SGLang gave up on the sequences after 3 tokens (finish reason abort)
+    "error-200",  # HTTP 200 with an error object
+)
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        *,
+        model_seed: int = 1,
+        variance: str | None = None,
+        fault: str | None = None,
+        fault_after: int = 0,
+        output_ids: bool = True,
+        logprobs: bool = True,
+        delay: float = 0.0,
+        hang_seconds: float = 20.0,
+        model_path: str = "fake/model",
+    ) -> None:
+        assert variance in (None, *VARIANCES), variance
+        assert fault in (None, *FAULTS), fault
+        self.model_seed = model_seed
+        self.variance = variance
+        self.fault = fault
+        self.fault_after = fault_after
+        self.output_ids = output_ids
+        self.logprobs = logprobs
+        self.delay = delay if variance != "concurrent" else max(delay, 0.05)
+        self.hang_seconds = hang_seconds
+        self.model_path = model_path
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.cache: list[tuple[int, ...]] = []
+        self.in_flight = 0
+        self.generate_requests = 0
+        self.generated_tokens = 0
+        self.prompt_tokens = 0
+        self.flushes = 0
+        self.batch_sizes: list[int] = []
+        """Prompts per POST /generate, in order (1 for a single prompt)."""
+        self.server: ThreadingHTTPServer | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeEngine:
+        engine = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.engine = engine
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    # --- the "model" --------------------------------------------------------------------------
+
+    def _hash(self, *parts: Any) -> int:
+        digest = hashlib.blake2b(repr((self.model_seed, *parts)).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    def complete(
+        self,
+        prompt: tuple[int, ...],
+        max_new_tokens: int,
+        *,
+        batch: list[tuple[int, ...]],
+        concurrent: bool,
+        cached: int,
+    ) -> tuple[list[int], list[float], str]:
+        key = self._hash(prompt)
+        tokens = [3 + self._hash(key, i) % 250 for i in range(max_new_tokens)]
+        logprobs = [
+            -(1 + self._hash(key, "lp", i) % 100_000) / 12_345.678 for i in range(max_new_tokens)
+        ]
+        finish = "length"
+        big = len(batch) >= 9
+        flip = (
+            (self.variance == "batch-logprob" and len(batch) > 8)
+            or (self.variance == "logprob-then-token" and big)
+            or (self.variance == "concurrent" and concurrent)
+            or (self.variance == "radix" and cached > 0)
+            or (self.variance == "mixed" and len({len(p) for p in batch}) > 1)
+        )
+        if flip and logprobs:
+            logprobs[0] = math.nextafter(logprobs[0], -math.inf)
+        if self.variance == "batch-token" and big and max_new_tokens > 5:
+            tokens[5] = 3 + (tokens[5] - 2) % 250
+            logprobs[5] = -0.5
+        if self.variance == "logprob-then-token" and big and max_new_tokens > 20:
+            tokens[20] = 3 + (tokens[20] - 2) % 250
+        if self.variance == "batch-eos" and big and max_new_tokens > 10:
+            tokens, logprobs, finish = tokens[:10], logprobs[:10], "stop"
+        return tokens, logprobs, finish
+
+    def input_logprob(self, prompt: tuple[int, ...], position: int, cached: int) -> float | None:
+        if position == 0:
+            return None
+        value = -(1 + self._hash(prompt[:position], "in") % 100_000) / 9_876.5
+        if self.variance == "radix" and cached > 0:
+            value = math.nextafter(value, -math.inf)
+        return value
+
+    def cached_prefix(self, prompt: tuple[int, ...], limit: int) -> int:
+        best = 0
+        for seen in self.cache:
+            n = 0
+            for a, b in zip(seen, prompt, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        return min(best, limit)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout test) leaves a broken pipe; nothing to report
+
+
+def tokenize(text: str) -> tuple[int, ...]:
+    return tuple(text.encode())
+
+
+def detokenize(ids: list[int]) -> str:
+    return "".join(chr(97 + t % 26) for t in ids)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    engine: FakeEngine
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: Any, *, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def do_GET(self) -> None:
+        e = self.engine
+        if self.path == "/health":
+            self._send(503 if e.fault == "health-503" else 200, {})
+        elif self.path == "/get_model_info":
+            self._send(200, {"model_path": e.model_path, "is_generation": True})
+        elif self.path == "/get_server_info":
+            self._send(200, {"version": "fake-0.1", "enable_deterministic_inference": True})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": e.model_path, "object": "model"}]})
+        else:
+            self._send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        e = self.engine
+        body = self._body()
+        if self.path == "/flush_cache":
+            if e.fault == "flush-400":
+                self._send(400, {"error": "Cache not flushed: there are running requests"})
+                return
+            with e.lock:
+                e.cache.clear()
+                e.flushes += 1
+            self._send(200, raw=b"Cache flushed.", body=None)
+            return
+        if self.path not in ("/generate", "/v1/completions"):
+            self._send(404, {"error": "not found"})
+            return
+        with e.lock:
+            e.generate_requests += 1
+            faulty = e.fault is not None and e.generate_requests > e.fault_after
+            e.in_flight += 1
+        try:
+            if faulty and self._fault(body):
+                return
+            if e.delay:
+                time.sleep(e.delay)
+            with e.lock:
+                concurrent = e.in_flight > 1
+            if self.path == "/generate":
+                self._generate(body, concurrent, faulty)
+            else:
+                self._completions(body, concurrent)
+        finally:
+            with e.lock:
+                e.in_flight -= 1
+
+    def _fault(self, body: Any) -> bool:
+        """Answers the faulty way and returns True, or leaves it to the normal path."""
+        fault = self.engine.fault
+        if fault == "http500":
+            self._send(500, {"error": "CUDA error: an illegal memory access was encountered"})
+        elif fault == "garbage":
+            self._send(200, None, raw=b"<html>502 Bad Gateway</html>")
+        elif fault == "truncated":
+            data = json.dumps([{"text": "x" * 200, "meta_info": {}}]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif fault == "error-200":
+            self._send(200, {"error": {"message": "The engine is overloaded", "code": 503}})
+        elif fault == "hang":
+            self.engine.stopping.wait(self.engine.hang_seconds)
+            return False
+        else:
+            return False
+        return True
+
+    def _generate(self, body: dict[str, Any], concurrent: bool, faulty: bool) -> None:
+        e = self.engine
+        params = body.get("sampling_params") or {}
+        max_new = int(params.get("max_new_tokens", 16))
+        if "text" in body:
+            single = isinstance(body["text"], str)
+            prompts = [tokenize(t) for t in ([body["text"]] if single else body["text"])]
+        else:
+            single = bool(body["input_ids"]) and isinstance(body["input_ids"][0], int)
+            prompts = [tuple(p) for p in ([body["input_ids"]] if single else body["input_ids"])]
+        with e.lock:
+            e.batch_sizes.append(len(prompts))
+        start = body.get("logprob_start_len")
+        want_logprobs = body.get("return_logprob") and e.logprobs
+        outputs = []
+        for prompt in prompts:
+            limit = len(prompt) - 1 if start is None or start < 0 else min(start, len(prompt) - 1)
+            with e.lock:
+                cached = e.cached_prefix(prompt, limit)
+            tokens, logprobs, finish = e.complete(
+                prompt, max_new, batch=prompts, concurrent=concurrent, cached=cached
+            )
+            if faulty and e.fault == "extra-tokens":
+                tokens, logprobs = [*tokens, 7], [*logprobs, -1.0]
+            if faulty and e.fault == "abort":
+                tokens, logprobs, finish = tokens[:3], logprobs[:3], "abort"
+            meta: dict[str, Any] = {
+                "id": f"req-{e.generate_requests}",
+                "finish_reason": {
+                    "length": {"type": "length", "length": len(tokens)},
+                    "stop": {"type": "stop", "matched": 2},
+                    "abort": {"type": "abort", "message": "out of memory"},
+                }[finish],
+                "prompt_tokens": len(prompt),
+                "completion_tokens": len(tokens),
+                "cached_tokens": cached,
+                "e2e_latency": 0.01,
+            }
+            if want_logprobs:
+                entries = [[lp, t, None] for lp, t in zip(logprobs, tokens, strict=True)]
+                if faulty and e.fault == "short-logprobs":
+                    entries = entries[:-1]
+                meta["output_token_logprobs"] = entries
+                if start is not None and start >= 0:
+                    meta["input_token_logprobs"] = [
+                        [e.input_logprob(prompt, pos, cached), prompt[pos], None]
+                        for pos in range(start, len(prompt))
+                    ]
+            output: dict[str, Any] = {"text": detokenize(tokens), "meta_info": meta}
+            if e.output_ids:
+                output["output_ids"] = tokens
+            if faulty and e.fault == "no-meta":
+                del output["meta_info"]
+            outputs.append(output)
+            with e.lock:
+                e.cache.append(prompt + tuple(tokens))
+                e.generated_tokens += len(tokens)
+                e.prompt_tokens += len(prompt)
+        if faulty and e.fault == "short-list" and len(outputs) > 1:
+            outputs = outputs[:-1]
+        self._send(200, outputs[0] if single else outputs)
+
+    def _completions(self, body: dict[str, Any], concurrent: bool) -> None:
+        e = self.engine
+        single = isinstance(body["prompt"], str)
+        texts = [body["prompt"]] if single else body["prompt"]
+        prompts = [tokenize(t) for t in texts]
+        max_new = int(body.get("max_tokens", 16))
+        choices = []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        for i, prompt in enumerate(prompts):
+            tokens, logprobs, finish = e.complete(
+                prompt, max_new, batch=prompts, concurrent=concurrent, cached=0
+            )
+            choice: dict[str, Any] = {
+                "index": i,
+                "text": detokenize(tokens),
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            if body.get("logprobs") is not None and e.logprobs:
+                choice["logprobs"] = {
+                    "tokens": [detokenize([t]) + str(t) for t in tokens],
+                    "token_logprobs": logprobs,
+                    "top_logprobs": None,
+                    "text_offset": [],
+                }
+            choices.append(choice)
+            usage["prompt_tokens"] += len(prompt)
+            usage["completion_tokens"] += len(tokens)
+            with e.lock:
+                e.generated_tokens += len(tokens)
+                e.prompt_tokens += len(prompt)
+        # Servers may list choices in any order; the index is what counts.
+        self._send(
+            200,
+            {"id": "cmpl-1", "object": "text_completion", "choices": choices[::-1], "usage": usage},
+        )

@@ -1,0 +1,333 @@
+"""The validator's pure parts: schedules, options, bitwise comparison, fingerprint, verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from detinfer.api import Suite, ValidationSummary, Verdict
+from detinfer.api.spec import FINGERPRINT_PATTERN
+from detinfer.validator.compare import Basis, Output, describe_divergence, fingerprint
+from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig, parse_suites
+from detinfer.validator.errors import ConfigError
+from detinfer.validator.options import PROTOCOLS
+from detinfer.validator.prompts import FILLERS, LONG_TEXT, PREFIX_LENGTHS, PROBE_PROMPT
+from detinfer.validator.report import Report, SuiteReport, decide
+from detinfer.validator.schedule import (
+    batch_size_schedule,
+    concurrent_prompts,
+    mixed_batches,
+    plan,
+    prefix_batches,
+    radix_prompt,
+    single_batches,
+)
+
+FP_A = "sha256:" + "a" * 64
+FP_B = "sha256:" + "b" * 64
+
+
+def config(**kw) -> ValidatorConfig:
+    return ValidatorConfig(endpoints=kw.pop("endpoints", ["http://127.0.0.1:30000"]), **kw)
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+
+def test_batch_sizes_probe_each_power_of_two_boundary_from_both_sides():
+    assert batch_size_schedule(33) == [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33]
+    assert batch_size_schedule(65)[-3:] == [63, 64, 65]
+    assert batch_size_schedule(8) == [1, 2, 3, 4, 7, 8]
+    assert batch_size_schedule(1) == [1]
+
+
+def test_single_batches_follow_the_trials_unless_a_bound_is_given():
+    assert single_batches(config())[-1] == 33  # 16 trials: 2 * 16 + 1
+    assert single_batches(config(trials=4)) == [1, 2, 3, 4, 7, 8, 9]
+    assert single_batches(config(trials=4, max_batch_size=17))[-1] == 17
+
+
+def test_default_plan_costs_under_15_percent_of_sglangs_single_procedure():
+    steps = {s.name: s for s in plan(config())}
+    tokens = {name: s.generated_tokens for name, s in steps.items()}
+    assert tokens == {
+        "Fingerprint": 128,
+        "Single": 178 * 64,
+        "Mixed": 31 * 64,
+        "Prefix": 36 * 64,
+        "RadixCache": 16 * (64 + 2 * 4),
+        "Concurrent": (4 + 16) * 64,
+        "CrossReplica": 0,
+    }
+    total = sum(tokens.values())
+    assert total == 18_240
+    # SGLang's single mode at its defaults generates 100 tokens for 1 + 2 + ... + 50 sequences.
+    assert total < 0.15 * 100 * sum(range(1, 51))
+    assert sum(s.requests for s in steps.values()) == 114
+
+
+def test_plan_of_the_openai_protocol_skips_radix_cache():
+    steps = {s.name: s for s in plan(config(protocol="openai", suites=["RadixCache"]))}
+    assert steps["RadixCache"].requests == 0 and "skipped" in steps["RadixCache"].what
+
+
+def test_mixed_batches_send_each_prompt_alone_and_the_probe_among_fillers():
+    batches = mixed_batches(16)
+    assert [len(b) for b in batches[:6]] == [1, 2, 3, 1, 2, 3]
+    assert [b[0] for b in batches[0::3]] == [PROBE_PROMPT, *FILLERS, PROBE_PROMPT, FILLERS[0]]
+    for batch in batches:
+        if len(batch) > 1:
+            assert batch.count(PROBE_PROMPT) == 1
+            assert all(p in FILLERS for p in batch if p != PROBE_PROMPT)
+    assert {b.index(PROBE_PROMPT) for b in batches if len(b) == 3} == {0, 1, 2}
+    assert max(map(len, FILLERS)) > 100 * min(map(len, FILLERS))
+
+
+def test_prefix_batches_share_prefixes_of_four_lengths():
+    assert len(LONG_TEXT) >= max(PREFIX_LENGTHS)
+    batches = prefix_batches(12)
+    assert [len(b) for b in batches[:4]] == [1, 2, 4, 1]
+    for batch in batches:
+        assert all(LONG_TEXT.startswith(p) for p in batch)
+    assert sorted(len(p) for p in batches[2]) == list(PREFIX_LENGTHS)
+    assert sorted(len(b[0]) for b in batches[0::3]) == list(PREFIX_LENGTHS)  # each one alone
+
+
+def test_concurrent_prompts_alternate_the_probe_and_fillers():
+    prompts = concurrent_prompts(6)
+    assert prompts[0::2] == [PROBE_PROMPT] * 3
+    assert prompts[1::2] == list(FILLERS)
+
+
+def test_radix_prompts_are_seeded_token_ids():
+    assert radix_prompt(42, 0) == radix_prompt(42, 0)
+    assert radix_prompt(42, 0) != radix_prompt(42, 1) != radix_prompt(7, 1)
+    assert len(radix_prompt(42, 3)) == 64 and all(1 <= t <= 255 for t in radix_prompt(42, 3))
+
+
+# --- options -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "url"),
+    [
+        ("pod-a=http://10.0.0.7:30000", "pod-a", "http://10.0.0.7:30000"),
+        ("http://10.0.0.7:30000/", "10.0.0.7:30000", "http://10.0.0.7:30000"),
+        ("http://[fd00::7]:30000", "[fd00::7]:30000", "http://[fd00::7]:30000"),
+        ("engine.local", None, None),
+        ("pod-a=10.0.0.7:30000", None, None),
+        ("http://10.0.0.7:30000/generate", None, None),
+        ("bad name=http://10.0.0.7:30000", None, None),
+        ("http://10.0.0.7:99999", None, None),
+    ],
+)
+def test_endpoints_are_name_equals_url_or_a_bare_url(text, name, url):
+    if name is None:
+        with pytest.raises(ConfigError, match="--endpoint"):
+            EndpointSpec.parse(text)
+    else:
+        assert EndpointSpec.parse(text) == EndpointSpec(name, url)
+
+
+def test_two_endpoints_with_one_name_are_refused():
+    with pytest.raises(ConfigError, match="'pod-a' is given twice"):
+        config(endpoints=["pod-a=http://a:1", "pod-a=http://b:1"])
+    with pytest.raises(ConfigError, match="at least one endpoint"):
+        config(endpoints=[])
+
+
+def test_suites_parse_names_all_and_none():
+    assert parse_suites("single, RadixCache") == (Suite.SINGLE, Suite.RADIX_CACHE)
+    assert parse_suites("none") == ()
+    assert parse_suites("all") == tuple(Suite)
+    with pytest.raises(ConfigError) as info:
+        parse_suites("Single,Fuzz")
+    assert "'Fuzz' is not a suite; choose from Single, Mixed, Prefix" in str(info.value)
+    assert config(suites=["Single,Mixed", "none", Suite.SINGLE]).suites == (
+        Suite.SINGLE,
+        Suite.MIXED,
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("trials", 0, "--trials must be a whole number of at least 1, got 0"),
+        ("max_new_tokens", 1.5, "--max-new-tokens"),
+        ("temperature", -1.0, "--temperature must be from 0 to 100"),
+        ("timeout_seconds", 0, "--timeout-seconds must be more than 0"),
+        ("expected_fingerprint", "md5:1", "is not sha256:<64 hex>"),
+    ],
+)
+def test_bad_options_name_the_option_and_the_value(option, value, words):
+    with pytest.raises(ConfigError) as info:
+        config(**{option: value})
+    assert words in str(info.value)
+
+
+def test_the_cheap_option_module_lists_every_protocol():
+    assert tuple(p.value for p in Protocol) == PROTOCOLS
+
+
+# --- comparison ----------------------------------------------------------------------------------
+
+
+def ids_output(tokens, logprobs=None, finish="length", **kw) -> Output:
+    return Output(
+        text="".join(chr(97 + t % 26) for t in tokens),
+        tokens=tuple(tokens),
+        logprobs=None if logprobs is None else tuple(logprobs),
+        finish_reason=finish,
+        **kw,
+    )
+
+
+LP = [-0.1, -0.2, -0.3, -0.4]
+
+
+def test_identical_outputs_have_no_divergence():
+    assert describe_divergence(ids_output([5, 6, 7, 8], LP), ids_output([5, 6, 7, 8], LP)) is None
+
+
+def test_a_last_bit_logprob_difference_is_found_while_the_tokens_agree():
+    other = [math.nextafter(LP[0], -1.0), *LP[1:]]
+    text = describe_divergence(ids_output([5, 6, 7, 8], LP), ids_output([5, 6, 7, 8], other))
+    assert text == (
+        "logprob of output token 0 (id 5): -0.1 vs -0.10000000000000002 (tokens identical)"
+    )
+
+
+def test_logprobs_that_differ_before_the_tokens_are_both_reported():
+    a = ids_output([5, 6, 7, 8], LP)
+    b = ids_output([5, 6, 9, 8], [LP[0], -0.25, -0.9, LP[3]])
+    assert describe_divergence(a, b) == (
+        "logprob of output token 1 (id 6): -0.2 vs -0.25 (tokens identical up to token 2); "
+        "output token 2: id 7 vs id 9"
+    )
+
+
+def test_a_logprob_that_differs_only_where_the_token_differs_is_not_reported_twice():
+    a = ids_output([5, 6, 7, 8], LP)
+    b = ids_output([5, 6, 9, 8], [*LP[:2], -0.9, LP[3]])
+    assert describe_divergence(a, b) == "output token 2: id 7 vs id 9"
+
+
+def test_an_early_stop_is_a_divergence_of_length():
+    a = ids_output([5, 6, 7, 8], LP)
+    b = ids_output([5, 6], LP[:2], finish="stop")
+    assert describe_divergence(a, b) == "4 vs 2 output tokens (finish reason length vs stop)"
+
+
+def test_prompt_logprobs_are_compared_first():
+    a = ids_output([5], [-0.1], input_logprobs=((None, 9), (-1.5, 10)), logprob_start=70)
+    b = ids_output([5], [-0.1], input_logprobs=((None, 9), (-1.25, 10)), logprob_start=70)
+    assert describe_divergence(a, b) == "logprob at prompt position 71 (id 10): -1.5 vs -1.25"
+
+
+def test_comparison_is_bitwise():
+    assert ids_output([1], [0.0]).key != ids_output([1], [-0.0]).key
+    assert ids_output([1], [math.nan]).key == ids_output([1], [math.nan]).key
+    assert ids_output([1], [0]).key == ids_output([1], [0.0]).key  # JSON 0 and 0.0: one value
+    # A float survives a round trip through JSON unchanged, which the comparison relies on.
+    value = math.nextafter(-1.7441731430221978, 0)
+    assert json.loads(json.dumps(value)) == value
+
+
+def test_text_is_the_last_resort():
+    a = Output(text="hello world", tokens=None, basis=Basis.TEXT)
+    b = Output(text="hello there", tokens=None, basis=Basis.TEXT)
+    assert describe_divergence(a, b) == "text differs at character 6: 'world' vs 'there'"
+    token_strings = Output(text="ab", tokens=("a", "b"), logprobs=(-1.0, -2.0), basis=Basis.TOKENS)
+    other = Output(text="ac", tokens=("a", "c"), logprobs=(-1.0, -3.0), basis=Basis.TOKENS)
+    assert describe_divergence(token_strings, other) == "output token 1: token 'b' vs token 'c'"
+
+
+def test_the_fingerprint_depends_on_token_ids_only():
+    outputs = [ids_output([5, 6, 7], LP[:3]), ids_output([9, 9], LP[:2])]
+    same_ids = [
+        Output(text="other text", tokens=(5, 6, 7), logprobs=(-9.0, -9.0, -9.0), cached_tokens=3),
+        Output(text="", tokens=(9, 9), finish_reason="stop", completion_tokens=2),
+    ]
+    assert fingerprint(outputs) == fingerprint(same_ids)
+    assert re.match(FINGERPRINT_PATTERN, fingerprint(outputs))
+    assert fingerprint(outputs) != fingerprint([ids_output([5, 6, 8]), ids_output([9, 9])])
+    assert fingerprint(outputs) != fingerprint(outputs[::-1])
+
+
+# --- verdict and summary -------------------------------------------------------------------------
+
+
+def suite(name, passed=True, endpoints=(), divergence=None) -> SuiteReport:
+    return SuiteReport(
+        name=name,
+        samples=10,
+        unique_outputs=1 if passed else 2,
+        passed=passed,
+        first_divergence=divergence,
+        failed_endpoints=list(endpoints),
+    )
+
+
+def test_a_failed_suite_decides_before_the_fingerprint():
+    verdict, reason, failed, fp = decide(
+        config(expected_fingerprint=FP_A),
+        [suite("Single"), suite("Mixed", False, ["pod-a"], "mixed batch 1 ...")],
+        {"pod-a": FP_A, "pod-b": FP_B},
+    )
+    assert verdict == Verdict.NOT_DETERMINISTIC
+    assert reason == "not deterministic: Mixed: mixed batch 1 ..."
+    assert failed == ["pod-a", "pod-b"]  # pod-b: its fingerprint is not the expected one
+    assert fp is None
+
+
+def test_an_unexpected_fingerprint_fails_only_the_endpoints_that_gave_it():
+    verdict, reason, failed, fp = decide(
+        config(expected_fingerprint=FP_A), [suite("Single")], {"pod-a": FP_A, "pod-b": FP_B}
+    )
+    assert verdict == Verdict.FINGERPRINT_MISMATCH and failed == ["pod-b"] and fp is None
+    assert reason == f"fingerprint mismatch: expected {FP_A}; pod-b gave {FP_B}"
+
+
+def test_replicas_with_different_fingerprints_all_fail_when_none_is_expected():
+    verdict, reason, failed, fp = decide(config(), [], {"pod-a": FP_A, "pod-b": FP_B})
+    assert verdict == Verdict.NOT_DETERMINISTIC and failed == ["pod-a", "pod-b"] and fp is None
+    assert "different fingerprints" in reason
+
+
+def test_a_deterministic_verdict_says_what_ran():
+    verdict, reason, failed, fp = decide(
+        config(), [suite("Fingerprint"), suite("Single")], {"pod-a": FP_A}
+    )
+    assert (verdict, failed, fp) == (Verdict.DETERMINISTIC, [], FP_A)
+    assert reason == (
+        "deterministic: 1 suite (Single) gave one output per prompt in 10 samples on pod-a"
+    )
+
+
+def test_the_summary_of_the_worst_report_fits_a_termination_message():
+    long = "x" * 512
+    report = Report(
+        verdict=Verdict.NOT_DETERMINISTIC,
+        reason="not deterministic: " + "y" * 2000,
+        exit_code=1,
+        protocol="sglang",
+        started_at="2026-01-01T00:00:00+00:00",
+        duration_seconds=1.0,
+        suites=[suite("Fingerprint")] + [suite(s.value, False, ["p"], long) for s in Suite],
+        failed_endpoints=[f"qwen3-8b-7d9f8c6b5-{i:05d}" for i in range(300)],
+    )
+    text = report.to_summary().to_termination_message()
+    assert len(text.encode()) <= 4096
+    summary = ValidationSummary.parse(text)
+    assert summary.verdict == Verdict.NOT_DETERMINISTIC and summary.exit_code == 1
+    assert [s.name for s in summary.suites] == list(Suite)  # the fingerprint step is not a suite
+
+
+def test_the_docs_show_the_default_plan_as_it_is():
+    from detinfer.validator.command import render_plan
+    from tests.factories import ROOT
+
+    assert render_plan(config()) in (ROOT / "docs" / "validator.md").read_text()
