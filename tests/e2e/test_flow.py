@@ -17,7 +17,7 @@ from tests.integration.harness import ROOT, Cluster, Operator, wait_for
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "reference.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]
 GATE = "detinfer.io/validated"
-FLOW_TIMEOUT = 240
+FLOW_TIMEOUT = 540
 
 
 def _condition(cluster: Cluster, ns: str, type_: str) -> dict[str, Any]:

@@ -174,6 +174,12 @@ class BatchInvariant(Kernels):
         return (x.float() * torch.rsqrt(mean_square + eps)[:, None]).to(x.dtype) * weight
 
     def attention(self, q, k, v, mask):
+        if q.is_cuda:
+            return self._tree_attention(q, k, v, mask)
+        return self._tiled_attention(q, k, v, mask)
+
+    def _tree_attention(self, q, k, v, mask):
+        """Every product and sum as elementwise trees (fast enough on a GPU)."""
         b, h, tq, d = q.shape
         tk = k.shape[2]
         scale = 1.0 / math.sqrt(d)
@@ -192,6 +198,47 @@ class BatchInvariant(Kernels):
             weighted = tree_sum(p[..., None] * v[:, :, None, :, :], dim=-2)
             outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
         return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).to(dtype)
+
+    QUERY_TILE = 32
+    KEY_TILE = 64
+
+    def _tiled_attention(self, q, k, v, mask):
+        """Products in tiles of one fixed shape (QUERY_TILE x KEY_TILE, through the BLAS), sums
+        over keys as trees over key tiles: the elementwise trees of `_tree_attention` are too
+        slow on a CPU for prompts of thousands of tokens. A fully masked or padded key tile
+        contributes exact zeros, which the trees fold away."""
+        b, h, tq, d = q.shape
+        tk = k.shape[2]
+        qt_, kt_ = self.QUERY_TILE, self.KEY_TILE
+        scale = 1.0 / math.sqrt(d)
+        dtype = q.dtype
+        pad_q, pad_k = (-tq) % qt_, (-tk) % kt_
+        q = F.pad(q.float(), (0, 0, 0, pad_q))
+        k = F.pad(k.float(), (0, 0, 0, pad_k))
+        v = F.pad(v.float(), (0, 0, 0, pad_k))
+        mask = F.pad(mask, (0, pad_k, 0, pad_q), value=False)
+        nq, nk = (tq + pad_q) // qt_, (tk + pad_k) // kt_
+        q_tiles = q.reshape(b * h, nq, qt_, d)
+        k_tiles = k.reshape(b * h, nk, kt_, d).transpose(-1, -2)
+        v_tiles = v.reshape(b * h, nk, kt_, d)
+        tile_mask = mask[:, None].expand(b, h, -1, -1).reshape(b * h, nq, qt_, nk, kt_)
+        # Query tiles are independent: take as many at a time as memory allows.
+        step = max(1, self.max_elements // max(1, b * h * nk * qt_ * kt_))
+        outs = []
+        for lo in range(0, nq, step):
+            qc = q_tiles[:, lo : lo + step]
+            scores = torch.matmul(qc[:, :, None], k_tiles[:, None]) * scale  # [BH,n,nk,QT,KT]
+            visible = tile_mask[:, lo : lo + step].permute(0, 1, 3, 2, 4)
+            scores = scores.masked_fill(~visible, NEG_INF)
+            m = scores.amax(dim=(2, 4), keepdim=True)  # a max is exact in any order
+            m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+            p = torch.exp(scores - m)
+            denom = tree_sum(tree_sum(p), dim=2)  # over keys in a tile, then over tiles
+            partial = torch.matmul(p, v_tiles[:, None])  # [BH, n, nk, QT, D]
+            weighted = tree_sum(partial, dim=2)
+            outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return out.reshape(b, h, nq * qt_, d)[:, :, :tq].to(dtype)
 
     def log_softmax(self, logits):
         logits = logits.float()
