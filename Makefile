@@ -14,7 +14,7 @@ KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR := $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
-.PHONY: help install test unit engine integration lint format crds verify golden run clean \
+.PHONY: help install test unit engine e2e integration lint format crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine
 
 help: ## list the targets
@@ -28,13 +28,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv: the operator, the engine (torch), the validator and the test tools
 
-test: $(STAMP) verify unit engine integration ## everything CI runs: generated files, lint, unit, engine and integration tests
+test: $(STAMP) verify unit engine integration e2e ## everything CI runs: generated files, lint, unit, engine, integration and e2e tests
 
 unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
 
 engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
 	$(BIN)/python -m pytest tests/engine -q
+
+e2e: $(STAMP) ## the whole flow on a local cluster: pod runner, reference engines, real validation
+	$(BIN)/python -m pytest tests/e2e -q
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached)
 	$(BIN)/python -m pytest tests/integration -q
@@ -71,10 +74,10 @@ cluster-up: $(STAMP) ## start the local cluster (kwok fake GPU nodes); kubeconfi
 cluster-down: ## stop and delete the local cluster
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
-demo: cluster-up ## the main job: local cluster, CRD, operator, the example; then `kubectl get dis`
+demo: cluster-up ## the main job: cluster, CRD, operator, pod runner, examples/reference.yaml until Ready
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
-demo-down: ## stop the demo's operator and delete the local cluster
+demo-down: ## stop the demo's pod runner and operator, delete the local cluster
 	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
