@@ -15,7 +15,7 @@ DEMO_DIR := $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
 .PHONY: help install test unit engine e2e integration lint format crds verify golden run clean \
-	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine
+	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ demo-down: ## stop the demo's pod runner and operator, delete the local cluster
 
 bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
 	$(BIN)/python -m detinfer.engine.bench
+
+bench-validator: $(STAMP) ## the validator vs SGLang's procedure on 20+20 reference engines (slow: hours on 2 cores)
+	$(BIN)/python -m tests.bench.validator_bench $(BENCH_ARGS)
 
 bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)
 	$(BIN)/python -m tests.bench.operator_bench
