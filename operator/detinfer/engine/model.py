@@ -4,7 +4,7 @@ sequence's numbers depend on its batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +51,6 @@ class KVCache:
             length,
         )
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
-
 
 @dataclass
 class Step:
@@ -63,12 +60,6 @@ class Step:
     cache: KVCache
     logits_from: int = -1
     """Return logits for the new tokens from this index on (default: only the last one)."""
-
-
-@dataclass
-class StepOutput:
-    logits: torch.Tensor  # [n, V] float32, for the positions asked for
-    positions: list[int] = field(default_factory=list)
 
 
 class Transformer:

@@ -136,9 +136,7 @@ class Engine:
         self._waiting: deque[Request] = deque()
         self._running: list[Request] = []
         self._stopping = False
-        self._flush = False
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
-        self.steps = 0
         self.generated_tokens = 0
 
     # -- called from the server's thread ----------------------------------------------------
@@ -245,7 +243,6 @@ class Engine:
         rows = torch.cat(logits)
         logprobs = model.kernels.log_softmax(rows)
         offset = 0
-        self.steps += 1
         for r, step, lg in zip(batch, steps, logits, strict=True):
             lp = logprobs[offset : offset + lg.shape[0]]
             offset += lg.shape[0]

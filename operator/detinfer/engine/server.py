@@ -8,9 +8,11 @@ cancellation), which aborts its requests and frees their slots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -38,6 +40,10 @@ async def _body(request: web.Request) -> Any:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise protocol.BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+class EngineFailed(RuntimeError):
+    """The engine failed a request (answered 500)."""
 
 
 class _Tracker:
@@ -71,7 +77,7 @@ class _Tracker:
         while pending:
             event = await self.events.get()
             if event.kind == "error":
-                raise RuntimeError(event.message)
+                raise EngineFailed(event.message)
             if event.kind == "finish":
                 pending.discard(event.request)
 
@@ -79,6 +85,18 @@ class _Tracker:
         for r in self.requests:
             if not r.done:
                 self.engine.abort(r)
+
+
+@contextlib.asynccontextmanager
+async def _tracked(engine: Engine, prompts: list[protocol.Prompt]) -> AsyncIterator[_Tracker]:
+    """Submit the prompts together; whatever happens to the handler (the client left, an error),
+    requests still running are aborted so their slots are freed."""
+    tracker = _Tracker(engine, prompts)
+    tracker.submit()
+    try:
+        yield tracker
+    finally:
+        tracker.abort_unfinished()
 
 
 def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
@@ -108,28 +126,13 @@ def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
-    try:
-        prompts, batched, stream = protocol.generate_prompts(
-            await _body(request), engine.model.config
-        )
-    except protocol.BadRequest as exc:
-        return _error(400, str(exc))
-    tracker = _Tracker(engine, prompts)
-    try:
-        tracker.submit()
-    except (Overloaded, ShuttingDown) as exc:
-        return _error(503, f"overloaded: {exc}")
-    try:
+    prompts, batched, stream = protocol.generate_prompts(await _body(request), engine.model.config)
+    async with _tracked(engine, prompts) as tracker:
         if stream:
             return await _stream(request, tracker)
-        try:
-            await tracker.finished()
-        except RuntimeError as exc:
-            return _error(500, str(exc))
+        await tracker.finished()
         results = [generate_result(r) for r in tracker.requests]
         return web.json_response(results if batched else results[0])
-    finally:
-        tracker.abort_unfinished()
 
 
 async def _stream(request: web.Request, tracker: _Tracker) -> web.StreamResponse:
@@ -154,22 +157,9 @@ async def _stream(request: web.Request, tracker: _Tracker) -> web.StreamResponse
 
 async def completions(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
-    try:
-        body = await _body(request)
-        prompts, logprobs = protocol.completion_prompts(body, engine.model.config)
-    except protocol.BadRequest as exc:
-        return _error(400, str(exc))
-    tracker = _Tracker(engine, prompts)
-    try:
-        tracker.submit()
-    except (Overloaded, ShuttingDown) as exc:
-        return _error(503, f"overloaded: {exc}")
-    try:
+    prompts, logprobs = protocol.completion_prompts(await _body(request), engine.model.config)
+    async with _tracked(engine, prompts) as tracker:
         await tracker.finished()
-    except RuntimeError as exc:
-        return _error(500, str(exc))
-    finally:
-        tracker.abort_unfinished()
     choices = []
     for i, r in enumerate(tracker.requests):
         choice: dict[str, Any] = {
@@ -214,14 +204,11 @@ async def health_generate(request: web.Request) -> web.Response:
     """Generates one token, as SGLang's does: the model really runs."""
     engine = request.app[ENGINE_KEY]
     prompt = protocol.Prompt([BOS], SamplingParams(temperature=0.0, max_new_tokens=1), 0, False, -1)
-    tracker = _Tracker(engine, [prompt])
     try:
-        tracker.submit()
-        await asyncio.wait_for(tracker.finished(), HEALTH_TIMEOUT_SECONDS)
-    except (Overloaded, ShuttingDown, RuntimeError, TimeoutError) as exc:
-        return _error(503, f"unhealthy: {exc or 'no token within the timeout'}")
-    finally:
-        tracker.abort_unfinished()
+        async with _tracked(engine, [prompt]) as tracker:
+            await asyncio.wait_for(tracker.finished(), HEALTH_TIMEOUT_SECONDS)
+    except (Overloaded, ShuttingDown, EngineFailed, TimeoutError) as exc:
+        return _error(503, f"unhealthy: {str(exc) or 'no token within the timeout'}")
     return web.Response(text="")
 
 
@@ -301,6 +288,10 @@ async def errors(request: web.Request, handler):
         return await handler(request)
     except protocol.BadRequest as exc:
         return _error(400, str(exc))
+    except (Overloaded, ShuttingDown) as exc:
+        return _error(503, f"overloaded: {exc}")
+    except EngineFailed as exc:
+        return _error(500, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return _error(exc.status, exc.reason)
