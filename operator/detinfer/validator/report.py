@@ -235,28 +235,38 @@ def _names(names: list[str]) -> str:
     )
 
 
+SUITE_COLUMNS = (
+    "suite",
+    "samples",
+    "unique",
+    "result",
+    "tokens",
+    "seconds",
+    "first divergence / note",
+)
+
+
+def suite_row(suite) -> tuple[str, ...]:
+    """One suite as the report's table shows it; the result is passed, FAILED or skipped."""
+    if suite.skipped:
+        result, note = "skipped", suite.skipped
+    else:
+        result = "passed" if suite.passed else "FAILED"
+        note = suite.first_divergence or "; ".join(suite.notes)
+    return (
+        suite.name,
+        str(suite.samples),
+        str(suite.unique_outputs),
+        result,
+        str(suite.generated_tokens),
+        f"{suite.seconds:.1f}",
+        note,
+    )
+
+
 def render_text(report: Report) -> str:
     """The report as a plain table for a log."""
-    rows = [
-        ("suite", "samples", "unique", "result", "tokens", "seconds", "first divergence / note")
-    ]
-    for suite in report.suites:
-        if suite.skipped:
-            result, note = "skipped", suite.skipped
-        else:
-            result = "passed" if suite.passed else "FAILED"
-            note = suite.first_divergence or "; ".join(suite.notes)
-        rows.append(
-            (
-                suite.name,
-                str(suite.samples),
-                str(suite.unique_outputs),
-                result,
-                str(suite.generated_tokens),
-                f"{suite.seconds:.1f}",
-                note,
-            )
-        )
+    rows = [SUITE_COLUMNS, *(suite_row(suite) for suite in report.suites)]
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = [
         "  ".join(

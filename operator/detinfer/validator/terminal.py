@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import IO, Any
 
 from detinfer.api.status import Verdict
-from detinfer.validator.report import Report, render_text, summary_lines
+from detinfer.validator.report import (
+    SUITE_COLUMNS,
+    Report,
+    render_text,
+    suite_row,
+    summary_lines,
+)
 from detinfer.validator.suites import Progress, SuiteRecord
 
 
@@ -102,31 +108,17 @@ class Terminal:
         from rich.table import Table
 
         table = Table(title="detinfer validate")
-        for column, justify in (
-            ("suite", "left"),
-            ("samples", "right"),
-            ("unique", "right"),
-            ("result", "left"),
-            ("tokens", "right"),
-            ("seconds", "right"),
-            ("first divergence / note", "left"),
-        ):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        right = {"samples", "unique", "tokens", "seconds"}
+        for column in SUITE_COLUMNS:
+            table.add_column(column, justify="right" if column in right else "left")
+        styles = {
+            "passed": "[green]passed[/]",
+            "FAILED": "[bold red]FAILED[/]",
+            "skipped": "[yellow]skipped[/]",
+        }
         for suite in report.suites:
-            if suite.skipped:
-                result, note = "[yellow]skipped[/]", suite.skipped
-            else:
-                result = "[green]passed[/]" if suite.passed else "[bold red]FAILED[/]"
-                note = suite.first_divergence or "; ".join(suite.notes)
-            table.add_row(
-                suite.name,
-                str(suite.samples),
-                str(suite.unique_outputs),
-                result,
-                str(suite.generated_tokens),
-                f"{suite.seconds:.1f}",
-                note,
-            )
+            row = suite_row(suite)
+            table.add_row(*row[:3], styles[row[3]], *row[4:])
         self.console.print(table)
         for text in summary_lines(report):
             self.console.print(text, highlight=False, markup=False)
