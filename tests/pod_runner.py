@@ -105,6 +105,46 @@ def local_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def ended_status(
+    container: str,
+    image: str,
+    exit_code: int,
+    message: str | None,
+    started_at: str,
+    finished_at: str,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """The status patch the kubelet writes when a pod's only container has exited for good."""
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "startedAt": started_at,
+        "finishedAt": finished_at,
+        "reason": "Completed" if exit_code == 0 else "Error",
+    }
+    if message:
+        terminated["message"] = message
+    return {
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted"},
+                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": restarts,
+                    "started": False,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+    }
+
+
 class PodRunner:
     def __init__(self, api: client.CoreV1Api, log_dir: Path, namespace: str | None = None):
         self.api = api
@@ -286,27 +326,15 @@ class PodRunner:
             message = local.termination_path.read_bytes()[:TERMINATION_LIMIT].decode(
                 "utf-8", "replace"
             )
-        terminated: dict[str, Any] = {
-            "exitCode": code if code >= 0 else 128 - code,
-            "startedAt": local.started_at,
-            "finishedAt": _now(),
-            "reason": "Completed" if code == 0 else "Error",
-        }
-        if message:
-            terminated["message"] = message
-        status = self._container_status(local, False)
-        status["state"] = {"terminated": terminated}
-        status["started"] = False
-        body = {
-            "status": {
-                "phase": "Succeeded" if code == 0 else "Failed",
-                "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted"},
-                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
-                ],
-                "containerStatuses": [status],
-            }
-        }
+        body = ended_status(
+            local.container["name"],
+            local.container.get("image", ""),
+            code if code >= 0 else 128 - code,  # killed by a signal: 128 + its number
+            message,
+            local.started_at,
+            _now(),
+            local.restarts,
+        )
         self._patch(local, body)
         with self.lock:
             self.pods.pop(local.uid, None)

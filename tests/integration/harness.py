@@ -16,12 +16,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 from kubernetes import client, config
+
+from tests.pod_runner import ended_status
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -202,35 +205,39 @@ class Cluster:
     def end_container(self, namespace: str, pod: Any, exit_code: int, message: str | None) -> None:
         """Write what the kubelet writes when the pod's only container has exited."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        terminated: dict[str, Any] = {
-            "exitCode": exit_code,
-            "startedAt": now,
-            "finishedAt": now,
-            "reason": "Completed" if exit_code == 0 else "Error",
-        }
-        if message is not None:
-            terminated["message"] = message
-        body = {
-            "status": {
-                "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted"},
-                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
-                ],
-                "containerStatuses": [
-                    {
-                        "name": pod.spec.containers[0].name,
-                        "image": pod.spec.containers[0].image,
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "started": False,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            }
-        }
+        container = pod.spec.containers[0]
+        body = ended_status(container.name, container.image, exit_code, message, now, now)
         self.core.patch_namespaced_pod_status(pod.metadata.name, namespace, body)
+
+
+def session_cluster(name: str) -> Iterator[Cluster]:
+    """A test session's cluster with the CRD installed; deleted at the end unless
+    DETINFER_KEEP_CLUSTER is set. A cluster that cannot be built fails the tests, never skips."""
+    kubeconfig = Path.home() / ".cache" / "detinfer" / f"{name}.kubeconfig"
+    try:
+        cluster = Cluster.up(name, kubeconfig)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/deterministicinferenceservices.detinfer.io",
+    )
+    yield cluster
+    if not os.environ.get("DETINFER_KEEP_CLUSTER"):
+        cluster.down()
+
+
+def session_operator(cluster: Cluster, log_dir: Path) -> Iterator[Operator]:
+    """The operator as a process for a test session; its log path is printed at the end."""
+    log_path = log_dir / "operator.log"
+    operator = Operator(cluster.kubeconfig, log_path)
+    operator.start()
+    yield operator
+    operator.stop()
+    print(f"\noperator log: {log_path}")
 
 
 class Operator:
