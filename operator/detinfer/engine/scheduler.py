@@ -54,7 +54,8 @@ class Request:
     prompt: list[int]
     params: SamplingParams
     emit: Callable[[Event], None]
-    seed: int = 0
+    seed: int | None = None
+    """The sampling seed; None: the engine's default (42 in deterministic mode, else random)."""
     return_logprob: bool = False
     logprob_start_len: int = -1
     rid: str = field(default_factory=lambda: f"req-{next(_ids)}")
