@@ -11,6 +11,7 @@ from detinfer.engine.kernels import (  # noqa: E402
     BatchInvariant,
     BatchVariant,
     attention_mask,
+    query_chunks,
     tree_sum,
 )
 from detinfer.engine.model import KVCache, Step, Transformer  # noqa: E402
@@ -98,3 +99,30 @@ def test_seeded_noise_is_a_function_of_seed_position_and_token():
     picks = {choose(logits, params, p, 7, {}) for p in range(50)}
     assert len(picks) > 10  # flat logits: the noise decides, and it varies by position
     assert choose(logits + torch.arange(260) * 1e3, params, 0, 7, {}) == 259
+
+
+def test_decode_steps_give_the_bits_of_a_prefill_in_any_batch_in_deterministic_mode():
+    """A decode step's one query runs in a small tile, a prefill's in full tiles; both must give
+    the same bits, and so must a batch that mixes short and long sequences (which attend in
+    separate padded groups)."""
+    config = MODELS["tiny"]
+    model = Transformer(config, 5, BatchInvariant())
+    tokens = list(range(40, 140))
+    whole = model.forward([Step(tokens, KVCache.empty(config, 128, torch.float32, "cpu"), 0)])[0]
+    ours = KVCache.empty(config, 128, torch.float32, "cpu")
+    model.forward([Step(tokens[:90], ours)])
+    others = [KVCache.empty(config, 700, torch.float32, "cpu") for _ in range(3)]
+    model.forward([Step([7] * n, cache) for n, cache in zip((3, 300, 600), others, strict=True)])
+    for position in range(90, 100):
+        batch = [Step([tokens[position]], ours)] + [Step([9], cache) for cache in others]
+        assert torch.equal(model.forward(batch)[0][0], whole[position])
+
+
+def test_attention_in_memory_bounded_chunks_gives_the_same_bits():
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 4, 200, 32, generator=g) for _ in range(3))
+    mask = attention_mask(torch.arange(200).repeat(2, 1), torch.tensor([200, 150]), 200)
+    whole = BatchInvariant().attention(q, k, v, mask)
+    chunked = BatchInvariant(max_elements=4096).attention(q, k, v, mask)
+    assert torch.equal(chunked, whole)
+    assert len(list(query_chunks(mask, 2 * 4 * 200, max_elements=4096 * 8))) > 1

@@ -50,6 +50,18 @@ def attention_mask(q_pos: torch.Tensor, kv_len: torch.Tensor, keys: int) -> torc
     )
 
 
+def query_chunks(mask: torch.Tensor, per_query: int, tile: int = 1, max_elements: int = 1 << 23):
+    """Split the queries of `mask` [B, Tq, Tk] into chunks of whole tiles that hold at most
+    about `max_elements` elements (`per_query` elements per query); yields (first query, end,
+    keys the chunk's queries can see: 1 + the last visible key, at least 1)."""
+    tq = mask.shape[1]
+    step = tile * max(1, max_elements // max(1, per_query * tile))
+    for lo in range(0, tq, step):
+        hi = min(tq, lo + step)
+        seen = mask[:, lo:hi].any(dim=1).any(dim=0).nonzero()
+        yield lo, hi, int(seen[-1]) + 1 if len(seen) else 1
+
+
 class Kernels:
     """The interface the model uses; `deterministic` says which flavour this is."""
 
@@ -120,28 +132,32 @@ class BatchVariant(Kernels):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale)
         # Split-KV ("flash decoding"): the number of key chunks depends on how many (sequence,
         # head) pairs there are to spread over the cores and on the number of keys.
-        b, h, _, _ = q.shape
-        keys = k.shape[2]
-        splits = self._splits(b * h, keys)
-        bounds = [keys * i // splits for i in range(splits + 1)]
-        out = m = denom = None
-        for lo, hi in itertools.pairwise(bounds):
-            scores = (q @ k[:, :, lo:hi].transpose(-1, -2)) * scale
-            scores = scores.masked_fill(~mask[:, None, :, lo:hi], NEG_INF)
-            m_c = scores.amax(-1)
-            m_c = torch.where(torch.isinf(m_c), torch.zeros_like(m_c), m_c)
-            p = torch.exp(scores - m_c[..., None])
-            l_c = p.sum(-1)
-            o_c = p @ v[:, :, lo:hi]
-            if out is None:
-                out, m, denom = o_c, m_c, l_c
-                continue
-            new_m = torch.maximum(m, m_c)
-            a, c = torch.exp(m - new_m), torch.exp(m_c - new_m)
-            out = out * a[..., None] + o_c * c[..., None]
-            denom = denom * a + l_c * c
-            m = new_m
-        return out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None]
+        b, h = q.shape[:2]
+        splits = self._splits(b * h, k.shape[2])
+        outs = []
+        for lo, hi, keys in query_chunks(mask, b * h * k.shape[2]):
+            bounds = [keys * i // splits for i in range(splits + 1)]
+            out = m = denom = None
+            for a, c in itertools.pairwise(bounds):
+                if a == c:
+                    continue
+                scores = (q[:, :, lo:hi] @ k[:, :, a:c].transpose(-1, -2)) * scale
+                scores = scores.masked_fill(~mask[:, None, lo:hi, a:c], NEG_INF)
+                m_c = scores.amax(-1)
+                m_c = torch.where(torch.isinf(m_c), torch.zeros_like(m_c), m_c)
+                p = torch.exp(scores - m_c[..., None])
+                l_c = p.sum(-1)
+                o_c = p @ v[:, :, a:c]
+                if out is None:
+                    out, m, denom = o_c, m_c, l_c
+                    continue
+                new_m = torch.maximum(m, m_c)
+                f_old, f_new = torch.exp(m - new_m), torch.exp(m_c - new_m)
+                out = out * f_old[..., None] + o_c * f_new[..., None]
+                denom = denom * f_old + l_c * f_new
+                m = new_m
+            outs.append(out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
     def log_softmax(self, logits):
         logits = logits.float()
@@ -159,6 +175,7 @@ class BatchInvariant(Kernels):
     def __init__(self, block_rows: int = 32, max_elements: int = 1 << 23):
         self.block_rows = block_rows
         self.max_elements = max_elements
+        self._tiles_agree: dict[tuple[int, str], bool] = {}
 
     def linear(self, x, w):
         m, k = x.shape
@@ -201,15 +218,41 @@ class BatchInvariant(Kernels):
 
     QUERY_TILE = 32
     KEY_TILE = 64
+    SMALL_QUERY_TILES = (4, 8, 16)
+    """Fewer queries (a decode step has one per sequence) run in the smallest of these tiles
+    that holds them, where the BLAS gives every row of such a tile the same bits as of a full
+    QUERY_TILE (checked once per head size, `_small_tiles_agree`); otherwise in a full tile.
+    Without them a decode step would pad each query to 32 rows, 32 times the work."""
+
+    def _query_tile(self, tq: int, d: int, device: torch.device) -> int:
+        if tq >= self.QUERY_TILE:
+            return self.QUERY_TILE
+        key = (d, str(device))
+        if key not in self._tiles_agree:
+            self._tiles_agree[key] = self._small_tiles_agree(d, device)
+        if not self._tiles_agree[key]:
+            return self.QUERY_TILE
+        return next(t for t in (*self.SMALL_QUERY_TILES, self.QUERY_TILE) if t >= tq)
+
+    def _small_tiles_agree(self, d: int, device: torch.device) -> bool:
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(3, 1, self.QUERY_TILE, d, generator=g).to(device)
+        k = torch.randn(3, 2, d, self.KEY_TILE, generator=g).to(device)
+        full = torch.matmul(q[:, :, None], k[:, None])
+        return all(
+            torch.equal(torch.matmul(q[:, :, None, :t], k[:, None]), full[..., :t, :])
+            for t in self.SMALL_QUERY_TILES
+        )
 
     def _tiled_attention(self, q, k, v, mask):
-        """Products in tiles of one fixed shape (QUERY_TILE x KEY_TILE, through the BLAS), sums
+        """Products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS), sums
         over keys as trees over key tiles: the elementwise trees of `_tree_attention` are too
         slow on a CPU for prompts of thousands of tokens. A fully masked or padded key tile
-        contributes exact zeros, which the trees fold away."""
+        contributes exact zeros, which the trees fold away, so the key tiles past the last
+        visible key are not computed at all (causal prefill does about half the work)."""
         b, h, tq, d = q.shape
         tk = k.shape[2]
-        qt_, kt_ = self.QUERY_TILE, self.KEY_TILE
+        qt_, kt_ = self._query_tile(tq, d, q.device), self.KEY_TILE
         scale = 1.0 / math.sqrt(d)
         dtype = q.dtype
         pad_q, pad_k = (-tq) % qt_, (-tk) % kt_
@@ -221,20 +264,23 @@ class BatchInvariant(Kernels):
         q_tiles = q.reshape(b * h, nq, qt_, d)
         k_tiles = k.reshape(b * h, nk, kt_, d).transpose(-1, -2)
         v_tiles = v.reshape(b * h, nk, kt_, d)
-        tile_mask = mask[:, None].expand(b, h, -1, -1).reshape(b * h, nq, qt_, nk, kt_)
-        # Query tiles are independent: take as many at a time as memory allows.
-        step = max(1, self.max_elements // max(1, b * h * nk * qt_ * kt_))
         outs = []
-        for lo in range(0, nq, step):
-            qc = q_tiles[:, lo : lo + step]
-            scores = torch.matmul(qc[:, :, None], k_tiles[:, None]) * scale  # [BH,n,nk,QT,KT]
-            visible = tile_mask[:, lo : lo + step].permute(0, 1, 3, 2, 4)
+        for lo, hi, keys in query_chunks(mask, b * h * nk * max(kt_, d), tile=qt_):
+            n, nkc = (hi - lo) // qt_, -(-keys // kt_)
+            qc = q_tiles[:, lo // qt_ : hi // qt_]
+            scores = torch.matmul(qc[:, :, None], k_tiles[:, None, :nkc]) * scale
+            visible = (
+                mask[:, None, lo:hi, : nkc * kt_]
+                .expand(b, h, -1, -1)
+                .reshape(b * h, n, qt_, nkc, kt_)
+                .permute(0, 1, 3, 2, 4)
+            )  # like scores: [BH, n, nkc, QT, KT]
             scores = scores.masked_fill(~visible, NEG_INF)
             m = scores.amax(dim=(2, 4), keepdim=True)  # a max is exact in any order
             m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
             p = torch.exp(scores - m)
             denom = tree_sum(tree_sum(p), dim=2)  # over keys in a tile, then over tiles
-            partial = torch.matmul(p, v_tiles[:, None])  # [BH, n, nk, QT, D]
+            partial = torch.matmul(p, v_tiles[:, None, :nkc])  # [BH, n, nkc, QT, D]
             weighted = tree_sum(partial, dim=2)
             outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

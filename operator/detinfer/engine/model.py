@@ -4,6 +4,7 @@ sequence's numbers depend on its batch."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -136,22 +137,12 @@ class Transformer:
             device=self.device,
         )
         x = self.embed[tokens]  # [N, d]: the batch's new tokens as rows
-        b, tq, tk = (
-            len(steps),
-            max(counts),
-            max(s0 + n for s0, n in zip(starts, counts, strict=True)),
-        )
-        # Where each row sits in the padded [B, Tq] layout that attention uses.
-        row_seq = torch.tensor(
-            [i for i, n in enumerate(counts) for _ in range(n)], device=self.device
-        )
-        row_off = torch.tensor([j for n in counts for j in range(n)], device=self.device)
-        q_pos = torch.full((b, tq), -1, dtype=torch.long, device=self.device)
-        q_pos[row_seq, row_off] = positions
-        kv_len = torch.tensor(
-            [s0 + n for s0, n in zip(starts, counts, strict=True)], device=self.device
-        )
-        mask = attention_mask(q_pos, kv_len, tk)
+        kv_lens = [s0 + n for s0, n in zip(starts, counts, strict=True)]
+        firsts = [0, *itertools.accumulate(counts)][:-1]  # each sequence's first row
+        groups = [
+            _AttentionGroup.build(members, counts, starts, firsts, self.device)
+            for members in _group_by_length(counts, kv_lens)
+        ]
         cos, sin = self.cos[positions], self.sin[positions]
         h, hd = c.heads, c.head_dim
 
@@ -160,19 +151,24 @@ class Transformer:
             q = _rope(kern.linear(y, layer["wq"]).view(-1, h, hd), cos, sin)
             k = _rope(kern.linear(y, layer["wk"]).view(-1, h, hd), cos, sin)
             v = kern.linear(y, layer["wv"]).view(-1, h, hd)
-            # Write the new keys/values into each sequence's cache, then gather padded [B,H,Tk,D].
-            kb = torch.zeros((b, h, tk, hd), dtype=self.dtype, device=self.device)
-            vb = torch.zeros_like(kb)
-            row = 0
-            for i, (s, s0, n) in enumerate(zip(steps, starts, counts, strict=True)):
-                s.cache.keys[li][:, s0 : s0 + n] = k[row : row + n].transpose(0, 1)
-                s.cache.values[li][:, s0 : s0 + n] = v[row : row + n].transpose(0, 1)
-                kb[i, :, : s0 + n] = s.cache.keys[li][:, : s0 + n]
-                vb[i, :, : s0 + n] = s.cache.values[li][:, : s0 + n]
-                row += n
-            qb = torch.zeros((b, h, tq, hd), dtype=self.dtype, device=self.device)
-            qb[row_seq, :, row_off] = q
-            attn = kern.attention(qb, kb, vb, mask)[row_seq, :, row_off]  # [N, H, D]
+            for s, s0, n, r in zip(steps, starts, counts, firsts, strict=True):
+                s.cache.keys[li][:, s0 : s0 + n] = k[r : r + n].transpose(0, 1)
+                s.cache.values[li][:, s0 : s0 + n] = v[r : r + n].transpose(0, 1)
+            attn = torch.empty_like(q)
+            for g in groups:
+                # The group's sequences padded to [b, H, Tk, D] keys and [b, H, Tq, D] queries.
+                kb = torch.zeros(
+                    (len(g.members), h, g.keys, hd), dtype=self.dtype, device=self.device
+                )
+                vb = torch.zeros_like(kb)
+                for j, i in enumerate(g.members):
+                    kb[j, :, : kv_lens[i]] = steps[i].cache.keys[li][:, : kv_lens[i]]
+                    vb[j, :, : kv_lens[i]] = steps[i].cache.values[li][:, : kv_lens[i]]
+                qb = torch.zeros(
+                    (len(g.members), h, g.queries, hd), dtype=self.dtype, device=self.device
+                )
+                qb[g.row_seq, :, g.row_off] = q[g.rows]
+                attn[g.rows] = kern.attention(qb, kb, vb, g.mask)[g.row_seq, :, g.row_off]
             x = x + kern.linear(attn.reshape(-1, c.hidden), layer["wo"])
             y = kern.rms_norm(x, layer["mlp_norm"], c.norm_eps)
             gated = F.silu(kern.linear(y, layer["w_gate"])) * kern.linear(y, layer["w_up"])
@@ -194,6 +190,51 @@ class Transformer:
             out.append(logits[row : row + m])
             row += m
         return out
+
+
+def _group_by_length(counts: list[int], kv_lens: list[int]) -> list[list[int]]:
+    """Sequences whose new-token and key counts round up to the same powers of two attend as one
+    padded batch; sequences of very different lengths do not pad each other (a batch of one
+    4097-token prompt and nine short ones would otherwise cost ten long ones)."""
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, (n, keys) in enumerate(zip(counts, kv_lens, strict=True)):
+        buckets.setdefault(((n - 1).bit_length(), (keys - 1).bit_length()), []).append(i)
+    return list(buckets.values())
+
+
+@dataclass
+class _AttentionGroup:
+    members: list[int]
+    queries: int
+    keys: int
+    rows: torch.Tensor
+    """The group's rows in the batch's [N, ...] layout."""
+    row_seq: torch.Tensor
+    row_off: torch.Tensor
+    """Where each of those rows sits in the group's padded [b, Tq] layout."""
+    mask: torch.Tensor
+
+    @classmethod
+    def build(cls, members, counts, starts, firsts, device) -> _AttentionGroup:
+        queries = max(counts[i] for i in members)
+        keys = max(starts[i] + counts[i] for i in members)
+        rows = [firsts[i] + j for i in members for j in range(counts[i])]
+        row_seq = [m for m, i in enumerate(members) for _ in range(counts[i])]
+        row_off = [j for i in members for j in range(counts[i])]
+        q_pos = torch.full((len(members), queries), -1, dtype=torch.long, device=device)
+        q_pos[row_seq, row_off] = torch.tensor(
+            [starts[i] + j for i in members for j in range(counts[i])], device=device
+        )
+        kv_len = torch.tensor([starts[i] + counts[i] for i in members], device=device)
+        return cls(
+            members,
+            queries,
+            keys,
+            torch.tensor(rows, device=device),
+            torch.tensor(row_seq, device=device),
+            torch.tensor(row_off, device=device),
+            attention_mask(q_pos, kv_len, keys),
+        )
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
