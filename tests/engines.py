@@ -31,6 +31,7 @@ class EngineProcess:
         seed: int = 0,
         host: str = "127.0.0.1",
         log: Path | None = None,
+        threads: int | None = None,
     ):
         self.host = host
         self.port = free_port(host)
@@ -52,11 +53,13 @@ class EngineProcess:
             *args,
         ]
         self.log = log
+        self.threads = threads
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> EngineProcess:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        threads = str(self.threads) if self.threads else os.environ.get("OMP_NUM_THREADS", "1")
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
         self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,121 +1,217 @@
 """The validator against SGLang's own procedure, on reference engines: `make bench-validator`.
 
-For each of --engines weight seeds, a default-mode (batch-variant) reference engine is started;
-detinfer's validator runs against it, then SGLang's documented `single` and `prefix` procedures
-(--sglang-trials each, reimplemented in detinfer.validator.sglang_procedure). A method detects
-the engine when it reports nondeterminism (detinfer: verdict NotDeterministic; SGLang: more than
-one unique output in either mode). Then the same for deterministic-mode engines, where any
-report of nondeterminism is a false alarm. Prints detection and false-alarm rates, generated
-tokens and seconds per engine (medians), side by side.
+For each of --engines weight seeds and each mode, a reference engine is started: default mode
+(batch-variant kernels) and deterministic mode. Against each engine, with the prefix cache
+flushed before each method, run
+- detinfer's validator with its default settings (all suites, the fingerprint), and
+- SGLang's documented `single` and `prefix` procedures, --sglang-trials each (reimplemented in
+  detinfer.validator.sglang_procedure: batch sizes 1..trials, 100 new tokens, text compared).
+A method detects a default-mode engine when it reports nondeterminism (detinfer: verdict
+NotDeterministic; SGLang: more than one unique text in either mode); the same report on a
+deterministic-mode engine is a false alarm. --jobs engines run at once (a GPU machine runs
+several; give each engine its --threads). Every engine's record is appended to --out as one JSON
+line as soon as it is done; `--table FILE...` prints the table of saved records (of several
+runs together) without running anything.
 
-    python -m tests.bench.validator_bench [--engines 20] [--sglang-trials 50]
+    python -m tests.bench.validator_bench [--engines 20] [--jobs 1] [--engine-arg=--device=cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import sys
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from detinfer.validator import ValidatorConfig, run_validation
 from detinfer.validator.sglang_procedure import run_sglang_procedure
 from tests.engines import EngineProcess
 
-
-@dataclass
-class Tally:
-    runs: int = 0
-    flagged: int = 0
-    could_not_test: int = 0
-    tokens: list[int] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+MODES = ("default", "deterministic")
+FIRST_SEED = 100
 
 
-async def _ours(url: str, a: argparse.Namespace, tally: Tally) -> None:
+async def _flush(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        (await http.post("/flush_cache")).raise_for_status()
+
+
+async def _detinfer(url: str) -> dict[str, Any]:
     started = time.monotonic()
-    config = ValidatorConfig(
-        endpoints=[f"engine={url}"], trials=a.trials, max_new_tokens=a.max_new_tokens
-    )
-    report = await run_validation(config)
-    tally.runs += 1
-    tally.seconds.append(time.monotonic() - started)
-    tally.tokens.append(report.generated_tokens)
-    if report.verdict.value == "CouldNotTest":
-        tally.could_not_test += 1
-    elif report.verdict.value != "Deterministic":
-        tally.flagged += 1
+    report = await run_validation(ValidatorConfig(endpoints=[f"engine={url}"]))
+    return {
+        "verdict": report.verdict.value,
+        "reason": report.reason,
+        "flagged": report.verdict.value == "NotDeterministic",
+        "could_not_test": report.verdict.value == "CouldNotTest",
+        "generated_tokens": report.generated_tokens,
+        "prompt_tokens": report.prompt_tokens,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
-async def _sglang(url: str, a: argparse.Namespace, tally: Tally) -> None:
-    started = time.monotonic()
-    tokens, flagged = 0, False
+async def _sglang(url: str, trials: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"generated_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
     for mode in ("single", "prefix"):
-        result = await run_sglang_procedure(url, mode, trials=a.sglang_trials)
-        tokens += result.generated_tokens + result.warmup_generated_tokens
-        flagged = flagged or result.unique_outputs > 1
-    tally.runs += 1
-    tally.seconds.append(time.monotonic() - started)
-    tally.tokens.append(tokens)
-    tally.flagged += flagged
+        await _flush(url)
+        started = time.monotonic()
+        result = await run_sglang_procedure(url, mode, trials=trials)
+        seconds = time.monotonic() - started  # warm-up included: SGLang's client runs it too
+        out[mode] = {
+            "unique_outputs": result.unique_outputs,
+            "generated_tokens": result.generated_tokens + result.warmup_generated_tokens,
+            "prompt_tokens": result.prompt_tokens,
+            "seconds": round(seconds, 3),
+        }
+        out["generated_tokens"] += out[mode]["generated_tokens"]
+        out["prompt_tokens"] += result.prompt_tokens
+        out["seconds"] = round(out["seconds"] + seconds, 3)
+    out["flagged"] = any(out[m]["unique_outputs"] > 1 for m in ("single", "prefix"))
+    out["could_not_test"] = False
+    return out
+
+
+async def _one_engine(
+    mode: str, seed: int, a: argparse.Namespace, slots: asyncio.Semaphore, log_dir: Path
+) -> dict[str, Any]:
+    async with slots:
+        engine = EngineProcess(
+            *a.engine_arg,
+            seed=seed,
+            deterministic=mode == "deterministic",
+            log=log_dir / f"engine-{mode}-{seed}.log",
+            threads=a.threads,
+        )
+        await asyncio.to_thread(engine.start, 300.0)
+        try:
+            await _flush(engine.url)
+            ours = await _detinfer(engine.url)
+            theirs = await _sglang(engine.url, a.sglang_trials)
+        finally:
+            await asyncio.to_thread(engine.stop)
+        return {"mode": mode, "seed": seed, "detinfer": ours, "sglang": theirs}
+
+
+async def _run(a: argparse.Namespace) -> list[dict[str, Any]]:
+    slots = asyncio.Semaphore(a.jobs)
+    log_dir = Path(a.out).with_suffix(".logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    tasks = [
+        asyncio.create_task(_one_engine(mode, FIRST_SEED + i, a, slots, log_dir))
+        for mode in a.modes
+        for i in range(a.engines)
+    ]
+    records = []
+    with open(a.out, "a") as out:
+        for done in asyncio.as_completed(tasks):
+            try:
+                record = await done
+            except Exception as exc:  # an engine that did not start: say so, go on
+                print(f"  engine failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            records.append(record)
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            d, s = record["detinfer"], record["sglang"]
+            print(
+                f"  {record['mode']:13} seed {record['seed']}: detinfer {d['verdict']} "
+                f"({d['seconds']:.0f} s), SGLang unique single {s['single']['unique_outputs']} "
+                f"prefix {s['prefix']['unique_outputs']} ({s['seconds']:.0f} s); "
+                f"{len(records)}/{len(tasks)} after {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
+    return records
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table, from engine records."""
+    lines = [
+        "| method | detection (default-mode engines) | false alarms (deterministic-mode) | "
+        "could not test | generated tokens per engine (median) | prompt tokens (median) | "
+        "seconds per engine (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    medians = {}
+    for method, label in (
+        ("detinfer", "detinfer validate (defaults)"),
+        ("sglang", "SGLang single + prefix"),
+    ):
+        runs = {m: [r[method] for r in records if r["mode"] == m] for m in MODES}
+        every = runs["default"] + runs["deterministic"]
+        if not every:
+            continue
+        medians[method] = statistics.median(r["generated_tokens"] for r in every)
+        lines.append(
+            f"| {label} | {sum(r['flagged'] for r in runs['default'])}/{len(runs['default'])} "
+            f"| {sum(r['flagged'] for r in runs['deterministic'])}/{len(runs['deterministic'])} "
+            f"| {sum(r['could_not_test'] for r in every)} | {medians[method]:.0f} "
+            f"| {statistics.median(r['prompt_tokens'] for r in every):.0f} "
+            f"| {statistics.median(r['seconds'] for r in every):.1f} |"
+        )
+    for part in ("single", "prefix"):
+        runs = {m: [r["sglang"][part] for r in records if r["mode"] == m] for m in MODES}
+        every = runs["default"] + runs["deterministic"]
+        if every:
+            lines.append(
+                f"| - SGLang {part} alone "
+                f"| {sum(r['unique_outputs'] > 1 for r in runs['default'])}/{len(runs['default'])}"
+                f" | {sum(r['unique_outputs'] > 1 for r in runs['deterministic'])}/"
+                f"{len(runs['deterministic'])} | - "
+                f"| {statistics.median(r['generated_tokens'] for r in every):.0f} "
+                f"| {statistics.median(r['prompt_tokens'] for r in every):.0f} "
+                f"| {statistics.median(r['seconds'] for r in every):.1f} |"
+            )
+    if len(medians) == 2:
+        lines.append("")
+        lines.append(
+            f"detinfer generated {100 * medians['detinfer'] / medians['sglang']:.1f}% of the "
+            "tokens of SGLang's single + prefix procedure (median per engine; target: at most 10%)"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--engines", type=int, default=20, help="weight seeds per mode")
-    p.add_argument("--trials", type=int, default=16, help="detinfer validate --trials")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="detinfer validate's")
+    p.add_argument("--engines", type=int, default=20, help="weight seeds per mode (default 20)")
+    p.add_argument("--modes", default=",".join(MODES), help="default,deterministic")
     p.add_argument("--sglang-trials", type=int, default=50)
+    p.add_argument("--jobs", type=int, default=1, help="engines at once")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per engine")
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        help="passed to every engine, e.g. --engine-arg=--device=cuda",
+    )
+    p.add_argument("--out", default="validator-bench.jsonl", help="records (appended)")
+    p.add_argument("--table", nargs="+", metavar="FILE", help="only print the table of these")
     a = p.parse_args(argv)
-    tallies = {
-        (mode, method): Tally()
-        for mode in ("default", "deterministic")
-        for method in ("detinfer", "sglang")
-    }
-    started = time.monotonic()
-    for mode in ("default", "deterministic"):
-        for seed in range(a.engines):
-            with EngineProcess(seed=100 + seed, deterministic=mode == "deterministic") as engine:
-                asyncio.run(_ours(engine.url, a, tallies[(mode, "detinfer")]))
-                asyncio.run(_sglang(engine.url, a, tallies[(mode, "sglang")]))
-            done = sum(t.runs for t in tallies.values()) // 2
-            print(
-                f"  {mode} engine seed {100 + seed} done ({done} engines, "
-                f"{time.monotonic() - started:.0f} s)",
-                flush=True,
-            )
+    if a.table:
+        records = [json.loads(line) for f in a.table for line in Path(f).read_text().splitlines()]
+        print(table(records))
+        return 0
+    a.modes = [m for m in a.modes.split(",") if m]
+    if unknown := set(a.modes) - set(MODES):
+        p.error(f"--modes: unknown {sorted(unknown)}; use {','.join(MODES)}")
+    print(
+        f"{a.engines} engines per mode {a.modes}, {a.jobs} at once, {a.threads} threads each, "
+        f"engine args {a.engine_arg or 'none'}; SGLang procedure {a.sglang_trials} trials; "
+        f"records to {a.out}; cpus here {os.cpu_count()}",
+        flush=True,
+    )
+    records = asyncio.run(_run(a))
     print()
-    print(
-        f"reference engine tiny, {a.engines} weight seeds per mode; detinfer validate "
-        f"--trials {a.trials} --max-new-tokens {a.max_new_tokens}; SGLang single + prefix, "
-        f"{a.sglang_trials} trials each, 100 new tokens"
-    )
-    print(
-        "| method | detection (default mode) | false alarms (deterministic) | could not test | "
-        "generated tokens per engine (median) | seconds per engine (median) |"
-    )
-    print("|---|---|---|---|---|---|")
-    for method in ("detinfer", "sglang"):
-        d, n = tallies[("default", method)], tallies[("deterministic", method)]
-        tokens = statistics.median(d.tokens + n.tokens)
-        seconds = statistics.median(d.seconds + n.seconds)
-        print(
-            f"| {method} | {d.flagged}/{d.runs} | {n.flagged}/{n.runs} | "
-            f"{d.could_not_test + n.could_not_test} | {tokens:.0f} | {seconds:.1f} |"
-        )
-    ours = statistics.median(
-        tallies[("default", "detinfer")].tokens + tallies[("deterministic", "detinfer")].tokens
-    )
-    theirs = statistics.median(
-        tallies[("default", "sglang")].tokens + tallies[("deterministic", "sglang")].tokens
-    )
-    print(
-        f"detinfer used {100 * ours / theirs:.1f}% of the tokens of SGLang's procedure "
-        "(target: at most 10%)"
-    )
-    return 0
+    print(table(records))
+    return 0 if len(records) == a.engines * len(a.modes) else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

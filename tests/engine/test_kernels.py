@@ -17,6 +17,16 @@ from detinfer.engine.kernels import (  # noqa: E402
 from detinfer.engine.model import KVCache, Step, Transformer  # noqa: E402
 from detinfer.engine.sampling import SamplingParams, choose, gumbel_noise  # noqa: E402
 
+# The invariance tests run on every device here: the CPU always, a GPU where there is one (the
+# GPU tier: `python -m pytest tests/engine/test_kernels.py` on a machine with CUDA).
+on_every_device = pytest.mark.parametrize(
+    "device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+)
+
+
+def _invariant(device: str, **kw) -> BatchInvariant:
+    return BatchInvariant(block_rows=64 if device == "cuda" else 32, **kw)
+
 
 def test_tree_sum_ignores_trailing_zero_padding_bit_for_bit():
     g = torch.Generator().manual_seed(1)
@@ -27,10 +37,11 @@ def test_tree_sum_ignores_trailing_zero_padding_bit_for_bit():
     assert torch.allclose(tree_sum(x), x.double().sum(-1).float(), rtol=1e-5)
 
 
-def test_invariant_linear_gives_every_row_the_same_bits_at_any_batch_size_and_position():
+@on_every_device
+def test_invariant_linear_gives_every_row_the_same_bits_at_any_batch_size_and_position(device):
     g = torch.Generator().manual_seed(2)
     w, x = torch.randn(128, 352, generator=g), torch.randn(200, 128, generator=g)
-    k = BatchInvariant()
+    w, x, k = w.to(device), x.to(device), _invariant(device)
     alone = k.linear(x[5:6], w)
     for rows in (6, 7, 31, 32, 33, 64, 150):
         for start in (0, 3, 5):
@@ -48,7 +59,7 @@ def test_variant_linear_changes_a_row_with_the_batch_size():
     assert torch.allclose(k.linear(x[:7], w)[0], alone[0], atol=1e-4)  # only the last bits
 
 
-def _attention_case(kernels, keys_pad: int, batch: int):
+def _attention_case(kernels, keys_pad: int, batch: int, device: str = "cpu"):
     g = torch.Generator().manual_seed(3)
     q = torch.randn(1, 4, 1, 32, generator=g)
     k = torch.randn(1, 4, 50, 32, generator=g)
@@ -59,14 +70,16 @@ def _attention_case(kernels, keys_pad: int, batch: int):
     mask = attention_mask(
         torch.full((batch, 1), 49), torch.tensor([50] + [keys_pad] * (batch - 1)), keys_pad
     )
+    q, kp, vp, mask = (t.to(device) for t in (q, kp, vp, mask))
     return kernels.attention(q.repeat(batch, 1, 1, 1), kp, vp, mask)[0]
 
 
-def test_invariant_attention_ignores_padding_and_batch():
-    k = BatchInvariant()
-    reference = _attention_case(k, 50, 1)
+@on_every_device
+def test_invariant_attention_ignores_padding_and_batch(device):
+    k = _invariant(device)
+    reference = _attention_case(k, 50, 1, device)
     for pad, batch in ((64, 1), (300, 3), (1000, 16)):
-        assert torch.equal(_attention_case(k, pad, batch), reference)
+        assert torch.equal(_attention_case(k, pad, batch, device), reference)
 
 
 def test_variant_attention_depends_on_batch_and_keys():
@@ -77,13 +90,14 @@ def test_variant_attention_depends_on_batch_and_keys():
     assert all(torch.allclose(o, reference, atol=1e-5) for o in outs)
 
 
-def test_cached_prefix_gives_the_same_logits_as_computing_it_in_deterministic_mode():
+@on_every_device
+def test_cached_prefix_gives_the_same_logits_as_computing_it_in_deterministic_mode(device):
     config = MODELS["tiny"]
-    model = Transformer(config, 5, BatchInvariant())
+    model = Transformer(config, 5, _invariant(device), device=device)
     tokens = list(range(40, 140))
-    fresh = KVCache.empty(config, 128, torch.float32, "cpu")
+    fresh = KVCache.empty(config, 128, torch.float32, device)
     whole = model.forward([Step(tokens, fresh, logits_from=0)])[0]
-    cached = KVCache.empty(config, 128, torch.float32, "cpu")
+    cached = KVCache.empty(config, 128, torch.float32, device)
     model.forward([Step(tokens[:70], cached)])
     rest = model.forward([Step(tokens[70:], cached, logits_from=0)])[0]
     assert torch.equal(rest, whole[70:])
@@ -101,28 +115,31 @@ def test_seeded_noise_is_a_function_of_seed_position_and_token():
     assert choose(logits + torch.arange(260) * 1e3, params, 0, 7, {}) == 259
 
 
-def test_decode_steps_give_the_bits_of_a_prefill_in_any_batch_in_deterministic_mode():
+@on_every_device
+def test_decode_steps_give_the_bits_of_a_prefill_in_any_batch_in_deterministic_mode(device):
     """A decode step's one query runs in a small tile, a prefill's in full tiles; both must give
     the same bits, and so must a batch that mixes short and long sequences (which attend in
     separate padded groups)."""
     config = MODELS["tiny"]
-    model = Transformer(config, 5, BatchInvariant())
+    model = Transformer(config, 5, _invariant(device), device=device)
     tokens = list(range(40, 140))
-    whole = model.forward([Step(tokens, KVCache.empty(config, 128, torch.float32, "cpu"), 0)])[0]
-    ours = KVCache.empty(config, 128, torch.float32, "cpu")
+    whole = model.forward([Step(tokens, KVCache.empty(config, 128, torch.float32, device), 0)])[0]
+    ours = KVCache.empty(config, 128, torch.float32, device)
     model.forward([Step(tokens[:90], ours)])
-    others = [KVCache.empty(config, 700, torch.float32, "cpu") for _ in range(3)]
+    others = [KVCache.empty(config, 700, torch.float32, device) for _ in range(3)]
     model.forward([Step([7] * n, cache) for n, cache in zip((3, 300, 600), others, strict=True)])
     for position in range(90, 100):
         batch = [Step([tokens[position]], ours)] + [Step([9], cache) for cache in others]
         assert torch.equal(model.forward(batch)[0][0], whole[position])
 
 
-def test_attention_in_memory_bounded_chunks_gives_the_same_bits():
+@on_every_device
+def test_attention_in_memory_bounded_chunks_gives_the_same_bits(device):
     g = torch.Generator().manual_seed(4)
-    q, k, v = (torch.randn(2, 4, 200, 32, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(2, 4, 200, 32, generator=g).to(device) for _ in range(3))
     mask = attention_mask(torch.arange(200).repeat(2, 1), torch.tensor([200, 150]), 200)
-    whole = BatchInvariant().attention(q, k, v, mask)
-    chunked = BatchInvariant(max_elements=4096).attention(q, k, v, mask)
+    mask = mask.to(device)
+    whole = _invariant(device).attention(q, k, v, mask)
+    chunked = _invariant(device, max_elements=4096).attention(q, k, v, mask)
     assert torch.equal(chunked, whole)
     assert len(list(query_chunks(mask, 2 * 4 * 200, max_elements=4096 * 8))) > 1

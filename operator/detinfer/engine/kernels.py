@@ -12,6 +12,8 @@ it uses torch's own kernels, which already behave so (cuBLAS and SDPA pick kerne
 BatchInvariant gives each reduction one fixed order, whatever the batch:
 - matmuls run in row blocks of one fixed shape (rows padded with zeros), so the BLAS sees the
   same problem for every row of every batch; tests check the bits;
+- attention's products run in tiles of a fixed number of keys (and 32 queries, or fewer where
+  the BLAS is checked to give the same bits), the sums over keys as trees over those tiles;
 - all other sums are pairwise trees of elementwise additions (`tree_sum`), which IEEE arithmetic
   makes exact functions of their inputs. Zeros padded after the last element fold away without
   changing a bit, so the sum over a sequence's keys is the same whether the batch pads it to 40
@@ -95,6 +97,10 @@ class BatchVariant(Kernels):
     CORES = 64
     MIN_CHUNK = 32
 
+    def __init__(self, max_elements: int = 1 << 23):
+        self.max_elements = max_elements
+        """Attention's scores are computed for this many elements at a time, at most."""
+
     def _splits(self, rows: int, length: int) -> int:
         return max(1, min(length // self.MIN_CHUNK, self.CORES // max(rows, 1)))
 
@@ -128,14 +134,25 @@ class BatchVariant(Kernels):
 
     def attention(self, q, k, v, mask):
         scale = 1.0 / math.sqrt(q.shape[-1])
+        b, h = q.shape[:2]
+        chunks = query_chunks(mask, b * h * k.shape[2], max_elements=self.max_elements)
         if q.is_cuda:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale)
+            outs = [
+                F.scaled_dot_product_attention(
+                    q[:, :, lo:hi],
+                    k[:, :, :keys],
+                    v[:, :, :keys],
+                    attn_mask=mask[:, None, lo:hi, :keys],
+                    scale=scale,
+                )
+                for lo, hi, keys in chunks
+            ]
+            return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         # Split-KV ("flash decoding"): the number of key chunks depends on how many (sequence,
         # head) pairs there are to spread over the cores and on the number of keys.
-        b, h = q.shape[:2]
         splits = self._splits(b * h, k.shape[2])
         outs = []
-        for lo, hi, keys in query_chunks(mask, b * h * k.shape[2]):
+        for lo, hi, keys in chunks:
             bounds = [keys * i // splits for i in range(splits + 1)]
             out = m = denom = None
             for a, c in itertools.pairwise(bounds):
@@ -191,30 +208,7 @@ class BatchInvariant(Kernels):
         return (x.float() * torch.rsqrt(mean_square + eps)[:, None]).to(x.dtype) * weight
 
     def attention(self, q, k, v, mask):
-        if q.is_cuda:
-            return self._tree_attention(q, k, v, mask)
         return self._tiled_attention(q, k, v, mask)
-
-    def _tree_attention(self, q, k, v, mask):
-        """Every product and sum as elementwise trees (fast enough on a GPU)."""
-        b, h, tq, d = q.shape
-        tk = k.shape[2]
-        scale = 1.0 / math.sqrt(d)
-        dtype, q, k, v = q.dtype, q.float(), k.float(), v.float()
-        # Queries are independent: take as many at a time as memory allows.
-        step = max(1, self.max_elements // max(1, b * h * tk * d))
-        outs = []
-        for lo in range(0, tq, step):
-            qc = q[:, :, lo : lo + step]
-            scores = tree_sum(qc[:, :, :, None, :] * k[:, :, None, :, :]) * scale
-            scores = scores.masked_fill(~mask[:, None, lo : lo + step], NEG_INF)
-            m = scores.amax(-1, keepdim=True)  # a max is exact in any order
-            m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-            p = torch.exp(scores - m)
-            denom = tree_sum(p)
-            weighted = tree_sum(p[..., None] * v[:, :, None, :, :], dim=-2)
-            outs.append(weighted / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
-        return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).to(dtype)
 
     QUERY_TILE = 32
     KEY_TILE = 64
@@ -245,9 +239,10 @@ class BatchInvariant(Kernels):
         )
 
     def _tiled_attention(self, q, k, v, mask):
-        """Products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS), sums
-        over keys as trees over key tiles: the elementwise trees of `_tree_attention` are too
-        slow on a CPU for prompts of thousands of tokens. A fully masked or padded key tile
+        """Products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS or cuBLAS),
+        sums over keys as pairwise trees over key tiles (elementwise trees for every product
+        would move d times more memory: too slow for prompts of thousands of tokens, on a GPU
+        too). A fully masked or padded key tile
         contributes exact zeros, which the trees fold away, so the key tiles past the last
         visible key are not computed at all (causal prefill does about half the work)."""
         b, h, tq, d = q.shape
@@ -265,7 +260,9 @@ class BatchInvariant(Kernels):
         k_tiles = k.reshape(b * h, nk, kt_, d).transpose(-1, -2)
         v_tiles = v.reshape(b * h, nk, kt_, d)
         outs = []
-        for lo, hi, keys in query_chunks(mask, b * h * nk * max(kt_, d), tile=qt_):
+        for lo, hi, keys in query_chunks(
+            mask, b * h * nk * max(kt_, d), tile=qt_, max_elements=self.max_elements
+        ):
             n, nkc = (hi - lo) // qt_, -(-keys // kt_)
             qc = q_tiles[:, lo // qt_ : hi // qt_]
             scores = torch.matmul(qc[:, :, None], k_tiles[:, None, :nkc]) * scale
@@ -294,8 +291,9 @@ class BatchInvariant(Kernels):
 
 
 def kernels_for(deterministic: bool, device: str) -> Kernels:
-    return (
-        BatchInvariant(block_rows=64 if device.startswith("cuda") else 32)
-        if deterministic
-        else BatchVariant()
-    )
+    # A GPU has the memory to compute attention for more queries at a time.
+    gpu = device.startswith("cuda")
+    max_elements = 1 << 26 if gpu else 1 << 23
+    if deterministic:
+        return BatchInvariant(block_rows=64 if gpu else 32, max_elements=max_elements)
+    return BatchVariant(max_elements=max_elements)

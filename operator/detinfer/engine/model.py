@@ -143,6 +143,9 @@ class Transformer:
             _AttentionGroup.build(members, counts, starts, firsts, self.device)
             for members in _group_by_length(counts, kv_lens)
         ]
+        for g in groups:  # every cache of a group holds its longest sequence's positions
+            for i in g.members:
+                steps[i].cache.reserve(g.keys)
         cos, sin = self.cos[positions], self.sin[positions]
         h, hd = c.heads, c.head_dim
 
@@ -157,13 +160,10 @@ class Transformer:
             attn = torch.empty_like(q)
             for g in groups:
                 # The group's sequences padded to [b, H, Tk, D] keys and [b, H, Tq, D] queries.
-                kb = torch.zeros(
-                    (len(g.members), h, g.keys, hd), dtype=self.dtype, device=self.device
-                )
-                vb = torch.zeros_like(kb)
-                for j, i in enumerate(g.members):
-                    kb[j, :, : kv_lens[i]] = steps[i].cache.keys[li][:, : kv_lens[i]]
-                    vb[j, :, : kv_lens[i]] = steps[i].cache.values[li][:, : kv_lens[i]]
+                # (Positions past a sequence's own length are masked: whatever finite values
+                # its cache holds there get weight exactly 0.)
+                kb = torch.stack([steps[i].cache.keys[li][:, : g.keys] for i in g.members])
+                vb = torch.stack([steps[i].cache.values[li][:, : g.keys] for i in g.members])
                 qb = torch.zeros(
                     (len(g.members), h, g.queries, hd), dtype=self.dtype, device=self.device
                 )
