@@ -105,7 +105,7 @@ async def _run(a: argparse.Namespace) -> list[dict[str, Any]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     tasks = [
-        asyncio.create_task(_one_engine(mode, FIRST_SEED + i, a, slots, log_dir))
+        asyncio.create_task(_one_engine(mode, a.first_seed + i, a, slots, log_dir))
         for mode in a.modes
         for i in range(a.engines)
     ]
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--engines", type=int, default=20, help="weight seeds per mode (default 20)")
     p.add_argument("--modes", default=",".join(MODES), help="default,deterministic")
+    p.add_argument("--first-seed", type=int, default=FIRST_SEED, help="weight seeds from here")
     p.add_argument("--sglang-trials", type=int, default=50)
     p.add_argument("--jobs", type=int, default=1, help="engines at once")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per engine")

@@ -126,11 +126,13 @@ def test_decode_steps_give_the_bits_of_a_prefill_in_any_batch_in_deterministic_m
     whole = model.forward([Step(tokens, KVCache.empty(config, 128, torch.float32, device), 0)])[0]
     ours = KVCache.empty(config, 128, torch.float32, device)
     model.forward([Step(tokens[:90], ours)])
-    others = [KVCache.empty(config, 700, torch.float32, device) for _ in range(3)]
-    model.forward([Step([7] * n, cache) for n, cache in zip((3, 300, 600), others, strict=True)])
-    for position in range(90, 100):
-        batch = [Step([tokens[position]], ours)] + [Step([9], cache) for cache in others]
-        assert torch.equal(model.forward(batch)[0][0], whole[position])
+    lengths = (3, 300, 600, *[90] * 30)
+    others = [KVCache.empty(config, 700, torch.float32, device) for _ in lengths]
+    model.forward([Step([7] * n, cache) for n, cache in zip(lengths, others, strict=True)])
+    # Alone, with 3 others of other lengths, with 3 + 30 (most of them as long as ours).
+    for position, size in zip(range(90, 100), (0, 3, 33) * 4, strict=False):
+        batch = [Step([tokens[position]], ours)] + [Step([9], c) for c in others[:size]]
+        assert torch.equal(model.forward(batch)[0][0], whole[position]), (position, size)
 
 
 @on_every_device

@@ -213,13 +213,16 @@ class BatchInvariant(Kernels):
     QUERY_TILE = 32
     KEY_TILE = 64
     SMALL_QUERY_TILES = (4, 8, 16)
-    """Fewer queries (a decode step has one per sequence) run in the smallest of these tiles
-    that holds them, where the BLAS gives every row of such a tile the same bits as of a full
-    QUERY_TILE (checked once per head size, `_small_tiles_agree`); otherwise in a full tile.
+    """On a CPU, fewer queries (a decode step has one per sequence) run in the smallest of these
+    tiles that holds them, where the BLAS gives every row of such a tile the same bits as of a
+    full QUERY_TILE (checked once per head size, `_small_tiles_agree`); otherwise in a full tile.
     Without them a decode step would pad each query to 32 rows, 32 times the work."""
 
     def _query_tile(self, tq: int, d: int, device: torch.device) -> int:
-        if tq >= self.QUERY_TILE:
+        # Not on a GPU: cuBLAS picks its kernel by the whole problem, the batch count included,
+        # so a check at one batch count proves nothing for another. Measured on an H100: with
+        # small decode tiles a decode step gave other bits in a batch of 31 than alone.
+        if tq >= self.QUERY_TILE or device.type != "cpu":
             return self.QUERY_TILE
         key = (d, str(device))
         if key not in self._tiles_agree:
