@@ -1,0 +1,163 @@
+"""`detinfer validate` as a command against real reference engines on loopback.
+
+The validator's unit tests drive scripted engines (tests/fake_engine.py); these run the real
+command against the real engine: verdicts and exit codes, CrossReplica, the fingerprint across
+replicas, restarts and weights, and the "could not test" cases (exit 2, never a traceback).
+Small settings keep each run to seconds; the full default run is measured by the bench.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
+
+from tests.engines import EngineProcess, free_port
+
+QUICK = ["--trials", "4", "--max-new-tokens", "16", "--wait-seconds", "30"]
+
+
+def validate(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[int, dict, str]:
+    """Run the command; return its exit code, its JSON report and its output."""
+    report = tmp_path / f"report-{time.monotonic_ns()}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "detinfer.cli", "validate", "--report", str(report), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    return done.returncode, json.loads(report.read_text()), output
+
+
+def suite(report: dict, name: str) -> dict:
+    return next(s for s in report["suites"] if s["name"] == name)
+
+
+def test_deterministic_engines_pass_every_suite_with_one_output(tmp_path):
+    with (
+        EngineProcess(deterministic=True, seed=42) as a,
+        EngineProcess(deterministic=True, seed=42) as b,
+    ):
+        code, report, output = validate(
+            tmp_path, "--endpoint", f"a={a.url}", "--endpoint", f"b={b.url}", *QUICK
+        )
+    assert code == 0, output
+    assert report["verdict"] == "Deterministic"
+    ran = [s for s in report["suites"] if not s.get("skipped")]
+    assert {s["name"] for s in ran} >= {
+        "Single",
+        "Mixed",
+        "Prefix",
+        "RadixCache",
+        "Concurrent",
+        "CrossReplica",
+    }
+    assert all(s["uniqueOutputs"] == 1 and s["passed"] for s in ran), ran
+    assert report["fingerprint"].startswith("sha256:")
+    assert {e["fingerprint"] for e in report["endpoints"]} == {report["fingerprint"]}
+
+
+def test_a_default_mode_engine_fails_and_the_divergence_is_named(tmp_path):
+    with EngineProcess(deterministic=False, seed=42) as engine:
+        code, report, output = validate(
+            tmp_path, "--endpoint", engine.url, "--suites", "Single", *QUICK
+        )
+    assert code == 1, output
+    assert report["verdict"] == "NotDeterministic"
+    single = suite(report, "Single")
+    assert not single["passed"] and single["uniqueOutputs"] > 1
+    # "batch of N, copy i vs batch of M, copy j ...: <what> of output token K ..."
+    assert "batch of" in single["firstDivergence"] and "output token" in report["reason"]
+
+
+def test_cross_replica_fails_when_one_replica_has_other_weights(tmp_path):
+    with (
+        EngineProcess(deterministic=True, seed=42) as a,
+        EngineProcess(deterministic=True, seed=43) as b,
+    ):
+        code, report, output = validate(
+            tmp_path,
+            "--endpoint",
+            f"a={a.url}",
+            "--endpoint",
+            f"b={b.url}",
+            "--suites",
+            "CrossReplica",
+            *QUICK,
+        )
+    assert code == 1, output
+    assert report["verdict"] in ("NotDeterministic", "FingerprintMismatch")
+    cross = suite(report, "CrossReplica")
+    assert not cross["passed"] and cross["firstDivergence"]
+    # Each replica is deterministic on its own: each has a fingerprint, and they differ.
+    fingerprints = [e["fingerprint"] for e in report["endpoints"]]
+    assert all(f and f.startswith("sha256:") for f in fingerprints)
+    assert fingerprints[0] != fingerprints[1]
+    assert report.get("fingerprint") is None  # the replicas agree on none
+
+
+def test_the_fingerprint_survives_restarts_and_changes_with_the_weights(tmp_path):
+    only_fingerprint = ["--suites", "none", "--wait-seconds", "30"]
+    with EngineProcess(deterministic=True, seed=7) as engine:
+        code, first, output = validate(tmp_path, "--endpoint", engine.url, *only_fingerprint)
+    assert code == 0, output
+    fingerprint = first["fingerprint"]
+    # A new process with the same weights (a restarted pod) gives the same fingerprint.
+    with EngineProcess(deterministic=True, seed=7) as engine:
+        code, again, output = validate(
+            tmp_path,
+            "--endpoint",
+            engine.url,
+            "--expected-fingerprint",
+            fingerprint,
+            *only_fingerprint,
+        )
+    assert code == 0, output
+    assert again["fingerprint"] == fingerprint
+    # Other weights: another fingerprint, and an expected one fails.
+    with EngineProcess(deterministic=True, seed=8) as engine:
+        code, other, output = validate(
+            tmp_path,
+            "--endpoint",
+            engine.url,
+            "--expected-fingerprint",
+            fingerprint,
+            *only_fingerprint,
+        )
+    assert code == 1, output
+    assert other["verdict"] == "FingerprintMismatch"
+    assert other["endpoints"][0]["fingerprint"] not in (None, fingerprint)
+
+
+def test_nothing_listening_could_not_test(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    code, report, output = validate(tmp_path, "--endpoint", url, "--wait-seconds", "2")
+    assert code == 2, output
+    assert report["verdict"] == "CouldNotTest"
+    assert url.split("//")[1] in report["reason"]
+
+
+def test_an_engine_that_dies_mid_run_could_not_test(tmp_path):
+    engine = EngineProcess(deterministic=True, seed=42).start()
+    try:
+        # Kill the engine once the run is under way (its first requests take seconds).
+        killer = threading.Timer(3.0, engine.stop, kwargs={"sig": 9})
+        killer.start()
+        code, report, output = validate(
+            tmp_path, "--endpoint", engine.url, "--request-timeout-seconds", "20"
+        )
+        killer.join()
+    finally:
+        engine.stop()
+    assert code == 2, output
+    assert report["verdict"] == "CouldNotTest"
+    assert report["reason"], report
