@@ -84,7 +84,7 @@ demo-down: ## stop the demo's pod runner and operator, delete the local cluster
 bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
 	$(BIN)/python -m detinfer.engine.bench
 
-bench-validator: $(STAMP) ## the validator vs SGLang's procedure on 20+20 reference engines (slow: hours on 2 cores)
+bench-validator: $(STAMP) ## the validator vs SGLang's procedure on 20+20 reference engines (CPU: hours; BENCH_ARGS for GPU, docs/benchmarks.md)
 	$(BIN)/python -m tests.bench.validator_bench $(BENCH_ARGS)
 
 bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)
