@@ -106,33 +106,29 @@ def test_cross_replica_fails_when_one_replica_has_other_weights(tmp_path):
 
 
 def test_the_fingerprint_survives_restarts_and_changes_with_the_weights(tmp_path):
-    only_fingerprint = ["--suites", "none", "--wait-seconds", "30"]
-    with EngineProcess(deterministic=True, seed=7) as engine:
-        code, first, output = validate(tmp_path, "--endpoint", engine.url, *only_fingerprint)
+    def fingerprint_run(seed: int, *expected: str) -> tuple[int, dict, str]:
+        """A fresh engine process (a restarted pod) with these weights; only the fingerprint."""
+        with EngineProcess(deterministic=True, seed=seed) as engine:
+            return validate(
+                tmp_path,
+                "--endpoint",
+                engine.url,
+                "--suites",
+                "none",
+                "--wait-seconds",
+                "30",
+                *expected,
+            )
+
+    code, first, output = fingerprint_run(7)
     assert code == 0, output
     fingerprint = first["fingerprint"]
-    # A new process with the same weights (a restarted pod) gives the same fingerprint.
-    with EngineProcess(deterministic=True, seed=7) as engine:
-        code, again, output = validate(
-            tmp_path,
-            "--endpoint",
-            engine.url,
-            "--expected-fingerprint",
-            fingerprint,
-            *only_fingerprint,
-        )
+    # The same weights in a new process: the same fingerprint.
+    code, again, output = fingerprint_run(7, "--expected-fingerprint", fingerprint)
     assert code == 0, output
     assert again["fingerprint"] == fingerprint
-    # Other weights: another fingerprint, and an expected one fails.
-    with EngineProcess(deterministic=True, seed=8) as engine:
-        code, other, output = validate(
-            tmp_path,
-            "--endpoint",
-            engine.url,
-            "--expected-fingerprint",
-            fingerprint,
-            *only_fingerprint,
-        )
+    # Other weights: another fingerprint, and the expected one fails.
+    code, other, output = fingerprint_run(8, "--expected-fingerprint", fingerprint)
     assert code == 1, output
     assert other["verdict"] == "FingerprintMismatch"
     assert other["endpoints"][0]["fingerprint"] not in (None, fingerprint)
