@@ -207,9 +207,6 @@ class BatchInvariant(Kernels):
         mean_square = tree_sum(x.float() * x.float()) / x.shape[-1]
         return (x.float() * torch.rsqrt(mean_square + eps)[:, None]).to(x.dtype) * weight
 
-    def attention(self, q, k, v, mask):
-        return self._tiled_attention(q, k, v, mask)
-
     QUERY_TILE = 32
     KEY_TILE = 64
     SMALL_QUERY_TILES = (4, 8, 16)
@@ -241,7 +238,7 @@ class BatchInvariant(Kernels):
             for t in self.SMALL_QUERY_TILES
         )
 
-    def _tiled_attention(self, q, k, v, mask):
+    def attention(self, q, k, v, mask):
         """Products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS or cuBLAS),
         sums over keys as pairwise trees over key tiles (elementwise trees for every product
         would move d times more memory: too slow for prompts of thousands of tokens, on a GPU
