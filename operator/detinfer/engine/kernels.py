@@ -70,6 +70,10 @@ class Kernels:
     deterministic: bool
     name: str
 
+    def __init__(self, max_elements: int = 1 << 23):
+        # Attention computes its scores for at most about this many elements at a time.
+        self.max_elements = max_elements
+
     def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x [M, K] @ w [K, N]."""
         raise NotImplementedError
@@ -96,10 +100,6 @@ class BatchVariant(Kernels):
     # stands for that: 64 "cores", reduction chunks of at least 32 elements.
     CORES = 64
     MIN_CHUNK = 32
-
-    def __init__(self, max_elements: int = 1 << 23):
-        self.max_elements = max_elements
-        """Attention's scores are computed for this many elements at a time, at most."""
 
     def _splits(self, rows: int, length: int) -> int:
         return max(1, min(length // self.MIN_CHUNK, self.CORES // max(rows, 1)))
@@ -190,9 +190,9 @@ class BatchInvariant(Kernels):
     name = "batch-invariant"
 
     def __init__(self, block_rows: int = 32, max_elements: int = 1 << 23):
+        super().__init__(max_elements)
         self.block_rows = block_rows
-        self.max_elements = max_elements
-        self._tiles_agree: dict[tuple[int, str], bool] = {}
+        self._tiles_agree: dict[int, bool] = {}  # by head size
 
     def linear(self, x, w):
         m, k = x.shape
@@ -221,17 +221,16 @@ class BatchInvariant(Kernels):
         # small decode tiles a decode step gave other bits in a batch of 31 than alone.
         if tq >= self.QUERY_TILE or device.type != "cpu":
             return self.QUERY_TILE
-        key = (d, str(device))
-        if key not in self._tiles_agree:
-            self._tiles_agree[key] = self._small_tiles_agree(d, device)
-        if not self._tiles_agree[key]:
+        if d not in self._tiles_agree:
+            self._tiles_agree[d] = self._small_tiles_agree(d)
+        if not self._tiles_agree[d]:
             return self.QUERY_TILE
         return next(t for t in (*self.SMALL_QUERY_TILES, self.QUERY_TILE) if t >= tq)
 
-    def _small_tiles_agree(self, d: int, device: torch.device) -> bool:
+    def _small_tiles_agree(self, d: int) -> bool:
         g = torch.Generator().manual_seed(0)
-        q = torch.randn(3, 1, self.QUERY_TILE, d, generator=g).to(device)
-        k = torch.randn(3, 2, d, self.KEY_TILE, generator=g).to(device)
+        q = torch.randn(3, 1, self.QUERY_TILE, d, generator=g)
+        k = torch.randn(3, 2, d, self.KEY_TILE, generator=g)
         full = torch.matmul(q[:, :, None], k[:, None])
         return all(
             torch.equal(torch.matmul(q[:, :, None, :t], k[:, None]), full[..., :t, :])

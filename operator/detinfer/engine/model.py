@@ -129,8 +129,6 @@ class Transformer:
         kern, c = self.kernels, self.config
         counts = [len(s.tokens) for s in steps]
         starts = [s.cache.length for s in steps]
-        for s, n in zip(steps, counts, strict=True):
-            s.cache.reserve(s.cache.length + n)
         tokens = torch.tensor([t for s in steps for t in s.tokens], device=self.device)
         positions = torch.tensor(
             [p for s0, n in zip(starts, counts, strict=True) for p in range(s0, s0 + n)],
@@ -143,7 +141,7 @@ class Transformer:
             _AttentionGroup.build(members, counts, starts, firsts, self.device)
             for members in _group_by_length(counts, kv_lens)
         ]
-        for g in groups:  # every cache of a group holds its longest sequence's positions
+        for g in groups:  # room for the new tokens, and as far as the group's keys are read
             for i in g.members:
                 steps[i].cache.reserve(g.keys)
         cos, sin = self.cos[positions], self.sin[positions]
@@ -177,11 +175,10 @@ class Transformer:
         for s, s0, n in zip(steps, starts, counts, strict=True):
             s.cache.length = s0 + n
         # Logits only for the rows asked for.
-        wanted, row = [], 0
-        for s, n in zip(steps, counts, strict=True):
+        wanted = []
+        for s, n, r in zip(steps, counts, firsts, strict=True):
             first = n - 1 if s.logits_from < 0 else min(s.logits_from, n - 1)
-            wanted.append((row + first, n - first))
-            row += n
+            wanted.append((r + first, n - first))
         index = torch.tensor([r + j for r, m in wanted for j in range(m)], device=self.device)
         hidden = kern.rms_norm(x[index], self.final_norm, c.norm_eps).float()
         logits = kern.linear(hidden, self.lm_head)
