@@ -38,6 +38,13 @@ FAULTS = (
     "no-meta",  # an output without meta_info
     "abort",  # SGLang gave up on the sequences after 3 tokens (finish reason abort)
     "error-200",  # HTTP 200 with an error object
+    "empty-stop",  # no output tokens, finish reason stop
+    "empty-null",  # no output tokens, finish reason null
+    "one-token",  # one output token where more were asked, finish reason stop
+    "nan-logprobs",  # every output logprob is NaN
+    "inf-logprobs",  # every output logprob is -inf
+    "constant-logprobs",  # every output logprob is -0.5
+    "redirect",  # a well-formed answer, but with HTTP 302 and a Location
 )
 
 
@@ -185,9 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:
         pass
 
-    def _send(self, status: int, body: Any, *, raw: bytes | None = None) -> None:
+    def _send(
+        self, status: int, body: Any, *, raw: bytes | None = None, location: str | None = None
+    ) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
+        if location is not None:
+            self.send_header("Location", location)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -239,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.path == "/generate":
                 self._generate(body, concurrent, faulty)
             else:
-                self._completions(body, concurrent)
+                self._completions(body, concurrent, faulty)
         finally:
             with e.lock:
                 e.in_flight -= 1
@@ -295,12 +306,15 @@ class _Handler(BaseHTTPRequestHandler):
                 tokens, logprobs = [*tokens, 7], [*logprobs, -1.0]
             if faulty and e.fault == "abort":
                 tokens, logprobs, finish = tokens[:3], logprobs[:3], "abort"
+            if faulty:
+                tokens, logprobs, finish = _starve(e.fault, tokens, logprobs, finish)
             meta: dict[str, Any] = {
                 "id": f"req-{e.generate_requests}",
                 "finish_reason": {
                     "length": {"type": "length", "length": len(tokens)},
                     "stop": {"type": "stop", "matched": 2},
                     "abort": {"type": "abort", "message": "out of memory"},
+                    None: None,
                 }[finish],
                 "prompt_tokens": len(prompt),
                 "completion_tokens": len(tokens),
@@ -329,9 +343,12 @@ class _Handler(BaseHTTPRequestHandler):
                 e.prompt_tokens += len(prompt)
         if faulty and e.fault == "short-list" and len(outputs) > 1:
             outputs = outputs[:-1]
+        if faulty and e.fault == "redirect":
+            self._send(302, outputs[0] if single else outputs, location="http://127.0.0.1:1/login")
+            return
         self._send(200, outputs[0] if single else outputs)
 
-    def _completions(self, body: dict[str, Any], concurrent: bool) -> None:
+    def _completions(self, body: dict[str, Any], concurrent: bool, faulty: bool) -> None:
         e = self.engine
         single = isinstance(body["prompt"], str)
         texts = [body["prompt"]] if single else body["prompt"]
@@ -343,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
             tokens, logprobs, finish = e.complete(
                 prompt, max_new, batch=prompts, concurrent=concurrent, cached=0
             )
+            if faulty:
+                tokens, logprobs, finish = _starve(e.fault, tokens, logprobs, finish)
             choice: dict[str, Any] = {
                 "index": i,
                 "text": detokenize(tokens),
@@ -364,6 +383,24 @@ class _Handler(BaseHTTPRequestHandler):
                 e.prompt_tokens += len(prompt)
         # Servers may list choices in any order; the index is what counts.
         self._send(
-            200,
+            302 if faulty and e.fault == "redirect" else 200,
             {"id": "cmpl-1", "object": "text_completion", "choices": choices[::-1], "usage": usage},
+            location="http://127.0.0.1:1/login" if faulty and e.fault == "redirect" else None,
         )
+
+
+def _starve(
+    fault: str | None, tokens: list[int], logprobs: list[float], finish: str | None
+) -> tuple[list[int], list[float], str | None]:
+    """The faults that answer in the protocol's shape but carry no evidence."""
+    if fault in ("empty-stop", "empty-null"):
+        return [], [], "stop" if fault == "empty-stop" else None
+    if fault == "one-token":
+        return tokens[:1], logprobs[:1], "stop"
+    if fault == "nan-logprobs":
+        return tokens, [math.nan] * len(tokens), finish
+    if fault == "inf-logprobs":
+        return tokens, [-math.inf] * len(tokens), finish
+    if fault == "constant-logprobs":
+        return tokens, [-0.5] * len(tokens), finish
+    return tokens, logprobs, finish

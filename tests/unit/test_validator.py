@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from detinfer.api import Suite, ValidationSummary, Verdict
+from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main
 from detinfer.validator import ValidatorConfig, client, run_validation, suites, validate
@@ -224,7 +224,9 @@ def test_one_endpoint_skips_cross_replica(validate_cli):
     with FakeEngine() as engine:
         run = validate_cli("--suites", "CrossReplica", endpoints=[("pod-a", engine)])
     assert run.rc == 0
-    assert run.suite("CrossReplica").samples == 0 and run.suite("CrossReplica").passed
+    cross = run.suite("CrossReplica")
+    # Skipped is reported as skipped: not a pass, not a failure, and the run still passes.
+    assert cross.samples == 0 and cross.outcome == SuiteOutcome.SKIPPED and not cross.passed
     assert run.report["suites"][-1]["skipped"].startswith("one endpoint")
 
 
@@ -297,7 +299,7 @@ def test_the_openai_protocol_compares_token_strings_and_logprobs(validate_cli):
     assert run.report["comparedOn"] == "tokens+logprobs"
     assert run.report["endpoints"][0]["server"]["model"] == "fake/model"
     radix = run.suite("RadixCache")
-    assert (radix.samples, radix.unique_outputs, radix.passed) == (0, 0, True)
+    assert (radix.samples, radix.unique_outputs, radix.outcome) == (0, 0, SuiteOutcome.SKIPPED)
     reported = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
     assert (
         reported["skipped"] == "the OpenAI protocol can neither send token ids nor flush the cache"
@@ -324,6 +326,157 @@ def test_the_openai_protocol_falls_back_to_text(validate_cli):
     assert re.search(
         r"\(the probe prompt\): text differs at character 5: '\w+' vs '\w+'$",
         run.suite("Single").first_divergence,
+    )
+
+
+# --- no verdict without evidence ----------------------------------------------------------------
+
+
+def test_a_pass_shows_what_it_rests_on(validate_cli):
+    with FakeEngine() as a, FakeEngine() as b:
+        run = validate_cli(
+            "--suites", "Single,CrossReplica", endpoints=[("pod-a", a), ("pod-b", b)]
+        )
+    assert run.rc == 0, run.out
+    single = run.suite("Single")
+    # Batches of 1, 2, 3, 4, 7, 8 and 9 on two endpoints, 64 tokens each, a logprob per token.
+    assert (single.samples, single.tokens_compared, single.logprobs_compared) == (
+        2 * 34,
+        2 * 34 * 64,
+        2 * 34 * 64,
+    )
+    assert single.outcome == SuiteOutcome.PASSED and single.passed
+    assert run.suite("CrossReplica").tokens_compared > 0
+    assert run.summary.compared_on == "tokenIds+logprobs"
+    assert run.summary.tokens_compared == run.report["tokensCompared"] > single.tokens_compared
+    assert run.summary.logprobs_compared == run.report["logprobsCompared"]
+    endpoint_single = next(s for s in run.report["endpoints"][0]["suites"] if s["name"] == "Single")
+    assert (endpoint_single["tokensCompared"], endpoint_single["outcome"]) == (34 * 64, "Passed")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "fault", "fault_after", "words"),
+    [
+        (
+            "sglang",
+            "empty-stop",
+            0,
+            "Fingerprint on pod-a: no output tokens in 4 samples (prompt 1: 0 of 32 tokens, "
+            "finish reason 'stop' although ignore_eos was asked)",
+        ),
+        (
+            "sglang",
+            "empty-null",
+            1,
+            "Single on pod-a: no output tokens in 34 samples (batch of 1, copy 1: 0 of 64 "
+            "tokens and no finish reason)",
+        ),
+        (
+            "sglang",
+            "one-token",
+            1,
+            "Single on pod-a: 34 of 34 samples ended early (batch of 1, copy 1: 1 of 64 tokens, "
+            "finish reason 'stop' although ignore_eos was asked)",
+        ),
+        (
+            "sglang",
+            "nan-logprobs",
+            1,
+            "Single on pod-a: 2176 of 2176 logprobs are not finite numbers (batch of 1, copy 1: "
+            "nan at output token 0)",
+        ),
+        (
+            "sglang",
+            "inf-logprobs",
+            0,
+            "Fingerprint on pod-a: 128 of 128 logprobs are not finite numbers (prompt 1: -inf "
+            "at output token 0)",
+        ),
+        (
+            "sglang",
+            "constant-logprobs",
+            1,
+            "Single on pod-a: all 2176 logprobs are the same value (-0.5)",
+        ),
+        # The OpenAI protocol cannot ask for ignore_eos: a stop the server names is allowed,
+        # but no tokens at all, or fewer without a finish reason, are no evidence.
+        ("openai", "empty-stop", 0, "Fingerprint on pod-a: no output tokens in 4 samples"),
+        (
+            "openai",
+            "empty-null",
+            1,
+            "Single on pod-a: no output tokens in 34 samples (batch of 1, copy 1: 0 of 64 "
+            "tokens and no finish reason)",
+        ),
+        (
+            "openai",
+            "constant-logprobs",
+            0,
+            "Fingerprint on pod-a: all 128 logprobs are the same value (-0.5)",
+        ),
+    ],
+)
+def test_a_server_that_gives_no_evidence_cannot_pass(
+    validate_cli, protocol, fault, fault_after, words
+):
+    with FakeEngine(fault=fault, fault_after=fault_after) as server:
+        run = validate_cli(
+            "--protocol", protocol, "--suites", "Single", endpoints=[("pod-a", server)]
+        )
+    assert run.rc == 2, run.out
+    assert run.summary.verdict == Verdict.COULD_NOT_TEST
+    # With the fault from the first request, the suite lacks evidence too, and says so.
+    more = " (and 1 more suite could not test)" if fault_after == 0 else ""
+    assert run.summary.reason == f"could not test: {words}{more}"
+    assert run.last_line == run.summary.reason
+    # No fingerprint of nothing: not in the summary, not in the report.
+    assert run.summary.fingerprint is None and run.report.get("fingerprint") is None
+    if fault_after == 0:
+        assert run.report["endpoints"][0].get("fingerprint") is None
+    # The suites ran to the end: the summary shows what each rested on.
+    single = run.suite("Single")
+    assert single.outcome == SuiteOutcome.COULD_NOT_TEST and not single.passed
+    assert single.reason and single.reason.startswith("pod-a: ")
+    assert "Traceback" not in run.out + run.err
+
+
+def test_a_redirect_is_an_error_of_that_request(validate_cli):
+    for protocol, path in (("sglang", "/generate"), ("openai", "/v1/completions")):
+        with FakeEngine(fault="redirect") as server:
+            run = validate_cli("--protocol", protocol, endpoints=[("pod-a", server)])
+        assert run.rc == 2, run.out
+        assert run.summary.reason.startswith(
+            f"could not test: pod-a: POST {path} answered HTTP 302 "
+            "(a redirect to http://127.0.0.1:1/login, not followed): "
+        ), run.summary.reason
+        assert run.summary.fingerprint is None and run.summary.suites == []
+
+
+def test_a_divergence_elsewhere_still_fails_a_run_that_lacks_evidence(validate_cli):
+    with (
+        FakeEngine(variance="batch-logprob") as a,
+        FakeEngine(fault="empty-stop", fault_after=1) as b,
+    ):
+        run = validate_cli("--suites", "Single", endpoints=[("pod-a", a), ("pod-b", b)])
+    assert run.rc == 1, run.out
+    assert run.summary.verdict == Verdict.NOT_DETERMINISTIC
+    assert run.summary.failed_endpoints == ["pod-a"]
+    assert run.summary.reason.startswith("not deterministic: Single: pod-a: batch of 9, copy 1")
+    single = run.suite("Single")
+    assert single.outcome == SuiteOutcome.FAILED
+    pod_b = next(s for s in run.report["endpoints"][1]["suites"] if s["name"] == "Single")
+    assert pod_b["outcome"] == "CouldNotTest" and pod_b["tokensCompared"] == 0
+
+
+def test_a_skipped_suite_is_reported_as_skipped(validate_cli):
+    with FakeEngine() as engine:
+        run = validate_cli("--suites", "Single,CrossReplica", endpoints=[("pod-a", engine)])
+    assert run.rc == 0
+    cross = run.suite("CrossReplica")
+    assert (cross.outcome, cross.passed, cross.samples) == (SuiteOutcome.SKIPPED, False, 0)
+    assert cross.reason == "one endpoint: there is no other replica to compare with"
+    assert run.summary.reason == (
+        "deterministic: 1 suite (Single) gave one output per prompt in 34 samples on pod-a"
     )
 
 
@@ -443,6 +596,35 @@ def test_an_exception_outside_the_run_still_writes_a_summary(validate_cli, monke
 def test_bad_arguments_exit_2_with_a_summary(validate_cli, args, words):
     run = validate_cli(*args, trials=None)
     assert run.rc == 2 and words in run.summary.reason, run.summary.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("http://[::1:9", "is not a URL (Invalid IPv6 URL)"),
+        ("http://::1:9", "an IPv6 address needs brackets: http://[ADDRESS]:PORT"),
+        ("10.0.0.7:30000", "the URL must look like http://HOST:PORT"),
+        ("pod-a=engine:30000", "the URL must look like http://HOST:PORT"),
+        ("http://10.0.0.7:65536", "the port must be a number from 1 to 65535"),
+        ("http://10.0.0.7:0", "the port must be a number from 1 to 65535"),
+        ("http://10.0.0.7:http", "the port must be a number from 1 to 65535"),
+        ("=http://10.0.0.7:30000", "the name before '=' is empty"),
+        ("http://engine one:30000", "'engine one' is not a host name or an IP address"),
+        ("http://user:secret@10.0.0.7:30000", "a user or password in the URL is not supported"),
+        ("http://", "the URL must look like http://HOST:PORT"),
+    ],
+)
+def test_a_bad_endpoint_is_refused_naming_the_option(validate_cli, value, words):
+    run = validate_cli("--endpoint", value)
+    assert run.rc == 2
+    assert run.summary.verdict == Verdict.COULD_NOT_TEST
+    assert run.summary.reason.startswith(f"could not test: --endpoint {value!r}: "), (
+        run.summary.reason
+    )
+    assert words in run.summary.reason, run.summary.reason
+    assert "internal error" not in run.summary.reason
+    assert run.summary.fingerprint is None
+    assert "Traceback" not in run.out + run.err
 
 
 def test_the_console_script_exits_2_without_a_traceback(tmp_path):

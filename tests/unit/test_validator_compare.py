@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from detinfer.api import Suite, ValidationSummary, Verdict
+from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.validator.compare import Basis, Output, describe_divergence, fingerprint
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig, parse_suites
@@ -266,6 +266,9 @@ def suite(name, passed=True, endpoints=(), divergence=None) -> SuiteReport:
         samples=10,
         unique_outputs=1 if passed else 2,
         passed=passed,
+        outcome=SuiteOutcome.PASSED if passed else SuiteOutcome.FAILED,
+        tokens_compared=10 * 16,
+        logprobs_compared=10 * 16,
         first_divergence=divergence,
         failed_endpoints=list(endpoints),
     )

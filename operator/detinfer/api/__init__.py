@@ -30,6 +30,7 @@ from detinfer.api.status import (
     Condition,
     ConditionStatus,
     DeterministicInferenceServiceStatus,
+    SuiteOutcome,
     SuiteResult,
     Verdict,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "Reason",
     "SpecError",
     "Suite",
+    "SuiteOutcome",
     "SuiteResult",
     "SummaryError",
     "ValidationSummary",

@@ -43,6 +43,20 @@ class Condition(KubeModel):
     observed_generation: Annotated[int | None, Field(ge=0)] = None
 
 
+class SuiteOutcome(StrEnum):
+    """What one suite found; only Passed counts towards a Deterministic verdict."""
+
+    PASSED = "Passed"
+    """Every output was identical to its reference, and the outputs held evidence."""
+    FAILED = "Failed"
+    """Some output differed from its reference (firstDivergence says where)."""
+    SKIPPED = "Skipped"
+    """The suite could not run with this protocol or set-up (reason says why); not a pass."""
+    COULD_NOT_TEST = "CouldNotTest"
+    """The suite ran, but its outputs held no evidence: no tokens, fewer than asked, or
+    logprobs that are not finite or all the same (reason says which)."""
+
+
 class SuiteResult(KubeModel):
     """One suite of one validation run."""
 
@@ -53,8 +67,19 @@ class SuiteResult(KubeModel):
     """Distinct outputs among them (token ids, and logprobs where the engine gives them); 1 is
     deterministic."""
     passed: bool
+    """True only when outcome is Passed."""
     first_divergence: Annotated[str | None, Field(max_length=512)] = None
     """Where the first two outputs differ: batch size, token position, the two tokens."""
+    outcome: SuiteOutcome | None = None
+    """Passed, Failed, Skipped or CouldNotTest; absent only from validators older than it."""
+    tokens_compared: Annotated[int, Field(ge=0)] = 0
+    """Output tokens compared bitwise, over all samples and endpoints: what a pass rests on."""
+    logprobs_compared: Annotated[int, Field(ge=0)] = 0
+    """Logprobs compared bitwise (output tokens, and prompt positions in RadixCache)."""
+    characters_compared: Annotated[int | None, Field(ge=0)] = None
+    """Characters of text compared, where a server gave text only (no tokens)."""
+    reason: Annotated[str | None, Field(max_length=512)] = None
+    """Why the suite was skipped or could not test."""
 
 
 class ReplicaCounts(KubeModel):

@@ -32,6 +32,14 @@ class ValidationSummary(KubeModel):
     suites: list[SuiteResult] = []
     failed_endpoints: list[str] = []
     """Endpoint names (pod names) that showed nondeterminism or a fingerprint mismatch."""
+    compared_on: str | None = None
+    """tokenIds+logprobs, tokenIds, tokens+logprobs, tokens or text: what outputs were compared on."""
+    tokens_compared: Annotated[int, Field(ge=0)] = 0
+    """Output tokens compared over the whole run (fingerprint step included); a Deterministic
+    verdict with none rests on nothing."""
+    logprobs_compared: Annotated[int, Field(ge=0)] = 0
+    characters_compared: Annotated[int | None, Field(ge=0)] = None
+    """Where a server gave text only: the characters compared."""
     duration_seconds: Annotated[float, Field(ge=0)] = 0.0
     tokens_used: Annotated[int, Field(ge=0)] = 0
     latency_p50_milliseconds: Annotated[float | None, Field(ge=0)] = None
@@ -56,7 +64,10 @@ class ValidationSummary(KubeModel):
                 "reason": self.reason[:300],
                 "suites": [
                     s.model_copy(
-                        update={"first_divergence": (s.first_divergence or "")[:120] or None}
+                        update={
+                            "first_divergence": (s.first_divergence or "")[:120] or None,
+                            "reason": (s.reason or "")[:120] or None,
+                        }
                     )
                     for s in self.suites
                 ],

@@ -2,8 +2,10 @@
 
 Every answer is checked against the protocol before anything compares it: a wrong number of
 outputs, logprobs that do not match the tokens, too many tokens, or a body that is not JSON
-raise ProtocolError, and a transport failure or an HTTP error raises CouldNotTest. Either ends
-the run with "could not test", never with a determinism verdict.
+raise ProtocolError, and a transport failure or any answer but 2xx (a redirect included: none
+is followed) raises CouldNotTest. Either ends the run with "could not test", never with a
+determinism verdict. An output that is well-formed but shorter than asked, where the request
+could not stop early, is marked `cut_short` for the suites to judge.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class EngineClient:
     protocol: Protocol
     can_flush = False
     accepts_token_ids = False
+    asks_ignore_eos = False
+    """Whether requests carry ignore_eos, so that an output shorter than asked is a violation."""
 
     def __init__(self, endpoint: EndpointSpec, config: ValidatorConfig) -> None:
         self.name = endpoint.name
@@ -58,6 +62,8 @@ class EngineClient:
             timeout=httpx.Timeout(config.request_timeout_seconds),
             limits=httpx.Limits(max_connections=max(32, 2 * config.trials)),
             trust_env=False,  # pod-to-pod traffic never goes through a proxy
+            # An answer from elsewhere is not the engine's answer: a redirect is an error.
+            follow_redirects=False,
         )
         self.requests = 0
         self.generated_tokens = 0
@@ -144,10 +150,10 @@ class EngineClient:
             raise CouldNotTest(f"{self.name}: {self._transport_error('POST', path, exc)}") from None
         self.latencies.append(time.perf_counter() - started)
         self.requests += 1
-        if response.status_code >= 400:
+        if not 200 <= response.status_code < 300:
             raise CouldNotTest(
-                f"{self.name}: POST {path} answered HTTP {response.status_code}: "
-                f"{_snippet(response.text)}"
+                f"{self.name}: POST {path} answered HTTP {response.status_code}"
+                f"{_redirect(response)}: {_snippet(response.text)}"
             )
         try:
             return json.loads(response.content)
@@ -205,6 +211,7 @@ class SGLangClient(EngineClient):
     protocol = Protocol.SGLANG
     can_flush = True
     accepts_token_ids = True
+    asks_ignore_eos = True
 
     async def server_info(self) -> dict[str, Any]:
         return {
@@ -276,9 +283,9 @@ class SGLangClient(EngineClient):
                 raise CouldNotTest(
                     f"{self.name}: {self._transport_error('POST', '/flush_cache', exc)}"
                 ) from None
-            if response.status_code < 300:
+            if 200 <= response.status_code < 300:
                 return
-            last = f"HTTP {response.status_code}: {_snippet(response.text)}"
+            last = f"HTTP {response.status_code}{_redirect(response)}: {_snippet(response.text)}"
             await asyncio.sleep(FLUSH_RETRY_SECONDS * 2**attempt)
         raise CouldNotTest(
             f"{self.name}: POST /flush_cache failed {FLUSH_ATTEMPTS} times, last with {last}"
@@ -307,7 +314,8 @@ class SGLangClient(EngineClient):
         logprobs: tuple[float, ...] | None = None
         raw_logprobs = meta.get("output_token_logprobs")
         if raw_logprobs is not None:
-            entries = _logprob_entries(raw_logprobs, allow_null=False)
+            # A null logprob (how orjson writes NaN) is parsed, then judged as no evidence.
+            entries = _logprob_entries(raw_logprobs, allow_null=True)
             if entries is None:
                 raise self._bad(
                     where, "has meta_info.output_token_logprobs that are not [logprob, id, ...]"
@@ -334,7 +342,7 @@ class SGLangClient(EngineClient):
         self._check_shape(where, Basis.TOKEN_IDS, logprobs is not None)
 
         finish = _finish_reason(meta.get("finish_reason"))
-        _check_length(self, where, len(ids), finish, sampling.max_new_tokens)
+        cut_short = _check_length(self, where, len(ids), finish, sampling.max_new_tokens)
 
         inputs = None
         if logprob_start_len is not None:
@@ -365,6 +373,7 @@ class SGLangClient(EngineClient):
             prompt_tokens=prompt_tokens,
             cached_tokens=cached if _is_int(cached) else None,
             basis=Basis.TOKEN_IDS,
+            cut_short=cut_short,
         )
 
 
@@ -481,8 +490,9 @@ class OpenAIClient(EngineClient):
                     logprobs = tuple(raw_values)
         basis = Basis.TEXT if tokens is None else Basis.TOKENS
         self._check_shape(where, basis, logprobs is not None)
+        cut_short = None
         if tokens is not None:
-            _check_length(self, where, len(tokens), finish, sampling.max_new_tokens)
+            cut_short = _check_length(self, where, len(tokens), finish, sampling.max_new_tokens)
         return Output(
             text=text,
             tokens=tokens,
@@ -490,6 +500,7 @@ class OpenAIClient(EngineClient):
             finish_reason=finish,
             completion_tokens=len(tokens) if tokens is not None else 0,
             basis=basis,
+            cut_short=cut_short,
         )
 
     def _count_usage(self, data: dict[str, Any], outputs: list[Output]) -> None:
@@ -521,7 +532,9 @@ ABORTED = frozenset({"abort", "error", "cancelled", "canceled"})
 
 def _check_length(
     client: EngineClient, where: str, n: int, finish: str | None, max_new_tokens: int
-) -> None:
+) -> str | None:
+    """Raise for a length the protocol rules out; say why an output is short where it must
+    not be (None when it is complete, or stopped early in a way the request allowed)."""
     if finish in ABORTED:
         raise client._bad(where, f"was not finished: the server ended it with reason {finish!r}")
     if n > max_new_tokens:
@@ -530,6 +543,22 @@ def _check_length(
         raise client._bad(
             where, f"says it stopped at the length limit after {n} of {max_new_tokens} tokens"
         )
+    if n == max_new_tokens:
+        return None
+    if finish is None:
+        # Nothing says the sequence ended: it may be cut off anywhere.
+        return f"{n} of {max_new_tokens} tokens and no finish reason"
+    if client.asks_ignore_eos:
+        # With ignore_eos and no stop strings, SGLang ends a sequence early only on a grammar,
+        # an abort or a token outside the vocabulary (its sign of NaN logits).
+        return f"{n} of {max_new_tokens} tokens, finish reason {finish!r} although ignore_eos was asked"
+    return None
+
+
+def _redirect(response: httpx.Response) -> str:
+    if not response.is_redirect:
+        return ""
+    return f" (a redirect to {response.headers.get('location', 'nowhere')}, not followed)"
 
 
 def _finish_reason(value: Any) -> str | None:

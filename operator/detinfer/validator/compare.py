@@ -44,6 +44,10 @@ class Output:
     prompt_tokens: int = 0
     cached_tokens: int | None = None
     basis: Basis = Basis.TOKEN_IDS
+    cut_short: str | None = None
+    """Why the output has fewer tokens than asked where the request could not stop early
+    (e.g. `1 of 64 tokens, finish reason 'stop' although ignore_eos was asked`); such an output
+    is no evidence."""
 
     @property
     def key(self) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from detinfer.validator.options import (
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$")
+_HOST_RE = re.compile(
+    r"^[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?)*\.?$"
+)
 
 
 class Protocol(StrEnum):
@@ -41,41 +45,70 @@ class EndpointSpec:
 
     @classmethod
     def parse(cls, text: str) -> EndpointSpec:
-        """`NAME=URL` (what the operator passes) or a bare URL, then named by its host:port."""
+        """`NAME=URL` (what the operator passes) or a bare URL, then named by its host:port.
+
+        Anything else raises ConfigError naming --endpoint and the value given.
+        """
+        given = text
         text = text.strip()
         name, sep, rest = text.partition("=")
         if sep and "://" not in name:
             url = rest.strip()
             name = name.strip()
+            if not name:
+                raise ConfigError(
+                    f"--endpoint {given!r}: the name before '=' is empty; give NAME=URL or a "
+                    "bare URL"
+                )
         else:
             name, url = "", text
         url = url.rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"--endpoint {text!r}: the URL must look like http://HOST:PORT "
-                "(optionally NAME=http://HOST:PORT)"
+
+        def refuse(why: str) -> ConfigError:
+            return ConfigError(f"--endpoint {given!r}: {why}")
+
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError as exc:  # an unclosed IPv6 bracket, for one
+            raise refuse(f"is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not hostname:
+            if parts.scheme in ("http", "https") and parts.netloc.count(":") > 1:
+                raise refuse("an IPv6 address needs brackets: http://[ADDRESS]:PORT")
+            raise refuse(
+                "the URL must look like http://HOST:PORT (optionally NAME=http://HOST:PORT)"
             )
+        if "@" in parts.netloc:
+            raise refuse("a user or password in the URL is not supported")
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(
-                f"--endpoint {text!r}: the port is not a number from 0 to 65535"
-            ) from None
+            port = 0
+        if port == 0 or parts.netloc.endswith(":"):
+            raise refuse("the port must be a number from 1 to 65535")
+        if not _is_host(hostname, bracketed=parts.netloc.startswith("[")):
+            raise refuse(f"{hostname!r} is not a host name or an IP address")
         if parts.path or parts.query or parts.fragment:
-            raise ConfigError(
-                f"--endpoint {text!r}: give the server's base URL without a path (got {url!r})"
-            )
+            raise refuse(f"give the server's base URL without a path (got {url!r})")
         if not name:
-            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            host = f"[{hostname}]" if ":" in hostname else hostname
             default_port = 443 if parts.scheme == "https" else 80
             name = f"{host}:{port if port is not None else default_port}"
         elif not _NAME_RE.match(name) or len(name) > 253:
-            raise ConfigError(
-                f"--endpoint {text!r}: the name {name!r} must be a pod name "
+            raise refuse(
+                f"the name {name!r} must be a pod name "
                 "(letters, digits, '-', '.', '_', at most 253 characters)"
             )
         return cls(name=name, url=url)
+
+
+def _is_host(host: str, *, bracketed: bool) -> bool:
+    """An IP address (IPv6 only in brackets) or a DNS name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return not bracketed and _HOST_RE.match(host) is not None and len(host) <= 253
+    return bracketed == (address.version == 6)
 
 
 def parse_suites(text: str) -> tuple[Suite, ...]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from detinfer import __version__
 from detinfer.api.base import KubeModel
 from detinfer.api.spec import Suite
-from detinfer.api.status import SuiteResult, Verdict
+from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
 from detinfer.api.summary import ValidationSummary
 from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.suites import SuiteRecord, clip
@@ -35,9 +35,18 @@ class SuiteReport(KubeModel):
     unique_outputs: int = 0
     """Distinct outputs of the most varied prompt; 1 is deterministic, 0 when skipped."""
     passed: bool = True
+    """True only when outcome is Passed."""
+    outcome: SuiteOutcome = SuiteOutcome.PASSED
     first_divergence: str | None = None
     skipped: str | None = None
     """Why the suite did not run."""
+    could_not_test: str | None = None
+    """What the outputs lacked to be evidence (no tokens, too few, logprobs not finite or
+    constant); combined over endpoints, prefixed with the endpoint."""
+    tokens_compared: int = 0
+    logprobs_compared: int = 0
+    characters_compared: int | None = None
+    """Only where a server gave text alone."""
     notes: list[str] = []
     requests: int = 0
     generated_tokens: int = 0
@@ -47,13 +56,20 @@ class SuiteReport(KubeModel):
 
     @classmethod
     def of(cls, record: SuiteRecord) -> SuiteReport:
+        outcome = record.outcome
+        evidence = record.evidence
         return cls(
             name=record.name,
             samples=record.samples,
             unique_outputs=record.unique_outputs,
-            passed=record.passed,
+            passed=outcome == SuiteOutcome.PASSED,
+            outcome=outcome,
             first_divergence=record.first_divergence,
             skipped=record.skipped,
+            could_not_test=evidence.missing if outcome == SuiteOutcome.COULD_NOT_TEST else None,
+            tokens_compared=evidence.tokens,
+            logprobs_compared=evidence.logprobs,
+            characters_compared=evidence.characters if evidence.text_only else None,
             notes=list(record.notes),
             requests=record.requests,
             generated_tokens=record.generated_tokens,
@@ -66,21 +82,43 @@ class SuiteReport(KubeModel):
     def combine(cls, name: str, parts: Sequence[tuple[str, SuiteReport]]) -> SuiteReport:
         """One suite over several endpoints: `parts` are (endpoint name, its report)."""
         several = len(parts) > 1
-        failing = [(n, p) for n, p in parts if not p.passed]
+        failing = [(n, p) for n, p in parts if p.outcome == SuiteOutcome.FAILED]
         divergence = None
         if failing:
             endpoint, first = failing[0]
             divergence = clip(
                 f"{endpoint}: {first.first_divergence}" if several else str(first.first_divergence)
             )
+        lacking = [(n, p) for n, p in parts if p.outcome == SuiteOutcome.COULD_NOT_TEST]
         skipped = [p.skipped for _, p in parts if p.skipped]
+        all_skipped = bool(skipped) and len(skipped) == len(parts)
+        if failing:
+            outcome = SuiteOutcome.FAILED
+        elif lacking:
+            outcome = SuiteOutcome.COULD_NOT_TEST
+        elif all_skipped:
+            outcome = SuiteOutcome.SKIPPED
+        else:
+            outcome = SuiteOutcome.PASSED
+        # The endpoint is named even when there is one: the reason must say where.
+        missing = [f"{n}: {p.could_not_test}" for n, p in lacking]
+        if len(missing) > 1:
+            missing[0] += (
+                f" (and {len(missing) - 1} more endpoint{'s' if len(missing) > 2 else ''})"
+            )
+        characters = [p.characters_compared for _, p in parts if p.characters_compared is not None]
         return cls(
             name=name,
             samples=sum(p.samples for _, p in parts),
             unique_outputs=max((p.unique_outputs for _, p in parts), default=0),
-            passed=not failing,
+            passed=outcome == SuiteOutcome.PASSED,
+            outcome=outcome,
             first_divergence=divergence,
-            skipped=skipped[0] if skipped and len(skipped) == len(parts) else None,
+            skipped=skipped[0] if all_skipped else None,
+            could_not_test=clip(missing[0]) if missing else None,
+            tokens_compared=sum(p.tokens_compared for _, p in parts),
+            logprobs_compared=sum(p.logprobs_compared for _, p in parts),
+            characters_compared=sum(characters) if characters else None,
             notes=[f"{n}: {note}" if several else note for n, p in parts for note in p.notes],
             requests=sum(p.requests for _, p in parts),
             generated_tokens=sum(p.generated_tokens for _, p in parts),
@@ -96,6 +134,11 @@ class SuiteReport(KubeModel):
             unique_outputs=self.unique_outputs,
             passed=self.passed,
             first_divergence=self.first_divergence,
+            outcome=self.outcome,
+            tokens_compared=self.tokens_compared,
+            logprobs_compared=self.logprobs_compared,
+            characters_compared=self.characters_compared,
+            reason=clip(self.skipped or self.could_not_test or "") or None,
         )
 
 
@@ -133,12 +176,20 @@ class Report(KubeModel):
     started_at: str
     duration_seconds: float
     fingerprint: str | None = None
-    """The fingerprint all endpoints agree on; None when they differ or the run stopped."""
+    """The fingerprint all endpoints agree on; None when they differ, when the fingerprint
+    prompts gave no evidence on some endpoint, or when the run could not test."""
     expected_fingerprint: str | None = None
     failed_endpoints: list[str] = []
     suites: list[SuiteReport] = []
     """The selected suites, each combined over the endpoints (the fingerprint step first)."""
     endpoints: list[EndpointReport] = []
+    stopped: bool = False
+    """True when an error or the deadline ended the run before every suite ran everywhere."""
+    tokens_compared: int = 0
+    """Output tokens compared over every step, the fingerprint included: what a verdict rests
+    on (the suites' own counts say which)."""
+    logprobs_compared: int = 0
+    characters_compared: int | None = None
     requests: int = 0
     tokens_used: int = 0
     """Prompt plus generated tokens, as the servers counted them."""
@@ -152,10 +203,9 @@ class Report(KubeModel):
     """The traceback of an unexpected error (the reason has its last line)."""
 
     def to_summary(self) -> ValidationSummary:
+        # After a stop only part of the suites ran: they are in the report, not the summary.
         suites = (
-            []
-            if self.verdict == Verdict.COULD_NOT_TEST
-            else [s.to_result() for s in self.suites if s.name in SUITE_NAMES]
+            [] if self.stopped else [s.to_result() for s in self.suites if s.name in SUITE_NAMES]
         )
         return ValidationSummary(
             verdict=self.verdict,
@@ -163,6 +213,10 @@ class Report(KubeModel):
             fingerprint=None if self.verdict == Verdict.COULD_NOT_TEST else self.fingerprint,
             suites=suites,
             failed_endpoints=list(self.failed_endpoints),
+            compared_on=self.compared_on,
+            tokens_compared=self.tokens_compared,
+            logprobs_compared=self.logprobs_compared,
+            characters_compared=self.characters_compared,
             duration_seconds=round(self.duration_seconds, 3),
             tokens_used=self.tokens_used,
             latency_p50_milliseconds=self.latency_p50_milliseconds,
@@ -179,16 +233,21 @@ def decide(
     suites: Sequence[SuiteReport],
     fingerprints: dict[str, str | None],
 ) -> tuple[Verdict, str, list[str], str | None]:
-    """The verdict of a run that tested every endpoint: (verdict, reason, failed, fingerprint).
+    """The verdict of a run that ran every suite on every endpoint: (verdict, reason, failed,
+    fingerprint).
 
-    Nondeterminism found by a suite comes first; then fingerprints that differ between
-    endpoints or from the expected one.
+    A failure needs only the outputs that show it, so failures come first: nondeterminism
+    found by a suite, fingerprints that differ between endpoints, then a fingerprint that is
+    not the expected one. Then "could not test" where some suite's outputs (the fingerprint
+    step's included) held no evidence. Deterministic only when every suite that ran passed.
+    An endpoint whose fingerprint prompts gave no evidence has no fingerprint (None).
     """
     expected = config.expected_fingerprint
     distinct = sorted({fp for fp in fingerprints.values() if fp})
-    common = distinct[0] if len(distinct) == 1 else None
-    mismatched = [n for n, fp in fingerprints.items() if expected and fp != expected]
-    failed_suites = [s for s in suites if not s.passed]
+    everyone = all(fingerprints.values())
+    common = distinct[0] if len(distinct) == 1 and everyone else None
+    mismatched = [n for n, fp in fingerprints.items() if expected and fp and fp != expected]
+    failed_suites = [s for s in suites if s.outcome == SuiteOutcome.FAILED]
     if failed_suites:
         first = failed_suites[0]
         more = len(failed_suites) - 1
@@ -202,10 +261,18 @@ def decide(
         reason = f"fingerprint mismatch: expected {expected}; {got}"
         return Verdict.FINGERPRINT_MISMATCH, clip(reason, REASON_LIMIT), mismatched, common
     if len(distinct) > 1:
-        got = ", ".join(f"{n} {fp}" for n, fp in fingerprints.items())
+        got = ", ".join(f"{n} {fp or 'none'}" for n, fp in fingerprints.items())
         reason = f"not deterministic: the endpoints gave different fingerprints: {got}"
         return Verdict.NOT_DETERMINISTIC, clip(reason, REASON_LIMIT), sorted(fingerprints), None
-    ran = [s for s in suites if s.name in SUITE_NAMES and not s.skipped]
+    lacking = [s for s in suites if s.outcome == SuiteOutcome.COULD_NOT_TEST]
+    if lacking:
+        first = lacking[0]
+        reason = f"could not test: {first.name} on {first.could_not_test}"
+        if len(lacking) > 1:
+            more = len(lacking) - 1
+            reason += f" (and {more} more suite{'s' if more > 1 else ''} could not test)"
+        return Verdict.COULD_NOT_TEST, clip(reason, REASON_LIMIT), [], None
+    ran = [s for s in suites if s.name in SUITE_NAMES and s.outcome == SuiteOutcome.PASSED]
     samples = sum(s.samples for s in ran)
     where = _names(list(fingerprints))
     if ran:
@@ -239,25 +306,35 @@ SUITE_COLUMNS = (
     "suite",
     "samples",
     "unique",
+    "compared",
     "result",
     "tokens",
     "seconds",
     "first divergence / note",
 )
+"""compared: output tokens compared; tokens: tokens generated."""
+RESULT_WORDS = {
+    SuiteOutcome.PASSED: "passed",
+    SuiteOutcome.FAILED: "FAILED",
+    SuiteOutcome.SKIPPED: "skipped",
+    SuiteOutcome.COULD_NOT_TEST: "could not test",
+}
 
 
 def suite_row(suite) -> tuple[str, ...]:
-    """One suite as the report's table shows it; the result is passed, FAILED or skipped."""
-    if suite.skipped:
-        result, note = "skipped", suite.skipped
+    """One suite as the report's table shows it."""
+    if suite.outcome == SuiteOutcome.SKIPPED:
+        note = suite.skipped or ""
+    elif suite.outcome == SuiteOutcome.COULD_NOT_TEST:
+        note = suite.could_not_test or ""
     else:
-        result = "passed" if suite.passed else "FAILED"
         note = suite.first_divergence or "; ".join(suite.notes)
     return (
         suite.name,
         str(suite.samples),
         str(suite.unique_outputs),
-        result,
+        str(suite.tokens_compared),
+        RESULT_WORDS[suite.outcome],
         str(suite.generated_tokens),
         f"{suite.seconds:.1f}",
         note,
@@ -267,14 +344,16 @@ def suite_row(suite) -> tuple[str, ...]:
 def render_text(report: Report) -> str:
     """The report as a plain table for a log."""
     rows = [SUITE_COLUMNS, *(suite_row(suite) for suite in report.suites)]
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    cells = len(SUITE_COLUMNS) - 1  # the note, last, is not padded
+    left = (0, SUITE_COLUMNS.index("result"))
+    widths = [max(len(r[i]) for r in rows) for i in range(cells)]
     lines = [
         "  ".join(
             [
-                cell.ljust(widths[i]) if i in (0, 3) else cell.rjust(widths[i])
-                for i, cell in enumerate(row[:6])
+                cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+                for i, cell in enumerate(row[:cells])
             ]
-            + [row[6]]
+            + [row[cells]]
         ).rstrip()
         for row in rows
     ]
@@ -301,8 +380,9 @@ def summary_lines(report: Report) -> list[str]:
         else ""
     )
     tps = f"{report.tokens_per_second:.0f} tokens/s; " if report.tokens_per_second else ""
+    compared = f"{report.tokens_compared} tokens and {report.logprobs_compared} logprobs compared; "
     lines.append(
-        f"{lat}{tps}{report.generated_tokens} tokens generated, {report.prompt_tokens} prompt "
+        f"{compared}{lat}{tps}{report.generated_tokens} tokens generated, {report.prompt_tokens} prompt "
         f"tokens, {report.requests} requests in {report.duration_seconds:.1f} s"
     )
     return lines

@@ -99,6 +99,7 @@ def build_report(
     prompt = sum(r.client.prompt_tokens for r in runs)
     busy = max((sum(s.seconds for s in e.suites) for e in endpoint_reports), default=0.0)
     bases = {e.compared_on for e in endpoint_reports if e.compared_on}
+    characters = [s.characters_compared for s in suites if s.characters_compared is not None]
     return Report(
         verdict=verdict,
         reason=" ".join(reason.split()),
@@ -113,6 +114,10 @@ def build_report(
         failed_endpoints=failed,
         suites=suites,
         endpoints=endpoint_reports,
+        stopped=error is not None,
+        tokens_compared=sum(s.tokens_compared for s in suites),
+        logprobs_compared=sum(s.logprobs_compared for s in suites),
+        characters_compared=sum(characters) if characters else None,
         requests=sum(r.client.requests for r in runs),
         tokens_used=generated + prompt,
         prompt_tokens=prompt,

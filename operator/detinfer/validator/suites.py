@@ -4,7 +4,8 @@ Every output is compared with the first output of the same prompt and sampling p
 this endpoint gave anywhere in the run (the reference, kept in a Ledger): the probe's output in
 a batch of 33 is held to its output alone in a batch of 1, in the Mixed suite to the same, and
 so on. A suite's unique outputs are the distinct outputs of its most varied prompt, the
-reference included, so 1 means every sample was identical to the last bit.
+reference included, so 1 means every sample was identical to the last bit; it passes only when
+its outputs also held evidence (detinfer.validator.evidence).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detinfer.api.spec import Suite
+from detinfer.api.status import SuiteOutcome
 from detinfer.validator.client import EngineClient, Sampling
 from detinfer.validator.compare import Output, Prompt, describe_divergence, fingerprint
 from detinfer.validator.config import ValidatorConfig
+from detinfer.validator.evidence import Evidence
 from detinfer.validator.prompts import (
     FINGERPRINT_MAX_NEW_TOKENS,
     FINGERPRINT_PROMPTS,
@@ -65,7 +68,7 @@ class SuiteRecord:
     unique_outputs: int = 0
     first_divergence: str | None = None
     skipped: str | None = None
-    """Why the suite did not run; a skipped suite passes and has no samples."""
+    """Why the suite did not run; a skipped suite has no samples and does not pass."""
     notes: list[str] = field(default_factory=list)
     requests: int = 0
     generated_tokens: int = 0
@@ -74,10 +77,27 @@ class SuiteRecord:
     failed_endpoints: list[str] = field(default_factory=list)
     complete: bool = False
     """False while the suite runs, and for a suite an error cut short."""
+    evidence: Evidence = field(default_factory=Evidence)
+
+    @property
+    def diverged(self) -> bool:
+        return self.first_divergence is not None or self.unique_outputs > 1
+
+    @property
+    def outcome(self) -> SuiteOutcome:
+        # Two outputs that differ prove nondeterminism whatever else they lack; identical
+        # outputs prove determinism only when they hold something.
+        if self.diverged:
+            return SuiteOutcome.FAILED
+        if self.skipped:
+            return SuiteOutcome.SKIPPED
+        if self.evidence.missing is not None:
+            return SuiteOutcome.COULD_NOT_TEST
+        return SuiteOutcome.PASSED
 
     @property
     def passed(self) -> bool:
-        return self.first_divergence is None and self.unique_outputs <= 1
+        return self.outcome == SuiteOutcome.PASSED
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,7 @@ class Tally:
         seen = self._seen.setdefault(key, {reference.output.key})
         seen.add(output.key)
         self.record.samples += 1
+        self.record.evidence.add(key, output, label)
         self.record.unique_outputs = max(self.record.unique_outputs, len(seen))
         if self.record.first_divergence is None:
             detail = describe_divergence(reference.output, output)
@@ -172,7 +193,7 @@ class EndpointRun:
         record.generated_tokens = self.client.generated_tokens - generated
         record.prompt_tokens = self.client.prompt_tokens - prompt
         record.complete = True
-        if not record.passed:
+        if record.diverged:
             record.failed_endpoints = [self.name]
         self.progress.suite_done(self.name, record)
 
@@ -187,7 +208,8 @@ async def run_fingerprint(run: EndpointRun, tally: Tally) -> None:
     outputs = await run.batch(list(FINGERPRINT_PROMPTS), sampling)
     for k, (prompt, output) in enumerate(zip(FINGERPRINT_PROMPTS, outputs, strict=True)):
         tally.add(prompt, sampling, output, f"prompt {k + 1}")
-    run.fingerprint = fingerprint(outputs)
+    # A hash of outputs that hold nothing would be recorded and held to as if it meant a model.
+    run.fingerprint = fingerprint(outputs) if tally.record.evidence.missing is None else None
 
 
 async def run_single(run: EndpointRun, tally: Tally) -> None:
@@ -306,6 +328,9 @@ def cross_replica(runs: Sequence[EndpointRun], expected_fingerprint: str | None)
     for key in keys:
         reference = first.ledger.references[key]
         distinct = {r.ledger.references[key].output.key for r in runs}
+        for r in runs:
+            theirs = r.ledger.references[key]
+            record.evidence.add(key, theirs.output, f"{r.name}, {theirs.suite} {theirs.label}")
         record.samples += len(runs)
         record.unique_outputs = max(record.unique_outputs, len(distinct))
         if record.first_divergence is None and len(distinct) > 1:
@@ -317,7 +342,7 @@ def cross_replica(runs: Sequence[EndpointRun], expected_fingerprint: str | None)
                 f"{other.name} vs {first.name}, {prompt_name(key[0])} "
                 f"({reference.suite} {reference.label}): {detail}"
             )
-    if not record.passed:
+    if record.diverged:
         matching = [r.name for r in runs if r.fingerprint == expected_fingerprint]
         # Which replica is wrong cannot be told from two that disagree; only the expected
         # fingerprint can clear some of them. Otherwise all fail (detinfer fails closed).

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from detinfer.api.status import Verdict
+from detinfer.api.status import SuiteOutcome, Verdict
 from detinfer.validator.report import (
+    RESULT_WORDS,
     SUITE_COLUMNS,
     Report,
     render_text,
@@ -20,15 +21,19 @@ from detinfer.validator.suites import Progress, SuiteRecord
 
 
 def describe_record(record: SuiteRecord) -> str:
-    if record.skipped:
+    outcome = record.outcome
+    if outcome == SuiteOutcome.SKIPPED:
         return f"skipped: {record.skipped}"
-    result = "passed" if record.passed else "FAILED"
     line = (
-        f"{record.samples} samples, {record.unique_outputs} unique, {result}, "
-        f"{record.generated_tokens} tokens, {record.seconds:.1f} s"
+        f"{record.samples} samples, {record.unique_outputs} unique, "
+        f"{record.evidence.tokens} tokens and {record.evidence.logprobs} logprobs compared, "
+        f"{RESULT_WORDS[outcome]}, {record.generated_tokens} tokens generated, "
+        f"{record.seconds:.1f} s"
     )
     if record.first_divergence:
         line += f": {record.first_divergence}"
+    elif outcome == SuiteOutcome.COULD_NOT_TEST:
+        line += f": {record.evidence.missing}"
     return line
 
 
@@ -108,17 +113,19 @@ class Terminal:
         from rich.table import Table
 
         table = Table(title="detinfer validate")
-        right = {"samples", "unique", "tokens", "seconds"}
+        right = {"samples", "unique", "compared", "tokens", "seconds"}
         for column in SUITE_COLUMNS:
             table.add_column(column, justify="right" if column in right else "left")
         styles = {
             "passed": "[green]passed[/]",
             "FAILED": "[bold red]FAILED[/]",
             "skipped": "[yellow]skipped[/]",
+            "could not test": "[bold yellow]could not test[/]",
         }
+        result = SUITE_COLUMNS.index("result")
         for suite in report.suites:
             row = suite_row(suite)
-            table.add_row(*row[:3], styles[row[3]], *row[4:])
+            table.add_row(*row[:result], styles[row[result]], *row[result + 1 :])
         self.console.print(table)
         for text in summary_lines(report):
             self.console.print(text, highlight=False, markup=False)
