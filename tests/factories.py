@@ -166,8 +166,21 @@ def summary(verdict: str = "Deterministic", **fields: Any) -> str:
         "fingerprint": fields.pop("fingerprint", FINGERPRINT),
         "suites": fields.pop(
             "suites",
-            [{"name": "Single", "samples": 16, "uniqueOutputs": 1, "passed": True}],
+            [
+                {
+                    "name": "Single",
+                    "samples": 16,
+                    "uniqueOutputs": 1,
+                    "passed": True,
+                    "outcome": "Passed",
+                    "tokensCompared": 1024,
+                    "logprobsCompared": 1024,
+                }
+            ],
         ),
+        "comparedOn": "tokenIds+logprobs",
+        "tokensCompared": fields.pop("tokensCompared", 1152),
+        "logprobsCompared": 1152,
         "durationSeconds": 12.5,
         "tokensUsed": 4096,
         "latencyP50Milliseconds": 120.4,
@@ -191,6 +204,9 @@ def failing_summary(why: str, unique_outputs: int = 3) -> str:
                 "uniqueOutputs": unique_outputs,
                 "passed": False,
                 "firstDivergence": why,
+                "outcome": "Failed",
+                "tokensCompared": 1024,
+                "logprobsCompared": 1024,
             }
         ],
     )

@@ -351,6 +351,40 @@ def test_garbage_or_inconsistent_summaries_are_could_not_validate():
         assert world.condition(T.DEGRADED)["status"] == "False"
 
 
+def test_a_deterministic_summary_without_evidence_is_not_a_pass():
+    lacking_suite = {
+        "name": "Single",
+        "samples": 16,
+        "uniqueOutputs": 1,
+        "passed": True,
+        "outcome": "CouldNotTest",
+        "reason": "qwen-a: no output tokens in 16 samples",
+    }
+    empty_pass = {**lacking_suite, "outcome": "Passed", "reason": None}
+    for message, words in [
+        (f.summary(tokensCompared=0), "without evidence: 0 tokens compared"),
+        (f.summary(fingerprint=None), "without evidence: no fingerprint"),
+        (f.summary(suites=[lacking_suite]), "suite Single is CouldNotTest"),
+        (f.summary(suites=[empty_pass]), "suite Single passed on 0 tokens compared"),
+        (
+            f.summary(suites=[{k: v for k, v in empty_pass.items() if k != "outcome"}]),
+            "suite Single is without an outcome",
+        ),
+    ]:
+        world = World(f.dis())
+        world.settle()
+        world.add_pods("qwen-a", "qwen-b")
+        world.settle()
+        world.finish_job(0, message)
+        p = world.step()
+        validated = world.condition(T.VALIDATED)
+        assert (validated["status"], validated["reason"]) == ("Unknown", "CouldNotValidate")
+        assert words in validated["message"], (words, validated["message"])
+        assert world.condition(T.DEGRADED)["status"] == "False", "not a determinism verdict"
+        assert all(x["status"] == "False" for x in p.pod_conditions.values())
+        assert world.body["status"].get("fingerprint") is None, "nothing is recorded"
+
+
 def test_a_new_pod_is_held_to_the_recorded_fingerprint():
     world = validated_world(replicas=3)
     assert world.condition(T.READY)["status"] == "False"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from detinfer.api import SuiteResult, SummaryError, ValidationSummary, Verdict
+from detinfer.api import SuiteOutcome, SuiteResult, SummaryError, ValidationSummary, Verdict
 from tests import factories as f
 
 
@@ -37,6 +37,46 @@ def test_huge_summaries_are_cut_to_the_termination_message_limit():
     assert parsed.verdict == Verdict.NOT_DETERMINISTIC
     assert len(parsed.suites) == 6 and all(s.unique_outputs == 7 for s in parsed.suites)
     assert "200 endpoints failed" in parsed.reason
+
+
+@pytest.mark.parametrize("outcome", [SuiteOutcome.FAILED, SuiteOutcome.COULD_NOT_TEST])
+def test_the_evidence_of_every_suite_fits_with_the_most_endpoints(outcome):
+    # 64 replicas (the most spec.replicas allows) of the longest pod names, every text at its
+    # limit, every count at 12 digits: the suites' evidence must survive the cut.
+    names = [f"{'a' * 240}-{i:05d}" for i in range(64)]
+    summary = ValidationSummary(
+        verdict=Verdict.NOT_DETERMINISTIC,
+        reason="x" * 1024,
+        fingerprint="sha256:" + "f" * 64,
+        compared_on="tokenIds+logprobs",
+        tokens_compared=10**12 - 1,
+        logprobs_compared=10**12 - 1,
+        characters_compared=10**12 - 1,
+        suites=[
+            SuiteResult(
+                name=name,
+                samples=10**12 - 1,
+                unique_outputs=10**6,
+                passed=False,
+                first_divergence="y" * 512,
+                outcome=outcome,
+                tokens_compared=10**12 - 1,
+                logprobs_compared=10**12 - 1,
+                characters_compared=10**12 - 1,
+                reason="z" * 512,
+            )
+            for name in ("Single", "Mixed", "Prefix", "RadixCache", "Concurrent", "CrossReplica")
+        ],
+        failed_endpoints=names,
+    )
+    text = summary.to_termination_message()
+    assert len(text.encode()) <= 4096
+    parsed = ValidationSummary.parse(text)
+    assert [s.outcome for s in parsed.suites] == [outcome] * 6
+    assert all(s.tokens_compared == s.logprobs_compared == 10**12 - 1 for s in parsed.suites)
+    assert parsed.tokens_compared == 10**12 - 1 and parsed.compared_on == "tokenIds+logprobs"
+    assert all(s.reason and s.first_divergence for s in parsed.suites)
+    assert "64 endpoints failed" in parsed.reason
 
 
 def test_small_summaries_are_not_cut():

@@ -13,6 +13,7 @@ from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.validator.compare import Basis, Output, describe_divergence, fingerprint
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
+from detinfer.validator.evidence import Evidence
 from detinfer.validator.options import PROTOCOLS
 from detinfer.validator.prompts import FILLERS, LONG_TEXT, PREFIX_LENGTHS, PROBE_PROMPT
 from detinfer.validator.report import Report, SuiteReport, decide
@@ -308,6 +309,123 @@ def test_a_deterministic_verdict_says_what_ran():
     assert reason == (
         "deterministic: 1 suite (Single) gave one output per prompt in 10 samples on pod-a"
     )
+
+
+def lacking(name, endpoint="pod-b", why="no output tokens in 4 samples") -> SuiteReport:
+    return SuiteReport(
+        name=name,
+        samples=4,
+        unique_outputs=1,
+        passed=False,
+        outcome=SuiteOutcome.COULD_NOT_TEST,
+        could_not_test=f"{endpoint}: {why}",
+    )
+
+
+def test_failures_decide_before_could_not_test_and_could_not_test_before_a_pass():
+    # A divergence elsewhere in the run still fails it.
+    verdict, reason, failed, fp = decide(
+        config(),
+        [lacking("Fingerprint"), suite("Single", False, ["pod-a"], "batch of 9 ...")],
+        {"pod-a": FP_A, "pod-b": None},
+    )
+    assert (verdict, failed, fp) == (Verdict.NOT_DETERMINISTIC, ["pod-a"], None)
+    # So does a fingerprint that is not the expected one, on an endpoint that gave evidence.
+    verdict, reason, failed, fp = decide(
+        config(expected_fingerprint=FP_B),
+        [suite("Fingerprint"), lacking("Single")],
+        {"pod-a": FP_A, "pod-b": FP_B},
+    )
+    assert (verdict, failed) == (Verdict.FINGERPRINT_MISMATCH, ["pod-a"])
+    # Otherwise a suite without evidence makes the run "could not test", never a pass.
+    verdict, reason, failed, fp = decide(
+        config(expected_fingerprint=FP_A),
+        [suite("Fingerprint"), lacking("Single"), lacking("Mixed", "pod-a", "all 8 logprobs ...")],
+        {"pod-a": FP_A, "pod-b": FP_A},
+    )
+    assert (verdict, failed, fp) == (Verdict.COULD_NOT_TEST, [], None)
+    assert reason == (
+        "could not test: Single on pod-b: no output tokens in 4 samples "
+        "(and 1 more suite could not test)"
+    )
+
+
+def test_an_endpoint_without_a_fingerprint_leaves_the_run_without_one():
+    # pod-b's fingerprint prompts held no evidence: its None is neither a match nor a mismatch.
+    verdict, reason, failed, fp = decide(
+        config(expected_fingerprint=FP_A),
+        [lacking("Fingerprint")],
+        {"pod-a": FP_A, "pod-b": None},
+    )
+    assert (verdict, failed, fp) == (Verdict.COULD_NOT_TEST, [], None)
+    assert reason.startswith("could not test: Fingerprint on pod-b: ")
+
+
+def test_a_skipped_suite_is_not_counted_as_run():
+    skipped = SuiteReport(
+        name="RadixCache", passed=False, outcome=SuiteOutcome.SKIPPED, skipped="the protocol ..."
+    )
+    verdict, reason, failed, fp = decide(
+        config(), [suite("Fingerprint"), suite("Single"), skipped], {"pod-a": FP_A}
+    )
+    assert (verdict, failed, fp) == (Verdict.DETERMINISTIC, [], FP_A)
+    assert reason.startswith("deterministic: 1 suite (Single)")
+
+
+def output(tokens, logprobs=None, **kw) -> Output:
+    return Output(text="", tokens=tuple(tokens), logprobs=logprobs, **kw)
+
+
+def test_evidence_allows_what_a_real_model_can_give():
+    evidence = Evidence()
+    # One prompt, one token per sample: the same logprob every time is what determinism means.
+    for _ in range(5):
+        evidence.add(("probe",), output([7], (-0.25,)), "a sample")
+    assert evidence.missing is None and (evidence.tokens, evidence.logprobs) == (5, 5)
+    # The first prompt position has no logprob (nothing before it), and 0.0 is a real value.
+    evidence.add(
+        ("radix",),
+        output([7, 8], (0.0, -1.5), input_logprobs=((None, 3), (-2.0, 4)), logprob_start=0),
+        "a prefill",
+    )
+    assert evidence.missing is None and evidence.logprobs == 5 + 3
+    # A server without logprobs is compared on its tokens alone.
+    tokens_only = Evidence()
+    tokens_only.add(("probe",), output([1, 2, 3]), "a sample")
+    assert tokens_only.missing is None and tokens_only.logprobs == 0
+
+
+@pytest.mark.parametrize(
+    ("outputs", "words"),
+    [
+        ([output([])], "no output tokens in 1 samples"),
+        (
+            [output([1], cut_short="1 of 4 tokens and no finish reason"), output([1, 2, 3, 4])],
+            "1 of 2 samples ended early (s: 1 of 4 tokens and no finish reason)",
+        ),
+        ([output([1, 2], (-1.0, None))], "1 of 2 logprobs are not finite numbers (s: null at"),
+        ([output([1, 2], (-1.0, math.inf))], "(s: inf at output token 1)"),
+        ([output([1, 2], (-1.0, -1.0)), output([3], (-1.0,))], "all 3 logprobs are the same"),
+        (
+            [output([1], (-1.0,), input_logprobs=((math.nan, 5),), logprob_start=9)],
+            "(s: nan at prompt position 9)",
+        ),
+    ],
+)
+def test_evidence_names_what_is_missing(outputs, words):
+    evidence = Evidence()
+    for i, o in enumerate(outputs):
+        evidence.add((i,), o, "s")
+    assert words in (evidence.missing or ""), evidence.missing
+
+
+def test_text_only_outputs_are_evidence_by_their_characters():
+    evidence = Evidence()
+    evidence.add(("p",), Output(text="abc", tokens=None, basis=Basis.TEXT), "s")
+    assert (evidence.missing, evidence.characters, evidence.tokens) == (None, 3, 0)
+    empty = Evidence()
+    empty.add(("p",), Output(text="", tokens=None, basis=Basis.TEXT), "s")
+    assert empty.missing == "no output text in 1 samples"
 
 
 def test_the_summary_of_the_worst_report_fits_a_termination_message():

@@ -30,6 +30,7 @@ from detinfer.api.status import (
     DeterministicInferenceServiceStatus,
     OverheadStatus,
     ReplicaCounts,
+    SuiteOutcome,
     ValidationStatus,
     Verdict,
 )
@@ -247,6 +248,14 @@ def read_result(job: JobView, validator_pods: Sequence[PodView]) -> Result | Non
             summary,
         )
     verdict, message = summary.verdict, summary.reason
+    lacking = _without_evidence(summary) if verdict == Verdict.DETERMINISTIC else None
+    if lacking is not None:
+        # Defence in depth: the validator must not say Deterministic on nothing either.
+        return Result(
+            Verdict.COULD_NOT_TEST,
+            f"validator {pod.name} said Deterministic without evidence: {lacking}",
+            summary,
+        )
     if (
         verdict == Verdict.DETERMINISTIC
         and job.expected_fingerprint
@@ -258,6 +267,22 @@ def read_result(job: JobView, validator_pods: Sequence[PodView]) -> Result | Non
             f"fingerprint {summary.fingerprint} is not the expected {job.expected_fingerprint}"
         )
     return Result(verdict, message or verdict.value, summary)
+
+
+def _without_evidence(summary: ValidationSummary) -> str | None:
+    """What a Deterministic summary lacks to be taken as a pass; None when nothing."""
+    if summary.fingerprint is None:
+        return "no fingerprint"
+    if summary.tokens_compared == 0 and not summary.characters_compared:
+        return "0 tokens compared"
+    for suite in summary.suites:
+        if suite.outcome not in (SuiteOutcome.PASSED, SuiteOutcome.SKIPPED):
+            return f"suite {suite.name.value} is {suite.outcome.value if suite.outcome else 'without an outcome'}"
+        if suite.outcome == SuiteOutcome.PASSED and not (
+            suite.tokens_compared or suite.characters_compared
+        ):
+            return f"suite {suite.name.value} passed on 0 tokens compared"
+    return None
 
 
 def _consume(
