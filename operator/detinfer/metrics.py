@@ -12,7 +12,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detinfer import __version__
-from detinfer.api.status import ConditionStatus, DeterministicInferenceServiceStatus, Verdict
+from detinfer.api.status import (
+    ConditionStatus,
+    DeterministicInferenceServiceStatus,
+    SuiteOutcome,
+    Verdict,
+)
 from detinfer.controller.conditions import parse_time
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -53,7 +58,7 @@ unique_outputs = Gauge(
 )
 reproducibility_ratio = Gauge(
     "detinfer_reproducibility_ratio",
-    "Fraction of suites of the last validation that gave exactly one output",
+    "Fraction of suites of the last validation that gave exactly one output, with evidence",
     _DIS,
     registry=REGISTRY,
 )
@@ -135,7 +140,12 @@ def observe(namespace: str, name: str, status: Mapping[str, Any], consumed: Verd
     for suite in run.suites:
         unique_outputs.labels(*key, suite.name.value).set(suite.unique_outputs)
     if run.suites:
-        passed = sum(1 for s in run.suites if s.unique_outputs == 1)
+        # One output of a suite whose outputs held no evidence is not reproducibility.
+        passed = sum(
+            1
+            for s in run.suites
+            if s.unique_outputs == 1 and s.outcome != SuiteOutcome.COULD_NOT_TEST
+        )
         reproducibility_ratio.labels(*key).set(passed / len(run.suites))
     fingerprint_match.labels(*key).set(0 if run.verdict == Verdict.FINGERPRINT_MISMATCH else 1)
     if (when := parse_time(run.last_success_time)) is not None:

@@ -150,6 +150,15 @@ def test_metrics_follow_the_status_and_are_forgotten():
                 "suites": [
                     {"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True},
                     {"name": "Prefix", "samples": 4, "uniqueOutputs": 2, "passed": False},
+                    # One output, but of nothing: not reproducibility.
+                    {
+                        "name": "Mixed",
+                        "samples": 4,
+                        "uniqueOutputs": 1,
+                        "passed": False,
+                        "outcome": "CouldNotTest",
+                    },
+                    {"name": "Concurrent", "samples": 4, "uniqueOutputs": 1, "passed": True},
                 ],
             },
             "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
