@@ -62,6 +62,13 @@ def test_deterministic_engines_pass_every_suite_with_one_output(tmp_path):
         "CrossReplica",
     }
     assert all(s["uniqueOutputs"] == 1 and s["passed"] for s in ran), ran
+    # The pass rests on real outputs: every suite compared tokens and finite, varied logprobs,
+    # and no sample stopped before its 16 tokens.
+    assert all(s["outcome"] == "Passed" for s in ran), ran
+    assert all(s["tokensCompared"] > 0 and s["logprobsCompared"] > 0 for s in ran), ran
+    single = suite(report, "Single")
+    assert single["tokensCompared"] == single["samples"] * 16 == single["logprobsCompared"]
+    assert report["tokensCompared"] > 0 and report["logprobsCompared"] > 0
     assert report["fingerprint"].startswith("sha256:")
     assert {e["fingerprint"] for e in report["endpoints"]} == {report["fingerprint"]}
 
