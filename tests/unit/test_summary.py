@@ -79,6 +79,20 @@ def test_the_evidence_of_every_suite_fits_with_the_most_endpoints(outcome):
     assert "64 endpoints failed" in parsed.reason
 
 
+def test_one_output_of_nothing_is_not_shown_as_unique_outputs():
+    def result(name, unique, outcome):
+        return SuiteResult(
+            name=name, samples=4, unique_outputs=unique, passed=False, outcome=outcome
+        )
+
+    lacking = result("Single", 1, SuiteOutcome.COULD_NOT_TEST)
+    summary = ValidationSummary(verdict=Verdict.COULD_NOT_TEST, suites=[lacking])
+    assert summary.max_unique_outputs is None
+    failed = result("Mixed", 3, SuiteOutcome.FAILED)
+    summary = ValidationSummary(verdict=Verdict.NOT_DETERMINISTIC, suites=[lacking, failed])
+    assert summary.max_unique_outputs == 3
+
+
 def test_small_summaries_are_not_cut():
     summary = ValidationSummary.parse(f.summary())
     assert json.loads(summary.to_termination_message())["reason"] == "all suites gave one output"

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 from detinfer.api.base import KubeModel
 from detinfer.api.constants import TERMINATION_MESSAGE_LIMIT
 from detinfer.api.spec import FINGERPRINT_PATTERN
-from detinfer.api.status import SuiteResult, Verdict
+from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -52,7 +52,11 @@ class ValidationSummary(KubeModel):
 
     @property
     def max_unique_outputs(self) -> int | None:
-        return max((s.unique_outputs for s in self.suites), default=None)
+        """The most distinct outputs of a suite whose outputs were evidence (kubectl's UNIQUE)."""
+        return max(
+            (s.unique_outputs for s in self.suites if s.outcome != SuiteOutcome.COULD_NOT_TEST),
+            default=None,
+        )
 
     def to_termination_message(self) -> str:
         """Compact JSON of at most TERMINATION_MESSAGE_LIMIT bytes."""
