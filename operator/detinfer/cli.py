@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_MAX_MIB} MiB, not UTF-8, not YAML, nested deeper than {safeyaml.MAX_DEPTH} levels, "
         f"more than {safeyaml.MAX_ALIASES} aliases or {safeyaml.MAX_NODES} values once they are "
         "expanded, or a value JSON has no type for: a date, !!binary, !!set, a non-string or "
-        "repeated key, .inf/.nan), or the arguments are wrong.",
+        "repeated key, .inf/.nan), or the arguments or the operator's DETINFER_* settings are "
+        "wrong.",
     )
     render.add_argument("files", nargs="+", type=Path)
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -173,8 +174,10 @@ def _render(args: argparse.Namespace) -> int:
         config = OperatorConfig.from_env()
     except ValidationError as exc:
         first = exc.errors()[0]
+        variable = f"DETINFER_{str(first['loc'][0]).upper()}"
         print(
-            f"detinfer render: operator setting {first['loc'][0]}: {first['msg']}", file=sys.stderr
+            f"detinfer render: {variable}: {first['msg']} (got {first.get('input')!r:.60})",
+            file=sys.stderr,
         )
         return EXIT_UNREADABLE
     if args.validator_image:
@@ -189,7 +192,10 @@ def _render(args: argparse.Namespace) -> int:
             status = EXIT_UNREADABLE
             continue
         if not docs:
-            print(f"{path}: holds no resource (it is empty, or only comments)", file=sys.stderr)
+            print(
+                f"{path}: holds no resource (it is empty, or only comments and empty documents)",
+                file=sys.stderr,
+            )
             status = max(status, EXIT_INVALID)
         for doc in docs:
             if not isinstance(doc, dict):

@@ -264,7 +264,10 @@ def test_render_refuses_a_file_over_the_size_limit(tmp_path: Path, capsys):
 @pytest.mark.parametrize("content", ["", "# only a comment\n", "---\n---\n", "--- null\n"])
 def test_render_refuses_a_file_with_no_resource(tmp_path: Path, capsys, content):
     code, line = render_fails(tmp_path, capsys, content)
-    assert (code, line) == (EXIT_INVALID, "holds no resource (it is empty, or only comments)")
+    assert (code, line) == (
+        EXIT_INVALID,
+        "holds no resource (it is empty, or only comments and empty documents)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -295,6 +298,17 @@ def test_render_checks_every_file_and_exits_with_the_worst(tmp_path: Path, capsy
     assert captured.out == ""
     assert (
         captured.err.count("spec.replicas") == 2 and f"{unreadable}: is not UTF-8" in captured.err
+    )
+
+
+def test_render_names_a_bad_operator_setting(monkeypatch, capsys):
+    monkeypatch.setenv("DETINFER_JOB_TTL_SECONDS", "soon")
+    assert main(["render", str(f.ROOT / "examples" / "reference.yaml")]) == EXIT_UNREADABLE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "detinfer render: DETINFER_JOB_TTL_SECONDS: Input should be a valid integer, unable to "
+        "parse string as an integer (got 'soon')\n"
     )
 
 
