@@ -2,11 +2,10 @@
 
 What the API server receives is JSON, so a file is read as the JSON it stands for: strings, finite
 numbers, booleans, null, lists and mappings with string keys. A YAML date, !!binary, !!set,
-!!omap, a non-string or repeated key, .inf/.nan or a lone surrogate is refused with the path of the value instead of being
-turned into something JSON cannot carry. Reading is bounded: the file's size, the nesting depth
-and the aliases (their number and the nodes they expand to, which stops "billion laughs"
-bombs before anything is expanded) are checked while the file is parsed, before any value is
-built.
+!!omap, a non-string or repeated key, .inf/.nan or a lone surrogate is refused with the path of
+the value instead of being turned into something JSON cannot carry. Reading is bounded: the
+file's size, the nesting depth and the aliases (their number and the nodes they expand to, which
+stops "billion laughs" bombs) are checked on the parser's events, before any node is built.
 """
 
 from __future__ import annotations

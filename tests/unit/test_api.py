@@ -260,6 +260,7 @@ def test_integral_floats_are_integers_as_the_api_server_stores_them():
 
 VALID_QUANTITIES = ["0", "8", "500m", "0.5", ".5", "1.", "+1", "64Gi", "1Ei", "1e9", "1E+3", "2e-3"]
 VALID_QUANTITIES += ["1n", "1u", "1k", "1M", "1G", "1T", "1P", "1E", "7Ei", "9223372036854775807"]
+VALID_QUANTITIES += ["." + "0" * 27 + "1e41"]  # 1e13, in the 32 characters the field allows
 INVALID_QUANTITIES = ["", ".", "...", "-1", "-0", "1K", "1ki", "1Gb", "1e", "1e+", "1e1.5", "1 Gi"]
 INVALID_QUANTITIES += ["Gi", "1..2", "0x10", "1_000", "∞", "1e9.0"]
 

@@ -28,10 +28,11 @@ _SIGNED = re.compile(rf"([+-]?){_NUMBER}{_SUFFIX}")
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 INT64_MAX = 2**63 - 1
-# Past these decimal exponents a quantity of at most 32 characters is certainly out of int64's
-# range, or below a nano (which Kubernetes rounds up to 1n): no need to build the number.
-_EXPONENT_TOO_LARGE = 40
-_EXPONENT_NEGLIGIBLE = -80
+# The digits of a quantity of at most 32 characters lie between 1e-31 and 1e32, so past these
+# exponents it is certainly out of int64's range, or below a nano (which Kubernetes rounds up to
+# 1n): no need to build a number of a billion digits for "1e999999999".
+_EXPONENT_TOO_LARGE = 400
+_EXPONENT_NEGLIGIBLE = -400
 
 GRAMMAR = (
     "digits with an optional fraction and one optional suffix: Ki Mi Gi Ti Pi Ei, "
