@@ -163,7 +163,7 @@ def _value(node: Node, path: str, constructor: yaml.SafeLoader) -> Any:
     if len(set(own)) < len(own):
         # kubectl refuses duplicate fields too; YAML's last-one-wins would hide a value.
         twice = next(k for k in own if own.count(k) > 1)
-        raise YamlFileError(f"{_at(path, node)}the key {twice!r:.40} appears twice")
+        raise YamlFileError(f"{_at(path, node)}the key {_show(twice)} appears twice")
     try:
         constructor.flatten_mapping(node)  # merge keys (<<), as kubectl's YAML reader has them
     except yaml.MarkedYAMLError as exc:
@@ -171,13 +171,18 @@ def _value(node: Node, path: str, constructor: yaml.SafeLoader) -> Any:
     out: dict[str, Any] = {}
     for key_node, value_node in node.value:
         if not isinstance(key_node, ScalarNode) or key_node.tag != f"{_TAG}str":
-            key = key_node.value if isinstance(key_node, ScalarNode) else "a collection"
+            key = (
+                _show(key_node.value, quote=False)
+                if isinstance(key_node, ScalarNode)
+                else "a collection"
+            )
             raise YamlFileError(
-                f"{_at(path, key_node)}the key {key!s:.40} is not a string; JSON keys are "
-                "strings (quote it)"
+                f"{_at(path, key_node)}the key {key} is not a string; JSON keys are strings "
+                "(quote it)"
             )
         key = _text(key_node, path)
-        out[key] = _value(value_node, f"{path}.{key}" if path else key, constructor)
+        child = key if key.isprintable() and "." not in key else repr(key)
+        out[key] = _value(value_node, f"{path}.{child}" if path else child, constructor)
     return out
 
 
@@ -189,10 +194,13 @@ def _scalar(node: ScalarNode, path: str, constructor: yaml.SafeLoader) -> Any:
     try:
         value = constructor.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError) as exc:
-        raise YamlFileError(f"{_at(path, node)}{node.value!r:.40} cannot be read: {exc}") from None
+        problem = " ".join(str(exc).split())
+        raise YamlFileError(
+            f"{_at(path, node)}{_show(node.value)} cannot be read: {problem}"
+        ) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise YamlFileError(
-            f"{_at(path, node)}{node.value!r:.40} is not a finite number; JSON has no "
+            f"{_at(path, node)}{_show(node.value)} is not a finite number; JSON has no "
             "infinity or NaN"
         )
     return value
@@ -211,7 +219,7 @@ def _text(node: ScalarNode, path: str) -> str:
 
 def _refused(node: Node, path: str) -> YamlFileError:
     what = _REFUSED_TAGS.get(node.tag, f"the YAML tag {node.tag}")
-    shown = f" ({node.value!s:.40})" if isinstance(node, ScalarNode) else ""
+    shown = f" ({_show(node.value, quote=False)})" if isinstance(node, ScalarNode) else ""
     hint = "; quote it to make it a string" if isinstance(node, ScalarNode) else ""
     return YamlFileError(f"{_at(path, node)}{what}{shown} is not a JSON value{hint}")
 
@@ -219,3 +227,9 @@ def _refused(node: Node, path: str) -> YamlFileError:
 def _at(path: str, node: Node) -> str:
     line = f"line {node.start_mark.line + 1}"
     return f"{path} ({line}): " if path else f"{line}: "
+
+
+def _show(text: str, quote: bool = True) -> str:
+    """A value for a one-line message: at most 40 characters, control characters escaped."""
+    short = text if len(text) <= 40 else text[:37] + "..."
+    return repr(short) if quote or not short.isprintable() else short

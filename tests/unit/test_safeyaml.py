@@ -117,6 +117,15 @@ def test_a_lone_surrogate_is_refused():
         assert message.startswith("a[0] (line 1): the string holds a lone surrogate")
 
 
+def test_messages_stay_on_one_line_whatever_the_keys_and_values_hold():
+    assert refusal('a: {"x\\ny": 2020-01-01}').startswith("a.'x\\ny' (line 1): a YAML timestamp")
+    assert refusal('b: {"k.j": [2020-01-01]}').startswith("b.'k.j'[0] (line 1): a YAML")
+    assert refusal("a: !x |\n  line1\n  line2\n") == (
+        "a (line 1): the YAML tag !x ('line1\\nline2\\n') is not a JSON value; quote it to make "
+        "it a string"
+    )
+
+
 def test_a_huge_integer_is_refused_not_raised():
     assert "cannot be read" in refusal("a: " + "9" * 5000 + "\n")
 
