@@ -14,11 +14,15 @@ from typing import Any
 
 import yaml
 
-from detinfer import __version__
+from detinfer import __version__, safeyaml
 from detinfer.validator import options as validate_options
 
-EXIT_INVALID = 1
-EXIT_UNREADABLE = 2
+# `detinfer render`'s exit codes (also in its --help and the README).
+EXIT_INVALID = 1  # a resource the API server would refuse, a document that is none, no resource
+EXIT_UNREADABLE = 2  # a file that cannot be read as YAML of JSON values, or bad arguments
+
+
+_MAX_MIB = safeyaml.MAX_BYTES // (1024 * 1024)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     render = sub.add_parser(
-        "render", help="print the objects the operator would create for a resource file"
+        "render",
+        help="print the objects the operator would create for a resource file",
+        description="Print the objects the operator would create for each resource in the "
+        "files, after the API server's rules. Nothing is printed to stdout unless every "
+        "resource is valid; each problem is one line on stderr naming the file and the field.",
+        epilog=f"exit codes: 0 every resource rendered; {EXIT_INVALID} a resource is invalid "
+        "(schema, CEL rules, metadata), a document is not a mapping, or a file holds no "
+        f"resource; {EXIT_UNREADABLE} a file cannot be read (missing, larger than "
+        f"{_MAX_MIB} MiB, not UTF-8, not YAML, nested deeper than {safeyaml.MAX_DEPTH} levels, "
+        f"more than {safeyaml.MAX_ALIASES} aliases or {safeyaml.MAX_NODES} values once they are "
+        "expanded, or a value JSON has no type for: a date, !!binary, !!set, a non-string or "
+        "repeated key, .inf/.nan), or the arguments or the operator's DETINFER_* settings are "
+        "wrong.",
     )
     render.add_argument("files", nargs="+", type=Path)
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -148,39 +164,65 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from detinfer.api import SpecError, parse_service
     from detinfer.builders import render_objects
     from detinfer.config import OperatorConfig
 
-    config = OperatorConfig.from_env()
+    try:
+        config = OperatorConfig.from_env()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = f"DETINFER_{str(first['loc'][0]).upper()}"
+        print(
+            f"detinfer render: {variable}: {first['msg']} (got {first.get('input')!r:.60})",
+            file=sys.stderr,
+        )
+        return EXIT_UNREADABLE
     if args.validator_image:
         config = config.model_copy(update={"validator_image": args.validator_image})
     rendered: list[tuple[str, dict[str, Any]]] = []
-    failed = False
+    status = 0
     for path in args.files:
         try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-        except (OSError, yaml.YAMLError) as exc:
-            print(f"{path}: cannot read: {exc}", file=sys.stderr)
-            return EXIT_UNREADABLE
+            docs = [d for d in safeyaml.load_file(path) if d is not None]
+        except safeyaml.YamlFileError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            status = EXIT_UNREADABLE
+            continue
+        if not docs:
+            print(
+                f"{path}: holds no resource (it is empty, or only comments and empty documents)",
+                file=sys.stderr,
+            )
+            status = max(status, EXIT_INVALID)
         for doc in docs:
             if not isinstance(doc, dict):
-                print(f"{path}: a document is not a mapping", file=sys.stderr)
-                failed = True
+                kind = (
+                    "a list" if isinstance(doc, list) else f"the {type(doc).__name__} {doc!r:.40}"
+                )
+                print(f"{path}: a document is {kind}, not a resource (a mapping)", file=sys.stderr)
+                status = max(status, EXIT_INVALID)
                 continue
-            if args.namespace and not (doc.get("metadata") or {}).get("namespace"):
-                doc.setdefault("metadata", {})["namespace"] = args.namespace
-            label = f"{path}: {(doc.get('metadata') or {}).get('name', '<unnamed>')}"
+            metadata = doc.get("metadata")
+            if args.namespace and metadata is None:
+                doc["metadata"] = metadata = {}
+            if args.namespace and isinstance(metadata, dict) and not metadata.get("namespace"):
+                metadata["namespace"] = args.namespace
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            shown = name if isinstance(name, str) and name.isprintable() else None
+            label = f"{path}: {shown[:63] if shown else '<unnamed>'}"
             try:
                 dis = parse_service(doc)
             except SpecError as exc:
-                failed = True
+                status = max(status, EXIT_INVALID)
                 for error in exc.errors:
                     print(f"{label}: {error}", file=sys.stderr)
                 continue
             rendered += [(f"{path}", obj) for obj in render_objects(dis, config)]
-    if failed:
-        return EXIT_INVALID
+    if status:
+        return status
     if args.output == "json":
         print(
             json.dumps(

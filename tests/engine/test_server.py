@@ -148,10 +148,24 @@ BAD_REQUESTS = [
     ("/v1/completions", {"prompt": "hi", "max_tokens": -5}, "max_tokens: -5"),
     ("/v1/completions", {"prompt": ""}, "prompt[0]"),
     ("/v1/completions", {"max_tokens": 3}, "prompt: required"),
+    # JSON can escape a lone surrogate; no text can be encoded from one.
+    ("/generate", b'{"text": "\\ud800"}', "text: the string holds a lone surrogate ('\\ud800'"),
+    ("/generate", b'{"text": ["ok", "a\\udfff"]}', "text[1]: the string holds a lone surrogate"),
+    ("/generate", b'{"text": "hi", "\\ud800": 1}', "the key '\\ud800': the string holds a lone"),
+    ("/generate", b'{"text": "hi", "rid": "\\udc00"}', "rid: the string holds a lone surrogate"),
+    ("/v1/completions", b'{"prompt": ["\\ud83d"]}', "prompt[0]: the string holds a lone"),
+    # Nesting Python's parser would recurse into until it fails, and nesting below that.
+    ("/generate", b"[" * 100_000 + b"]" * 100_000, "the request body nests deeper than 32 levels"),
+    ("/generate", b'{"text": "hi", "rid": ' + b"[" * 40 + b"]" * 40 + b"}", "nests deeper than 32"),
+    ("/generate", b'{"text": "hi", "sampling_params": {"temperature": NaN}}', "NaN is not a JSON"),
+    ("/generate", b'{"input_ids": [' + b"9" * 5000 + b"]}", "not valid JSON: Exceeds the limit"),
+    ("/generate", b'{"text": "caf\xe9"}', "the request body is not UTF-8 (byte 0xe9 at offset 13)"),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "message"), BAD_REQUESTS)
+@pytest.mark.parametrize(
+    ("path", "body", "message"), BAD_REQUESTS, ids=[f"{p}:{m[:40]}" for p, _, m in BAD_REQUESTS]
+)
 def test_bad_input_gets_a_400_that_names_the_field_and_the_server_keeps_serving(
     deterministic, path, body, message
 ):

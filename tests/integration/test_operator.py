@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import time
+from fractions import Fraction
 
 import pytest
 import yaml
 
+from detinfer.api import parse_service, quantity
 from tests import factories as f
 from tests.integration.harness import Cluster, Operator, wait_for
-from tests.unit.test_api import BOUND_CASES, CEL_CASES
+from tests.unit.test_api import BOUND_CASES, CEL_CASES, VALID_QUANTITIES
 
 pytestmark = pytest.mark.integration
 NAME = "qwen3-8b"
@@ -185,6 +187,47 @@ def test_api_server_refuses_every_cel_rule(
 def test_api_server_refuses_bad_fields(cluster: Cluster, namespace: str, overrides, path):
     stderr = _refusal(cluster, namespace, f.dis(**overrides))
     assert path.split("[")[0] in stderr, stderr
+
+
+def test_api_server_takes_what_the_models_take(cluster: Cluster, namespace: str):
+    """The other side of the refusals: quantities the models take and integral floats (which the
+    API server stores as integers, as the models read them)."""
+    for i, text in enumerate(VALID_QUANTITIES):
+        cpu = text if quantity.parse(text) <= Fraction(quantity.INT64_MAX, 1000) else "1"
+        body = f.dis(resources={"cpu": cpu, "memory": text, "sharedMemorySize": text})
+        body["metadata"] = {"name": f"q{i}"}
+        cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+        stored = cluster.dis(namespace, f"q{i}")
+        assert stored["spec"]["resources"]["memory"] == text
+        parse_service(stored)
+    body = f.dis(replicas=2.0, validation={"trials": 4.0})
+    body["metadata"] = {"name": "floats"}
+    cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+    stored = cluster.dis(namespace, "floats")
+    assert stored["spec"]["replicas"] == 2 and type(stored["spec"]["replicas"]) is int
+    assert parse_service(stored).spec.validation.trials == 4
+
+
+def test_the_operator_refuses_a_quantity_the_api_server_admits(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    """1e999 follows the quantity grammar (the CRD's pattern), but Kubernetes counts pod
+    resources in 64 bits: the operator says InvalidSpec, naming the field, and creates nothing."""
+    cluster.apply(namespace, example(resources={"sharedMemorySize": "1e999"}))
+    ready = wait_for(
+        "Ready=False InvalidSpec",
+        lambda: (
+            (c := cluster.condition(namespace, NAME, "Ready"))
+            and c["reason"] == "InvalidSpec"
+            and c
+        ),
+    )
+    assert ready["status"] == "False"
+    assert ready["message"] == (
+        "spec.resources.sharedMemorySize: Input should be at most 9223372036854775807: "
+        "Kubernetes counts bytes in 64 bits (got '1e999')"
+    )
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from detinfer.api import SpecError, parse_service
+from detinfer.api import SpecError, ValidationSummary, Verdict, parse_service
 from detinfer.api.base import KubeModel
+from detinfer.api.quantity import QUANTITY_PATTERN
+from detinfer.api.resource import parse_status
 from detinfer.api.spec import MANAGED_FLAGS, NONDETERMINISTIC_FLAGS, AttentionBackend, Suite
 from tests import factories as f
 
@@ -182,6 +186,21 @@ BOUND_CASES = [
     ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
     ({"resources": {"gpuProduct": "NVIDIA H100"}}, "spec.resources.gpuProduct"),
     ({"replicas": "two"}, "spec.replicas"),
+    # Strict types: the API server coerces nothing, so neither do the models.
+    ({"replicas": "2"}, "spec.replicas"),
+    ({"replicas": True}, "spec.replicas"),
+    ({"validation": {"trials": 2.5}}, "spec.validation.trials"),
+    ({"model": {"allowUnpinnedRevision": "yes"}}, "spec.model.allowUnpinnedRevision"),
+    ({"engine": {"allowMutableImage": 1}}, "spec.engine.allowMutableImage"),
+    ({"engine": {"extraArgs": [8]}}, "spec.engine.extraArgs[0]"),
+    # Quantities: Kubernetes' grammar, never negative.
+    ({"resources": {"memory": "-1Gi"}}, "spec.resources.memory"),
+    ({"resources": {"cpu": "..."}}, "spec.resources.cpu"),
+    ({"resources": {"cpu": "-500m"}}, "spec.resources.cpu"),
+    ({"resources": {"sharedMemorySize": "-0"}}, "spec.resources.sharedMemorySize"),
+    ({"resources": {"memory": "1K"}}, "spec.resources.memory"),
+    ({"resources": {"memory": "1e"}}, "spec.resources.memory"),
+    ({"resources": {"memory": "1.5e3.2"}}, "spec.resources.memory"),
     ({"surprise": True}, "spec.surprise"),
     ({"engine": {"image": None}}, "spec.engine.image"),
 ]
@@ -230,3 +249,128 @@ def test_every_error_is_reported_at_once():
         f.dis(replicas=-1, validation={"trials": 0}, engine={"attentionBackend": "x"})
     )
     assert len(errors) == 3
+
+
+def test_integral_floats_are_integers_as_the_api_server_stores_them():
+    # kube-apiserver takes replicas: 2.0 and stores 2; the models agree.
+    dis = parse_service(f.dis(replicas=2.0, engine={"samplingSeed": 7.0}))
+    assert (dis.spec.replicas, dis.spec.engine.sampling_seed) == (2, 7)
+    assert type(dis.spec.replicas) is int
+
+
+VALID_QUANTITIES = ["0", "8", "500m", "0.5", ".5", "1.", "+1", "64Gi", "1Ei", "1e9", "1E+3", "2e-3"]
+VALID_QUANTITIES += ["1n", "1u", "1k", "1M", "1G", "1T", "1P", "1E", "7Ei", "9223372036854775807"]
+VALID_QUANTITIES += ["." + "0" * 27 + "1e41"]  # 1e13, in the 32 characters the field allows
+INVALID_QUANTITIES = ["", ".", "...", "-1", "-0", "1K", "1ki", "1Gb", "1e", "1e+", "1e1.5", "1 Gi"]
+INVALID_QUANTITIES += ["Gi", "1..2", "0x10", "1_000", "∞", "1e9.0"]
+
+
+@pytest.mark.parametrize("text", VALID_QUANTITIES)
+def test_quantities_kubernetes_takes_are_taken_by_the_crd_and_the_models(text):
+    assert re.fullmatch(QUANTITY_PATTERN, text)
+    dis = parse_service(f.dis(resources={"memory": text, "sharedMemorySize": text}))
+    assert dis.spec.resources.memory == text
+
+
+@pytest.mark.parametrize("text", INVALID_QUANTITIES)
+def test_quantities_kubernetes_refuses_are_refused_by_the_crd_and_the_models(text):
+    assert not re.fullmatch(QUANTITY_PATTERN, text)
+    errors = errors_of(f.dis(resources={"memory": text}))
+    assert len(errors) == 1 and errors[0].startswith("spec.resources.memory: Input should "), errors
+    assert f"(got {text!r})" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "largest", "too_large"),
+    [
+        ("memory", "9223372036854775807", "9223372036854775808"),
+        ("memory", "7Ei", "8Ei"),
+        ("sharedMemorySize", "9.223372036854775807e18", "1e999"),
+        ("cpu", "9223372036854775807m", "9223372036854775808m"),
+        ("cpu", "9223372036854775.807", "9223372036854776"),
+        ("cpu", "9e15", "1e4294967297"),  # Kubernetes would read the last as 1e1 (int32 wrap)
+    ],
+)
+def test_quantities_beyond_what_kubernetes_counts_are_refused(field, largest, too_large):
+    parse_service(f.dis(resources={field: largest}))
+    errors = errors_of(f.dis(resources={field: too_large}))
+    counted = "cpu in millicores" if field == "cpu" else "bytes"
+    assert errors == [
+        f"spec.resources.{field}: Input should be at most 9223372036854775807"
+        f"{'m' if field == 'cpu' else ''}: Kubernetes counts {counted} in 64 bits "
+        f"(got {too_large!r})"
+    ]
+
+
+def test_negative_quantities_say_so():
+    assert errors_of(f.dis(resources={"cpu": "-1"})) == [
+        "spec.resources.cpu: Input should not be negative: Kubernetes refuses negative pod "
+        "resources (got '-1')"
+    ]
+
+
+def test_status_and_summary_stay_readable_after_strict_specs():
+    """Strictness is for what users write; the status (written by the operator) and the summary
+    (the validator's JSON, with ints where floats are declared) are read as before."""
+    status = {
+        "observedGeneration": 2,
+        "validation": {
+            "revision": "r",
+            "jobName": "j",
+            "verdict": "Deterministic",
+            "lastRunTime": "2026-01-01T00:00:00Z",
+            "suites": [{"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True}],
+        },
+    }
+    assert parse_status(status).validation.verdict == Verdict.DETERMINISTIC
+    body = f.dis()
+    body["status"] = status
+    assert parse_service(body).status.observed_generation == 2
+    summary = ValidationSummary.parse(
+        '{"schemaVersion": 1, "verdict": "Deterministic", "durationSeconds": 3, '
+        '"tokensUsed": 10, "latencyP50Milliseconds": 12, "tokensPerSecond": 40.5}'
+    )
+    assert (summary.duration_seconds, summary.tokens_per_second) == (3.0, 40.5)
+
+
+def test_metadata_as_the_api_server_sends_it_is_read_strictly_but_fully():
+    body = f.dis()
+    body["metadata"].update(
+        labels={"a": "b"},
+        annotations={"c": "d"},
+        creationTimestamp="2026-01-01T00:00:00Z",
+        finalizers=["x"],
+        managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        deletionTimestamp=None,
+    )
+    dis = parse_service(body)
+    assert (dis.name, dis.namespace, dis.metadata.generation) == ("qwen", "ml", 1)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        (None, "metadata.name: is required"),
+        (["a"], "metadata: must be an object (got ['a'])"),
+        (
+            {"name": "qwen", "namespace": 123},
+            "metadata.namespace: Input should be a valid string (got 123)",
+        ),
+        (
+            {"name": "qwen", "generation": "1"},
+            "metadata.generation: Input should be a valid integer (got '1')",
+        ),
+        ({"name": 123}, "metadata.name: must be a string (got 123)"),
+    ],
+)
+def test_bad_metadata_names_the_field(metadata, error):
+    body = f.dis()
+    body["metadata"] = metadata
+    assert errors_of(body) == [error]
+
+
+def test_a_spec_that_is_not_json_is_refused_not_raised():
+    import datetime
+
+    body = f.dis(model={"since": datetime.date(2024, 1, 1)})
+    assert errors_of(body) == ["spec: is not JSON: Object of type date is not JSON serializable"]

@@ -1,11 +1,14 @@
-"""The base of every API model: camelCase on the wire, unknown fields refused, CEL rules attached."""
+"""The base of every API model: camelCase on the wire, unknown fields refused, CEL rules attached;
+and of the models users write, which are validated strictly."""
 
 from __future__ import annotations
 
+import functools
+import types
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 from detinfer.api.cel import CelRule
@@ -37,6 +40,39 @@ class KubeModel(BaseModel):
     def to_wire(self) -> dict:
         """The object as it appears in Kubernetes (camelCase, no nulls)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StrictKubeModel(KubeModel):
+    """A part of what users write (the spec): the CRD's types exactly, as the API server checks
+    them. Strict mode takes no "2" for an integer and no "yes" or 1 for a boolean; it is meant for
+    JSON input (model_validate_json), where enums are read from their values."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats_are_integers(cls, data: Any) -> Any:
+        # The API server takes 2.0 for an integer field and stores 2 (measured on
+        # kube-apiserver 1.36; JSON Schema counts 2.0 as an integer), and so does this.
+        if not isinstance(data, dict):
+            return data
+        names = _integer_keys(cls)
+        return {
+            k: int(v) if k in names and type(v) is float and v.is_integer() else v
+            for k, v in data.items()
+        }
+
+
+@functools.cache
+def _integer_keys(model: type[BaseModel]) -> frozenset[str]:
+    keys = set()
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if get_origin(annotation) in (Union, types.UnionType):
+            annotation = next((a for a in get_args(annotation) if a is not type(None)), None)
+        if annotation is int:
+            keys.update({name, info.alias or name})
+    return frozenset(keys)
 
 
 class Toggle(StrEnum):

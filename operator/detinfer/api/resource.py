@@ -14,15 +14,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detinfer.api.base import KubeModel
+from detinfer.api.base import KubeModel, StrictKubeModel
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
 from detinfer.api.spec import DeterministicInferenceServiceSpec
 from detinfer.api.status import DeterministicInferenceServiceStatus
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-class ResourceName(KubeModel):
+class ResourceName(StrictKubeModel):
     """The schema of metadata.name (a CRD may restrict name and generateName only)."""
 
     name: Annotated[str, Field(max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
@@ -33,9 +34,10 @@ class ResourceName(KubeModel):
 class ObjectMeta(BaseModel):
     """The parts of metadata the operator reads."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # Strict: the API server's metadata has real strings and integers; so must a file's.
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
     name: str
-    namespace: str = "default"
+    namespace: Annotated[str, Field(max_length=63, pattern=NAMESPACE_PATTERN)] = "default"
     uid: str | None = None
     generation: int | None = None
     resourceVersion: str | None = None
@@ -90,25 +92,50 @@ def parse_service(obj: Mapping[str, Any]) -> DeterministicInferenceService:
                 )
             ]
         )
-    metadata = obj.get("metadata") or {}
-    name = metadata.get("name")
-    if isinstance(name, str):
-        errors += _name_errors(name)
-    else:
+    metadata = obj.get("metadata")
+    meta: ObjectMeta | None = None
+    if metadata is None:
         errors.append(FieldError("metadata.name", "is required"))
+    elif not isinstance(metadata, Mapping):
+        errors.append(FieldError("metadata", f"must be an object (got {_short(metadata)})"))
+    else:
+        name = metadata.get("name")
+        if name is None:
+            errors.append(FieldError("metadata.name", "is required"))
+        elif not isinstance(name, str):
+            errors.append(FieldError("metadata.name", f"must be a string (got {_short(name)})"))
+        else:
+            errors += _name_errors(name)
+        try:
+            # A null field is an absent one, as in the API server's JSON.
+            meta = ObjectMeta.model_validate({k: v for k, v in metadata.items() if v is not None})
+        except ValidationError as exc:
+            errors += [
+                _pydantic_error("metadata", e) for e in exc.errors() if e["loc"] != ("name",)
+            ]
+    spec_json = None
     if not isinstance(obj.get("spec"), Mapping):
         errors.append(FieldError("spec", "is required and must be an object"))
-    if errors:
+    else:
+        try:
+            spec_json = json.dumps(obj["spec"], sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Only a caller that bypasses the YAML loader or the API server's JSON gets here.
+            errors.append(FieldError("spec", f"is not JSON: {exc}"))
+    if errors or meta is None or spec_json is None:
         raise SpecError(errors)
 
-    spec = _parse_spec(json.dumps(obj["spec"], sort_keys=True))
+    spec = _parse_spec(spec_json)
     if isinstance(spec, SpecError):
         raise spec
     return DeterministicInferenceService(
-        metadata=ObjectMeta.model_validate(metadata),
-        spec=spec,
-        status=parse_status(obj.get("status")),
+        metadata=meta, spec=spec, status=parse_status(obj.get("status"))
     )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # CEL evaluation in pure Python takes milliseconds per rule, and the operator parses the same
@@ -157,7 +184,7 @@ def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:
         return FieldError(path, "is required")
     if error["type"] == "extra_forbidden":
         return FieldError(path, "is not a known field")
-    return FieldError(path, f"{error['msg']} (got {error.get('input')!r})")
+    return FieldError(path, f"{error['msg']} (got {_short(error.get('input'))})")
 
 
 def parse_status(raw: Any) -> DeterministicInferenceServiceStatus:

@@ -7,11 +7,10 @@ from typing import Annotated
 
 from pydantic import Field
 
-from detinfer.api.base import KubeModel, Toggle
+from detinfer.api.base import StrictKubeModel, Toggle
 from detinfer.api.cel import CelRule
+from detinfer.api.quantity import ByteQuantity, CpuQuantity
 
-# Kubernetes' own quantity pattern (resource.Quantity), for strings such as "64Gi" or "500m".
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 FINGERPRINT_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -99,7 +98,7 @@ _SAMPLING_BACKEND_RULE = CelRule(
 )
 
 
-class ModelSpec(KubeModel):
+class ModelSpec(StrictKubeModel):
     """The model to serve, pinned."""
 
     path: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
@@ -133,7 +132,7 @@ class ModelSpec(KubeModel):
     )
 
 
-class EngineSpec(KubeModel):
+class EngineSpec(StrictKubeModel):
     """The inference engine and every setting that can change its outputs."""
 
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
@@ -199,7 +198,7 @@ class EngineSpec(KubeModel):
     )
 
 
-class ResourcesSpec(KubeModel):
+class ResourcesSpec(StrictKubeModel):
     """What one replica needs from a node."""
 
     gpus_per_replica: Annotated[int, Field(ge=0, le=16)] = 1
@@ -209,17 +208,20 @@ class ResourcesSpec(KubeModel):
     """Required value of the node label nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3.
     Kernels differ between GPU models, and so can outputs."""
 
-    cpu: Annotated[str | None, Field(max_length=32, pattern=QUANTITY_PATTERN)] = None
-    """CPU request and limit of the engine container (a quantity, e.g. "8")."""
+    cpu: CpuQuantity | None = None
+    """CPU request and limit of the engine container (a quantity, e.g. "8" or "500m"; at most
+    2^63-1 millicores)."""
 
-    memory: Annotated[str | None, Field(max_length=32, pattern=QUANTITY_PATTERN)] = None
-    """Memory request and limit of the engine container (a quantity, e.g. "64Gi")."""
+    memory: ByteQuantity | None = None
+    """Memory request and limit of the engine container (a quantity, e.g. "64Gi"; at most 2^63-1
+    bytes)."""
 
-    shared_memory_size: Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)] = "16Gi"
-    """Size of the memory-backed /dev/shm (NCCL and the engine's workers need a large one)."""
+    shared_memory_size: ByteQuantity = "16Gi"
+    """Size of the memory-backed /dev/shm (NCCL and the engine's workers need a large one); a
+    quantity of at most 2^63-1 bytes."""
 
 
-class ValidationSpec(KubeModel):
+class ValidationSpec(StrictKubeModel):
     """How the pods are proven deterministic before they take traffic."""
 
     suites: Annotated[list[Suite], Field(max_length=6)] = list(Suite)
@@ -263,7 +265,7 @@ class ValidationSpec(KubeModel):
     )
 
 
-class DeterministicInferenceServiceSpec(KubeModel):
+class DeterministicInferenceServiceSpec(StrictKubeModel):
     """The desired deployment."""
 
     model: ModelSpec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from detinfer.engine.sampling import SamplingParams
 from detinfer.engine.tokenizer import encode
 
 MAX_BATCH = 512
+# The deepest body the API has is a batch of input_ids (2 levels) with sampling_params (3).
+MAX_JSON_DEPTH = 32
 GENERATE_FIELDS = {
     "text",
     "input_ids",
@@ -58,6 +61,60 @@ class Prompt:
     seed: int | None
     return_logprob: bool
     logprob_start_len: int
+
+
+def parse_body(raw: bytes) -> Any:
+    """A request body as JSON values; BadRequest for anything a client got wrong, never another
+    error: invalid UTF-8, invalid JSON, NaN or Infinity, numbers Python will not read, nesting
+    deeper than MAX_JSON_DEPTH, and strings (or keys) with lone surrogates, which JSON's
+    \\ud800 escapes can carry but no text can be encoded from."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f"the request body is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and int() refusing more than 4300 digits
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    _check_json(body)
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_json(body: Any) -> None:
+    # Iterative: json.loads accepts nesting up to the interpreter's recursion limit.
+    stack: list[tuple[Any, str, int]] = [(body, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, path or "the request body")
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    where = f"{path}.{key}" if path else key
+                    _check_text(key, f"the key {where!r}"[:80])
+                    stack.append((item, where, depth + 1))
+            else:
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _check_text(text: str, name: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(
+            f"{name}: the string holds a lone surrogate ({text[exc.start]!r} at character "
+            f"{exc.start}); it is not valid Unicode"
+        ) from None
 
 
 def _short(value: Any) -> str:

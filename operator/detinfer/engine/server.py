@@ -36,10 +36,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise protocol.BadRequest(f"the request body is not valid JSON: {exc}") from None
+    return protocol.parse_body(await request.read())
 
 
 class EngineFailed(RuntimeError):
