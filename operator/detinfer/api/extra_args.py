@@ -87,6 +87,7 @@ NONDETERMINISTIC_FLAGS = _with_aliases(NONDETERMINISTIC_FLAGS)
 UNSAFE_FLAGS = _with_aliases(UNSAFE_FLAGS)
 
 
+@functools.cache
 def refused_flags() -> dict[str, str]:
     """Every option string extraArgs must not hold (any engine kind) -> why."""
     return {
