@@ -88,17 +88,21 @@ UNSAFE_FLAGS = _with_aliases(UNSAFE_FLAGS)
 
 
 @functools.cache
+def sampling_backend_flags() -> dict[str, str]:
+    """--sampling-backend and its aliases -> why; "<flag>=pytorch" is allowed."""
+    return _with_aliases(
+        {SAMPLING_BACKEND: f"{SAMPLING_BACKEND_WHY} (only {ALLOWED_SAMPLING_BACKEND} is allowed)"}
+    )
+
+
+@functools.cache
 def refused_flags() -> dict[str, str]:
     """Every option string extraArgs must not hold (any engine kind) -> why."""
     return {
         **MANAGED_FLAGS,
         **NONDETERMINISTIC_FLAGS,
         **UNSAFE_FLAGS,
-        **_with_aliases(
-            {
-                SAMPLING_BACKEND: f"{SAMPLING_BACKEND_WHY} (only {ALLOWED_SAMPLING_BACKEND} is allowed)"
-            }
-        ),
+        **sampling_backend_flags(),
     }
 
 
@@ -131,18 +135,18 @@ def _flag_rule(flag: str, why: str) -> CelRule:
     )
 
 
-SAMPLING_BACKEND_RULE = CelRule(
-    rule=(
-        f"!self.extraArgs.exists(a, a == '{SAMPLING_BACKEND}' || "
-        f"(a.startsWith('{SAMPLING_BACKEND}=') && a != '{ALLOWED_SAMPLING_BACKEND}'))"
-    ),
-    message=(
-        f"extraArgs must not contain {SAMPLING_BACKEND} other than {ALLOWED_SAMPLING_BACKEND}: "
-        f"{SAMPLING_BACKEND_WHY}"
-    ),
-    field_path=".extraArgs",
-    reason="FieldValueForbidden",
-)
+def _sampling_backend_rule(flag: str) -> CelRule:
+    allowed = f"{flag}=pytorch"
+    return CelRule(
+        rule=(
+            f"!self.extraArgs.exists(a, a == '{flag}' || "
+            f"(a.startsWith('{flag}=') && a != '{allowed}'))"
+        ),
+        message=f"extraArgs must not contain {flag} other than {allowed}: {SAMPLING_BACKEND_WHY}",
+        field_path=".extraArgs",
+        reason="FieldValueForbidden",
+    )
+
 
 REFERENCE_DEVICE_RULE = CelRule(
     rule=(
@@ -158,7 +162,7 @@ REFERENCE_DEVICE_RULE = CelRule(
 
 def engine_rules() -> tuple[CelRule, ...]:
     """Rules on EngineSpec: the refused flags by exact name, "--flag" and "--flag=value"."""
-    sampling = _with_aliases({SAMPLING_BACKEND: ""})
+    sampling = sampling_backend_flags()
     exact = {
         flag: why
         for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS, **UNSAFE_FLAGS}.items()
@@ -166,7 +170,7 @@ def engine_rules() -> tuple[CelRule, ...]:
     }
     return (
         *(_flag_rule(flag, why) for flag, why in exact.items()),
-        SAMPLING_BACKEND_RULE,
+        *(_sampling_backend_rule(flag) for flag in sampling),
         REFERENCE_DEVICE_RULE,
     )
 
@@ -361,7 +365,7 @@ def _classify(engine: EngineFlags, token: str) -> tuple[list[str], str | None, s
     explicit = value if "=" in token else None
     refused = {**refused_flags(), **engine.refused}
     if option in refused:
-        if token != ALLOWED_SAMPLING_BACKEND:
+        if not (option in sampling_backend_flags() and explicit == "pytorch"):
             return [], None, None  # the CRD's rules refuse it by name
         if option not in engine.usable:
             return [f"is not a flag of {engine.name}"], None, None
