@@ -231,7 +231,7 @@ class EngineFlags:
     usable: dict[str, Nargs]
     """Exact option strings extraArgs may use -> argparse nargs."""
     elsewhere: dict[str, str]
-    """Option strings that exist only in some releases -> which."""
+    """Option strings not usable although some release has them -> why (a message)."""
     refused: dict[str, str]
     """Option strings extraArgs must not contain -> why."""
     every_option: frozenset[str]
@@ -252,9 +252,15 @@ def sglang() -> EngineFlags:
         if presence.everywhere and len(nargs) == 1:
             usable[option] = nargs.pop()
         elif presence.everywhere:
-            elsewhere[option] = "every release, with different values in different releases"
+            elsewhere[option] = (
+                "takes different numbers of values in different supported SGLang releases, so "
+                "the items after it would not mean the same in each"
+            )
         else:
-            elsewhere[option] = presence.span()
+            elsewhere[option] = (
+                f"is not a flag of every supported SGLang release (only of {presence.span()}); "
+                f"extraArgs may use the flags that all of {sglang_flags.supported_range()} know"
+            )
     return EngineFlags(
         name=f"SGLang {sglang_flags.supported_range()}",
         usable=usable,
@@ -381,15 +387,7 @@ def _classify(engine: EngineFlags, token: str) -> tuple[list[str], str | None, s
     if option in engine.usable:
         return [], option, explicit
     if option in engine.elsewhere:
-        return (
-            [
-                f"is not a flag of every supported SGLang release (only of "
-                f"{engine.elsewhere[option]}); extraArgs may use the flags that all of "
-                f"{sglang_flags.supported_range()} know"
-            ],
-            None,
-            None,
-        )
+        return [engine.elsewhere[option]], None, None
     meant = sorted(
         f
         for f in engine.every_option
