@@ -20,9 +20,9 @@ from pathlib import Path
 from detinfer.sglang_flags.extract import Flag, flags_of_wheel
 
 # Every release of 0.5.3 to 0.5.23 on PyPI, .postN included: a post release is a release of
-# its own (SGLang cuts them from main, and they add and drop flags: 0.5.3.post1 dropped
-# --max-micro-batch-size, 0.5.4.post1 eight --enable-*-moe flags), published as its own image
-# tag, so a deployment may run any of them.
+# its own, published as its own image tag, and post releases add and drop flags (0.5.3.post1
+# dropped --max-micro-batch-size, 0.5.4.post1 eight --enable-*-moe flags), so a deployment may
+# run any of them and the table must know each.
 SUPPORTED_VERSIONS = (
     "0.5.3",
     "0.5.3.post1",
