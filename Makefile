@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-GENERATED := crds docs/api-reference.md
+GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py
 
 # The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
 CACHE ?= $(HOME)/.cache/detinfer
@@ -14,7 +14,7 @@ KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR := $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
-.PHONY: help install test unit engine e2e integration lint format crds verify golden run clean \
+.PHONY: help install test unit engine e2e integration lint format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator
 
 help: ## list the targets
@@ -50,7 +50,10 @@ format: $(STAMP) ## reformat the code
 	$(BIN)/ruff format operator tests
 	$(BIN)/ruff check --fix operator tests
 
-crds: $(STAMP) ## regenerate the CRD and docs/api-reference.md from the API models
+sglang-flags: $(STAMP) ## regenerate SGLang's flag table from its wheels (cached in ~/.cache/detinfer/sglang-wheels)
+	$(BIN)/python -m detinfer.sglang_flags.generate
+
+crds: $(STAMP) sglang-flags ## regenerate the CRD and docs/api-reference.md from the API models (the flag table first)
 	$(BIN)/detinfer crds
 
 verify: crds lint ## regenerate generated files and fail on any diff; check the CRD offline

@@ -282,6 +282,8 @@ def _cel_rules(node: dict[str, Any], path: str):
         yield path + rule.get("fieldPath", ""), rule
     for key, child in node.get("properties", {}).items():
         yield from _cel_rules(child, f"{path}.{key}" if path else key)
+    if "items" in node:
+        yield from _cel_rules(node["items"], f"{path}[]")
 
 
 def _cell(text: str) -> str:

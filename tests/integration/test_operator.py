@@ -183,6 +183,27 @@ def test_api_server_refuses_every_cel_rule(
     assert f"{path}: " in stderr and words in stderr, stderr
 
 
+def test_api_server_accepts_flags_next_to_refused_ones(cluster: Cluster, namespace: str):
+    """The item rules are RE2 in the API server: flags that start like a refused one, values
+    that start with "-", and spaces inside a value item all pass."""
+    args = [
+        "--enable-metrics-for-all-schedulers",
+        "--disable-cuda-graph-padding",
+        "--model-impl=sglang",
+        "--sampling-backend=pytorch",
+        "--max-running-requests",
+        "-1",
+        "--model-loader-extra-config",
+        '{"a": 1}',
+        "--chat-template=-x",
+    ]
+    body = f.dis(engine={"extraArgs": args})
+    body["metadata"] = {"name": body["metadata"]["name"]}
+    cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+    created = cluster.dis(namespace, body["metadata"]["name"])
+    assert created["spec"]["engine"]["extraArgs"] == args
+
+
 @pytest.mark.parametrize(("overrides", "path"), BOUND_CASES)
 def test_api_server_refuses_bad_fields(cluster: Cluster, namespace: str, overrides, path):
     stderr = _refusal(cluster, namespace, f.dis(**overrides))

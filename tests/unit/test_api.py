@@ -6,11 +6,17 @@ import re
 
 import pytest
 
-from detinfer.api import SpecError, ValidationSummary, Verdict, parse_service
+from detinfer.api import SpecError, ValidationSummary, Verdict, extra_args, parse_service
 from detinfer.api.base import KubeModel
 from detinfer.api.quantity import QUANTITY_PATTERN
 from detinfer.api.resource import parse_status
-from detinfer.api.spec import MANAGED_FLAGS, NONDETERMINISTIC_FLAGS, AttentionBackend, Suite
+from detinfer.api.spec import (
+    MANAGED_FLAGS,
+    NONDETERMINISTIC_FLAGS,
+    UNSAFE_FLAGS,
+    AttentionBackend,
+    Suite,
+)
 from tests import factories as f
 
 
@@ -38,69 +44,97 @@ def test_the_examples_are_valid():
 
 
 # Each CEL rule: a spec that breaks it, the field path the error must name, words of the message.
-CEL_CASES = [
-    (
-        {"engine": {"image": "lmsysorg/sglang:latest"}},
-        "spec.engine.image",
-        "lmsysorg/sglang:latest is not pinned by digest",
-    ),
-    (
-        {"engine": {"image": "lmsysorg/sglang@sha256:abc"}},
-        "spec.engine.image",
-        "not pinned by digest",
-    ),
-    (
-        {"model": {"revision": None}},
-        "spec.model.revision",
-        "model.revision is required for model Qwen/Qwen3-8B",
-    ),
-    (
-        {
-            "engine": {"kind": "Reference", "tensorParallelSize": 2},
-            "resources": {"gpusPerReplica": 2},
-        },
-        "spec.engine.tensorParallelSize",
-        "must be 1 with kind: Reference",
-    ),
-    (
-        {"engine": {"deterministicInference": "Disabled"}},
-        "spec.engine.deterministicInference",
-        "only allowed with kind: Reference",
-    ),
-    (
-        {"engine": {"extraArgs": ["--sampling-backend", "flashinfer"]}},
-        "spec.engine.extraArgs",
-        "--sampling-backend other than --sampling-backend=pytorch",
-    ),
-    (
-        {"engine": {"extraArgs": ["--sampling-backend=flashinfer"]}},
-        "spec.engine.extraArgs",
-        "pytorch sampler",
-    ),
-    (
-        {"validation": {"fingerprintPolicy": "Enforce"}},
-        "spec.validation.expectedFingerprint",
-        "required when fingerprintPolicy is Enforce",
-    ),
-    (
-        {"validation": {"revalidateEverySeconds": 30}},
-        "spec.validation.revalidateEverySeconds",
-        "revalidateEverySeconds must be 0 (never) or at least 60",
-    ),
-    (
-        {"engine": {"tensorParallelSize": 4}, "resources": {"gpusPerReplica": 2}},
-        "spec.resources.gpusPerReplica",
-        "gpusPerReplica must be at least engine.tensorParallelSize",
-    ),
-] + [
-    (
-        {"engine": {"extraArgs": ["--mem-fraction-static", "0.8", form]}},
-        "spec.engine.extraArgs",
-        f"must not contain {flag}: {why}",
-    )
-    for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS}.items()
-    for form in (flag, f"{flag}=x")
-]
+CEL_CASES = (
+    [
+        (
+            {"engine": {"image": "lmsysorg/sglang:latest"}},
+            "spec.engine.image",
+            "lmsysorg/sglang:latest is not pinned by digest",
+        ),
+        (
+            {"engine": {"image": "lmsysorg/sglang@sha256:abc"}},
+            "spec.engine.image",
+            "not pinned by digest",
+        ),
+        (
+            {"model": {"revision": None}},
+            "spec.model.revision",
+            "model.revision is required for model Qwen/Qwen3-8B",
+        ),
+        (
+            {
+                "engine": {"kind": "Reference", "tensorParallelSize": 2},
+                "resources": {"gpusPerReplica": 2},
+            },
+            "spec.engine.tensorParallelSize",
+            "must be 1 with kind: Reference",
+        ),
+        (
+            {"engine": {"deterministicInference": "Disabled"}},
+            "spec.engine.deterministicInference",
+            "only allowed with kind: Reference",
+        ),
+        (
+            {"engine": {"extraArgs": ["--sampling-backend", "flashinfer"]}},
+            "spec.engine.extraArgs",
+            "--sampling-backend other than --sampling-backend=pytorch",
+        ),
+        (
+            {"engine": {"extraArgs": ["--sampling-backend=flashinfer"]}},
+            "spec.engine.extraArgs",
+            "pytorch sampler",
+        ),
+        (
+            {"validation": {"fingerprintPolicy": "Enforce"}},
+            "spec.validation.expectedFingerprint",
+            "required when fingerprintPolicy is Enforce",
+        ),
+        (
+            {"validation": {"revalidateEverySeconds": 30}},
+            "spec.validation.revalidateEverySeconds",
+            "revalidateEverySeconds must be 0 (never) or at least 60",
+        ),
+        (
+            {"engine": {"tensorParallelSize": 4}, "resources": {"gpusPerReplica": 2}},
+            "spec.resources.gpusPerReplica",
+            "gpusPerReplica must be at least engine.tensorParallelSize",
+        ),
+    ]
+    + [
+        (
+            {"engine": {"extraArgs": ["--mem-fraction-static", "0.8", form]}},
+            "spec.engine.extraArgs",
+            f"must not contain {flag}: {why}",
+        )
+        for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS, **UNSAFE_FLAGS}.items()
+        for form in (flag, f"{flag}=x")
+    ]
+    + [
+        (
+            {
+                "engine": {"kind": "Reference", "extraArgs": ["--device", "cuda"]},
+                "resources": {"gpusPerReplica": 0, "gpuProduct": None},
+            },
+            "spec.engine.extraArgs",
+            "must not contain --device with kind: Reference",
+        ),
+        (
+            {"engine": {"extraArgs": ["--attention-backend triton"]}},
+            "spec.engine.extraArgs[0]",
+            "'--attention-backend triton' holds whitespace",
+        ),
+    ]
+    + [
+        # Rules on each item: an abbreviation of every refused flag (a prefix one character short).
+        (
+            {"engine": {"extraArgs": ["--mem-fraction-static", "0.8", f"{flag[:-1]}=x"]}},
+            "spec.engine.extraArgs[2]",
+            f"'{flag[:-1]}=x' is an abbreviation of {flag}, which extraArgs must not contain: {why}",
+        )
+        for flag, why in extra_args.refused_flags().items()
+        if flag.startswith("--")
+    ]
+)
 
 
 @pytest.mark.parametrize(("overrides", "path", "words"), CEL_CASES)
@@ -116,6 +150,12 @@ def test_every_cel_rule_has_a_case():
         messages.update(errors_of(f.dis(**overrides)))
     rules = [rule for model in _all_models(KubeModel) for rule in model.cel_rules]
     assert len(rules) >= 20
+    rules += [
+        rule
+        for model in _all_models(KubeModel)
+        for item_rules in getattr(model, "item_cel_rules", {}).values()
+        for rule in item_rules
+    ]
     uncovered = [
         rule.rule for rule in rules if not any(_rendered_by(rule, message) for message in messages)
     ]

@@ -12,6 +12,7 @@ from detinfer import crd
 from detinfer.api import constants as c
 from detinfer.api.base import KubeModel
 from detinfer.api.cel import CelRule
+from detinfer.api.spec import EngineSpec
 from tests.factories import ROOT
 
 CRD_PATH = ROOT / "crds" / crd.CRD_FILENAME
@@ -123,7 +124,19 @@ def _declared_rules() -> list[CelRule]:
             yield sub
             yield from subclasses(sub)
 
-    return [r for m in set(subclasses(KubeModel)) for r in m.cel_rules]
+    models = set(subclasses(KubeModel))
+    return [r for m in models for r in m.cel_rules] + [
+        r for m in models for rules in getattr(m, "item_cel_rules", {}).values() for r in rules
+    ]
+
+
+def test_extra_args_item_rules_are_at_the_items_node(committed):
+    spec = committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    items = spec["properties"]["engine"]["properties"]["extraArgs"]["items"]
+    assert [r["rule"] for r in items["x-kubernetes-validations"]] == [
+        r.rule for r in EngineSpec.item_cel_rules["extra_args"]
+    ]
+    assert all(r["reason"] == "FieldValueForbidden" for r in items["x-kubernetes-validations"])
 
 
 def test_spec_defaults_match_the_models(committed):

@@ -37,8 +37,9 @@ class CelRule:
             out["reason"] = self.reason
         return out
 
-    def check(self, value: dict[str, Any]) -> str | None:
-        """Evaluate against `self` = value; return None when it holds, else the message."""
+    def check(self, value: Any) -> str | None:
+        """Evaluate against `self` = value (an object, or a list item such as a string); return
+        None when it holds, else the message."""
         try:
             holds = bool(_evaluate(self.rule, value))
         except celpy.CELEvalError as exc:  # the API server also refuses on evaluation errors
@@ -59,7 +60,7 @@ def _program(expression: str) -> celpy.Runner:
     return env.program(env.compile(expression))
 
 
-def _evaluate(expression: str, value: dict[str, Any]) -> Any:
+def _evaluate(expression: str, value: Any) -> Any:
     result = _program(expression).evaluate({"self": celpy.json_to_cel(value)})
     if isinstance(result, celpy.CELEvalError):
         raise result

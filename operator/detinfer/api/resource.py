@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from detinfer.api import extra_args
 from detinfer.api.base import KubeModel, StrictKubeModel
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
-from detinfer.api.spec import DeterministicInferenceServiceSpec
+from detinfer.api.spec import DeterministicInferenceServiceSpec, EngineKind, EngineSpec
 from detinfer.api.status import DeterministicInferenceServiceStatus
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -147,6 +148,8 @@ def _parse_spec(spec_json: str) -> DeterministicInferenceServiceSpec | SpecError
     except ValidationError as exc:
         return SpecError([_pydantic_error("spec", e) for e in exc.errors()])
     errors = list(cel_errors(spec, "spec"))
+    # The flag table's check after the CEL rules; where both refuse an item they say the same.
+    errors += [e for e in extra_args_errors(spec.engine, "spec.engine") if e not in errors]
     return SpecError(errors) if errors else spec
 
 
@@ -165,6 +168,12 @@ def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
     for rule in type(model).cel_rules:
         if (failed := rule.check(wire)) is not None:
             yield FieldError(path + (rule.field_path or ""), failed)
+    for field_name, rules in getattr(type(model), "item_cel_rules", {}).items():
+        child = f"{path}.{type(model).model_fields[field_name].alias or field_name}"
+        for i, item in enumerate(getattr(model, field_name)):
+            for rule in rules:
+                if (failed := rule.check(item)) is not None:
+                    yield FieldError(f"{child}[{i}]", failed)
     for field_name, info in type(model).model_fields.items():
         value = getattr(model, field_name)
         child = f"{path}.{info.alias or field_name}"
@@ -174,6 +183,13 @@ def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
             for i, item in enumerate(value):
                 if isinstance(item, KubeModel):
                     yield from cel_errors(item, f"{child}[{i}]")
+
+
+def extra_args_errors(engine: EngineSpec, path: str) -> Iterator[FieldError]:
+    """extraArgs against the flags of the engine's kind (detinfer.api.extra_args)."""
+    flags = extra_args.reference() if engine.kind == EngineKind.REFERENCE else extra_args.sglang()
+    for index, message in extra_args.flag_errors(flags, engine.extra_args):
+        yield FieldError(f"{path}.extraArgs[{index}]", message)
 
 
 def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
+from detinfer.api import extra_args as extra_arg_rules
 from detinfer.api.base import StrictKubeModel, Toggle
 from detinfer.api.cel import CelRule
+from detinfer.api.extra_args import MANAGED_FLAGS, NONDETERMINISTIC_FLAGS, UNSAFE_FLAGS
 from detinfer.api.quantity import ByteQuantity, CpuQuantity
+
+__all__ = ["MANAGED_FLAGS", "NONDETERMINISTIC_FLAGS", "UNSAFE_FLAGS"]
 
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -48,54 +52,6 @@ class Suite(StrEnum):
     RADIX_CACHE = "RadixCache"
     CONCURRENT = "Concurrent"
     CROSS_REPLICA = "CrossReplica"
-
-
-# extraArgs the operator refuses: flag -> why. Both "--flag value" and "--flag=value" are caught.
-MANAGED_FLAGS: dict[str, str] = {
-    "--model-path": "set spec.model.path instead",
-    "--model": "set spec.model.path instead",
-    "--revision": "set spec.model.revision instead",
-    "--host": "the operator sets the listen address",
-    "--port": "the operator sets the port (30000)",
-    "--attention-backend": "set spec.engine.attentionBackend instead",
-    "--prefill-attention-backend": "it would override spec.engine.attentionBackend",
-    "--decode-attention-backend": "it would override spec.engine.attentionBackend",
-    "--tp-size": "set spec.engine.tensorParallelSize instead",
-    "--tensor-parallel-size": "set spec.engine.tensorParallelSize instead",
-    "--random-seed": "set spec.engine.samplingSeed instead",
-    "--enable-deterministic-inference": "the operator always sets it (spec.engine.deterministicInference)",
-    "--disable-radix-cache": "set spec.engine.radixCache: Disabled instead",
-    "--disable-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
-    "--enable-metrics": "the operator always sets it",
-}
-NONDETERMINISTIC_FLAGS: dict[str, str] = {
-    "--speculative-algorithm": "speculative decoding is not deterministic in SGLang",
-    "--speculative-draft-model-path": "speculative decoding is not deterministic in SGLang",
-}
-
-
-def _flag_rule(flag: str, why: str) -> CelRule:
-    return CelRule(
-        rule=f"!self.extraArgs.exists(a, a == '{flag}' || a.startsWith('{flag}='))",
-        message=f"extraArgs must not contain {flag}: {why}",
-        field_path=".extraArgs",
-        reason="FieldValueForbidden",
-    )
-
-
-_SAMPLING_BACKEND_RULE = CelRule(
-    # Deterministic mode forces the pytorch sampler; any other sampler breaks it.
-    rule=(
-        "!self.extraArgs.exists(a, a == '--sampling-backend' || "
-        "(a.startsWith('--sampling-backend=') && a != '--sampling-backend=pytorch'))"
-    ),
-    message=(
-        "extraArgs must not contain --sampling-backend other than --sampling-backend=pytorch: "
-        "deterministic inference needs the pytorch sampler"
-    ),
-    field_path=".extraArgs",
-    reason="FieldValueForbidden",
-)
 
 
 class ModelSpec(StrictKubeModel):
@@ -163,9 +119,32 @@ class EngineSpec(StrictKubeModel):
     """--enable-deterministic-inference. Disabled is allowed only for kind Reference, to show
     what the validator catches."""
 
-    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = []
-    """More engine flags, appended last. Flags that fight a spec field or break determinism
-    are refused."""
+    extra_args: Annotated[
+        list[
+            Annotated[
+                str,
+                Field(
+                    max_length=1024,
+                    json_schema_extra={
+                        "x-kubernetes-validations": [
+                            r.to_schema() for r in extra_arg_rules.item_rules()
+                        ]
+                    },
+                ),
+            ]
+        ],
+        Field(max_length=64),
+    ] = []
+    """More engine flags, appended last, one word per item ("--flag", "value" or
+    "--flag=value"). Each flag must be written in full (no abbreviations) and, for SGLang, be one
+    that every supported release (0.5.3 to 0.5.23, docs/sglang.md) knows; for kind Reference,
+    one of `detinfer engine`'s. Flags that fight a spec field or break determinism are refused
+    under every alias, and so are --config and --help."""
+
+    # Rules on each extraArgs item (self is the string); the CRD has them at the items' node.
+    item_cel_rules: ClassVar[dict[str, tuple[CelRule, ...]]] = {
+        "extra_args": extra_arg_rules.item_rules()
+    }
 
     cel_rules = (
         CelRule(
@@ -190,11 +169,7 @@ class EngineSpec(StrictKubeModel):
             field_path=".deterministicInference",
             reason="FieldValueForbidden",
         ),
-        *(
-            _flag_rule(flag, why)
-            for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS}.items()
-        ),
-        _SAMPLING_BACKEND_RULE,
+        *extra_arg_rules.engine_rules(),
     )
 
 

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from detinfer.engine.config import MODELS, EngineArgs, model_config
 
 
-def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
+def build_parser() -> argparse.ArgumentParser:
+    """The engine's flags; spec.engine.extraArgs of kind Reference is checked against them."""
     d = EngineArgs()
-    p = argparse.ArgumentParser(prog="detinfer engine", description=__doc__)
+    # No abbreviations: "--revis x" must not silently become --revision (the operator checks
+    # extraArgs by full flag names).
+    p = argparse.ArgumentParser(prog="detinfer engine", description=__doc__, allow_abbrev=False)
     p.add_argument("--model-path", default=d.model_path, help=f"one of {', '.join(MODELS)}")
     p.add_argument(
         "--revision",
@@ -38,6 +41,11 @@ def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
     p.add_argument("--max-cache-tokens", type=int, default=d.max_cache_tokens)
     p.add_argument("--served-model-name", default=d.served_model_name)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
+    p = build_parser()
     ns = p.parse_args(argv)
     try:
         model_config(ns.model_path)
