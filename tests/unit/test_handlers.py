@@ -9,38 +9,49 @@ import pytest
 from prometheus_client import generate_latest
 
 from detinfer import metrics
+from detinfer.api import constants as c
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
-from detinfer.controller.cluster import Conflict
+from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.handlers import State, _freshest, sync
-from detinfer.controller.observed import PodView
+from detinfer.controller.observed import ChildView, Controller, PodView, ReplicaSetView
 from tests import factories as f
+
+OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
 
 
 class FakeCluster:
     """Records writes; a unit test fakes what it does not test (the API server)."""
 
-    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False):
+    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=()):
         self.calls: list[tuple] = []
         self.conflicts = conflicts  # how many status writes fail with a conflict
         self.body = body
         self.job_exists = job_exists
+        # (kind, name) of objects someone else holds, invisible to the indexes.
+        self.foreign = set(foreign)
 
     def get_service(self, namespace, name):
         self.calls.append(("get", name))
         return copy.deepcopy(self.body)
 
-    def apply(self, obj):
+    def apply(self, obj, owner_uid, seen=True):
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        if not seen and (obj["kind"], obj["metadata"]["name"]) in self.foreign:
+            raise InTheWay(obj["kind"], obj["metadata"]["name"], "uid-foreign", None)
 
-    def create_job(self, job):
-        self.calls.append(("create_job", job["metadata"]["name"]))
-        created = not self.job_exists
+    def create_job(self, job, created):
+        name = job["metadata"]["name"]
+        self.calls.append(("create_job", name))
+        if ("Job", name) in self.foreign:
+            raise InTheWay("Job", name, "uid-foreign", None)
+        if self.job_exists:
+            return created[name], False
         self.job_exists = True
-        return created
+        return "uid-" + name, True
 
-    def delete_job(self, namespace, name):
-        self.calls.append(("delete_job", name))
+    def delete_job(self, namespace, name, uid):
+        self.calls.append(("delete_job", name, uid))
 
     def set_pod_condition(self, namespace, pod, condition):
         self.calls.append(("pod", pod, condition["status"]))
@@ -64,12 +75,16 @@ def _state(cluster):
 
 
 def _indexes(pods=()):
+    """The indexes with `pods`; with pods, their ReplicaSet and our Deployment too."""
     return {
         "resources_by_key": {},
         "pods_by_owner": {("ml", "qwen"): [PodView.from_body(p) for p in pods]},
         "jobs_by_owner": {},
-        "deployments_by_owner": {},
+        "deployments_by_owner": {("ml", "qwen"): [ChildView.from_body(f.deployment_view_body())]}
+        if pods
+        else {},
         "services_by_owner": {},
+        "replicasets_by_owner": {("ml", "qwen"): [ReplicaSetView.from_body(f.replicaset())]},
     }
 
 
@@ -215,14 +230,12 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert not [c for c in state.cluster.calls if c[0] == "apply"]
     # The index catches up: the memory is dropped.
-    from detinfer.controller.observed import ChildView
-
-    indexed = [ChildView(kind, name, h) for (kind, name), h in applied.items()]
+    indexed = [ChildView(kind, name, h, OWNED) for (kind, name), h in applied.items()]
     assert state.children("ml", indexed) == indexed
     assert state.applied == {}
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
     services = [child for child in indexed if child.kind == "Service"]
-    changed = [ChildView("Deployment", "qwen", "edited"), *services]
+    changed = [ChildView("Deployment", "qwen", "edited", OWNED), *services]
     indexes = _indexes()
     indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
     indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}

@@ -1,7 +1,8 @@
 """The reconciliation plan, scenario by scenario, against a small in-memory cluster.
 
-`World` plays the API server for the plan: it stores what the plan writes, so each scenario can
-check both the writes and that a second pass over the resulting state writes nothing.
+`World` plays the API server for the plan: it stores what the plan writes (with the UIDs the API
+server gives, and the ReplicaSet the Deployment controller makes), so each scenario can check both
+the writes and that a second pass over the resulting state writes nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.builders.common import applied_hash
 from detinfer.config import OperatorConfig
-from detinfer.controller.observed import ChildView, JobView, PodView
+from detinfer.controller.observed import ChildView, JobView, PodView, ReplicaSetView
 from detinfer.controller.reconcile import Plan, plan
+from detinfer.controller.trust import Memory
 from tests import factories as f
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -28,8 +30,13 @@ class World:
         self.pods: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.replicasets: dict[str, dict[str, Any]] = {}
         self.now = T0
         self.events: list = []
+        # What the operator process remembers (trust.Memory).
+        self.reported: frozenset[str] = frozenset()
+        self.foreign_children: dict[tuple[str, str], str] = {}
+        self.taken_job_names: dict[str, str] = {}
 
     def plan(self) -> Plan:
         return plan(
@@ -39,20 +46,43 @@ class World:
             [ChildView.from_body(ch) for ch in self.children.values()],
             CONFIG,
             self.now,
+            replicasets=[ReplicaSetView.from_body(rs) for rs in self.replicasets.values()],
+            memory=Memory(
+                foreign_children=self.foreign_children,
+                taken_job_names=self.taken_job_names,
+                reported=self.reported,
+            ),
         )
 
     def step(self) -> Plan:
         """Plan and carry out the writes, as the operator would."""
         p = self.plan()
         for obj in p.apply:
-            self.children[(obj["kind"], obj["metadata"]["name"])] = copy.deepcopy(obj)
+            key = (obj["kind"], obj["metadata"]["name"])
+            stored = copy.deepcopy(obj)
+            before = self.children.get(key)
+            stored["metadata"]["uid"] = (
+                before["metadata"]["uid"]
+                if before
+                else f.DEPLOYMENT_UID
+                if key[0] == "Deployment"
+                else f"uid-{key[1]}"
+            )
+            self.children[key] = stored
+            if key[0] == "Deployment" and not self.replicasets:
+                rs = f.replicaset()
+                self.replicasets[rs["metadata"]["name"]] = rs
         for name in p.delete_jobs:
             self.jobs.pop(name, None)
         if p.create_job:
             created = T0 + timedelta(seconds=len(self.jobs))
-            self.jobs[p.create_job["metadata"]["name"]] = f.observed_job(
+            name = p.create_job["metadata"]["name"]
+            self.jobs[name] = f.observed_job(
                 p.create_job, created=created.strftime("%Y-%m-%dT%H:%M:%SZ")
             )
+            # As the executor does: the status records the UID the create response gave.
+            assert p.status["validationJob"]["name"] == name
+            p.status["validationJob"]["uid"] = self.jobs[name]["metadata"]["uid"]
         for pod, condition in p.pod_conditions.items():
             conds = [
                 x for x in self.pods[pod]["status"]["conditions"] if x["type"] != condition["type"]
@@ -64,6 +94,7 @@ class World:
                 int(self.body["metadata"]["resourceVersion"]) + 1
             )
         self.events += p.events
+        self.reported = frozenset(p.ignored)
         return p
 
     def settle(self) -> Plan:
