@@ -266,3 +266,72 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
     state.indexes = indexes
     handlers.Periodic(state).tick()
     assert ("status", "100") in state.cluster.calls
+
+
+def _ready_pods():
+    from detinfer.api import parse_service
+    from detinfer.builders import revision_of
+
+    revision = revision_of(parse_service(f.dis()))
+    return [
+        f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
+        f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
+    ]
+
+
+def test_the_created_jobs_uid_is_recorded_in_the_status():
+    state, events = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    (create,) = [c for c in state.cluster.calls if c[0] == "create_job"]
+    record = state.written[("ml", "qwen")]["status"]["validationJob"]
+    assert record["name"] == create[1] and record["uid"] == "uid-" + create[1]
+    assert state.created_jobs[("ml", "qwen")][create[1]][0] == record["uid"]
+
+
+def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
+    state, events = _state(FakeCluster(body=f.dis(), foreign={("Deployment", "qwen")}))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    applies = [c for c in state.cluster.calls if c[0] == "apply"]
+    # The create found it; the pass planned again without it.
+    assert applies[0] == ("apply", "Deployment", "qwen")
+    assert applies[1:] == [("apply", "Service", "qwen-pods"), ("apply", "Service", "qwen")]
+    status = state.written[("ml", "qwen")]["status"]
+    ready = next(x for x in status["conditions"] if x["type"] == "Ready")
+    assert ready["reason"] == "ChildConflict" and "Deployment qwen exists" in ready["message"]
+    assert [e["reason"] for e in events] == ["ChildConflict"]
+    assert ("Deployment", "qwen") in state.foreign_children[("ml", "qwen")]
+    state.cluster.calls.clear()
+    body = copy.deepcopy(state.written[("ml", "qwen")])
+    sync(state, ("ml", "qwen"), body, _indexes())
+    assert not [c for c in state.cluster.calls if c[:2] == ("apply", "Deployment")]
+    assert len(events) == 1, "announced once"
+
+
+def test_a_job_name_in_the_way_is_left_for_another():
+    from detinfer.api import parse_service
+    from detinfer.builders import revision_of, validation_job_name
+
+    dis = parse_service(f.dis())
+    taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
+    state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    names = [c[1] for c in state.cluster.calls if c[0] == "create_job"]
+    assert names[0] == taken and len(names) == 2 and names[1] != taken
+    assert state.written[("ml", "qwen")]["status"]["validationJob"]["name"] == names[1]
+    untrusted = [e["message"] for e in events if e["reason"] == "UntrustedObject"]
+    assert len(untrusted) == 1 and untrusted[0].startswith(f"Job {taken} holds the name")
+
+
+def test_ignored_objects_are_announced_once_per_object():
+    forged = f.engine_pod("forged", "r", controller=[])
+    state, events = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes([*_ready_pods(), forged]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 1
+    body = copy.deepcopy(state.written[("ml", "qwen")])
+    sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), forged]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 1
+    # A new pod of the same name is another object: announced again.
+    again = copy.deepcopy(forged)
+    again["metadata"]["uid"] = "uid-forged-2"
+    sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), again]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 2

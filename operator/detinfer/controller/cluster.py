@@ -25,6 +25,7 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+UPGRADE_ATTEMPTS = 3
 
 
 class Conflict(Exception):
@@ -118,32 +119,43 @@ class Cluster:
 
         A create records its fields under an "Update" entry; later applies would then never
         remove a field that the spec no longer asks for. The entry is relabelled "Apply" (what
-        client-go's csaupgrade does), guarded by the resourceVersion of the create.
+        client-go's csaupgrade does). The patch tests the entry it changes, because the
+        controllers write the new object at once (their own entries may come first).
         """
-        meta = created["metadata"]
-        entries = meta.get("managedFields") or []
-        upgraded = [
-            {**e, "operation": "Apply"}
-            if e.get("manager") == c.FIELD_MANAGER and e.get("operation") == "Update"
-            else e
-            for e in entries
-        ]
-        if upgraded == entries:
-            return
-        api["patch"](
-            meta["name"],
-            meta["namespace"],
-            [
-                {
-                    "op": "test",
-                    "path": "/metadata/resourceVersion",
-                    "value": meta["resourceVersion"],
-                },
-                {"op": "replace", "path": "/metadata/managedFields", "value": upgraded},
-            ],
-            _content_type=JSON_PATCH,
-            _preload_content=False,
-        )
+        name, namespace = created["metadata"]["name"], created["metadata"]["namespace"]
+        entries = created["metadata"].get("managedFields") or []
+        for _ in range(UPGRADE_ATTEMPTS):
+            index = next(
+                (
+                    i
+                    for i, e in enumerate(entries)
+                    if (e.get("manager"), e.get("operation"), e.get("subresource"))
+                    == (c.FIELD_MANAGER, "Update", None)
+                ),
+                None,
+            )
+            if index is None:
+                return
+            entry = f"/metadata/managedFields/{index}"
+            try:
+                api["patch"](
+                    name,
+                    namespace,
+                    [
+                        {"op": "test", "path": f"{entry}/manager", "value": c.FIELD_MANAGER},
+                        {"op": "test", "path": f"{entry}/operation", "value": "Update"},
+                        {"op": "replace", "path": f"{entry}/operation", "value": "Apply"},
+                    ],
+                    _content_type=JSON_PATCH,
+                    _preload_content=False,
+                )
+                return
+            except ApiException as exc:
+                if exc.status not in (409, 422):  # 422: a test failed, the list moved
+                    raise
+            fresh = json.loads(api["read"](name, namespace, _preload_content=False).data)
+            entries = fresh["metadata"].get("managedFields") or []
+        log.warning("%s/%s: could not take over the fields of its creation", namespace, name)
 
     def create_job(self, job: Mapping[str, Any], created: Mapping[str, str]) -> tuple[str, bool]:
         """Create a validation Job: (its UID, whether this call created it).
