@@ -280,7 +280,7 @@ def _ready_pods():
 
 
 def test_the_created_jobs_uid_is_recorded_in_the_status():
-    state, events = _state(FakeCluster(body=f.dis()))
+    state, _ = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
     (create,) = [c for c in state.cluster.calls if c[0] == "create_job"]
     record = state.written[("ml", "qwen")]["status"]["validationJob"]
