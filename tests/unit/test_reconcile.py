@@ -773,3 +773,21 @@ def test_children_not_seen_as_ours_are_created_not_applied():
     assert [o["metadata"]["name"] for o in p.apply] == ["qwen-pods"]
     assert ("Service", "qwen-pods") not in p.observed_hashes, "the executor creates it first"
     assert ("Deployment", "qwen") in p.observed_hashes
+
+
+def test_a_read_job_is_not_adopted_again_from_memory():
+    world = validating_world()
+    job = world.latest_job()["metadata"]
+    world.finish_job(0, f.summary())
+    world.step()
+    again = plan(
+        world.body,
+        [PodView.from_body(x) for x in world.pods.values()],
+        [JobView.from_body(j) for j in world.jobs.values()],
+        [ChildView.from_body(ch) for ch in world.children.values()],
+        CONFIG,
+        world.now,
+        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
+        memory=Memory(created_jobs={job["name"]: job["uid"]}, reported=world.reported),
+    )
+    assert again.writes == 0 and again.consumed is None and again.events == []

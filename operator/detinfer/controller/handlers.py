@@ -301,6 +301,7 @@ def sync(
         try:
             body = _freshest(body, state.written.get(key))
             conflicts = 0
+            deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
             for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
                 jobs = list(indexes["jobs_by_owner"].get(key, []))
                 the_plan = plan(
@@ -320,7 +321,7 @@ def sync(
                     memory=state.memory(key, body, jobs),
                 )
                 try:
-                    _execute(state, key, body, the_plan)
+                    _execute(state, key, body, the_plan, deleted)
                     break
                 except InTheWay as exc:
                     log.warning("%s/%s: %s", *key, exc)
@@ -352,7 +353,13 @@ def sync(
             metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
 
 
-def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Plan) -> None:
+def _execute(
+    state: State,
+    key: tuple[str, str],
+    body: Mapping[str, Any],
+    p: Plan,
+    deleted: set[str],
+) -> None:
     namespace, name = key
     cluster = state.cluster
     owner_uid = (body.get("metadata") or {}).get("uid", "")
@@ -373,10 +380,12 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
             p.observed_hashes.get(child[1:]),
             owner_uid,
         )
-    for job in p.delete_jobs:
+    to_delete = [job for job in p.delete_jobs if job not in deleted]
+    for job in to_delete:
         cluster.delete_job(namespace, job, p.delete_job_uids[job])
         metrics.api_writes_total.labels("delete-job").inc()
-    if p.delete_jobs:
+        deleted.add(job)
+    if to_delete:
         post("job-deleted")
     if p.create_job is not None:
         job_name = p.create_job["metadata"]["name"]

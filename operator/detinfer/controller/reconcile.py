@@ -138,7 +138,9 @@ def plan(
     fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
 
     # The Job in flight is the one whose UID the status recorded when the operator created it.
-    record = old.validation_job or trust.adopt_created(dis, jobs, memory)
+    record = old.validation_job or trust.adopt_created(
+        dis, jobs, memory, validation.job_name if validation else None
+    )
     in_flight = next(
         (
             j

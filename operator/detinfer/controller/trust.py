@@ -132,12 +132,17 @@ def engine_pods(
 
 
 def adopt_created(
-    dis: DeterministicInferenceService, jobs: Iterable[JobView], memory: Memory
+    dis: DeterministicInferenceService,
+    jobs: Iterable[JobView],
+    memory: Memory,
+    consumed: str | None,
 ) -> JobRecord | None:
-    """The record of a Job this process created whose status write was lost or is pending."""
+    """The record of a Job this process created whose status write was lost or is pending
+    (never the Job whose result was read last, `consumed`)."""
     for job in jobs:
         if (
-            memory.created_jobs.get(job.name) == job.uid
+            job.name != consumed
+            and memory.created_jobs.get(job.name) == job.uid
             and is_controlled_by(job.controller, c.KIND, dis.metadata.uid)
             and job.revision
         ):
