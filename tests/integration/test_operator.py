@@ -9,6 +9,8 @@ import time
 import pytest
 import yaml
 
+from detinfer.api import parse_service
+from detinfer.builders import validation_job_name
 from tests import factories as f
 from tests.integration.harness import Cluster, Operator, wait_for
 from tests.unit.test_api import BOUND_CASES, CEL_CASES
@@ -653,3 +655,60 @@ def test_a_created_child_loses_fields_the_spec_drops(
         return "memory" not in limits or None
 
     wait_for("the memory limit removed from the Deployment", memory_gone)
+
+
+def test_a_foreign_job_holding_the_next_validation_name_is_left_alone(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    revision, job = validating_service(cluster, namespace)
+    cluster.terminate_validator(namespace, job.metadata.name, 1, None)
+    wait_for(
+        "Validated=CouldNotValidate",
+        lambda: reason(cluster, namespace, "Validated") == "CouldNotValidate",
+    )
+    # The retry's name follows from the revision, the pods and the last run's time, all public.
+    dis = cluster.dis(namespace, NAME)
+    validation = dis["status"]["validation"]
+    taken = validation_job_name(
+        parse_service(dis), revision, validation["pods"], validation["lastRunTime"]
+    )
+    theirs = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": taken, "labels": {"app": "theirs"}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox"}],
+                }
+            }
+        },
+    }
+    cluster.apply(namespace, theirs)
+    before = cluster.batch.read_namespaced_job(taken, namespace)
+    retry = wait_for(
+        "a retry Job of ours under another name",
+        lambda: next(
+            (
+                j
+                for j in cluster.jobs(namespace, NAME)
+                if j.metadata.name not in (job.metadata.name, taken)
+            ),
+            None,
+        ),
+        timeout=60,
+    )
+    assert retry.metadata.owner_references[0].uid == dis["metadata"]["uid"]
+    after = cluster.batch.read_namespaced_job(taken, namespace)
+    assert after.metadata.uid == before.metadata.uid and not after.metadata.owner_references
+    assert after.metadata.labels == {"app": "theirs"}
+    wait_for(
+        "the Warning Event naming the Job in the way",
+        lambda: any(
+            m.startswith(f"Job {taken} holds the name")
+            for m in warning_events(cluster, namespace, "UntrustedObject")
+        ),
+    )
+    record = cluster.dis(namespace, NAME)["status"]["validationJob"]
+    assert record == {"name": retry.metadata.name, "uid": retry.metadata.uid, "revision": revision}

@@ -10,6 +10,8 @@ from prometheus_client import generate_latest
 
 from detinfer import metrics
 from detinfer.api import constants as c
+from detinfer.api import parse_service
+from detinfer.builders import revision_of, validation_job_name
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
 from detinfer.controller.cluster import Conflict, InTheWay
@@ -269,9 +271,6 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
 
 
 def _ready_pods():
-    from detinfer.api import parse_service
-    from detinfer.builders import revision_of
-
     revision = revision_of(parse_service(f.dis()))
     return [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
@@ -308,9 +307,6 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
 
 
 def test_a_job_name_in_the_way_is_left_for_another():
-    from detinfer.api import parse_service
-    from detinfer.builders import revision_of, validation_job_name
-
     dis = parse_service(f.dis())
     taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
     state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
