@@ -1,9 +1,9 @@
 """kopf handlers: thin. Every trigger leads to the same level-based `sync` of one resource.
 
 Triggers: a watch event of the resource (created, updated, found at start-up); one of its
-pods, Jobs, Services, ReplicaSets or its Deployment changes; a periodic pass (revalidation, retries). `sync`
-reads everything from kopf's in-memory indexes, asks the pure `plan()` what to write, and writes
-only that, so a trigger with nothing to do costs no API call.
+pods, Jobs, Services, ReplicaSets or its Deployment changes; a periodic pass (revalidation,
+retries). `sync` reads everything from kopf's in-memory indexes, asks the pure `plan()` what to
+write, and writes only that, so a trigger with nothing to do costs no API call.
 
 Status is written by `sync` through the API rather than kopf's `patch.status`, because pod and
 Job events must update the status of the resource that owns them, not their own.
@@ -135,13 +135,13 @@ class State:
         )
 
     def found_in_the_way(self, key: tuple[str, str], exc: InTheWay) -> None:
-        why = in_the_way(exc.kind, exc.name, exc.controller)
         if exc.kind == "Job":
             self.taken_job_names[key][exc.name] = (
                 f"Job {exc.name} holds the name of a validation Job of {key[1]} and is not "
                 f"its own (its controller: {exc.controller or 'none'}): another name is used"
             )
         else:
+            why = in_the_way(exc.kind, exc.name, exc.controller)
             self.foreign_children[key][(exc.kind, exc.name)] = (why, time.monotonic())
 
     def forget(self, namespace: str, name: str) -> None:
