@@ -791,3 +791,17 @@ def test_a_read_job_is_not_adopted_again_from_memory():
         memory=Memory(created_jobs={job["name"]: job["uid"]}, reported=world.reported),
     )
     assert again.writes == 0 and again.consumed is None and again.events == []
+
+
+def test_an_engine_pod_claiming_our_replicaset_with_other_containers_is_ignored():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    impostor = f.engine_pod("impostor", world.revision)
+    impostor["spec"] = {"containers": [{"name": "engine", "image": "evil", "command": ["sh"]}]}
+    world.pods["impostor"] = impostor
+    p = world.step()
+    assert p.create_job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    (message,) = warnings(p)
+    assert message.startswith("pod impostor has the engine labels of qwen but claims ReplicaSet")
+    assert "does not run its containers" in message

@@ -208,11 +208,19 @@ class ReplicaSetView:
     name: str
     uid: str
     controller: Controller | None
+    # The containers its pod template prescribes: a pod that claims the ReplicaSet must run them.
+    containers: tuple[Container, ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ReplicaSetView:
         meta = body.get("metadata") or {}
-        return cls(meta.get("name", ""), meta.get("uid", ""), Controller.of(body))
+        template = (body.get("spec") or {}).get("template") or {}
+        return cls(
+            meta.get("name", ""),
+            meta.get("uid", ""),
+            Controller.of(body),
+            Container.all_of(template.get("spec")),
+        )
 
 
 @dataclass(frozen=True)

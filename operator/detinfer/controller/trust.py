@@ -4,7 +4,7 @@ Anyone who may create pods, Jobs, Deployments or Services in a namespace can giv
 labels, any name that is free, and ownerReferences naming any UID they can read. So:
 
 - an engine pod counts only when it is controlled by a ReplicaSet that is controlled by the
-  Deployment this resource controls;
+  Deployment this resource controls, and runs the containers of that ReplicaSet's template;
 - a validation result counts only from the one pod controlled by the Job whose UID the operator
   recorded when it created it, running exactly the containers that Job's template prescribes;
 - a child (Deployment, Service) is applied only when it is absent or controlled by this
@@ -114,20 +114,23 @@ def engine_pods(
     trusted, ignored = [], {}
     for pod in pods:
         ctrl = pod.controller
+        why = f"was not made by its Deployment (its controller: {_controller_text(ctrl)})"
         if ctrl is not None and ctrl.kind == "ReplicaSet" and ctrl.uid in ours:
-            trusted.append(pod)
+            if pod.containers == sets[ctrl.uid].containers:
+                trusted.append(pod)
+                continue
+            # Anyone may name our ReplicaSet as their pod's controller.
+            why = f"claims ReplicaSet {ctrl.name} but does not run its containers"
+        elif (
+            ctrl is not None
+            and ctrl.kind == "ReplicaSet"
+            and (ctrl.uid not in sets or deployment is None)
+        ):
             continue
-        known = (
-            ctrl is None
-            or ctrl.kind != "ReplicaSet"
-            or (ctrl.uid in sets and deployment is not None)
+        ignored[key("Pod", pod.name, pod.uid)] = (
+            f"pod {pod.name} has the engine labels of {dis.name} but {why}: it is not validated, "
+            "not gated and not counted"
         )
-        if known:
-            ignored[key("Pod", pod.name, pod.uid)] = (
-                f"pod {pod.name} has the engine labels of {dis.name} but was not made by its "
-                f"Deployment (its controller: {_controller_text(ctrl)}): it is not validated, "
-                "not gated and not counted"
-            )
     return trusted, ignored
 
 
