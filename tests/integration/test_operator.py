@@ -328,6 +328,8 @@ def test_operator_restart_converges(cluster: Cluster, operator: Operator, namesp
     assert after_status["validation"]["jobName"] == job.metadata.name
     writes = cluster.operator_writes(namespace, since)
     assert all("kopf/" in w for w in writes), writes  # at most kopf's own bookkeeping
+    # Its own Jobs and pods are known by the recorded UID and owner UIDs, not by memory.
+    assert warning_events(cluster, namespace, "UntrustedObject") == []
 
 
 # ---- validation results ----
@@ -354,6 +356,7 @@ def test_a_passing_summary_makes_the_pods_ready(
         assert gate(pod)["status"] == "True", pod.metadata.name
     row = cluster.kubectl("get", "dis", NAME, "-n", namespace, "--no-headers").stdout.split()
     assert row[1:7] == ["True", "True", "2", "2", "1", "f0f0f0f0f0f0"]
+    assert warning_events(cluster, namespace, "UntrustedObject") == [], "no false alarms"
     metrics = operator.metrics()
     assert (
         f'detinfer_validation_runs_total{{name="{NAME}",namespace="{namespace}",result="Deterministic"}} 1.0'
