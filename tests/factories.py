@@ -16,6 +16,44 @@ DIGEST = "sha256:" + "ab" * 32
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 FINGERPRINT = "sha256:" + "f0" * 32
 OTHER_FINGERPRINT = "sha256:" + "0f" * 32
+DIS_UID = "11111111-2222-3333-4444-555555555555"
+DEPLOYMENT_UID = "d0000000-0000-0000-0000-000000000001"
+REPLICASET_UID = "e0000000-0000-0000-0000-000000000001"
+
+
+def controller_ref(kind: str, name: str, uid: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": "v1", "kind": kind, "name": name, "uid": uid, "controller": True}]
+
+
+def replicaset(
+    uid: str = REPLICASET_UID, deployment_uid: str = DEPLOYMENT_UID, name: str = "qwen-5d8f"
+) -> dict[str, Any]:
+    """A ReplicaSet of the Deployment `deployment_uid`, as the Deployment controller makes it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": uid,
+            "labels": {c.LABEL_INSTANCE: "qwen", c.LABEL_PART_OF: c.PART_OF},
+            "ownerReferences": controller_ref("Deployment", "qwen", deployment_uid),
+        },
+    }
+
+
+def deployment_view_body(uid: str = DEPLOYMENT_UID, owner_uid: str = DIS_UID) -> dict[str, Any]:
+    """The DIS's Deployment as the index shows it (with no applied hash: it gets applied)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "qwen",
+            "namespace": "ml",
+            "uid": uid,
+            "ownerReferences": controller_ref(c.KIND, "qwen", owner_uid),
+        },
+    }
 
 
 def example(name: str) -> dict[str, Any]:
@@ -30,7 +68,7 @@ def dis(**spec_overrides: Any) -> dict[str, Any]:
         "metadata": {
             "name": "qwen",
             "namespace": "ml",
-            "uid": "11111111-2222-3333-4444-555555555555",
+            "uid": DIS_UID,
             "generation": 1,
             "resourceVersion": "100",
         },
@@ -66,7 +104,10 @@ def engine_pod(
     unschedulable: str | None = None,
     instance: str = "qwen",
     ready_since: str = "2026-11-22T10:00:00Z",
+    controller: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """An engine pod, made by ReplicaSet REPLICASET_UID unless `controller` says otherwise
+    ([] for none)."""
     conditions = [
         {
             "type": "ContainersReady",
@@ -94,6 +135,10 @@ def engine_pod(
         "metadata": {
             "name": name,
             "namespace": "ml",
+            "uid": f"uid-{name}",
+            "ownerReferences": controller_ref("ReplicaSet", "qwen-5d8f", REPLICASET_UID)
+            if controller is None
+            else controller,
             "labels": {
                 c.LABEL_INSTANCE: instance,
                 c.LABEL_COMPONENT: c.COMPONENT_ENGINE,
@@ -106,9 +151,19 @@ def engine_pod(
 
 
 def validator_pod(
-    job: dict[str, Any], exit_code: int | None, message: str | None = None
+    job: dict[str, Any],
+    exit_code: int | None,
+    message: str | None = None,
+    *,
+    name: str | None = None,
+    controller: list[dict[str, Any]] | None = None,
+    containers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The Job's pod; terminated with `exit_code` and `message` unless exit_code is None."""
+    """The Job's pod; terminated with `exit_code` and `message` unless exit_code is None.
+
+    Made by the Job (its UID) with its template's containers, unless `controller` ([] for none)
+    or `containers` say otherwise, as a forger would.
+    """
     state: dict[str, Any] = {"running": {}}
     if exit_code is not None:
         state = {
@@ -121,13 +176,25 @@ def validator_pod(
             state["terminated"]["message"] = message
     labels = dict(job["spec"]["template"]["metadata"]["labels"])
     labels["batch.kubernetes.io/job-name"] = job["metadata"]["name"]
+    pod_name = name or job["metadata"]["name"] + "-x1y2z"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": job["metadata"]["name"] + "-x1y2z",
+            "name": pod_name,
             "namespace": "ml",
+            "uid": f"uid-{pod_name}",
             "labels": labels,
+            "ownerReferences": controller_ref(
+                "Job", job["metadata"]["name"], job["metadata"].get("uid", "")
+            )
+            if controller is None
+            else controller,
+        },
+        "spec": {
+            "containers": copy.deepcopy(
+                job["spec"]["template"]["spec"]["containers"] if containers is None else containers
+            )
         },
         "status": {
             "phase": "Succeeded" if exit_code == 0 else "Running",
@@ -143,9 +210,11 @@ def observed_job(
     failed: str | None = None,
     complete: bool = False,
 ) -> dict[str, Any]:
-    """A Job as the API server returns it after creation, optionally finished."""
+    """A Job as the API server returns it after creation (a UID of its name), optionally
+    finished."""
     body = copy.deepcopy(job)
     body["metadata"]["creationTimestamp"] = created
+    body["metadata"].setdefault("uid", "uid-" + body["metadata"]["name"])
     conditions = []
     if failed:
         reason, _, message = failed.partition(": ")

@@ -20,7 +20,8 @@ class OperatorConfig(BaseModel):
     """ttlSecondsAfterFinished of validation Jobs; the operator reads a result long before."""
 
     retry_after_seconds: int = Field(default=60, ge=1)
-    """A validation that could not test is tried again after this long."""
+    """A validation that could not test is tried again after this long; so is the create of a
+    child whose name another object held."""
 
     gather_seconds: int = Field(default=60, ge=0)
     """Pods of a new revision are validated together (so CrossReplica compares them) once all

@@ -117,6 +117,13 @@ def test_reference_example_becomes_ready_through_a_real_validation(
     args = rechecks[0].spec.template.spec.containers[0].args
     assert args[args.index("--expected-fingerprint") + 1] == status["fingerprint"]
     assert cluster.dis(namespace, NAME)["status"]["fingerprint"] == status["fingerprint"]
+    # Every pod, Job and child here is the operator's own: nothing was taken for a forgery.
+    warnings = [
+        e
+        for e in cluster.get("events", namespace)["items"]
+        if e["reason"] in ("UntrustedObject", "ChildConflict")
+    ]
+    assert warnings == [], warnings
 
 
 def test_without_the_determinism_flag_it_ends_degraded_with_the_divergence(

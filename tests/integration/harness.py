@@ -181,13 +181,18 @@ class Cluster:
     def terminate_validator(
         self, namespace: str, job: str, exit_code: int, message: str | None
     ) -> None:
-        """Play the kubelet for a validation Job's pod: its container ended so."""
+        """Play the kubelet for a validation Job's pod: its container ended so.
+
+        The pod is found by the Job's UID (the label the Job controller sets), not its name:
+        anyone can label a pod with a Job's name.
+        """
+        uid = self.batch.read_namespaced_job(job, namespace).metadata.uid
         pod = wait_for(
             f"the pod of Job {job}",
             lambda: next(
                 iter(
                     self.core.list_namespaced_pod(
-                        namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+                        namespace, label_selector=f"batch.kubernetes.io/controller-uid={uid}"
                     ).items
                 ),
                 None,

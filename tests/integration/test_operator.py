@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from detinfer.api import parse_service, quantity
+from detinfer.builders import validation_job_name
 from tests import factories as f
 from tests.integration.harness import Cluster, Operator, wait_for
 from tests.unit.test_api import BOUND_CASES, CEL_CASES, VALID_QUANTITIES
@@ -390,6 +391,8 @@ def test_operator_restart_converges(cluster: Cluster, operator: Operator, namesp
     assert after_status["validation"]["jobName"] == job.metadata.name
     writes = cluster.operator_writes(namespace, since)
     assert all("kopf/" in w for w in writes), writes  # at most kopf's own bookkeeping
+    # Its own Jobs and pods are known by the recorded UID and owner UIDs, not by memory.
+    assert warning_events(cluster, namespace, "UntrustedObject") == []
 
 
 # ---- validation results ----
@@ -416,6 +419,7 @@ def test_a_passing_summary_makes_the_pods_ready(
         assert gate(pod)["status"] == "True", pod.metadata.name
     row = cluster.kubectl("get", "dis", NAME, "-n", namespace, "--no-headers").stdout.split()
     assert row[1:7] == ["True", "True", "2", "2", "1", "f0f0f0f0f0f0"]
+    assert warning_events(cluster, namespace, "UntrustedObject") == [], "no false alarms"
     metrics = operator.metrics()
     assert (
         f'detinfer_validation_runs_total{{name="{NAME}",namespace="{namespace}",result="Deterministic"}} 1.0'
@@ -465,3 +469,312 @@ def test_a_job_without_summary_could_not_validate(
     assert cluster.condition(namespace, NAME, "Degraded")["status"] == "False"
     # Retried after DETINFER_RETRY_AFTER_SECONDS (5 s in the tests; the timer ticks every 30 s).
     wait_for("a retry Job", lambda: len(cluster.jobs(namespace, NAME)) == 2, timeout=60)
+
+
+# ---- attacks: what anyone who may create pods, Jobs or Deployments here could try ----
+
+LABELS = {
+    "app.kubernetes.io/part-of": "detinfer",
+    "app.kubernetes.io/instance": NAME,
+}
+
+
+def warning_events(cluster: Cluster, namespace: str, reason_: str) -> list[str]:
+    items = cluster.get("events", namespace)["items"]
+    return [e["message"] for e in items if e["type"] == "Warning" and e["reason"] == reason_]
+
+
+def _pod(name: str, labels: dict, **spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+            **spec,
+        },
+    }
+
+
+def _running(cluster: Cluster, namespace: str, name: str):
+    return wait_for(
+        f"{name} running",
+        lambda: (
+            (p := cluster.core.read_namespaced_pod(name, namespace)).status.phase == "Running" and p
+        ),
+    )
+
+
+def _gates(cluster: Cluster, namespace: str) -> dict[str, dict | None]:
+    return {p.metadata.name: gate(p) for p in cluster.pods(namespace, "engine", NAME)}
+
+
+def test_a_forged_validator_pod_is_ignored(cluster: Cluster, operator: Operator, namespace: str):
+    _, job = validating_service(cluster, namespace)
+    job_name = job.metadata.name
+    forged_labels = {
+        **LABELS,
+        "app.kubernetes.io/component": "validator",
+        "detinfer.io/revision": job.metadata.labels["detinfer.io/revision"],
+        "job-name": job_name,
+        "batch.kubernetes.io/job-name": job_name,
+    }
+    cluster.apply(namespace, _pod("forged-validator", forged_labels))
+    pod = _running(cluster, namespace, "forged-validator")
+    cluster.end_container(namespace, pod, 0, f.summary())
+    time.sleep(3)  # passes over the forged result: none may count it
+    assert all(g is None for g in _gates(cluster, namespace).values()), _gates(cluster, namespace)
+    status = cluster.dis(namespace, NAME)["status"]
+    assert "fingerprint" not in status and "validation" not in status
+    assert status["validationJob"]["name"] == job_name
+    assert status["validationJob"]["uid"] == job.metadata.uid
+    assert reason(cluster, namespace, "Validated") == "Validating"
+    wait_for(
+        "the Warning Event naming the forged pod",
+        lambda: any(
+            "forged-validator" in m for m in warning_events(cluster, namespace, "UntrustedObject")
+        ),
+    )
+    # The real Job still decides.
+    cluster.terminate_validator(namespace, job_name, 0, f.summary())
+    wait_for("Ready=True", lambda: reason(cluster, namespace, "Ready") == "ReplicasValidated")
+    named = [
+        m for m in warning_events(cluster, namespace, "UntrustedObject") if "forged-validator" in m
+    ]
+    assert len(named) == 1, named  # one Event, not one per pass (nor a repeat count)
+    events = cluster.get("events", namespace)["items"]
+    (event,) = [
+        e for e in events if e["reason"] == "UntrustedObject" and "forged-validator" in e["message"]
+    ]
+    assert event.get("count", 1) == 1, event
+
+
+def test_a_forged_job_with_a_failing_pod_keeps_healthy_pods_in_traffic(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    revision, job = validated_service(cluster, namespace)
+    labels = {
+        **LABELS,
+        "app.kubernetes.io/component": "validator",
+        "detinfer.io/revision": revision,
+    }
+    forged = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{NAME}-forged",
+            "labels": labels,
+            "annotations": dict(job.metadata.annotations),
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "validator", "image": "busybox"}],
+                },
+            },
+        },
+    }
+    cluster.apply(namespace, forged)
+    cluster.terminate_validator(namespace, f"{NAME}-forged", 1, f.failing_summary("forged"))
+    time.sleep(3)  # passes over the forged result: none may count it
+    gates = _gates(cluster, namespace)
+    assert len(gates) == 2 and all(g["status"] == "True" for g in gates.values()), gates
+    assert reason(cluster, namespace, "Degraded") == "AsExpected"
+    assert reason(cluster, namespace, "Ready") == "ReplicasValidated"
+    wait_for(
+        "Warning Events naming the forged Job and its pod",
+        lambda: (
+            len(
+                [
+                    m
+                    for m in warning_events(cluster, namespace, "UntrustedObject")
+                    if f"{NAME}-forged" in m
+                ]
+            )
+            == 2
+        ),
+    )
+    status = cluster.dis(namespace, NAME)["status"]
+    assert status["validation"]["jobName"] == job.metadata.name
+    assert status["validation"]["verdict"] == "Deterministic"
+
+
+def test_a_forged_engine_pod_is_not_gated_or_counted(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    revision, _ = validated_service(cluster, namespace)
+    labels = {**LABELS, "app.kubernetes.io/component": "engine", "detinfer.io/revision": revision}
+    cluster.apply(
+        namespace,
+        _pod("forged-engine", labels, readinessGates=[{"conditionType": "detinfer.io/validated"}]),
+    )
+    _running(cluster, namespace, "forged-engine")
+    time.sleep(3)  # passes over the forged pod: none may gate or count it
+    gates = _gates(cluster, namespace)
+    assert gates.pop("forged-engine") is None
+    assert all(g["status"] == "True" for g in gates.values()), gates
+    status = cluster.dis(namespace, NAME)["status"]
+    assert status["replicas"] == {"desired": 2, "running": 2, "validated": 2}
+    assert len(cluster.jobs(namespace, NAME)) == 1, "no validation Job for the forged pod"
+    assert reason(cluster, namespace, "Ready") == "ReplicasValidated"
+    wait_for(
+        "the Warning Event naming the forged engine pod",
+        lambda: any(
+            "forged-engine" in m for m in warning_events(cluster, namespace, "UntrustedObject")
+        ),
+    )
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["their-labels", "our-labels"])
+def test_a_foreign_deployment_with_the_name_is_left_untouched(
+    cluster: Cluster, operator: Operator, namespace: str, labelled: bool
+):
+    labels = {**LABELS, "app.kubernetes.io/component": "engine"} if labelled else {"app": "theirs"}
+    theirs = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {
+                "metadata": {"labels": {"app": "theirs"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    cluster.apply(namespace, theirs)
+    before = cluster.get("deployment", namespace, NAME)
+    cluster.apply(namespace, example())
+    wait_for(
+        "our Services",
+        lambda: len(cluster.get("service", namespace)["items"]) == 2,
+    )
+    time.sleep(2)  # passes after the Deployment's turn: none may touch it
+    after = cluster.get("deployment", namespace, NAME)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert "ownerReferences" not in after["metadata"]
+    wait_for("Ready=ChildConflict", lambda: reason(cluster, namespace, "Ready") == "ChildConflict")
+    ready = cluster.condition(namespace, NAME, "Ready")
+    assert f"Deployment {NAME} exists and is not controlled by" in ready["message"], ready
+    assert reason(cluster, namespace, "Progressing") == "ChildConflict"
+    wait_for(
+        "the ChildConflict Event",
+        lambda: any(
+            f"Deployment {NAME}" in m for m in warning_events(cluster, namespace, "ChildConflict")
+        ),
+    )
+    time.sleep(3)
+    assert cluster.get("deployment", namespace, NAME)["spec"] == before["spec"]
+    assert len(warning_events(cluster, namespace, "ChildConflict")) == 1
+    # Our Services were still made; the resource takes its Deployment once the name is free.
+    assert cluster.get("service", namespace, NAME)["metadata"]["ownerReferences"]
+    cluster.kubectl("delete", "deployment", NAME, "-n", namespace)
+    ours = wait_for(
+        "our Deployment",
+        lambda: next(
+            (
+                d
+                for d in cluster.get("deployment", namespace)["items"]
+                if (d["metadata"].get("ownerReferences") or [{}])[0].get("kind")
+                == "DeterministicInferenceService"
+            ),
+            None,
+        ),
+        timeout=60,
+    )
+    assert ours["metadata"]["name"] == NAME
+    wait_for(
+        "Ready no longer ChildConflict",
+        lambda: reason(cluster, namespace, "Ready") != "ChildConflict",
+    )
+
+
+def test_a_created_child_loses_fields_the_spec_drops(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    """Children are created (not applied) the first time; later applies still own every field."""
+    cluster.apply(namespace, example())
+    container = wait_for(
+        "the Deployment",
+        lambda: (
+            cluster.kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode == 0
+            and cluster.get("deployment", namespace, NAME)["spec"]["template"]["spec"][
+                "containers"
+            ][0]
+        ),
+    )
+    assert container["resources"]["limits"]["memory"] == "64Gi"
+    body = example()
+    del body["spec"]["resources"]["memory"]
+    cluster.apply(namespace, body)
+
+    def memory_gone():
+        c = cluster.get("deployment", namespace, NAME)["spec"]["template"]["spec"]["containers"][0]
+        limits = (c.get("resources") or {}).get("limits") or {}
+        return "memory" not in limits or None
+
+    wait_for("the memory limit removed from the Deployment", memory_gone)
+
+
+def test_a_foreign_job_holding_the_next_validation_name_is_left_alone(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    revision, job = validating_service(cluster, namespace)
+    cluster.terminate_validator(namespace, job.metadata.name, 1, None)
+    wait_for(
+        "Validated=CouldNotValidate",
+        lambda: reason(cluster, namespace, "Validated") == "CouldNotValidate",
+    )
+    # The retry's name follows from the revision, the pods and the last run's time, all public.
+    dis = cluster.dis(namespace, NAME)
+    validation = dis["status"]["validation"]
+    taken = validation_job_name(
+        parse_service(dis), revision, validation["pods"], validation["lastRunTime"]
+    )
+    theirs = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": taken, "labels": {"app": "theirs"}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox"}],
+                }
+            }
+        },
+    }
+    cluster.apply(namespace, theirs)
+    before = cluster.batch.read_namespaced_job(taken, namespace)
+    retry = wait_for(
+        "a retry Job of ours under another name",
+        lambda: next(
+            (
+                j
+                for j in cluster.jobs(namespace, NAME)
+                if j.metadata.name not in (job.metadata.name, taken)
+            ),
+            None,
+        ),
+        timeout=60,
+    )
+    assert retry.metadata.owner_references[0].uid == dis["metadata"]["uid"]
+    after = cluster.batch.read_namespaced_job(taken, namespace)
+    assert after.metadata.uid == before.metadata.uid and not after.metadata.owner_references
+    assert after.metadata.labels == {"app": "theirs"}
+    wait_for(
+        "the Warning Event naming the Job in the way",
+        lambda: any(
+            m.startswith(f"Job {taken} holds the name")
+            for m in warning_events(cluster, namespace, "UntrustedObject")
+        ),
+    )
+    record = cluster.dis(namespace, NAME)["status"]["validationJob"]
+    assert record == {"name": retry.metadata.name, "uid": retry.metadata.uid, "revision": revision}

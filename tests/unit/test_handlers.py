@@ -9,38 +9,51 @@ import pytest
 from prometheus_client import generate_latest
 
 from detinfer import metrics
+from detinfer.api import constants as c
+from detinfer.api import parse_service
+from detinfer.builders import revision_of, validation_job_name
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
-from detinfer.controller.cluster import Conflict
+from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.handlers import State, _freshest, sync
-from detinfer.controller.observed import PodView
+from detinfer.controller.observed import ChildView, Controller, PodView, ReplicaSetView
 from tests import factories as f
+
+OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
 
 
 class FakeCluster:
     """Records writes; a unit test fakes what it does not test (the API server)."""
 
-    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False):
+    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=()):
         self.calls: list[tuple] = []
         self.conflicts = conflicts  # how many status writes fail with a conflict
         self.body = body
         self.job_exists = job_exists
+        # (kind, name) of objects someone else holds, invisible to the indexes.
+        self.foreign = set(foreign)
 
     def get_service(self, namespace, name):
         self.calls.append(("get", name))
         return copy.deepcopy(self.body)
 
-    def apply(self, obj):
+    def apply(self, obj, owner_uid, seen=True):
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        if not seen and (obj["kind"], obj["metadata"]["name"]) in self.foreign:
+            raise InTheWay(obj["kind"], obj["metadata"]["name"], "uid-foreign", None)
 
-    def create_job(self, job):
-        self.calls.append(("create_job", job["metadata"]["name"]))
-        created = not self.job_exists
+    def create_job(self, job, created):
+        name = job["metadata"]["name"]
+        self.calls.append(("create_job", name))
+        if ("Job", name) in self.foreign:
+            raise InTheWay("Job", name, "uid-foreign", None)
+        if self.job_exists:
+            return created[name], False
         self.job_exists = True
-        return created
+        return "uid-" + name, True
 
-    def delete_job(self, namespace, name):
-        self.calls.append(("delete_job", name))
+    def delete_job(self, namespace, name, uid):
+        self.calls.append(("delete_job", name, uid))
 
     def set_pod_condition(self, namespace, pod, condition):
         self.calls.append(("pod", pod, condition["status"]))
@@ -64,12 +77,16 @@ def _state(cluster):
 
 
 def _indexes(pods=()):
+    """The indexes with `pods`; with pods, their ReplicaSet and our Deployment too."""
     return {
         "resources_by_key": {},
         "pods_by_owner": {("ml", "qwen"): [PodView.from_body(p) for p in pods]},
         "jobs_by_owner": {},
-        "deployments_by_owner": {},
+        "deployments_by_owner": {("ml", "qwen"): [ChildView.from_body(f.deployment_view_body())]}
+        if pods
+        else {},
         "services_by_owner": {},
+        "replicasets_by_owner": {("ml", "qwen"): [ReplicaSetView.from_body(f.replicaset())]},
     }
 
 
@@ -224,14 +241,12 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert not [c for c in state.cluster.calls if c[0] == "apply"]
     # The index catches up: the memory is dropped.
-    from detinfer.controller.observed import ChildView
-
-    indexed = [ChildView(kind, name, h) for (kind, name), h in applied.items()]
+    indexed = [ChildView(kind, name, h, OWNED) for (kind, name), h in applied.items()]
     assert state.children("ml", indexed) == indexed
     assert state.applied == {}
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
     services = [child for child in indexed if child.kind == "Service"]
-    changed = [ChildView("Deployment", "qwen", "edited"), *services]
+    changed = [ChildView("Deployment", "qwen", "edited", OWNED), *services]
     indexes = _indexes()
     indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
     indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}
@@ -262,3 +277,66 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
     state.indexes = indexes
     handlers.Periodic(state).tick()
     assert ("status", "100") in state.cluster.calls
+
+
+def _ready_pods():
+    revision = revision_of(parse_service(f.dis()))
+    return [
+        f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
+        f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
+    ]
+
+
+def test_the_created_jobs_uid_is_recorded_in_the_status():
+    state, _ = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    (create,) = [c for c in state.cluster.calls if c[0] == "create_job"]
+    record = state.written[("ml", "qwen")]["status"]["validationJob"]
+    assert record["name"] == create[1] and record["uid"] == "uid-" + create[1]
+    assert state.created_jobs[("ml", "qwen")][create[1]][0] == record["uid"]
+
+
+def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
+    state, events = _state(FakeCluster(body=f.dis(), foreign={("Deployment", "qwen")}))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    applies = [c for c in state.cluster.calls if c[0] == "apply"]
+    # The create found it; the pass planned again without it.
+    assert applies[0] == ("apply", "Deployment", "qwen")
+    assert applies[1:] == [("apply", "Service", "qwen-pods"), ("apply", "Service", "qwen")]
+    status = state.written[("ml", "qwen")]["status"]
+    ready = next(x for x in status["conditions"] if x["type"] == "Ready")
+    assert ready["reason"] == "ChildConflict" and "Deployment qwen exists" in ready["message"]
+    assert [e["reason"] for e in events] == ["ChildConflict"]
+    assert ("Deployment", "qwen") in state.foreign_children[("ml", "qwen")]
+    state.cluster.calls.clear()
+    body = copy.deepcopy(state.written[("ml", "qwen")])
+    sync(state, ("ml", "qwen"), body, _indexes())
+    assert not [c for c in state.cluster.calls if c[:2] == ("apply", "Deployment")]
+    assert len(events) == 1, "announced once"
+
+
+def test_a_job_name_in_the_way_is_left_for_another():
+    dis = parse_service(f.dis())
+    taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
+    state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    names = [c[1] for c in state.cluster.calls if c[0] == "create_job"]
+    assert names[0] == taken and len(names) == 2 and names[1] != taken
+    assert state.written[("ml", "qwen")]["status"]["validationJob"]["name"] == names[1]
+    untrusted = [e["message"] for e in events if e["reason"] == "UntrustedObject"]
+    assert len(untrusted) == 1 and untrusted[0].startswith(f"Job {taken} holds the name")
+
+
+def test_ignored_objects_are_announced_once_per_object():
+    forged = f.engine_pod("forged", "r", controller=[])
+    state, events = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes([*_ready_pods(), forged]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 1
+    body = copy.deepcopy(state.written[("ml", "qwen")])
+    sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), forged]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 1
+    # A new pod of the same name is another object: announced again.
+    again = copy.deepcopy(forged)
+    again["metadata"]["uid"] = "uid-forged-2"
+    sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), again]))
+    assert [e["reason"] for e in events].count("UntrustedObject") == 2

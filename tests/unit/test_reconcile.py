@@ -1,7 +1,8 @@
 """The reconciliation plan, scenario by scenario, against a small in-memory cluster.
 
-`World` plays the API server for the plan: it stores what the plan writes, so each scenario can
-check both the writes and that a second pass over the resulting state writes nothing.
+`World` plays the API server for the plan: it stores what the plan writes (with the UIDs the API
+server gives, and the ReplicaSet the Deployment controller makes), so each scenario can check both
+the writes and that a second pass over the resulting state writes nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.builders.common import applied_hash
 from detinfer.config import OperatorConfig
-from detinfer.controller.observed import ChildView, JobView, PodView
+from detinfer.controller.observed import ChildView, JobView, PodView, ReplicaSetView
 from detinfer.controller.reconcile import Plan, plan
+from detinfer.controller.trust import Memory
 from tests import factories as f
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -28,8 +30,13 @@ class World:
         self.pods: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.replicasets: dict[str, dict[str, Any]] = {}
         self.now = T0
         self.events: list = []
+        # What the operator process remembers (trust.Memory).
+        self.reported: frozenset[str] = frozenset()
+        self.foreign_children: dict[tuple[str, str], str] = {}
+        self.taken_job_names: dict[str, str] = {}
 
     def plan(self) -> Plan:
         return plan(
@@ -39,20 +46,43 @@ class World:
             [ChildView.from_body(ch) for ch in self.children.values()],
             CONFIG,
             self.now,
+            replicasets=[ReplicaSetView.from_body(rs) for rs in self.replicasets.values()],
+            memory=Memory(
+                foreign_children=self.foreign_children,
+                taken_job_names=self.taken_job_names,
+                reported=self.reported,
+            ),
         )
 
     def step(self) -> Plan:
         """Plan and carry out the writes, as the operator would."""
         p = self.plan()
         for obj in p.apply:
-            self.children[(obj["kind"], obj["metadata"]["name"])] = copy.deepcopy(obj)
+            key = (obj["kind"], obj["metadata"]["name"])
+            stored = copy.deepcopy(obj)
+            before = self.children.get(key)
+            stored["metadata"]["uid"] = (
+                before["metadata"]["uid"]
+                if before
+                else f.DEPLOYMENT_UID
+                if key[0] == "Deployment"
+                else f"uid-{key[1]}"
+            )
+            self.children[key] = stored
+            if key[0] == "Deployment" and not self.replicasets:
+                rs = f.replicaset()
+                self.replicasets[rs["metadata"]["name"]] = rs
         for name in p.delete_jobs:
             self.jobs.pop(name, None)
         if p.create_job:
             created = T0 + timedelta(seconds=len(self.jobs))
-            self.jobs[p.create_job["metadata"]["name"]] = f.observed_job(
+            name = p.create_job["metadata"]["name"]
+            self.jobs[name] = f.observed_job(
                 p.create_job, created=created.strftime("%Y-%m-%dT%H:%M:%SZ")
             )
+            # As the executor does: the status records the UID the create response gave.
+            assert p.status["validationJob"]["name"] == name
+            p.status["validationJob"]["uid"] = self.jobs[name]["metadata"]["uid"]
         for pod, condition in p.pod_conditions.items():
             conds = [
                 x for x in self.pods[pod]["status"]["conditions"] if x["type"] != condition["type"]
@@ -64,6 +94,7 @@ class World:
                 int(self.body["metadata"]["resourceVersion"]) + 1
             )
         self.events += p.events
+        self.reported = frozenset(p.ignored)
         return p
 
     def settle(self) -> Plan:
@@ -527,3 +558,284 @@ def test_deleted_pods_are_not_counted_or_validated():
     world.step()
     assert world.body["status"]["replicas"]["validated"] == 1
     assert world.condition(T.READY)["status"] == "False"
+
+
+# ---- trust: only our own Job decides, only our Deployment's pods count ----
+
+
+def validating_world(**spec) -> World:
+    """Two pods, their validation Job created and running."""
+    world = World(f.dis(**spec))
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    return world
+
+
+def warnings(p: Plan) -> list[str]:
+    return [e.message for e in p.events if e.reason == "UntrustedObject"]
+
+
+def test_the_job_uid_is_recorded_and_cleared_once_read():
+    world = validating_world()
+    job = world.latest_job()
+    record = world.body["status"]["validationJob"]
+    assert record == {
+        "name": job["metadata"]["name"],
+        "uid": job["metadata"]["uid"],
+        "revision": world.revision,
+    }
+    world.finish_job(0, f.summary())
+    world.step()
+    assert "validationJob" not in world.body["status"]
+    assert world.body["status"]["validation"]["jobName"] == job["metadata"]["name"]
+
+
+def test_a_forged_validator_pod_changes_nothing_and_is_reported_once():
+    world = validating_world()
+    job = world.latest_job()
+    # Anyone may create a pod with the validator's labels and a Deterministic "result".
+    world.pods["forged"] = f.validator_pod(job, 0, f.summary(), name="forged", controller=[])
+    status = copy.deepcopy(world.body["status"])
+    p = world.step()
+    assert p.pod_conditions == {} and p.status is None and p.consumed is None
+    assert world.body["status"] == status
+    assert world.gate("qwen-a") is None and world.gate("qwen-b") is None
+    assert [e.type for e in p.events] == ["Warning"]
+    (message,) = warnings(p)
+    assert message.startswith("pod forged looks like a validator") and "controller: none" in message
+    again = world.step()
+    assert again.writes == 0 and again.events == [], "reported once, not once per pass"
+    # The real Job's own pod still decides.
+    world.finish_job(0, f.summary())
+    world.step()
+    assert world.gate("qwen-a")["status"] == "True"
+    assert world.body["status"]["fingerprint"] == f.FINGERPRINT
+
+
+def test_a_forged_job_with_a_failing_pod_leaves_healthy_pods_in_traffic():
+    world = validated_world()
+    real = world.latest_job()
+    forged_job = copy.deepcopy(real)
+    forged_job["metadata"]["name"] = "qwen-forged"
+    forged_job["metadata"]["uid"] = "uid-forged-job"
+    del forged_job["metadata"]["ownerReferences"]
+    forged = f.observed_job(forged_job, created="2026-11-22T11:00:00Z", complete=True)
+    world.jobs["qwen-forged"] = forged
+    world.pods["qwen-forged-pod"] = f.validator_pod(
+        forged, 1, f.failing_summary("forged"), name="qwen-forged-pod"
+    )
+    # A second forgery names the resource as its controller (its UID is readable by anyone).
+    copycat = copy.deepcopy(forged)
+    copycat["metadata"].update(
+        name="qwen-copycat",
+        uid="uid-copycat",
+        ownerReferences=f.controller_ref(c.KIND, "qwen", f.DIS_UID),
+    )
+    world.jobs["qwen-copycat"] = copycat
+    world.pods["qwen-copycat-pod"] = f.validator_pod(
+        copycat, 1, f.failing_summary("forged"), name="qwen-copycat-pod"
+    )
+    p = world.step()
+    assert p.pod_conditions == {} and p.consumed is None and p.delete_jobs == []
+    assert world.gate("qwen-a")["status"] == "True" and world.gate("qwen-b")["status"] == "True"
+    assert world.condition(T.DEGRADED)["status"] == "False"
+    assert world.condition(T.READY)["status"] == "True"
+    named = sorted(m.split()[1] for m in warnings(p))
+    assert named == ["qwen-forged", "qwen-forged-pod"], warnings(p)
+    assert world.step().events == []
+
+
+def test_two_pods_claiming_our_job_could_not_validate():
+    world = validating_world()
+    job = world.latest_job()
+    world.finish_job(0, f.summary())
+    world.pods["impostor"] = f.validator_pod(job, 0, f.summary(), name="impostor")
+    world.step()
+    validated = world.condition(T.VALIDATED)
+    assert (validated["status"], validated["reason"]) == ("Unknown", "CouldNotValidate")
+    assert "2 pods claim validation Job" in validated["message"]
+    assert world.condition(T.DEGRADED)["status"] == "False", "never a failure"
+    assert world.gate("qwen-a")["reason"] == "CouldNotValidate", "never a pass"
+    assert world.body["status"].get("fingerprint") is None
+
+
+def test_a_pod_claiming_our_job_with_other_containers_is_not_read():
+    world = validating_world()
+    job = world.latest_job()
+    containers = copy.deepcopy(job["spec"]["template"]["spec"]["containers"])
+    containers[0]["command"] = ["sh", "-c", "echo fake"]
+    world.pods["impostor"] = f.validator_pod(
+        job, 0, f.summary(), name="impostor", containers=containers
+    )
+    p = world.step()
+    assert p.consumed is None and p.pod_conditions == {}
+    (message,) = warnings(p)
+    assert "impostor" in message and "does not run its containers" in message
+
+
+def test_a_recorded_job_that_is_gone_could_not_validate():
+    world = validating_world()
+    world.jobs.clear()
+    world.step()
+    validated = world.condition(T.VALIDATED)
+    assert validated["reason"] == "CouldNotValidate" and "is gone" in validated["message"]
+
+
+def test_a_job_created_by_this_process_is_awaited_and_adopted():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    p = world.plan()
+    name = p.create_job["metadata"]["name"]
+    # The status write after the create failed; the index shows the Job we made.
+    world.jobs[name] = f.observed_job(p.create_job)
+    uid = world.jobs[name]["metadata"]["uid"]
+    adopted = plan(
+        world.body,
+        [PodView.from_body(x) for x in world.pods.values()],
+        [JobView.from_body(j) for j in world.jobs.values()],
+        [ChildView.from_body(ch) for ch in world.children.values()],
+        CONFIG,
+        world.now,
+        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
+        memory=Memory(created_jobs={name: uid}),
+    )
+    assert adopted.create_job is None
+    assert adopted.status["validationJob"] == {"name": name, "uid": uid, "revision": world.revision}
+    # Without that memory (another process) it is not trusted: a new name is used.
+    fresh = world.plan()
+    assert fresh.create_job["metadata"]["name"] != name
+
+
+def test_a_taken_job_name_is_avoided_and_reported():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    first = world.plan().create_job["metadata"]["name"]
+    world.taken_job_names[first] = f"Job {first} holds the name of a validation Job"
+    p = world.step()
+    assert p.create_job["metadata"]["name"] != first
+    assert warnings(p) == [f"Job {first} holds the name of a validation Job"]
+
+
+def test_a_cancelled_job_is_deleted_by_its_uid():
+    world = validating_world()
+    running = world.latest_job()["metadata"]
+    world.body["spec"]["model"]["revision"] = "e" * 40
+    p = world.step()
+    assert p.delete_job_uids == {running["name"]: running["uid"]}
+    assert "validationJob" not in world.body["status"]
+
+
+def test_engine_pods_not_made_by_our_deployment_are_ignored():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.pods["forged"] = f.engine_pod("forged", world.revision, controller=[])
+    other_rs = f.replicaset(uid="uid-other-rs", deployment_uid="uid-other-deployment", name="x")
+    world.replicasets["x"] = other_rs
+    world.pods["stray"] = f.engine_pod(
+        "stray", world.revision, controller=f.controller_ref("ReplicaSet", "x", "uid-other-rs")
+    )
+    # A ReplicaSet the watch has not delivered yet: neither trusted nor reported.
+    world.pods["early"] = f.engine_pod(
+        "early", world.revision, controller=f.controller_ref("ReplicaSet", "y", "uid-unseen")
+    )
+    p = world.step()
+    assert p.create_job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    assert sorted(m.split()[1] for m in warnings(p)) == ["forged", "stray"]
+    assert all("not validated, not gated and not counted" in m for m in warnings(p))
+    world.settle()
+    world.finish_job(0, f.summary())
+    world.settle()
+    assert world.body["status"]["replicas"] == {"desired": 2, "running": 2, "validated": 2}
+    for pod in ("forged", "stray", "early"):
+        assert world.gate(pod) is None, pod
+
+
+# ---- children are ours or untouched ----
+
+
+def test_a_foreign_deployment_is_left_untouched_and_named():
+    world = World(f.dis())
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "qwen", "uid": "uid-theirs", "labels": {"app": "theirs"}},
+        "spec": {"replicas": 5},
+    }
+    world.children[("Deployment", "qwen")] = copy.deepcopy(foreign)
+    p = world.step()
+    assert [(o["kind"], o["metadata"]["name"]) for o in p.apply] == [
+        ("Service", "qwen-pods"),
+        ("Service", "qwen"),
+    ]
+    assert world.children[("Deployment", "qwen")] == foreign
+    ready = world.condition(T.READY)
+    assert (ready["status"], ready["reason"]) == ("False", "ChildConflict")
+    assert "Deployment qwen exists and is not controlled by this" in ready["message"]
+    assert world.condition(T.PROGRESSING)["reason"] == "ChildConflict"
+    assert world.condition(T.DEGRADED)["status"] == "False"
+    (event,) = [e for e in p.events if e.reason == "ChildConflict"]
+    assert event.type == "Warning" and "Deployment qwen" in event.message
+    again = world.step()
+    assert again.writes == 0 and again.events == []
+    # It is removed: the Deployment is ours to make.
+    del world.children[("Deployment", "qwen")]
+    p = world.step()
+    assert [o["kind"] for o in p.apply] == ["Deployment"]
+    assert world.condition(T.READY)["reason"] == "WaitingForPods"
+
+
+def test_a_foreign_child_found_by_a_create_is_left_untouched():
+    world = validated_world()
+    del world.children[("Service", "qwen")]
+    world.foreign_children[("Service", "qwen")] = "Service qwen exists and is not controlled"
+    p = world.step()
+    assert p.apply == []
+    assert world.condition(T.READY)["reason"] == "ChildConflict"
+    assert [e.reason for e in p.events] == ["ChildConflict"]
+
+
+def test_children_not_seen_as_ours_are_created_not_applied():
+    world = validated_world()
+    p = world.step()
+    assert p.writes == 0
+    del world.children[("Service", "qwen-pods")]
+    p = world.plan()
+    assert [o["metadata"]["name"] for o in p.apply] == ["qwen-pods"]
+    assert ("Service", "qwen-pods") not in p.observed_hashes, "the executor creates it first"
+    assert ("Deployment", "qwen") in p.observed_hashes
+
+
+def test_a_read_job_is_not_adopted_again_from_memory():
+    world = validating_world()
+    job = world.latest_job()["metadata"]
+    world.finish_job(0, f.summary())
+    world.step()
+    again = plan(
+        world.body,
+        [PodView.from_body(x) for x in world.pods.values()],
+        [JobView.from_body(j) for j in world.jobs.values()],
+        [ChildView.from_body(ch) for ch in world.children.values()],
+        CONFIG,
+        world.now,
+        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
+        memory=Memory(created_jobs={job["name"]: job["uid"]}, reported=world.reported),
+    )
+    assert again.writes == 0 and again.consumed is None and again.events == []
+
+
+def test_an_engine_pod_claiming_our_replicaset_with_other_containers_is_ignored():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    impostor = f.engine_pod("impostor", world.revision)
+    impostor["spec"] = {"containers": [{"name": "engine", "image": "evil", "command": ["sh"]}]}
+    world.pods["impostor"] = impostor
+    p = world.step()
+    assert p.create_job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
+    (message,) = warnings(p)
+    assert message.startswith("pod impostor has the engine labels of qwen but claims ReplicaSet")
+    assert "does not run its containers" in message

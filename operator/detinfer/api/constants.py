@@ -76,7 +76,11 @@ class Reason:
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     NO_VALIDATED_REPLICAS = "NoValidatedReplicas"
     AS_EXPECTED = "AsExpected"
+    # An object of a child's name exists and is not controlled by this resource.
+    CHILD_CONFLICT = "ChildConflict"
     # Events only.
     VALIDATION_STARTED = "ValidationStarted"
     FINGERPRINT_RECORDED = "FingerprintRecorded"
     VALIDATION_JOB_CANCELLED = "ValidationJobCancelled"
+    # A pod or Job with our labels that this resource's own Deployment or Job did not make.
+    UNTRUSTED_OBJECT = "UntrustedObject"

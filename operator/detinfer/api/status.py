@@ -111,6 +111,19 @@ class ValidationStatus(KubeModel):
     suites: list[SuiteResult] = []
 
 
+class JobRecord(KubeModel):
+    """The validation Job in flight, as the API server returned it when the operator created it.
+
+    Only a pod controlled by the Job of this UID can give a result; labels and names can be
+    copied by anyone who may create pods or Jobs.
+    """
+
+    name: str
+    uid: str
+    revision: str
+    """Revision the Job validates."""
+
+
 class OverheadStatus(KubeModel):
     """Latency and throughput measured by the validation."""
 
@@ -137,4 +150,6 @@ class DeterministicInferenceServiceStatus(KubeModel):
     """The fingerprint's first 12 hex digits, for kubectl get."""
     replicas: ReplicaCounts = ReplicaCounts()
     validation: ValidationStatus | None = None
+    validation_job: JobRecord | None = None
+    """The validation Job in flight (cleared once its result is read)."""
     overhead: OverheadStatus | None = None

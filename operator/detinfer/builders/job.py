@@ -30,11 +30,21 @@ class Endpoint:
 
 
 def validation_job_name(
-    dis: DeterministicInferenceService, revision: str, pods: Sequence[str], after: str | None
+    dis: DeterministicInferenceService,
+    revision: str,
+    pods: Sequence[str],
+    after: str | None,
+    attempt: int = 0,
 ) -> str:
-    """One name per (revision, pods, previous run): asking twice for the same run is harmless."""
-    key = common.stable_hash({"revision": revision, "pods": sorted(pods), "after": after}, 10)
-    return f"{dis.name}-{key}"
+    """One name per (revision, pods, previous run): asking twice for the same run is harmless.
+
+    Such names are predictable, so someone else's Job may hold one: `attempt` gives the
+    alternatives to use then.
+    """
+    key: dict[str, object] = {"revision": revision, "pods": sorted(pods), "after": after}
+    if attempt:
+        key["attempt"] = attempt
+    return f"{dis.name}-{common.stable_hash(key, 10)}"
 
 
 def validator_args(

@@ -1,11 +1,13 @@
 """The one module that writes to the Kubernetes API.
 
 Reads come from kopf's indexes (watch streams); only writes go through here: server-side apply
-of children, Job create/delete, pod readiness-gate conditions and the DIS status.
+of children, Job create/delete, pod readiness-gate conditions and the DIS status. The one read
+besides a conflict's re-read: an object found in the way of a create, to see who controls it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -15,16 +17,27 @@ from kubernetes.client.rest import ApiException
 
 from detinfer import __version__
 from detinfer.api import constants as c
+from detinfer.controller.observed import Controller, is_controlled_by
 
 log = logging.getLogger(__name__)
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+UPGRADE_ATTEMPTS = 3
 
 
 class Conflict(Exception):
     """The object changed since it was read; the next event will bring the new state."""
+
+
+class InTheWay(Exception):
+    """An object of the name the operator wanted exists and is not the operator's."""
+
+    def __init__(self, kind: str, name: str, uid: str, controller: Controller | None):
+        super().__init__(f"{kind} {name} is in the way (its controller: {controller or 'none'})")
+        self.kind, self.name, self.uid, self.controller = kind, name, uid, controller
 
 
 class Cluster:
@@ -51,15 +64,34 @@ class Cluster:
             c.GROUP, c.VERSION, namespace, c.PLURAL, name
         )
 
-    def apply(self, obj: Mapping[str, Any]) -> None:
-        """Server-side apply with field manager `detinfer`, taking over conflicting fields."""
+    def apply(self, obj: Mapping[str, Any], owner_uid: str, seen: bool = True) -> None:
+        """Server-side apply with field manager `detinfer`, taking over conflicting fields.
+
+        A child the index has not shown as ours (`seen` False) is created instead: the index
+        sees only objects with our labels, so an object of that name may exist unseen. One that
+        exists and is not controlled by `owner_uid` raises InTheWay and is not touched.
+        """
         kind = obj["kind"]
         name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-        patch = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "Service": self.core.patch_namespaced_service,
-        }[kind]
-        patch(
+        api = self._child_api(kind)
+        if not seen:
+            try:
+                created = api["create"](
+                    namespace, obj, field_manager=c.FIELD_MANAGER, _preload_content=False
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                existing = json.loads(api["read"](name, namespace, _preload_content=False).data)
+                controller = Controller.of(existing)
+                if not is_controlled_by(controller, c.KIND, owner_uid):
+                    raise InTheWay(
+                        kind, name, (existing.get("metadata") or {}).get("uid", ""), controller
+                    ) from None
+            else:
+                self._own_as_applied(api, json.loads(created.data))
+                return
+        api["patch"](
             name,
             namespace,
             obj,
@@ -69,25 +101,100 @@ class Cluster:
             _preload_content=False,  # the response is not needed; decoding it costs CPU
         )
 
-    def create_job(self, job: Mapping[str, Any]) -> bool:
-        """Create a validation Job; False when one of that name exists already (harmless)."""
-        try:
-            self.batch.create_namespaced_job(
-                job["metadata"]["namespace"], job, _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+    def _child_api(self, kind: str) -> dict[str, Any]:
+        if kind == "Deployment":
+            return {
+                "create": self.apps.create_namespaced_deployment,
+                "read": self.apps.read_namespaced_deployment,
+                "patch": self.apps.patch_namespaced_deployment,
+            }
+        return {
+            "create": self.core.create_namespaced_service,
+            "read": self.core.read_namespaced_service,
+            "patch": self.core.patch_namespaced_service,
+        }
 
-    def delete_job(self, namespace: str, name: str) -> None:
+    def _own_as_applied(self, api: Mapping[str, Any], created: Mapping[str, Any]) -> None:
+        """Turn the create's field ownership into an apply's, as if the object had been applied.
+
+        A create records its fields under an "Update" entry; later applies would then never
+        remove a field that the spec no longer asks for. The entry is relabelled "Apply" (what
+        client-go's csaupgrade does). The patch tests the entry it changes, because the
+        controllers write the new object at once (their own entries may come first).
+        """
+        name, namespace = created["metadata"]["name"], created["metadata"]["namespace"]
+        entries = created["metadata"].get("managedFields") or []
+        for _ in range(UPGRADE_ATTEMPTS):
+            index = next(
+                (
+                    i
+                    for i, e in enumerate(entries)
+                    if (e.get("manager"), e.get("operation"), e.get("subresource"))
+                    == (c.FIELD_MANAGER, "Update", None)
+                ),
+                None,
+            )
+            if index is None:
+                return
+            entry = f"/metadata/managedFields/{index}"
+            try:
+                api["patch"](
+                    name,
+                    namespace,
+                    [
+                        {"op": "test", "path": f"{entry}/manager", "value": c.FIELD_MANAGER},
+                        {"op": "test", "path": f"{entry}/operation", "value": "Update"},
+                        {"op": "replace", "path": f"{entry}/operation", "value": "Apply"},
+                    ],
+                    _content_type=JSON_PATCH,
+                    _preload_content=False,
+                )
+                return
+            except ApiException as exc:
+                if exc.status not in (409, 422):  # 422: a test failed, the list moved
+                    raise
+            fresh = json.loads(api["read"](name, namespace, _preload_content=False).data)
+            entries = fresh["metadata"].get("managedFields") or []
+        log.warning("%s/%s: could not take over the fields of its creation", namespace, name)
+
+    def create_job(self, job: Mapping[str, Any], created: Mapping[str, str]) -> tuple[str, bool]:
+        """Create a validation Job: (its UID, whether this call created it).
+
+        A Job of that name that this process created before (`created`: name -> UID) is
+        harmless; any other raises InTheWay: validation Job names are predictable.
+        """
+        name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+        try:
+            response = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            if name in created:
+                return created[name], False
+            existing = json.loads(
+                self.batch.read_namespaced_job(name, namespace, _preload_content=False).data
+            )
+            raise InTheWay(
+                "Job",
+                name,
+                (existing.get("metadata") or {}).get("uid", ""),
+                Controller.of(existing),
+            ) from None
+        return json.loads(response.data)["metadata"]["uid"], True
+
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        """Delete our Job; only that one (a precondition on its UID), never a namesake."""
         try:
             self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _preload_content=False
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+                ),
+                _preload_content=False,
             )
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):  # gone, or the name is someone else's now
                 raise
 
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:

@@ -1,9 +1,9 @@
 """kopf handlers: thin. Every trigger leads to the same level-based `sync` of one resource.
 
 Triggers: a watch event of the resource (created, updated, found at start-up); one of its
-pods, Jobs, Services or its Deployment changes; a periodic pass (revalidation, retries). `sync`
-reads everything from kopf's in-memory indexes, asks the pure `plan()` what to write, and writes
-only that, so a trigger with nothing to do costs no API call.
+pods, Jobs, Services, ReplicaSets or its Deployment changes; a periodic pass (revalidation,
+retries). `sync` reads everything from kopf's in-memory indexes, asks the pure `plan()` what to
+write, and writes only that, so a trigger with nothing to do costs no API call.
 
 Status is written by `sync` through the API rather than kopf's `patch.status`, because pod and
 Job events must update the status of the resource that owns them, not their own.
@@ -17,6 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,21 +28,32 @@ from detinfer import metrics
 from detinfer.api import constants as c
 from detinfer.builders.common import applied_hash
 from detinfer.config import OperatorConfig
-from detinfer.controller.cluster import Cluster, Conflict
-from detinfer.controller.observed import ChildView, JobView, PodView, owner_key
+from detinfer.controller.cluster import Cluster, Conflict, InTheWay
+from detinfer.controller.observed import (
+    ChildView,
+    Controller,
+    JobView,
+    PodView,
+    ReplicaSetView,
+    owner_key,
+)
 from detinfer.controller.reconcile import Plan, plan
+from detinfer.controller.trust import Memory, in_the_way
 
 log = logging.getLogger(__name__)
 
 DIS = (c.GROUP, c.VERSION, c.PLURAL)
 OURS = {c.LABEL_PART_OF: c.PART_OF}
 TIMER_INTERVAL_SECONDS = 30
+# A Job this process created is remembered at most this long if the index never shows it.
+CREATED_JOB_MEMORY_SECONDS = 600
 INDEXES = (
     "resources_by_key",
     "pods_by_owner",
     "jobs_by_owner",
     "deployments_by_owner",
     "services_by_owner",
+    "replicasets_by_owner",
 )
 
 
@@ -64,8 +76,18 @@ class State:
         # kopf's indexes, as the handlers receive them, for the periodic pass.
         self.indexes: Mapping[str, Any] | None = None
         # Children applied but maybe not yet in the index: (namespace, kind, name) ->
-        # (hash applied, hash the index showed then). Saves re-applying while the watch lags.
-        self.applied: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+        # (hash applied, hash the index showed then, UID of the resource that owns it). Saves
+        # re-applying while the watch lags.
+        self.applied: dict[tuple[str, str, str], tuple[str, str | None, str]] = {}
+        # What plan() gets as trust.Memory, per resource; see there. Times are time.monotonic().
+        self.created_jobs: defaultdict[tuple[str, str], dict[str, tuple[str, float]]] = defaultdict(
+            dict
+        )
+        self.foreign_children: defaultdict[
+            tuple[str, str], dict[tuple[str, str], tuple[str, float]]
+        ] = defaultdict(dict)
+        self.taken_job_names: defaultdict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        self.reported: dict[tuple[str, str], frozenset[str]] = {}
 
     def children(self, namespace: str, indexed: list[ChildView]) -> list[ChildView]:
         """The indexed children, with what this process applied since standing in for them
@@ -75,22 +97,62 @@ class State:
         for child in indexed:
             key = (namespace, child.kind, child.name)
             seen.add(key)
-            applied, before = self.applied.get(key, (None, None))
+            applied, before, _ = self.applied.get(key, (None, None, ""))
             if applied is None or child.applied_hash == applied:
                 self.applied.pop(key, None)
                 out.append(child)
             elif child.applied_hash == before:
-                out.append(ChildView(child.kind, child.name, applied))
+                out.append(replace(child, applied_hash=applied))
             else:  # changed by someone else since: trust the index
                 self.applied.pop(key, None)
                 out.append(child)
-        for (ns, kind, name), (applied, before) in list(self.applied.items()):
+        for (ns, kind, name), (applied, before, owner) in list(self.applied.items()):
             if ns == namespace and (ns, kind, name) not in seen and before is None:
-                out.append(ChildView(kind, name, applied))
+                # Created or applied by this process as the owner's child: it is ours.
+                out.append(ChildView(kind, name, applied, Controller(c.KIND, "", owner)))
         return out
+
+    def memory(
+        self, key: tuple[str, str], body: Mapping[str, Any], indexed_jobs: list[JobView]
+    ) -> Memory:
+        """What plan() must know beyond the indexes, after forgetting what is settled."""
+        now = time.monotonic()
+        recorded = ((body.get("status") or {}).get("validationJob") or {}).get("uid")
+        indexed = {j.uid for j in indexed_jobs}
+        created = self.created_jobs[key]
+        for name, (uid, since) in list(created.items()):
+            if (uid == recorded and uid in indexed) or now - since > CREATED_JOB_MEMORY_SECONDS:
+                del created[name]
+        foreign = self.foreign_children[key]
+        for child, (_, since) in list(foreign.items()):
+            if now - since > self.config.retry_after_seconds:
+                del foreign[child]  # try the create again: the object may be gone
+        return Memory(
+            created_jobs={name: uid for name, (uid, _) in created.items()},
+            foreign_children={child: why for child, (why, _) in foreign.items()},
+            taken_job_names=dict(self.taken_job_names[key]),
+            reported=self.reported.get(key, frozenset()),
+        )
+
+    def found_in_the_way(self, key: tuple[str, str], exc: InTheWay) -> None:
+        if exc.kind == "Job":
+            self.taken_job_names[key][exc.name] = (
+                f"Job {exc.name} holds the name of a validation Job of {key[1]} and is not "
+                f"its own (its controller: {exc.controller or 'none'}): another name is used"
+            )
+        else:
+            why = in_the_way(exc.kind, exc.name, exc.controller)
+            self.foreign_children[key][(exc.kind, exc.name)] = (why, time.monotonic())
 
     def forget(self, namespace: str, name: str) -> None:
         self.written.pop((namespace, name), None)
+        for memory in (
+            self.created_jobs,
+            self.foreign_children,
+            self.taken_job_names,
+            self.reported,
+        ):
+            memory.pop((namespace, name), None)
         for key in [
             k for k in self.applied if k[0] == namespace and k[2] in (name, f"{name}-pods")
         ]:
@@ -176,6 +238,13 @@ def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     return {key: ChildView.from_body(body)} if key else None
 
 
+@kopf.index("apps", "v1", "replicasets", labels=OURS)
+def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+    """The link from an engine pod to our Deployment (their labels come from its template)."""
+    key = owner_key(body)
+    return {key: ReplicaSetView.from_body(body)} if key else None
+
+
 # ---- triggers ----
 
 
@@ -201,6 +270,7 @@ def service_changed(
 @kopf.on.event("v1", "pods", labels=OURS)
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
+@kopf.on.event("apps", "v1", "replicasets", labels=OURS)
 @kopf.on.event("v1", "services", labels=OURS)
 def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     key = owner_key(body)
@@ -215,23 +285,29 @@ def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 
 
 CONFLICT_ATTEMPTS = 3
+# Each child and the Job can be found in the way once per pass.
+IN_THE_WAY_ATTEMPTS = 4
 
 
 def sync(
     state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
 ) -> Plan:
-    """Reconcile one resource from the indexes; on a write conflict, re-read it and plan again."""
+    """Reconcile one resource from the indexes; on a write conflict, re-read it and plan again;
+    when a create finds someone else's object in the way, remember it and plan again."""
     started = time.perf_counter()
     result = "error"
     state.indexes = state.indexes or {name: indexes[name] for name in INDEXES}
     with state.locks[key]:
         try:
             body = _freshest(body, state.written.get(key))
-            for attempt in range(CONFLICT_ATTEMPTS):
+            conflicts = 0
+            deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
+            for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
+                jobs = list(indexes["jobs_by_owner"].get(key, []))
                 the_plan = plan(
                     body,
                     pods=list(indexes["pods_by_owner"].get(key, [])),
-                    jobs=list(indexes["jobs_by_owner"].get(key, [])),
+                    jobs=jobs,
                     children=state.children(
                         key[0],
                         [
@@ -241,17 +317,25 @@ def sync(
                     ),
                     config=state.config,
                     now=datetime.now(UTC),
+                    replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
+                    memory=state.memory(key, body, jobs),
                 )
                 try:
-                    _execute(state, key, body, the_plan)
+                    _execute(state, key, body, the_plan, deleted)
                     break
+                except InTheWay as exc:
+                    log.warning("%s/%s: %s", *key, exc)
+                    state.found_in_the_way(key, exc)
                 except Conflict:
-                    if attempt == CONFLICT_ATTEMPTS - 1:
+                    conflicts += 1
+                    if conflicts == CONFLICT_ATTEMPTS:
                         raise
                     # Someone else (often kopf's own bookkeeping) wrote the object since the
                     # index saw it: plan again from a fresh read.
                     metrics.reconcile_total.labels("conflict").inc()
                     body = state.cluster.get_service(*key)
+            else:
+                raise kopf.TemporaryError("objects in the way of every attempt", delay=10)
             result = "invalid" if the_plan.invalid else "success"
             return the_plan
         except Conflict as exc:
@@ -269,9 +353,16 @@ def sync(
             metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
 
 
-def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Plan) -> None:
+def _execute(
+    state: State,
+    key: tuple[str, str],
+    body: Mapping[str, Any],
+    p: Plan,
+    deleted: set[str],
+) -> None:
     namespace, name = key
     cluster = state.cluster
+    owner_uid = (body.get("metadata") or {}).get("uid", "")
 
     def post(after: str) -> None:
         for event in p.events:
@@ -281,19 +372,33 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
                 )
 
     for obj in p.apply:
-        cluster.apply(obj)
-        metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
         child = (namespace, obj["kind"], obj["metadata"]["name"])
-        state.applied[child] = (applied_hash(obj) or "", p.observed_hashes.get(child[1:]))
-    for job in p.delete_jobs:
-        cluster.delete_job(namespace, job)
+        cluster.apply(obj, owner_uid, seen=child[1:] in p.observed_hashes)
+        metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
+        state.applied[child] = (
+            applied_hash(obj) or "",
+            p.observed_hashes.get(child[1:]),
+            owner_uid,
+        )
+    to_delete = [job for job in p.delete_jobs if job not in deleted]
+    for job in to_delete:
+        cluster.delete_job(namespace, job, p.delete_job_uids[job])
         metrics.api_writes_total.labels("delete-job").inc()
-    if p.delete_jobs:
+        deleted.add(job)
+    if to_delete:
         post("job-deleted")
-    # create_job is False when the Job existed: it was announced when it was made.
-    if p.create_job is not None and cluster.create_job(p.create_job):
-        metrics.api_writes_total.labels("create-job").inc()
-        post("job-created")
+    if p.create_job is not None:
+        job_name = p.create_job["metadata"]["name"]
+        created = state.created_jobs[key]
+        uid, new = cluster.create_job(p.create_job, {n: u for n, (u, _) in created.items()})
+        created.setdefault(job_name, (uid, time.monotonic()))
+        # The status records the Job by the UID that only the create response tells.
+        record = (p.status or {}).get("validationJob") or {}
+        if record.get("name") == job_name:
+            record["uid"] = uid
+        if new:  # a Job that existed already was announced when it was made
+            metrics.api_writes_total.labels("create-job").inc()
+            post("job-created")
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()
@@ -308,6 +413,7 @@ def _execute(state: State, key: tuple[str, str], body: Mapping[str, Any], p: Pla
     # Transitions are announced only once the status that records them is written: a pass
     # that conflicts posts nothing, and its retry posts them once.
     post("status")
+    state.reported[key] = frozenset(p.ignored)
     if status:
         metrics.observe(namespace, name, status, p.consumed)
 

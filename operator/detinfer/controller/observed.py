@@ -1,7 +1,9 @@
 """Small, immutable views of the cluster objects the controller reads (pods, Jobs, children).
 
 The operator indexes these instead of whole objects: less memory, and the planning code reads
-only what it needs.
+only what it needs. Each view keeps its object's UID and controller reference, because labels
+and names say nothing about who made an object: only owner UIDs do (see docs/architecture.md,
+"Threat model").
 """
 
 from __future__ import annotations
@@ -14,6 +16,51 @@ from detinfer.api import constants as c
 from detinfer.builders.common import applied_hash
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+@dataclass(frozen=True)
+class Controller:
+    """The ownerReference with controller: true."""
+
+    kind: str
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Controller | None:
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+            if ref.get("controller"):
+                return cls(ref.get("kind", ""), ref.get("name", ""), ref.get("uid", ""))
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} (uid {self.uid})"
+
+
+def is_controlled_by(controller: Controller | None, kind: str, uid: str | None) -> bool:
+    return controller is not None and bool(uid) and (controller.kind, controller.uid) == (kind, uid)
+
+
+@dataclass(frozen=True)
+class Container:
+    """What a container runs: compared between a validator pod and its Job's template."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+
+    @classmethod
+    def all_of(cls, pod_spec: Mapping[str, Any] | None) -> tuple[Container, ...]:
+        return tuple(
+            cls(
+                name=ct.get("name", ""),
+                image=ct.get("image", ""),
+                command=tuple(ct.get("command") or ()),
+                args=tuple(ct.get("args") or ()),
+            )
+            for ct in (pod_spec or {}).get("containers") or []
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +87,9 @@ class PodView:
     terminated: Terminated | None
     # When the containers last became ready (ContainersReady lastTransitionTime).
     ready_since: str | None = None
+    uid: str = ""
+    controller: Controller | None = None
+    containers: tuple[Container, ...] = ()
 
     @property
     def is_validated(self) -> bool:
@@ -90,6 +140,9 @@ class PodView:
             job_name=next((labels[k] for k in JOB_NAME_LABELS if k in labels), None),
             terminated=terminated,
             ready_since=(conditions.get("ContainersReady") or {}).get("lastTransitionTime"),
+            uid=meta.get("uid", ""),
+            controller=Controller.of(body),
+            containers=Container.all_of(body.get("spec")),
         )
 
 
@@ -103,12 +156,22 @@ class JobView:
     finished: bool
     # Why the Job failed, when Kubernetes says it did (e.g. DeadlineExceeded).
     failure: str | None
+    uid: str = ""
+    controller: Controller | None = None
+    # The containers its pod template prescribes (immutable once the Job exists).
+    containers: tuple[Container, ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> JobView:
         meta = body.get("metadata") or {}
-        annotations = meta.get("annotations") or {}
         status = body.get("status") or {}
+        template = (body.get("spec") or {}).get("template") or {}
+        containers = Container.all_of(template.get("spec"))
+        # Revision, pods and expected fingerprint come from the pod template, which nobody can
+        # change after creation, not from the Job's labels and annotations, which anyone who
+        # may patch Jobs can.
+        template_labels = (template.get("metadata") or {}).get("labels") or {}
+        args = containers[0].args if containers else ()
         finished = False
         failure = None
         for cond in status.get("conditions") or []:
@@ -118,15 +181,45 @@ class JobView:
                 finished = True
             if cond.get("type") == "Failed":
                 failure = ": ".join(filter(None, [cond.get("reason"), cond.get("message")]))
-        pods = annotations.get(c.ANNOTATION_PODS, "")
         return cls(
             name=meta.get("name", ""),
-            revision=(meta.get("labels") or {}).get(c.LABEL_REVISION),
-            pods=tuple(p for p in pods.split(",") if p),
-            expected_fingerprint=annotations.get(c.ANNOTATION_EXPECTED_FINGERPRINT),
+            revision=template_labels.get(c.LABEL_REVISION),
+            pods=tuple(
+                sorted(v.partition("=")[0] for v in _option_values(args, "--endpoint") if v)
+            ),
+            expected_fingerprint=next(iter(_option_values(args, "--expected-fingerprint")), None),
             created=meta.get("creationTimestamp") or "",
             finished=finished,
             failure=failure or ("failed" if finished and status.get("failed") else None),
+            uid=meta.get("uid", ""),
+            controller=Controller.of(body),
+            containers=containers,
+        )
+
+
+def _option_values(args: tuple[str, ...], option: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == option]
+
+
+@dataclass(frozen=True)
+class ReplicaSetView:
+    """A ReplicaSet with our labels: the link between an engine pod and our Deployment."""
+
+    name: str
+    uid: str
+    controller: Controller | None
+    # The containers its pod template prescribes: a pod that claims the ReplicaSet must run them.
+    containers: tuple[Container, ...] = ()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ReplicaSetView:
+        meta = body.get("metadata") or {}
+        template = (body.get("spec") or {}).get("template") or {}
+        return cls(
+            meta.get("name", ""),
+            meta.get("uid", ""),
+            Controller.of(body),
+            Container.all_of(template.get("spec")),
         )
 
 
@@ -137,13 +230,18 @@ class ChildView:
     kind: str
     name: str
     applied_hash: str | None
+    controller: Controller | None = None
+    uid: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildView:
+        meta = body.get("metadata") or {}
         return cls(
             kind=body.get("kind", ""),
-            name=(body.get("metadata") or {}).get("name", ""),
+            name=meta.get("name", ""),
             applied_hash=applied_hash(body),
+            controller=Controller.of(body),
+            uid=meta.get("uid", ""),
         )
 
 

@@ -28,6 +28,7 @@ from detinfer.api.status import (
     Condition,
     ConditionStatus,
     DeterministicInferenceServiceStatus,
+    JobRecord,
     OverheadStatus,
     ReplicaCounts,
     SuiteOutcome,
@@ -39,10 +40,20 @@ from detinfer.builders import Endpoint, build_children, build_validation_job, va
 from detinfer.builders.common import revision_of
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
-from detinfer.controller.observed import ChildView, JobView, PodView
+from detinfer.controller import trust
+from detinfer.controller.observed import (
+    ChildView,
+    JobView,
+    PodView,
+    ReplicaSetView,
+    is_controlled_by,
+)
+from detinfer.controller.trust import Memory
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH)
+# The UID of a Job the plan creates, until the create response gives the real one.
+PENDING_UID = ""
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,13 @@ class Plan:
     # The validation result read in this pass, if any (for metrics).
     consumed: Verdict | None = None
     invalid: SpecError | None = None
-    # (kind, name) -> applied hash of the children as observed when planning.
+    # (kind, name) -> applied hash of the children as observed (controlled by this resource)
+    # when planning; a child to apply that is not here is created, not applied.
     observed_hashes: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # Job name -> UID, for each Job in delete_jobs: deleted only if it still is that Job.
+    delete_job_uids: dict[str, str] = field(default_factory=dict)
+    # Key -> why, of every object that looks like ours and is ignored (see trust.py).
+    ignored: dict[str, str] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:
@@ -97,8 +113,11 @@ def plan(
     children: Iterable[ChildView],
     config: OperatorConfig,
     now: datetime,
+    replicasets: Iterable[ReplicaSetView] = (),
+    memory: Memory | None = None,
 ) -> Plan:
     out = Plan()
+    memory = memory or Memory()
     generation = (body.get("metadata") or {}).get("generation")
     old = parse_status(body.get("status"))
     try:
@@ -108,38 +127,63 @@ def plan(
 
     revision = revision_of(dis)
     pods = list(pods)
-    engine_pods = [p for p in pods if p.component == c.COMPONENT_ENGINE]
-    validator_pods = [p for p in pods if p.component == c.COMPONENT_VALIDATOR]
+    children = list(children)
+    engine_pods, ignored = trust.engine_pods(
+        dis,
+        [p for p in pods if p.component == c.COMPONENT_ENGINE],
+        trust.own_deployment(dis, children),
+        replicasets,
+    )
     jobs = sorted(jobs, key=lambda j: (j.created, j.name))
-    current_jobs = [j for j in jobs if j.revision == revision]
     validation = old.validation
     fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
 
-    # A spec change makes running Jobs of other revisions pointless.
-    for job in jobs:
-        if job.revision != revision and not job.finished:
-            out.delete_jobs.append(job.name)
+    # The Job in flight is the one whose UID the status recorded when the operator created it.
+    record = old.validation_job or trust.adopt_created(
+        dis, jobs, memory, validation.job_name if validation else None
+    )
+    in_flight = next(
+        (
+            j
+            for j in jobs
+            if record is not None
+            and j.uid == record.uid
+            and is_controlled_by(j.controller, c.KIND, dis.metadata.uid)
+        ),
+        None,
+    )
+    ignored |= trust.ignored_jobs(dis, jobs, memory)
+    ignored |= trust.ignored_validator_pods(dis, pods, jobs, in_flight)
+
+    # 1. Read the result of the Job in flight, once; a spec change makes it pointless.
+    job_running = False
+    overhead = old.overhead
+    if record is not None and record.revision != revision:
+        if not (in_flight is not None and in_flight.finished):
+            out.delete_jobs.append(record.name)
+            out.delete_job_uids[record.name] = record.uid
             out.events.append(
                 Event(
                     "Normal",
                     R.VALIDATION_JOB_CANCELLED,
-                    f"{job.name}: the revision changed",
+                    f"{record.name}: the revision changed",
                     after="job-deleted",
                 )
             )
-
-    # 1. Read the result of the latest Job of this revision, once.
-    latest = current_jobs[-1] if current_jobs else None
-    job_running = False
-    overhead = old.overhead
-    if latest is not None and (validation is None or validation.job_name != latest.name):
-        result = read_result(latest, validator_pods)
+        record = None
+    elif record is not None:
+        if in_flight is None and record.name in memory.created_jobs:
+            result = None  # created by this process; the watch has not delivered it yet
+        elif in_flight is None:
+            result = Result(Verdict.COULD_NOT_TEST, f"validation Job {record.name} is gone", None)
+        else:
+            result = read_result(in_flight, pods)
         if result is None:
             job_running = True
         else:
             validation, fingerprint, fingerprint_revision = _consume(
                 out,
-                latest,
+                in_flight or JobView(record.name, record.revision, (), None, "", True, None),
                 result,
                 engine_pods,
                 validation,
@@ -148,6 +192,7 @@ def plan(
                 now,
             )
             overhead = _overhead(result.summary) or overhead
+            record = None
 
     engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
     current = [p for p in engine_pods if p.revision == revision and not p.deleting]
@@ -159,37 +204,52 @@ def plan(
         due = _due_pods(dis, ready, validation, revision, config, now)
         expected = _expected_fingerprint(dis, fingerprint, fingerprint_revision, revision)
         if due:
-            name = validation_job_name(
+            name = _free_job_name(
                 dis,
                 revision,
                 [p.name for p in due],
                 validation.last_run_time if validation else None,
+                {j.name for j in jobs} | set(memory.taken_job_names),
             )
-            if all(j.name != name for j in jobs):
-                endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
-                out.create_job = build_validation_job(dis, endpoints, expected, name, config)
-                out.events.append(
-                    Event(
-                        "Normal",
-                        R.VALIDATION_STARTED,
-                        f"validating {', '.join(p.name for p in due)} with Job {name}",
-                        after="job-created",
-                    )
+            endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
+            out.create_job = build_validation_job(dis, endpoints, expected, name, config)
+            # The UID comes back only in the create response: the executor fills it in.
+            record = JobRecord(name=name, uid=PENDING_UID, revision=revision)
+            out.events.append(
+                Event(
+                    "Normal",
+                    R.VALIDATION_STARTED,
+                    f"validating {', '.join(p.name for p in due)} with Job {name}",
+                    after="job-created",
                 )
+            )
             starting = [p.name for p in due]
 
-    # 3. Children, with the client Service on the revision that serves now.
+    # 3. Children, with the client Service on the revision that serves now. A child whose name
+    # someone else holds is never applied.
     serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
-    observed = {(ch.kind, ch.name): ch.applied_hash for ch in children}
+    wanted = build_children(dis, serving_revision)
+    foreign = trust.foreign_children(
+        dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
+    )
+    observed = {
+        (ch.kind, ch.name): ch.applied_hash
+        for ch in children
+        if is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
+    }
     out.observed_hashes = observed
-    for child in build_children(dis, serving_revision):
-        key = (child["kind"], child["metadata"]["name"])
-        if observed.get(key) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]:
+    for child in wanted:
+        k = (child["kind"], child["metadata"]["name"])
+        if k in foreign:
+            continue
+        if observed.get(k) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]:
             out.apply.append(child)
 
     # 4. Status.
     validated_current = [p for p in current if p.is_validated]
     conditions = list(old.conditions)
+    ready_before = cond.find(conditions, T.READY)
+    conflict = "; ".join(foreign[k] for k in sorted(foreign))
     _set_conditions(
         conditions,
         dis,
@@ -199,9 +259,18 @@ def plan(
         current=current,
         serving=[p for p in engine_pods if p.is_validated and p.revision == serving_revision],
         validating=job_running or bool(starting),
+        conflict=conflict,
         generation=generation,
         now=now,
     )
+    if conflict and (
+        ready_before is None
+        or (ready_before.reason, ready_before.message) != (R.CHILD_CONFLICT, conflict)
+    ):
+        out.events.append(Event("Warning", R.CHILD_CONFLICT, conflict[:1024]))
+    out.ignored = ignored
+    for k in sorted(set(ignored) - memory.reported):
+        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, ignored[k][:1024]))
     status = DeterministicInferenceServiceStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -214,6 +283,7 @@ def plan(
             desired=dis.spec.replicas, running=len(ready), validated=len(validated_current)
         ),
         validation=validation,
+        validation_job=record,
         overhead=overhead,
     )
     if status.to_wire() != old.to_wire():
@@ -221,11 +291,37 @@ def plan(
     return out
 
 
-def read_result(job: JobView, validator_pods: Sequence[PodView]) -> Result | None:
-    """The verdict of a Job whose validator has finished; None while it is still running."""
-    pod = next(
-        (p for p in validator_pods if p.job_name == job.name and p.terminated is not None), None
-    )
+def _free_job_name(
+    dis: DeterministicInferenceService,
+    revision: str,
+    pods: Sequence[str],
+    after: str | None,
+    taken: set[str],
+) -> str:
+    """The first name for this run that no Job holds (someone may have taken the predictable
+    one)."""
+    attempt = 0
+    while (name := validation_job_name(dis, revision, pods, after, attempt)) in taken:
+        attempt += 1
+    return name
+
+
+def read_result(job: JobView, pods: Sequence[PodView]) -> Result | None:
+    """The verdict of a Job whose validator has finished; None while it is still running.
+
+    Only the Job's one pod (controlled by its UID, running its template's containers) counts;
+    two pods claiming it make the run "could not validate", never a verdict.
+    """
+    claims, pod = trust.job_pods(job, pods)
+    if len(claims) > 1:
+        names = ", ".join(sorted(p.name for p in claims))
+        return Result(
+            Verdict.COULD_NOT_TEST,
+            f"{len(claims)} pods claim validation Job {job.name} ({names}): none is trusted",
+            None,
+        )
+    if pod is not None and pod.terminated is None:
+        pod = None
     if pod is None:
         if job.finished:
             reason = job.failure or "its pod is gone"
@@ -437,8 +533,13 @@ def _set_conditions(
     validating: bool,
     generation: int | None,
     now: datetime,
+    conflict: str = "",
 ) -> None:
-    """Set all five conditions in `conds` (in place) from what was observed and decided."""
+    """Set all five conditions in `conds` (in place) from what was observed and decided.
+
+    `conflict` names the children someone else holds: nothing can progress until they are
+    gone, so it is the reason on Progressing and Ready.
+    """
     desired = dis.spec.replicas
     validated = [p for p in current if p.is_validated]
 
@@ -450,6 +551,9 @@ def _set_conditions(
             put(type_, FALSE, R.SCALED_TO_ZERO, "spec.replicas is 0")
         put(T.VALIDATED, UNKNOWN, R.SCALED_TO_ZERO, "no pods to validate")
         put(T.DEGRADED, FALSE, R.AS_EXPECTED, "")
+        if conflict:
+            put(T.PROGRESSING, FALSE, R.CHILD_CONFLICT, conflict)
+            put(T.READY, FALSE, R.CHILD_CONFLICT, conflict)
         return
 
     # Validated: the verdict of the last run on this revision.
@@ -517,9 +621,13 @@ def _set_conditions(
             R.WAITING_FOR_PODS,
             f"{len(running)} of {desired} pod(s) of revision {revision} running",
         )
+    if conflict:
+        progress = (FALSE, R.CHILD_CONFLICT, conflict)
     put(T.PROGRESSING, *progress)
 
-    if run is not None and run.verdict == Verdict.DETERMINISTIC and len(validated) >= desired:
+    if conflict:
+        put(T.READY, FALSE, R.CHILD_CONFLICT, conflict)
+    elif run is not None and run.verdict == Verdict.DETERMINISTIC and len(validated) >= desired:
         put(
             T.READY,
             TRUE,
