@@ -1,6 +1,6 @@
 """Fixtures for the whole flow: a local cluster of its own, the operator, and the pod runner.
 
-The pod runner (tests/pod_runner.py) runs the reference engine and the validator as local
+The pod runner (detinfer.local.pod_runner) runs the reference engine and the validator as local
 processes on the pods' loopback IPs, so a DeterministicInferenceService goes from kubectl apply to
 Ready through a real validation. The cluster is separate from the integration tests' (which play
 the kubelet for validator pods themselves).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import (
+from tests.support.cluster import (
     ROOT,
     Cluster,
     Operator,
@@ -48,7 +48,7 @@ def pod_runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         [
             sys.executable,
             "-m",
-            "tests.pod_runner",
+            "detinfer.local.pod_runner",
             "--kubeconfig",
             str(cluster.kubeconfig),
             "--log-dir",

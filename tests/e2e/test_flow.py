@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.integration.harness import ROOT, Cluster, Operator, wait_for
+from tests.support.cluster import ROOT, Cluster, Operator, wait_for
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "reference.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
 
-from tests.engines import EngineProcess
+from tests.support.engines import EngineProcess
 
 PROMPT = "Tell me about Richard Feynman: "
 GREEDY = {"temperature": 0, "max_new_tokens": 64, "ignore_eos": True}

@@ -1,6 +1,6 @@
 """`detinfer validate` as a command against real reference engines on loopback.
 
-The validator's unit tests drive scripted engines (tests/fake_engine.py); these run the real
+The validator's unit tests drive scripted engines (tests/support/fake_engine.py); these run the real
 command against the real engine: verdicts and exit codes, CrossReplica, the fingerprint across
 replicas, restarts and weights, and the "could not test" cases (exit 2, never a traceback).
 Small settings keep each run to seconds; the full default run is measured by the bench.
@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
 
-from tests.engines import EngineProcess, free_port
+from tests.support.engines import EngineProcess, free_port
 
 QUICK = ["--trials", "4", "--max-new-tokens", "16", "--wait-seconds", "30"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import (
+from tests.support.cluster import (
     Cluster,
     Operator,
     session_cluster,

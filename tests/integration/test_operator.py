@@ -12,8 +12,8 @@ import yaml
 
 from detinfer.api import parse_service, quantity
 from detinfer.builders import validation_job_name
-from tests import factories as f
-from tests.integration.harness import Cluster, Operator, wait_for
+from tests.support import factories as f
+from tests.support.cluster import Cluster, Operator, wait_for
 from tests.unit.test_api import BOUND_CASES, CEL_CASES, VALID_QUANTITIES
 
 pytestmark = pytest.mark.integration

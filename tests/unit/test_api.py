@@ -17,7 +17,7 @@ from detinfer.api.spec import (
     AttentionBackend,
     Suite,
 )
-from tests import factories as f
+from tests.support import factories as f
 
 
 def errors_of(body) -> list[str]:

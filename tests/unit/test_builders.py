@@ -21,7 +21,7 @@ from detinfer.builders import (
 )
 from detinfer.builders.deployment import engine_command
 from detinfer.config import OperatorConfig
-from tests import factories as f
+from tests.support import factories as f
 
 GOLDEN = f.ROOT / "tests" / "golden"
 CONFIG = OperatorConfig(validator_image="registry.example/detinfer@" + f.DIGEST)

@@ -11,7 +11,7 @@ import yaml
 
 from detinfer import safeyaml
 from detinfer.cli import EXIT_INVALID, EXIT_UNREADABLE, main
-from tests import factories as f
+from tests.support import factories as f
 
 
 def test_render_prints_every_object(capsys):

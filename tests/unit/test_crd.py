@@ -13,7 +13,7 @@ from detinfer.api import constants as c
 from detinfer.api.base import KubeModel
 from detinfer.api.cel import CelRule
 from detinfer.api.spec import EngineSpec
-from tests.factories import ROOT
+from tests.support.factories import ROOT
 
 CRD_PATH = ROOT / "crds" / crd.CRD_FILENAME
 

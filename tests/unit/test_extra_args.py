@@ -12,7 +12,7 @@ from detinfer.api import SpecError, extra_args, parse_service
 from detinfer.cli import main
 from detinfer.engine.main import build_parser
 from detinfer.engine.main import parse_args as engine_parse_args
-from tests import factories as f
+from tests.support import factories as f
 
 REFERENCE = {
     "engine": {"kind": "Reference"},

@@ -17,7 +17,7 @@ from detinfer.controller import handlers
 from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.handlers import State, _freshest, sync
 from detinfer.controller.observed import ChildView, Controller, PodView, ReplicaSetView
-from tests import factories as f
+from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
 

@@ -18,7 +18,7 @@ from detinfer.config import OperatorConfig
 from detinfer.controller.observed import ChildView, JobView, PodView, ReplicaSetView
 from detinfer.controller.reconcile import Plan, plan
 from detinfer.controller.trust import Memory
-from tests import factories as f
+from tests.support import factories as f
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(validator_image="detinfer@" + f.DIGEST, retry_after_seconds=60)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from detinfer.api import SuiteOutcome, SuiteResult, SummaryError, ValidationSummary, Verdict
-from tests import factories as f
+from tests.support import factories as f
 
 
 def test_round_trip_and_exit_codes():

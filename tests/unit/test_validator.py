@@ -1,6 +1,6 @@
 """`detinfer validate` against scripted engines on 127.0.0.1: verdicts, exit codes, reasons.
 
-Each FakeEngine is a real HTTP server (tests/fake_engine.py): deterministic, batch-variant,
+Each FakeEngine is a real HTTP server (tests/support/fake_engine.py): deterministic, batch-variant,
 concurrency-variant, cache-variant, of another "model", or faulty.
 """
 
@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.sglang_procedure import run_sglang_procedure_sync
 
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main
 from detinfer.validator import ValidatorConfig, client, run_validation, suites, validate
-from detinfer.validator.sglang_procedure import run_sglang_procedure_sync
 from detinfer.validator.terminal import Terminal
-from tests.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine
 
 
 @pytest.fixture(autouse=True)

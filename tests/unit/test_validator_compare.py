@@ -449,6 +449,6 @@ def test_the_summary_of_the_worst_report_fits_a_termination_message():
 
 def test_the_docs_show_the_default_plan_as_it_is():
     from detinfer.validator.command import render_plan
-    from tests.factories import ROOT
+    from tests.support.factories import ROOT
 
     assert render_plan(config()) in (ROOT / "docs" / "validator.md").read_text()

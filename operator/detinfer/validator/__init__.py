@@ -6,7 +6,6 @@ The importable API, for the bench and the tests:
     report = await run_validation(ValidatorConfig(endpoints=["pod-a=http://10.0.0.7:30000"]))
     report.verdict, report.reason, report.to_summary()
 
-and `detinfer.validator.sglang_procedure.run_sglang_procedure` for SGLang's own procedure.
 Names are resolved on first use, so `import detinfer.validator.options` stays cheap.
 """
 
@@ -26,7 +25,6 @@ _EXPORTS = {
     "validate": "detinfer.validator.runner",
     "plan": "detinfer.validator.schedule",
     "batch_size_schedule": "detinfer.validator.schedule",
-    "run_sglang_procedure": "detinfer.validator.sglang_procedure",
 }
 
 __all__ = sorted(_EXPORTS)

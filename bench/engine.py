@@ -1,6 +1,6 @@
 """Throughput of the reference engine, default (batch-variant) against deterministic, side by side.
 
-    python -m detinfer.engine.bench [--device cuda --model-path small --dtype bfloat16]
+    python -m bench.engine [--device cuda --model-path small --dtype bfloat16]
 
 Each workload is B requests of one prompt length submitted together to the batching engine (no
 HTTP), greedy, `ignore_eos`; tokens per second counts generated tokens over the wall time from

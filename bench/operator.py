@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from kubernetes import watch
-
-from tests import factories as f
-from tests.integration.harness import WRITE_VERBS, Cluster, Operator, wait_for
+from tests.support import factories as f
+from tests.support.cluster import WRITE_VERBS, Cluster, Operator, wait_for
 
 IDLE_SECONDS = 60
 TARGETS = {
@@ -212,7 +211,7 @@ def main() -> int:
             "--server-side",
             "--force-conflicts",
             "-f",
-            str(Path(__file__).resolve().parents[2] / "crds"),
+            str(Path(__file__).resolve().parents[1] / "crds"),
         )
         cluster.kubectl(
             "wait",

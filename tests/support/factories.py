@@ -11,7 +11,7 @@ import yaml
 
 from detinfer.api import constants as c
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 FINGERPRINT = "sha256:" + "f0" * 32

@@ -1,4 +1,5 @@
-"""The integration harness: a real local control plane (hack/cluster-up.sh), kubectl, the operator.
+"""A local cluster for the integration and e2e tests and the operator bench: the control plane
+(hack/cluster-up.sh), kubectl, the operator as a process.
 
 Nothing here is faked: the cluster is etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok built from pinned versions; kubectl is the real binary; the operator runs
@@ -24,7 +25,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.pod_runner import ended_status
+from detinfer.local.pod_runner import ended_status
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")

@@ -5,7 +5,7 @@ For each of --engines weight seeds and each mode, a reference engine is started:
 flushed before each method, run
 - detinfer's validator with its default settings (all suites, the fingerprint), and
 - SGLang's documented `single` and `prefix` procedures, --sglang-trials each (reimplemented in
-  detinfer.validator.sglang_procedure: batch sizes 1..trials, 100 new tokens, text compared).
+  bench/sglang_procedure.py: batch sizes 1..trials, 100 new tokens, text compared).
 A method detects a default-mode engine when it reports nondeterminism (detinfer: verdict
 NotDeterministic; SGLang: more than one unique text in either mode); the same report on a
 deterministic-mode engine is a false alarm. --jobs engines run at once (a GPU machine runs
@@ -13,7 +13,7 @@ several; give each engine its --threads). Every engine's record is appended to -
 line as soon as it is done; `--table FILE...` prints the table of saved records (of several
 runs together) without running anything.
 
-    python -m tests.bench.validator_bench [--engines 20] [--jobs 1] [--engine-arg=--device=cuda]
+    python -m bench.validator [--engines 20] [--jobs 1] [--engine-arg=--device=cuda]
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.engines import EngineProcess
 
+from bench.sglang_procedure import run_sglang_procedure
 from detinfer.validator import ValidatorConfig, run_validation
-from detinfer.validator.sglang_procedure import run_sglang_procedure
-from tests.engines import EngineProcess
 
 MODES = ("default", "deterministic")
 FIRST_SEED = 100
