@@ -9,6 +9,7 @@ from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
 from detinfer.builders import common
+from detinfer.builders.process_line import ENGINE_COMMAND, HOST_FLAG
 
 MODEL_CACHE_PATH = "/var/cache/detinfer/models"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -22,7 +23,7 @@ def engine_command(dis: DeterministicInferenceService) -> tuple[list[str], list[
     args = ["--model-path", spec.model.path]
     if spec.model.revision:
         args += ["--revision", spec.model.revision]
-    args += ["--host", "0.0.0.0", "--port", str(c.ENGINE_PORT)]
+    args += [HOST_FLAG, "0.0.0.0", "--port", str(c.ENGINE_PORT)]
     if engine.deterministic_inference == Toggle.ENABLED:
         args.append("--enable-deterministic-inference")
     if engine.kind == EngineKind.SGLANG:
@@ -34,7 +35,7 @@ def engine_command(dis: DeterministicInferenceService) -> tuple[list[str], list[
             str(engine.tensor_parallel_size),
         ]
     else:
-        command = ["detinfer", "engine"]
+        command = list(ENGINE_COMMAND)
         args += ["--device", "cuda" if spec.resources.gpus_per_replica else "cpu"]
     args += ["--random-seed", str(engine.sampling_seed), "--enable-metrics"]
     if engine.kind == EngineKind.SGLANG and engine.cuda_graph == Toggle.DISABLED:

@@ -9,6 +9,7 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.builders import common
+from detinfer.builders.process_line import SUMMARY_FILE_FLAG, VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
 
 # The validator stops itself this long before the Job's deadline, so that it still writes a
@@ -67,7 +68,7 @@ def validator_args(
         str(dis.spec.engine.sampling_seed),
         "--timeout-seconds",
         str(validation.timeout_seconds - VALIDATOR_DEADLINE_MARGIN_SECONDS),
-        "--summary-file",
+        SUMMARY_FILE_FLAG,
         c.TERMINATION_MESSAGE_PATH,
     ]
     if expected_fingerprint:
@@ -91,7 +92,7 @@ def build_validation_job(
         "name": c.VALIDATOR_CONTAINER,
         "image": config.validator_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["detinfer", "validate"],
+        "command": list(VALIDATOR_COMMAND),
         "args": validator_args(dis, endpoints, expected_fingerprint),
         "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",

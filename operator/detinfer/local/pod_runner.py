@@ -15,10 +15,14 @@ into the pod's status as a kubelet would:
   container, a local file here), as the kubelet reads it;
 - a deleted pod's process is stopped (SIGTERM, then SIGKILL after 10 s).
 
-Pods it does not run (SGLang's, anything else) keep kwok's simulated lifecycle. It is test and
-demo tooling, not part of the operator:
+Pods it does not run (SGLang's, anything else) keep kwok's simulated lifecycle. `make demo` and
+the e2e tests run it; the operator does not:
 
-    python -m tests.pod_runner --kubeconfig ~/.cache/detinfer/kubeconfig --log-dir /tmp/pods
+    python -m detinfer.local.pod_runner --kubeconfig ~/.cache/detinfer/kubeconfig --log-dir /tmp/pods
+
+It reads a container's process line and readiness probe as the builders wrote them
+(detinfer.builders.process_line), so a pod laid out otherwise is refused with an error naming
+the pod, not run wrongly.
 """
 
 from __future__ import annotations
@@ -39,10 +43,20 @@ import httpx
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from detinfer.api import constants as c
+from detinfer.builders.process_line import (
+    ENGINE_COMMAND,
+    HOST_FLAG,
+    SUMMARY_FILE_FLAG,
+    VALIDATOR_COMMAND,
+    LayoutError,
+    flag_value,
+    process_line,
+    with_flag_value,
+)
+
 log = logging.getLogger("pod-runner")
-TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LIMIT = 4096  # the kubelet keeps at most this much of a termination message
-ENGINE_PORT = 30000
+ROLES = {ENGINE_COMMAND: "engine", VALIDATOR_COMMAND: "validator"}
 
 
 def _now() -> str:
@@ -60,7 +74,9 @@ class LocalPod:
     log_path: Path
     termination_path: Path
     gates: list[str]
-    process: subprocess.Popen | None = None
+    command: list[str] = field(default_factory=list)
+    probe_url: str | None = None  # engines only
+    process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
     started_at: str = field(default_factory=_now)
@@ -68,35 +84,46 @@ class LocalPod:
 
 
 def role_of(container: dict[str, Any]) -> str | None:
-    """'engine' or 'validator' for detinfer's own commands; None for anything else."""
-    command = [*(container.get("command") or []), *(container.get("args") or [])]
-    if len(command) >= 2 and Path(command[0]).name == "detinfer":
-        return {"engine": "engine", "validate": "validator"}.get(command[1])
-    return None
+    """'engine' or 'validator' for the builders' own commands; None for anything else."""
+    return ROLES.get(tuple(process_line(container)[:2]))
 
 
-def local_command(pod: LocalPod) -> list[str]:
-    """The container's command for this machine: this Python's detinfer, the pod's IP."""
-    c = pod.container
-    argv = [*(c.get("command") or []), *(c.get("args") or [])][1:]
-    out = [sys.executable, "-m", "detinfer.cli"]
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--host" and pod.role == "engine":
-            out += ["--host", pod.ip]
-            i += 2
-            continue
-        if arg == "--summary-file" and i + 1 < len(argv) and argv[i + 1] == TERMINATION_LOG:
-            out += ["--summary-file", str(pod.termination_path)]
-            i += 2
-            continue
-        out.append(arg)
-        i += 1
-    return out
+def local_command(
+    container: dict[str, Any], role: str, ip: str, termination_path: Path
+) -> list[str]:
+    """The container's process line for this machine: this Python's detinfer; an engine listens
+    on the pod's IP, a validator writes its summary where the runner reads it."""
+    line = process_line(container)
+    subcommand, args = line[1], line[2:]
+    if role == "engine":
+        args = with_flag_value(args, HOST_FLAG, ip)
+    else:
+        summary = flag_value(args, SUMMARY_FILE_FLAG)
+        if summary != c.TERMINATION_MESSAGE_PATH:
+            raise LayoutError(
+                f"{SUMMARY_FILE_FLAG} is {summary!r}, not {c.TERMINATION_MESSAGE_PATH!r}"
+            )
+        args = with_flag_value(args, SUMMARY_FILE_FLAG, str(termination_path))
+    return [sys.executable, "-m", "detinfer.cli", subcommand, *args]
+
+
+def readiness_url(container: dict[str, Any], ip: str) -> str:
+    """The URL of the container's HTTP readiness probe on the pod's IP (a named port resolved
+    through the container's ports, as the kubelet does)."""
+    get = (container.get("readinessProbe") or {}).get("httpGet")
+    if not get:
+        raise LayoutError(f"container {container.get('name')!r} has no httpGet readiness probe")
+    port = get.get("port")
+    if isinstance(port, str):
+        named = [p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port]
+        if not named:
+            raise LayoutError(f"readiness probe port {port!r} is not a port of the container")
+        port = named[0]
+    return f"http://{ip}:{port}{get.get('path') or '/'}"
 
 
 def local_env(container: dict[str, Any]) -> dict[str, str]:
+    """This machine's environment with the container's literal values over it."""
     env = dict(os.environ)
     for item in container.get("env") or []:
         if "value" in item:
@@ -146,7 +173,7 @@ def ended_status(
 
 
 class PodRunner:
-    def __init__(self, api: client.CoreV1Api, log_dir: Path, namespace: str | None = None):
+    def __init__(self, api: client.CoreV1Api, log_dir: Path, namespace: str | None = None) -> None:
         self.api = api
         self.log_dir = log_dir
         self.namespace = namespace
@@ -202,16 +229,26 @@ class PodRunner:
         ):
             return  # it ran and ended before (a runner restarted): a kubelet does not rerun it
         stem = f"{meta['namespace']}_{meta['name']}"
+        ip = status["podIP"]
+        termination_path = self.log_dir / f"{stem}.termination-log"
+        try:
+            command = local_command(containers[0], role, ip, termination_path)
+            probe_url = readiness_url(containers[0], ip) if role == "engine" else None
+        except LayoutError as exc:
+            log.error("not running %s/%s: %s", meta["namespace"], meta["name"], exc)
+            return
         local = LocalPod(
             namespace=meta["namespace"],
             name=meta["name"],
             uid=uid,
-            ip=status["podIP"],
+            ip=ip,
             container=containers[0],
             role=role,
             log_path=self.log_dir / f"{stem}.log",
-            termination_path=self.log_dir / f"{stem}.termination-log",
+            termination_path=termination_path,
             gates=[g["conditionType"] for g in spec.get("readinessGates") or []],
+            command=command,
+            probe_url=probe_url,
         )
         with self.lock:
             self.pods[uid] = local
@@ -225,7 +262,7 @@ class PodRunner:
         local.termination_path.unlink(missing_ok=True)
         out = open(local.log_path, "ab")  # noqa: SIM115  (the child keeps it)
         local.process = subprocess.Popen(
-            local_command(local),
+            local.command,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=local_env(local.container),
@@ -271,8 +308,10 @@ class PodRunner:
                 self.write_container(local, ready=ready)
 
     def probe(self, local: LocalPod) -> bool:
+        if local.probe_url is None:
+            return False
         try:
-            r = self.http.get(f"http://{local.ip}:{ENGINE_PORT}/health_generate")
+            r = self.http.get(local.probe_url)
             return r.status_code == 200
         except httpx.HTTPError:
             return False
@@ -323,7 +362,7 @@ class PodRunner:
     def end_validator(self, local: LocalPod, code: int) -> None:
         message = None
         if local.termination_path.exists():
-            message = local.termination_path.read_bytes()[:TERMINATION_LIMIT].decode(
+            message = local.termination_path.read_bytes()[: c.TERMINATION_MESSAGE_LIMIT].decode(
                 "utf-8", "replace"
             )
         body = ended_status(
@@ -351,7 +390,7 @@ class PodRunner:
             "state": {"running": {"startedAt": local.started_at}},
         }
 
-    def _read(self, local: LocalPod):
+    def _read(self, local: LocalPod) -> client.V1Pod | None:
         try:
             return self.api.read_namespaced_pod(local.name, local.namespace)
         except ApiException as exc:
@@ -387,7 +426,7 @@ class PodRunner:
                 _terminate(local.process)
 
 
-def _terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
+def _terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     if process.poll() is not None:
         return
     try:

@@ -1,0 +1,153 @@
+"""The local pod runner's pure parts, on the containers the builders really make.
+
+The e2e tests run the pod runner itself against a local cluster."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from detinfer.api import constants as c
+from detinfer.api import parse_service
+from detinfer.builders import Endpoint, build_deployment, build_validation_job
+from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
+from detinfer.config import OperatorConfig
+from detinfer.local.pod_runner import (
+    PodRunner,
+    ended_status,
+    local_command,
+    local_env,
+    readiness_url,
+    role_of,
+)
+from tests.support import factories as f
+
+CONFIG = OperatorConfig(validator_image="registry.example/detinfer@" + f.DIGEST)
+POD_IP = "127.1.0.7"
+TERMINATION = Path("/tmp/pods/ml_reference-abc.termination-log")
+
+
+def _reference():
+    body = f.example("reference.yaml")
+    body["metadata"].update(namespace="ml", uid=f.DIS_UID)
+    return parse_service(body)
+
+
+def engine_container() -> dict:
+    return build_deployment(_reference())["spec"]["template"]["spec"]["containers"][0]
+
+
+def validator_container() -> dict:
+    job = build_validation_job(
+        _reference(), [Endpoint(pod="reference-a", ip="127.1.0.7")], None, "reference-1", CONFIG
+    )
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_roles_are_the_builders_commands_and_nothing_else():
+    assert role_of(engine_container()) == "engine"
+    assert role_of(validator_container()) == "validator"
+    sglang = build_deployment(parse_service(f.dis()))["spec"]["template"]["spec"]["containers"][0]
+    assert role_of(sglang) is None
+    assert role_of({"name": "x", "command": ["detinfer"], "args": ["render"]}) is None
+    assert role_of({"name": "x"}) is None
+
+
+def test_an_engine_runs_here_as_built_but_on_the_pod_ip():
+    container = engine_container()
+    command = local_command(container, "engine", POD_IP, TERMINATION)
+    built = [*container["command"], *container["args"]]
+    assert command[:4] == [sys.executable, "-m", "detinfer.cli", "engine"]
+    assert command[4:] == with_flag_value(built[2:], "--host", POD_IP)
+    assert flag_value(command, "--host") == POD_IP
+    assert "0.0.0.0" not in command
+    assert flag_value(command, "--random-seed") == "42"
+
+
+def test_a_validator_writes_its_summary_where_the_runner_reads_it():
+    container = validator_container()
+    command = local_command(container, "validator", POD_IP, TERMINATION)
+    assert command[3] == "validate"
+    assert flag_value(command, "--summary-file") == str(TERMINATION)
+    assert c.TERMINATION_MESSAGE_PATH not in command
+    assert flag_value(command, "--endpoint") == "reference-a=http://127.1.0.7:30000"
+    assert len(command) == 4 + len(container["args"])
+
+
+@pytest.mark.parametrize(
+    ("role", "args", "names"),
+    [
+        ("engine", ["--host=0.0.0.0", "--port", "30000"], "--host is missing"),
+        ("engine", ["--port", "30000", "--host"], "--host has no value"),
+        ("validator", ["--protocol", "sglang"], "--summary-file is missing"),
+        (
+            "validator",
+            ["--summary-file", "/tmp/s.json"],
+            "'/tmp/s.json', not '/dev/termination-log'",
+        ),
+    ],
+)
+def test_a_process_line_laid_out_otherwise_is_refused_naming_the_flag(role, args, names):
+    container = {"name": "x", "command": ["detinfer", "engine"], "args": args}
+    with pytest.raises(LayoutError, match=names):
+        local_command(container, role, POD_IP, TERMINATION)
+
+
+def test_the_readiness_probe_is_the_containers_own():
+    assert readiness_url(engine_container(), POD_IP) == f"http://{POD_IP}:30000/health_generate"
+    by_number = {"readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}
+    assert readiness_url(by_number, POD_IP) == f"http://{POD_IP}:8080/ready"
+    with pytest.raises(LayoutError, match="'metrics' is not a port"):
+        readiness_url({"readinessProbe": {"httpGet": {"port": "metrics"}}, "ports": []}, POD_IP)
+    with pytest.raises(LayoutError, match="no httpGet readiness probe"):
+        readiness_url({"name": "engine"}, POD_IP)
+
+
+def test_the_container_env_goes_over_this_machines():
+    env = local_env({"env": [{"name": "HOME", "value": "/tmp"}, {"name": "N", "value": 3}]})
+    assert env["HOME"] == "/tmp" and env["N"] == "3"
+    assert "PATH" in env
+
+
+def test_an_ended_container_is_reported_as_the_kubelet_does():
+    ok = ended_status("validator", "img", 0, '{"verdict": "Deterministic"}', "t0", "t1")["status"]
+    assert ok["phase"] == "Succeeded"
+    (state,) = ok["containerStatuses"]
+    assert state["name"] == "validator" and state["ready"] is False
+    assert state["state"]["terminated"] == {
+        "exitCode": 0,
+        "startedAt": "t0",
+        "finishedAt": "t1",
+        "reason": "Completed",
+        "message": '{"verdict": "Deterministic"}',
+    }
+    assert {x["type"]: x["status"] for x in ok["conditions"]} == {
+        "Ready": "False",
+        "ContainersReady": "False",
+    }
+    failed = ended_status("validator", "img", 137, None, "t0", "t1", restarts=2)["status"]
+    assert failed["phase"] == "Failed"
+    terminated = failed["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "Error" and "message" not in terminated
+    assert failed["containerStatuses"][0]["restartCount"] == 2
+
+
+def test_a_pod_it_cannot_run_is_left_alone_with_an_error(tmp_path, caplog):
+    runner = PodRunner(api=None, log_dir=tmp_path)  # type: ignore[arg-type]
+    pod = {
+        "metadata": {"namespace": "ml", "name": "odd", "uid": "u1"},
+        "spec": {
+            "containers": [
+                {"name": "engine", "command": ["detinfer", "engine"], "args": ["--host=0.0.0.0"]}
+            ]
+        },
+        "status": {"phase": "Running", "podIP": POD_IP},
+    }
+    with caplog.at_level(logging.ERROR, logger="pod-runner"):
+        runner.on_event("ADDED", pod)
+    assert runner.pods == {}
+    assert "not running ml/odd: --host is missing" in caplog.text
+    assert list(tmp_path.iterdir()) == []
