@@ -11,7 +11,7 @@ GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py
 # The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
 CACHE ?= $(HOME)/.cache/detinfer
 KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
-DEMO_DIR := $(CACHE)/demo
+DEMO_DIR ?= $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
 .PHONY: help install test unit engine e2e integration lint format sglang-flags crds verify golden run clean \
@@ -43,12 +43,12 @@ integration: $(STAMP) ## integration tests on a local control plane (built on fi
 	$(BIN)/python -m pytest tests/integration -q
 
 lint: $(STAMP) ## ruff: lint and formatting
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 
 format: $(STAMP) ## reformat the code
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests bench
+	$(BIN)/ruff check --fix operator tests bench
 
 sglang-flags: $(STAMP) ## regenerate SGLang's flag table from its wheels (cached in ~/.cache/detinfer/sglang-wheels)
 	$(BIN)/python -m detinfer.sglang_flags.generate
@@ -85,13 +85,13 @@ demo-down: ## stop the demo's pod runner and operator, delete the local cluster
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
 bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
-	$(BIN)/python -m detinfer.engine.bench
+	$(BIN)/python -m bench.engine
 
 bench-validator: $(STAMP) ## the validator vs SGLang's procedure on 20+20 reference engines (CPU: hours; BENCH_ARGS for GPU, docs/benchmarks.md)
-	$(BIN)/python -m tests.bench.validator_bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.validator $(BENCH_ARGS)
 
 bench-operator: $(STAMP) ## control-plane benchmark: 100 and 1000 resources (prints a table)
-	$(BIN)/python -m tests.bench.operator_bench
+	$(BIN)/python -m bench.operator
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -49,7 +49,7 @@ if [[ -f "${DEMO_DIR}/pod-runner.pid" ]] && kill -0 "$(cat "${DEMO_DIR}/pod-runn
   echo "demo: the pod runner is already running (pid $(cat "${DEMO_DIR}/pod-runner.pid"))"
 else
   mkdir -p "${DEMO_DIR}/pods"
-  PYTHONPATH="${REPO}" nohup "${BIN}/python" -m tests.pod_runner --kubeconfig "${KUBECONFIG_OUT}" \
+  nohup "${BIN}/python" -m detinfer.local.pod_runner --kubeconfig "${KUBECONFIG_OUT}" \
     --log-dir "${DEMO_DIR}/pods" > "${DEMO_DIR}/pod-runner.log" 2>&1 &
   echo $! > "${DEMO_DIR}/pod-runner.pid"
   echo "demo: pod runner started (pid $(cat "${DEMO_DIR}/pod-runner.pid"), log ${DEMO_DIR}/pod-runner.log)"
