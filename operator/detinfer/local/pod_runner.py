@@ -56,7 +56,7 @@ from detinfer.builders.process_line import (
 )
 
 log = logging.getLogger("pod-runner")
-ROLES = {ENGINE_COMMAND: "engine", VALIDATOR_COMMAND: "validator"}
+ROLES: dict[tuple[str, ...], str] = {ENGINE_COMMAND: "engine", VALIDATOR_COMMAND: "validator"}
 
 
 def _now() -> str:
