@@ -57,10 +57,13 @@ class SuiteOutcome(StrEnum):
     logprobs that are not finite or all the same (reason says which)."""
 
 
-class SuiteResult(KubeModel):
-    """One suite of one validation run."""
+class SuiteFindings(KubeModel):
+    """What one suite found, defined once: SuiteResult (the summary's and the status's) and the
+    validator's SuiteReport (the --report file's, with what the suite cost) add only the fields
+    in which they differ on the wire."""
 
-    name: Suite
+    name: str
+    """A Suite, or in the report Fingerprint."""
     samples: Annotated[int, Field(ge=0)]
     """Outputs compared."""
     unique_outputs: Annotated[int, Field(ge=0)]
@@ -78,6 +81,13 @@ class SuiteResult(KubeModel):
     """Logprobs compared bitwise (output tokens, and prompt positions in RadixCache)."""
     characters_compared: Annotated[int | None, Field(ge=0)] = None
     """Characters of text compared, where a server gave text only (no tokens)."""
+
+
+# The summary's and the status's findings of a suite; its docstring is the CRD's description.
+class SuiteResult(SuiteFindings):
+    """One suite of one validation run."""
+
+    name: Suite
     reason: Annotated[str | None, Field(max_length=512)] = None
     """Why the suite was skipped or could not test."""
 
