@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from detinfer.api.base import KubeModel
+from detinfer.api.constants import Reason
 from detinfer.api.spec import Suite
 
 
@@ -30,6 +31,22 @@ class Verdict(StrEnum):
         return {"Deterministic": 0, "NotDeterministic": 1, "FingerprintMismatch": 1}.get(
             self.value, 2
         )
+
+    @property
+    def condition_reason(self) -> str:
+        """The reason of the Validated condition and of the Event this verdict gives.
+
+        Every verdict is its own reason but one: the validator's CouldNotTest (it could not test
+        the engines) is the resource's CouldNotValidate (the revision is not validated). Both
+        words are on the wire, the first in the summary and the report, the second in the
+        conditions and Events, so both stay; this is the one place that maps one to the other.
+        """
+        return {
+            Verdict.DETERMINISTIC: Reason.DETERMINISTIC,
+            Verdict.NOT_DETERMINISTIC: Reason.NOT_DETERMINISTIC,
+            Verdict.FINGERPRINT_MISMATCH: Reason.FINGERPRINT_MISMATCH,
+            Verdict.COULD_NOT_TEST: Reason.COULD_NOT_VALIDATE,
+        }[self]
 
 
 class Condition(KubeModel):
