@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -9,12 +10,12 @@ import re
 import pytest
 
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
-from detinfer.api.spec import FINGERPRINT_PATTERN
+from detinfer.api.spec import FINGERPRINT_PATTERN, EngineSpec, ValidationSpec
 from detinfer.validator.compare import Basis, Output, describe_divergence, fingerprint
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.evidence import Evidence
-from detinfer.validator.options import PROTOCOLS
+from detinfer.validator.options import PROTOCOLS, add_arguments
 from detinfer.validator.prompts import FILLERS, LONG_TEXT, PREFIX_LENGTHS, PROBE_PROMPT
 from detinfer.validator.report import Report, SuiteReport
 from detinfer.validator.schedule import (
@@ -458,3 +459,15 @@ def test_the_docs_show_the_default_plan_as_it_is():
     from tests.factories import ROOT
 
     assert render_plan(config()) in (ROOT / "docs" / "validator.md").read_text()
+
+
+def test_the_validator_has_the_specs_defaults():
+    spec = ValidationSpec()
+    seed = EngineSpec.model_fields["sampling_seed"].default
+    expected = (spec.trials, spec.max_new_tokens, seed, spec.timeout_seconds)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.trials, args.max_new_tokens, args.sampling_seed, args.timeout_seconds) == expected
+    made = config()
+    assert (made.trials, made.max_new_tokens, made.sampling_seed, made.timeout_seconds) == expected
