@@ -19,7 +19,6 @@ choices of prefix mode come from a seeded generator so that runs are repeatable.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from dataclasses import dataclass, field
@@ -133,13 +132,6 @@ async def run_sglang_procedure(
         requests=counter.requests,
         seconds=round(seconds, 3),
     )
-
-
-def run_sglang_procedure_sync(
-    url: str, mode: Literal["single", "prefix"] = "single", **kw: Any
-) -> ProcedureResult:
-    """run_sglang_procedure for callers without an event loop."""
-    return asyncio.run(run_sglang_procedure(url, mode, **kw))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -193,13 +192,6 @@ def build_crd() -> dict[str, Any]:
 
 def render_crd_yaml() -> str:
     return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
-
-
-def write_crds(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CRD_FILENAME
-    path.write_text(render_crd_yaml())
-    return path
 
 
 # ---- the API reference (docs/api-reference.md), from the same schema ----

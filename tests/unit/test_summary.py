@@ -19,6 +19,31 @@ def test_round_trip_and_exit_codes():
     assert Verdict.COULD_NOT_TEST.exit_code == 2
 
 
+def test_each_verdict_names_its_condition_reason_and_could_not_test_is_could_not_validate():
+    assert {v.value: v.condition_reason for v in Verdict} == {
+        "Deterministic": "Deterministic",
+        "NotDeterministic": "NotDeterministic",
+        "FingerprintMismatch": "FingerprintMismatch",
+        "CouldNotTest": "CouldNotValidate",
+    }
+
+
+def test_a_summary_refuses_a_suite_that_is_not_a_suite():
+    # The report may name its fingerprint step as a suite; the summary and the status may not.
+    with pytest.raises(SummaryError, match=r"summary field suites\.0\.name"):
+        ValidationSummary.parse(
+            json.dumps(
+                {
+                    "schemaVersion": 1,
+                    "verdict": "Deterministic",
+                    "suites": [
+                        {"name": "Fingerprint", "samples": 4, "uniqueOutputs": 1, "passed": True}
+                    ],
+                }
+            )
+        )
+
+
 def test_huge_summaries_are_cut_to_the_termination_message_limit():
     summary = ValidationSummary(
         verdict=Verdict.NOT_DETERMINISTIC,

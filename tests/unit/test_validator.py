@@ -6,6 +6,7 @@ concurrency-variant, cache-variant, of another "model", or faulty.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -14,14 +15,16 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from bench.sglang_procedure import run_sglang_procedure_sync
+from bench.sglang_procedure import ProcedureResult, run_sglang_procedure
 
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main
-from detinfer.validator import ValidatorConfig, client, run_validation, suites, validate
+from detinfer.validator import ValidatorConfig, client, run_validation, suites
+from detinfer.validator.report import Report
 from detinfer.validator.terminal import Terminal
 from tests.support.fake_engine import FakeEngine
 
@@ -70,6 +73,14 @@ def validate_cli(tmp_path, capsys):
         return Run(rc, captured.out, captured.err, summary, report)
 
     return run
+
+
+def validate(config: ValidatorConfig) -> Report:
+    return asyncio.run(run_validation(config))
+
+
+def sglang_procedure(url: str, *args: Any, **kw: Any) -> ProcedureResult:
+    return asyncio.run(run_sglang_procedure(url, *args, **kw))
 
 
 def free_port() -> int:
@@ -510,8 +521,9 @@ def test_a_skipped_suite_is_reported_as_skipped(validate_cli):
         ),
         (
             dict(fault="health-503"),
-            ["--wait-seconds", "0.3"],
-            "pod-a: not ready after 0.3 s: GET /health answered HTTP 503",
+            # Long enough for one answer on a loaded machine: the reason names the last one.
+            ["--wait-seconds", "2"],
+            "pod-a: not ready after 2 s: GET /health answered HTTP 503",
         ),
         (
             dict(fault="hang"),
@@ -520,8 +532,9 @@ def test_a_skipped_suite_is_reported_as_skipped(validate_cli):
         ),
         (
             dict(fault="hang", fault_after=1),
-            ["--timeout-seconds", "0.5"],
-            "timed out after 0.5 s (--timeout-seconds), pod-a in Single",
+            # Long enough for the fingerprint step's one answer on a loaded machine.
+            ["--timeout-seconds", "3"],
+            "timed out after 3 s (--timeout-seconds), pod-a in Single",
         ),
         (
             dict(fault="flush-400"),
@@ -664,8 +677,6 @@ def test_the_single_suite_sends_the_boundary_batch_sizes():
 
 
 def test_the_async_api_returns_a_report_for_the_bench():
-    import asyncio
-
     with FakeEngine(variance="batch-logprob") as engine:
         report = asyncio.run(
             run_validation(
@@ -703,14 +714,14 @@ def test_a_terminal_gets_a_table(tmp_path):
 
 def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     with FakeEngine() as engine:
-        result = run_sglang_procedure_sync(engine.url, "single", trials=10, max_new_tokens=8)
+        result = sglang_procedure(engine.url, "single", trials=10, max_new_tokens=8)
     assert (result.samples, result.unique_outputs, result.detected) == (10, 1, False)
     assert result.generated_tokens == 8 * sum(range(1, 11))
     assert result.warmup_generated_tokens == 3 * 16 * 8
     # A last-bit logprob difference never reaches the text: SGLang's procedure (50 trials)
     # misses it; detinfer's Single suite (16 trials) does not, with under a fifth of the tokens.
     with FakeEngine(variance="batch-logprob") as engine:
-        result = run_sglang_procedure_sync(engine.url, trials=50, max_new_tokens=8)
+        result = sglang_procedure(engine.url, trials=50, max_new_tokens=8)
         ours = validate(
             ValidatorConfig(endpoints=[engine.url], suites=["Single"], max_new_tokens=8)
         )
@@ -718,15 +729,13 @@ def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     assert (result.generated_tokens, ours.generated_tokens) == (8 * 1275, 128 + 8 * 178)
     assert ours.generated_tokens < result.generated_tokens / 5
     with FakeEngine(variance="batch-token") as engine:
-        result = run_sglang_procedure_sync(engine.url, trials=10, max_new_tokens=8)
+        result = sglang_procedure(engine.url, trials=10, max_new_tokens=8)
     assert result.detected and result.unique_outputs == 2
 
 
 def test_sglangs_prefix_procedure_flushes_before_each_batch():
     with FakeEngine() as engine:
-        result = run_sglang_procedure_sync(
-            engine.url, "prefix", trials=5, max_new_tokens=4, warmup=False
-        )
+        result = sglang_procedure(engine.url, "prefix", trials=5, max_new_tokens=4, warmup=False)
         assert engine.flushes == 5 and engine.batch_sizes == [1, 2, 3, 4, 5]
     assert result.samples == 15 and result.unique_outputs == 1
     assert set(result.unique_per_prompt) == {f"prefix {n} characters" for n in (1, 511, 2048, 4097)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -9,23 +10,24 @@ import re
 import pytest
 
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
-from detinfer.api.spec import FINGERPRINT_PATTERN
+from detinfer.api.spec import FINGERPRINT_PATTERN, EngineSpec, ValidationSpec
 from detinfer.validator.compare import Basis, Output, describe_divergence, fingerprint
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.evidence import Evidence
-from detinfer.validator.options import PROTOCOLS
+from detinfer.validator.options import PROTOCOLS, add_arguments
 from detinfer.validator.prompts import FILLERS, LONG_TEXT, PREFIX_LENGTHS, PROBE_PROMPT
-from detinfer.validator.report import Report, SuiteReport, decide
+from detinfer.validator.report import Report, SuiteReport
 from detinfer.validator.schedule import (
     batch_size_schedule,
     concurrent_prompts,
     mixed_batches,
-    plan,
     prefix_batches,
     radix_prompt,
     single_batches,
+    suite_plans,
 )
+from detinfer.validator.verdict import decide
 
 FP_A = "sha256:" + "a" * 64
 FP_B = "sha256:" + "b" * 64
@@ -52,7 +54,7 @@ def test_single_batches_follow_the_trials_unless_a_bound_is_given():
 
 
 def test_default_plan_costs_under_15_percent_of_sglangs_single_procedure():
-    steps = {s.name: s for s in plan(config())}
+    steps = {s.name: s for s in suite_plans(config())}
     tokens = {name: s.generated_tokens for name, s in steps.items()}
     assert tokens == {
         "Fingerprint": 128,
@@ -71,7 +73,7 @@ def test_default_plan_costs_under_15_percent_of_sglangs_single_procedure():
 
 
 def test_plan_of_the_openai_protocol_skips_radix_cache():
-    steps = {s.name: s for s in plan(config(protocol="openai", suites=["RadixCache"]))}
+    steps = {s.name: s for s in suite_plans(config(protocol="openai", suites=["RadixCache"]))}
     assert steps["RadixCache"].requests == 0 and "skipped" in steps["RadixCache"].what
 
 
@@ -363,7 +365,12 @@ def test_an_endpoint_without_a_fingerprint_leaves_the_run_without_one():
 
 def test_a_skipped_suite_is_not_counted_as_run():
     skipped = SuiteReport(
-        name="RadixCache", passed=False, outcome=SuiteOutcome.SKIPPED, skipped="the protocol ..."
+        name="RadixCache",
+        samples=0,
+        unique_outputs=0,
+        passed=False,
+        outcome=SuiteOutcome.SKIPPED,
+        skipped="the protocol ...",
     )
     verdict, reason, failed, fp = decide(
         config(), [suite("Fingerprint"), suite("Single"), skipped], {"pod-a": FP_A}
@@ -452,3 +459,15 @@ def test_the_docs_show_the_default_plan_as_it_is():
     from tests.support.factories import ROOT
 
     assert render_plan(config()) in (ROOT / "docs" / "validator.md").read_text()
+
+
+def test_the_validator_has_the_specs_defaults():
+    spec = ValidationSpec()
+    seed = EngineSpec.model_fields["sampling_seed"].default
+    expected = (spec.trials, spec.max_new_tokens, seed, spec.timeout_seconds)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.trials, args.max_new_tokens, args.sampling_seed, args.timeout_seconds) == expected
+    made = config()
+    assert (made.trials, made.max_new_tokens, made.sampling_seed, made.timeout_seconds) == expected

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
+from detinfer import validation_defaults
 from detinfer.api import extra_args as extra_arg_rules
 from detinfer.api.base import StrictKubeModel, Toggle
 from detinfer.api.cel import CelRule
@@ -106,7 +107,7 @@ class EngineSpec(StrictKubeModel):
     tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] = 1
     """GPUs one model instance is split over (SGLang --tp-size)."""
 
-    sampling_seed: Annotated[int, Field(ge=0, le=2147483647)] = 42
+    sampling_seed: Annotated[int, Field(ge=0, le=2147483647)] = validation_defaults.SAMPLING_SEED
     """Seed of the server (--random-seed) and of every validation request (sampling_seed)."""
 
     cuda_graph: Toggle = Toggle.ENABLED
@@ -202,10 +203,10 @@ class ValidationSpec(StrictKubeModel):
     suites: Annotated[list[Suite], Field(max_length=6)] = list(Suite)
     """Suites to run; the fingerprint is always computed."""
 
-    trials: Annotated[int, Field(ge=1, le=128)] = 16
+    trials: Annotated[int, Field(ge=1, le=128)] = validation_defaults.TRIALS
     """Samples per suite (batch sizes, prompts or concurrent requests)."""
 
-    max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = 64
+    max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = validation_defaults.MAX_NEW_TOKENS
     """Tokens generated per sample."""
 
     fingerprint_policy: FingerprintPolicy = FingerprintPolicy.RECORD
@@ -220,7 +221,7 @@ class ValidationSpec(StrictKubeModel):
     revalidate_every_seconds: Annotated[int, Field(ge=0, le=2592000)] = 3600
     """Run the validation again this often to catch drift; 0 never."""
 
-    timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = validation_defaults.TIMEOUT_SECONDS
     """Deadline of one validation Job."""
 
     cel_rules = (

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from detinfer.api.base import KubeModel
+from detinfer.api.constants import Reason
 from detinfer.api.spec import Suite
 
 
@@ -30,6 +31,22 @@ class Verdict(StrEnum):
         return {"Deterministic": 0, "NotDeterministic": 1, "FingerprintMismatch": 1}.get(
             self.value, 2
         )
+
+    @property
+    def condition_reason(self) -> str:
+        """The reason of the Validated condition and of the Event this verdict gives.
+
+        Every verdict is its own reason but one: the validator's CouldNotTest (it could not test
+        the engines) is the resource's CouldNotValidate (the revision is not validated). Both
+        words are on the wire, the first in the summary and the report, the second in the
+        conditions and Events, so both stay; this is the one place that maps one to the other.
+        """
+        return {
+            Verdict.DETERMINISTIC: Reason.DETERMINISTIC,
+            Verdict.NOT_DETERMINISTIC: Reason.NOT_DETERMINISTIC,
+            Verdict.FINGERPRINT_MISMATCH: Reason.FINGERPRINT_MISMATCH,
+            Verdict.COULD_NOT_TEST: Reason.COULD_NOT_VALIDATE,
+        }[self]
 
 
 class Condition(KubeModel):
@@ -57,10 +74,13 @@ class SuiteOutcome(StrEnum):
     logprobs that are not finite or all the same (reason says which)."""
 
 
-class SuiteResult(KubeModel):
-    """One suite of one validation run."""
+class SuiteFindings(KubeModel):
+    """What one suite found, defined once: SuiteResult (the summary's and the status's) and the
+    validator's SuiteReport (the --report file's, with what the suite cost) add only the fields
+    in which they differ on the wire."""
 
-    name: Suite
+    name: str
+    """A Suite, or in the report Fingerprint."""
     samples: Annotated[int, Field(ge=0)]
     """Outputs compared."""
     unique_outputs: Annotated[int, Field(ge=0)]
@@ -78,6 +98,13 @@ class SuiteResult(KubeModel):
     """Logprobs compared bitwise (output tokens, and prompt positions in RadixCache)."""
     characters_compared: Annotated[int | None, Field(ge=0)] = None
     """Characters of text compared, where a server gave text only (no tokens)."""
+
+
+# The summary's and the status's findings of a suite; its docstring is the CRD's description.
+class SuiteResult(SuiteFindings):
+    """One suite of one validation run."""
+
+    name: Suite
     reason: Annotated[str | None, Field(max_length=512)] = None
     """Why the suite was skipped or could not test."""
 

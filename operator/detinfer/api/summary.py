@@ -17,6 +17,8 @@ from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
 
 SUMMARY_SCHEMA_VERSION = 1
+REASON_LIMIT = 1024
+"""Characters of the verdict's reason."""
 
 
 class SummaryError(ValueError):
@@ -26,7 +28,7 @@ class SummaryError(ValueError):
 class ValidationSummary(KubeModel):
     schema_version: Literal[1] = SUMMARY_SCHEMA_VERSION
     verdict: Verdict
-    reason: Annotated[str, Field(max_length=1024)] = ""
+    reason: Annotated[str, Field(max_length=REASON_LIMIT)] = ""
     """One line: why this verdict (the first divergence, the mismatch, why it could not test)."""
     fingerprint: Annotated[str | None, Field(pattern=FINGERPRINT_PATTERN)] = None
     suites: list[SuiteResult] = []

@@ -439,12 +439,7 @@ def _consume(
         suites=list(summary.suites) if summary else [],
     )
     kind = "Normal" if passed else "Warning"
-    reason = {
-        Verdict.DETERMINISTIC: R.DETERMINISTIC,
-        Verdict.NOT_DETERMINISTIC: R.NOT_DETERMINISTIC,
-        Verdict.FINGERPRINT_MISMATCH: R.FINGERPRINT_MISMATCH,
-        Verdict.COULD_NOT_TEST: R.COULD_NOT_VALIDATE,
-    }[result.verdict]
+    reason = result.verdict.condition_reason
     out.events.append(Event(kind, reason, f"Job {job.name}: {result.message}"[:1024]))
     out.consumed = result.verdict
     return validation, fingerprint, fingerprint_revision

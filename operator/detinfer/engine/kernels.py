@@ -65,9 +65,8 @@ def query_chunks(mask: torch.Tensor, per_query: int, tile: int = 1, max_elements
 
 
 class Kernels:
-    """The interface the model uses; `deterministic` says which flavour this is."""
+    """The interface the model uses; `name` says which flavour this is."""
 
-    deterministic: bool
     name: str
 
     def __init__(self, max_elements: int = 1 << 23):
@@ -93,7 +92,6 @@ class Kernels:
 
 
 class BatchVariant(Kernels):
-    deterministic = False
     name = "batch-variant"
 
     # A GPU kernel splits a reduction when there are too few rows to keep its cores busy; this
@@ -186,7 +184,6 @@ class BatchVariant(Kernels):
 
 
 class BatchInvariant(Kernels):
-    deterministic = True
     name = "batch-invariant"
 
     def __init__(self, block_rows: int = 32, max_elements: int = 1 << 23):

@@ -22,8 +22,7 @@ _EXPORTS = {
     "ConfigError": "detinfer.validator.errors",
     "Report": "detinfer.validator.report",
     "run_validation": "detinfer.validator.runner",
-    "validate": "detinfer.validator.runner",
-    "plan": "detinfer.validator.schedule",
+    "suite_plans": "detinfer.validator.schedule",
     "batch_size_schedule": "detinfer.validator.schedule",
 }
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import IO
 
 from detinfer.api.status import Verdict
-from detinfer.api.summary import ValidationSummary
+from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.validator.config import Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.report import Report
 from detinfer.validator.runner import run_validation
-from detinfer.validator.schedule import plan
+from detinfer.validator.schedule import suite_plans
 from detinfer.validator.terminal import Terminal
 
 EXIT_COULD_NOT_TEST = Verdict.COULD_NOT_TEST.exit_code
@@ -105,12 +105,12 @@ def _finish(
 
 def _could_not_test(why: str) -> ValidationSummary:
     reason = " ".join(f"could not test: {why}".split())
-    return ValidationSummary(verdict=Verdict.COULD_NOT_TEST, reason=reason[:1024])
+    return ValidationSummary(verdict=Verdict.COULD_NOT_TEST, reason=reason[:REASON_LIMIT])
 
 
 def render_plan(config: ValidatorConfig) -> str:
     rows = [("suite", "requests", "sequences", "generated tokens", "what")]
-    steps = plan(config)
+    steps = suite_plans(config)
     for step in steps:
         rows.append(
             (

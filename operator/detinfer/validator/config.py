@@ -9,15 +9,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from detinfer import validation_defaults
 from detinfer.api.spec import FINGERPRINT_PATTERN, Suite
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.options import (
-    DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
-    DEFAULT_SAMPLING_SEED,
     DEFAULT_TEMPERATURE,
     DEFAULT_TIMEOUT_SECONDS,
-    DEFAULT_TRIALS,
     DEFAULT_WAIT_SECONDS,
 )
 
@@ -141,13 +139,13 @@ class ValidatorConfig:
     endpoints: Sequence[EndpointSpec | str]
     protocol: Protocol = Protocol.SGLANG
     suites: Iterable[Suite | str] = field(default_factory=lambda: tuple(Suite))
-    trials: int = DEFAULT_TRIALS
+    trials: int = validation_defaults.TRIALS
     """Samples per suite: batches (Single, Mixed, Prefix), trials (RadixCache), requests
     (Concurrent)."""
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens: int = validation_defaults.MAX_NEW_TOKENS
     max_batch_size: int | None = None
     """Largest batch of the Single suite; by default 2 * trials + 1 (33 for 16 trials)."""
-    sampling_seed: int = DEFAULT_SAMPLING_SEED
+    sampling_seed: int = validation_defaults.SAMPLING_SEED
     temperature: float = DEFAULT_TEMPERATURE
     expected_fingerprint: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS

@@ -1,7 +1,7 @@
 """The options of `detinfer validate` and their defaults.
 
 cli.py builds every subcommand's parser on each call, so this module imports nothing but
-argparse: `detinfer run` must not pay for httpx.
+argparse and the shared defaults: `detinfer run` must not pay for httpx.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_TRIALS = 16
-DEFAULT_MAX_NEW_TOKENS = 64
-DEFAULT_SAMPLING_SEED = 42
+from detinfer import validation_defaults
+
 DEFAULT_TEMPERATURE = 0.0
-DEFAULT_TIMEOUT_SECONDS = 1800.0
+DEFAULT_TIMEOUT_SECONDS = float(validation_defaults.TIMEOUT_SECONDS)
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 300.0
 DEFAULT_WAIT_SECONDS = 120.0
 PROTOCOLS = ("sglang", "openai")
@@ -45,14 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials",
         type=int,
-        default=DEFAULT_TRIALS,
+        default=validation_defaults.TRIALS,
         help="samples per suite: batches (Mixed, Prefix), trials (RadixCache), requests "
         "(Concurrent); Single's batches go up to 2 * trials + 1; default %(default)s",
     )
     parser.add_argument(
         "--max-new-tokens",
         type=int,
-        default=DEFAULT_MAX_NEW_TOKENS,
+        default=validation_defaults.MAX_NEW_TOKENS,
         help="tokens per sample; default %(default)s",
     )
     parser.add_argument(
@@ -61,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sampling-seed",
         type=int,
-        default=DEFAULT_SAMPLING_SEED,
+        default=validation_defaults.SAMPLING_SEED,
         help="sampling_params.sampling_seed (OpenAI: seed) of every request; default %(default)s",
     )
     parser.add_argument(

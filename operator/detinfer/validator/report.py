@@ -2,51 +2,40 @@
 
 The report is the full JSON record (`--report`, versioned by schemaVersion); the summary is the
 compact ValidationSummary the operator reads from the termination message. Both come from the
-same Report object, so they cannot disagree.
+same Report object, so they cannot disagree. How the verdict is decided is in verdict.py; how a
+report is shown, in terminal.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from detinfer import __version__
 from detinfer.api.base import KubeModel
 from detinfer.api.spec import Suite
-from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
-from detinfer.api.summary import ValidationSummary
-from detinfer.validator.config import ValidatorConfig
+from detinfer.api.status import SuiteFindings, SuiteOutcome, SuiteResult, Verdict
+from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.validator.suites import SuiteRecord, clip
 
 REPORT_SCHEMA_VERSION = 1
-REASON_LIMIT = 1024
 SUITE_NAMES = frozenset(s.value for s in Suite)
 
 
-class SuiteReport(KubeModel):
-    """One suite: on one endpoint, or combined over all endpoints."""
+class SuiteReport(SuiteFindings):
+    """One suite, or the fingerprint step, on one endpoint or combined over all endpoints: its
+    findings, with the reason under the name of its outcome, its notes and what it cost.
 
-    name: str
-    """A Suite, or Fingerprint."""
-    samples: int = 0
-    """Outputs compared."""
-    unique_outputs: int = 0
-    """Distinct outputs of the most varied prompt; 1 is deterministic, 0 when skipped."""
-    passed: bool = True
-    """True only when outcome is Passed."""
+    Made from the working SuiteRecord in one place (`of`); `to_result` is the summary's form.
+    """
+
     outcome: SuiteOutcome = SuiteOutcome.PASSED
-    first_divergence: str | None = None
     skipped: str | None = None
     """Why the suite did not run."""
     could_not_test: str | None = None
     """What the outputs lacked to be evidence (no tokens, too few, logprobs not finite or
     constant); combined over endpoints, prefixed with the endpoint."""
-    tokens_compared: int = 0
-    logprobs_compared: int = 0
-    characters_compared: int | None = None
-    """Only where a server gave text alone."""
     notes: list[str] = []
     requests: int = 0
     generated_tokens: int = 0
@@ -128,18 +117,10 @@ class SuiteReport(KubeModel):
         )
 
     def to_result(self) -> SuiteResult:
-        return SuiteResult(
-            name=Suite(self.name),
-            samples=self.samples,
-            unique_outputs=self.unique_outputs,
-            passed=self.passed,
-            first_divergence=self.first_divergence,
-            outcome=self.outcome,
-            tokens_compared=self.tokens_compared,
-            logprobs_compared=self.logprobs_compared,
-            characters_compared=self.characters_compared,
-            reason=clip(self.skipped or self.could_not_test or "") or None,
-        )
+        """The findings as the summary and the status carry them: the reason by one name."""
+        findings = self.model_dump(include=set(SuiteFindings.model_fields))
+        reason = clip(self.skipped or self.could_not_test or "") or None
+        return SuiteResult.model_validate({**findings, "reason": reason})
 
 
 class EndpointReport(KubeModel):
@@ -226,171 +207,3 @@ class Report(KubeModel):
 
     def to_json(self) -> str:
         return json.dumps(self.to_wire(), indent=2, sort_keys=False, default=str) + "\n"
-
-
-def decide(
-    config: ValidatorConfig,
-    suites: Sequence[SuiteReport],
-    fingerprints: dict[str, str | None],
-) -> tuple[Verdict, str, list[str], str | None]:
-    """The verdict of a run that ran every suite on every endpoint: (verdict, reason, failed,
-    fingerprint).
-
-    A failure needs only the outputs that show it, so failures come first: nondeterminism
-    found by a suite, fingerprints that differ between endpoints, then a fingerprint that is
-    not the expected one. Then "could not test" where some suite's outputs (the fingerprint
-    step's included) held no evidence. Deterministic only when every suite that ran passed.
-    An endpoint whose fingerprint prompts gave no evidence has no fingerprint (None).
-    """
-    expected = config.expected_fingerprint
-    distinct = sorted({fp for fp in fingerprints.values() if fp})
-    everyone = all(fingerprints.values())
-    common = distinct[0] if len(distinct) == 1 and everyone else None
-    mismatched = [n for n, fp in fingerprints.items() if expected and fp and fp != expected]
-    failed_suites = [s for s in suites if s.outcome == SuiteOutcome.FAILED]
-    if failed_suites:
-        first = failed_suites[0]
-        more = len(failed_suites) - 1
-        reason = f"not deterministic: {first.name}: {first.first_divergence}"
-        if more:
-            reason += f" (and {more} more suite{'s' if more > 1 else ''} failed)"
-        failed = sorted({e for s in failed_suites for e in s.failed_endpoints} | set(mismatched))
-        return Verdict.NOT_DETERMINISTIC, clip(reason, REASON_LIMIT), failed, common
-    if expected and mismatched:
-        got = ", ".join(f"{n} gave {fingerprints[n]}" for n in mismatched)
-        reason = f"fingerprint mismatch: expected {expected}; {got}"
-        return Verdict.FINGERPRINT_MISMATCH, clip(reason, REASON_LIMIT), mismatched, common
-    if len(distinct) > 1:
-        got = ", ".join(f"{n} {fp or 'none'}" for n, fp in fingerprints.items())
-        reason = f"not deterministic: the endpoints gave different fingerprints: {got}"
-        return Verdict.NOT_DETERMINISTIC, clip(reason, REASON_LIMIT), sorted(fingerprints), None
-    lacking = [s for s in suites if s.outcome == SuiteOutcome.COULD_NOT_TEST]
-    if lacking:
-        first = lacking[0]
-        reason = f"could not test: {first.name} on {first.could_not_test}"
-        if len(lacking) > 1:
-            more = len(lacking) - 1
-            reason += f" (and {more} more suite{'s' if more > 1 else ''} could not test)"
-        return Verdict.COULD_NOT_TEST, clip(reason, REASON_LIMIT), [], None
-    ran = [s for s in suites if s.name in SUITE_NAMES and s.outcome == SuiteOutcome.PASSED]
-    samples = sum(s.samples for s in ran)
-    where = _names(list(fingerprints))
-    if ran:
-        what = (
-            f"{len(ran)} suite{'s' if len(ran) > 1 else ''} "
-            f"({', '.join(s.name for s in ran)}) gave one output per prompt in "
-            f"{samples} samples on {where}"
-        )
-    else:
-        what = f"no suite ran; the fingerprint prompts were answered on {where}"
-    if expected:
-        what += "; fingerprint as expected"
-    return Verdict.DETERMINISTIC, clip(f"deterministic: {what}", REASON_LIMIT), [], common
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def _names(names: list[str]) -> str:
-    return (
-        ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:3])} and {len(names) - 3} more"
-    )
-
-
-SUITE_COLUMNS = (
-    "suite",
-    "samples",
-    "unique",
-    "compared",
-    "result",
-    "tokens",
-    "seconds",
-    "first divergence / note",
-)
-"""compared: output tokens compared; tokens: tokens generated."""
-RESULT_WORDS = {
-    SuiteOutcome.PASSED: "passed",
-    SuiteOutcome.FAILED: "FAILED",
-    SuiteOutcome.SKIPPED: "skipped",
-    SuiteOutcome.COULD_NOT_TEST: "could not test",
-}
-
-
-def suite_row(suite) -> tuple[str, ...]:
-    """One suite as the report's table shows it."""
-    if suite.outcome == SuiteOutcome.SKIPPED:
-        note = suite.skipped or ""
-    elif suite.outcome == SuiteOutcome.COULD_NOT_TEST:
-        note = suite.could_not_test or ""
-    else:
-        note = suite.first_divergence or "; ".join(suite.notes)
-    return (
-        suite.name,
-        str(suite.samples),
-        str(suite.unique_outputs),
-        str(suite.tokens_compared),
-        RESULT_WORDS[suite.outcome],
-        str(suite.generated_tokens),
-        f"{suite.seconds:.1f}",
-        note,
-    )
-
-
-def render_text(report: Report) -> str:
-    """The report as a plain table for a log."""
-    rows = [SUITE_COLUMNS, *(suite_row(suite) for suite in report.suites)]
-    cells = len(SUITE_COLUMNS) - 1  # the note, last, is not padded
-    left = (0, SUITE_COLUMNS.index("result"))
-    widths = [max(len(r[i]) for r in rows) for i in range(cells)]
-    lines = [
-        "  ".join(
-            [
-                cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
-                for i, cell in enumerate(row[:cells])
-            ]
-            + [row[cells]]
-        ).rstrip()
-        for row in rows
-    ]
-    lines.append("")
-    lines.extend(summary_lines(report))
-    return "\n".join(lines)
-
-
-def summary_lines(report: Report) -> list[str]:
-    lines = []
-    for endpoint in report.endpoints:
-        model = _model_of(endpoint.server)
-        fp = endpoint.fingerprint or "none"
-        lines.append(
-            f"{endpoint.name}: {endpoint.url}"
-            + (f", model {model}" if model else "")
-            + f", compared on {endpoint.compared_on or 'nothing yet'}, fingerprint {fp}"
-        )
-    lat = (
-        f"latency p50 {report.latency_p50_milliseconds:.1f} ms, "
-        f"p95 {report.latency_p95_milliseconds:.1f} ms; "
-        if report.latency_p50_milliseconds is not None
-        and report.latency_p95_milliseconds is not None
-        else ""
-    )
-    tps = f"{report.tokens_per_second:.0f} tokens/s; " if report.tokens_per_second else ""
-    compared = f"{report.tokens_compared} tokens and {report.logprobs_compared} logprobs compared; "
-    lines.append(
-        f"{compared}{lat}{tps}{report.generated_tokens} tokens generated, {report.prompt_tokens} prompt "
-        f"tokens, {report.requests} requests in {report.duration_seconds:.1f} s"
-    )
-    return lines
-
-
-def _model_of(server: dict[str, Any]) -> str | None:
-    info = server.get("modelInfo")
-    if isinstance(info, dict) and isinstance(info.get("model_path"), str):
-        return info["model_path"]
-    model = server.get("model")
-    return model if isinstance(model, str) else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import traceback
 from collections.abc import Sequence
@@ -18,15 +19,10 @@ from detinfer.api.status import Verdict
 from detinfer.validator.client import make_client
 from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.errors import CouldNotTest
-from detinfer.validator.report import (
-    EndpointReport,
-    Report,
-    SuiteReport,
-    decide,
-    percentile,
-)
-from detinfer.validator.schedule import FINGERPRINT, plan
+from detinfer.validator.report import EndpointReport, Report, SuiteReport
+from detinfer.validator.schedule import FINGERPRINT, suite_plans
 from detinfer.validator.suites import EndpointRun, Progress, cross_replica
+from detinfer.validator.verdict import decide
 
 
 async def run_validation(config: ValidatorConfig, progress: Progress | None = None) -> Report:
@@ -40,7 +36,7 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
     deadline = asyncio.timeout(config.timeout_seconds)
     try:
         runs = [EndpointRun(make_client(e, config), config, progress) for e in config.endpoints]
-        progress.begin({r.name: sum(p.requests for p in plan(config)) for r in runs})
+        progress.begin({r.name: sum(p.requests for p in suite_plans(config)) for r in runs})
         async with contextlib.AsyncExitStack() as clients:
             for run in runs:
                 await clients.enter_async_context(run.client)
@@ -64,11 +60,6 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
     finally:
         progress.end()
     return build_report(config, runs, started_at, time.monotonic() - started, error, detail)
-
-
-def validate(config: ValidatorConfig, progress: Progress | None = None) -> Report:
-    """run_validation for callers without an event loop."""
-    return asyncio.run(run_validation(config, progress))
 
 
 def build_report(
@@ -149,6 +140,14 @@ def _endpoint_report(run: EndpointRun, stopped: bool) -> EndpointReport:
         latency_p95_milliseconds=_ms(percentile(client.latencies, 0.95)),
         stopped_in=run.current if stopped and not run.finished else None,
     )
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _first_cause(exc: BaseException) -> BaseException:

@@ -106,7 +106,7 @@ class SuitePlan:
     what: str
 
 
-def plan(config: ValidatorConfig) -> list[SuitePlan]:
+def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
     """The fingerprint and each selected suite, in the order they run, for one endpoint."""
     trials, new = config.trials, config.max_new_tokens
     plans = [

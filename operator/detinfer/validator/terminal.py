@@ -1,4 +1,5 @@
-"""What a person sees: a progress bar and a table on a terminal (rich), plain lines in a log.
+"""What a person sees of a run: a progress bar and a table on a terminal (rich), plain lines and
+a plain table in a log.
 
 rich is imported only when stdout is a terminal and rich is installed (the `validator` extra),
 so the validator runs without it.
@@ -9,15 +10,101 @@ from __future__ import annotations
 from typing import IO, Any
 
 from detinfer.api.status import SuiteOutcome, Verdict
-from detinfer.validator.report import (
-    RESULT_WORDS,
-    SUITE_COLUMNS,
-    Report,
-    render_text,
-    suite_row,
-    summary_lines,
-)
+from detinfer.validator.report import Report, SuiteReport
 from detinfer.validator.suites import Progress, SuiteRecord
+
+SUITE_COLUMNS = (
+    "suite",
+    "samples",
+    "unique",
+    "compared",
+    "result",
+    "tokens",
+    "seconds",
+    "first divergence / note",
+)
+"""compared: output tokens compared; tokens: tokens generated."""
+RESULT_WORDS = {
+    SuiteOutcome.PASSED: "passed",
+    SuiteOutcome.FAILED: "FAILED",
+    SuiteOutcome.SKIPPED: "skipped",
+    SuiteOutcome.COULD_NOT_TEST: "could not test",
+}
+
+
+def suite_row(suite: SuiteReport) -> tuple[str, ...]:
+    """One suite as the report's table shows it."""
+    if suite.outcome == SuiteOutcome.SKIPPED:
+        note = suite.skipped or ""
+    elif suite.outcome == SuiteOutcome.COULD_NOT_TEST:
+        note = suite.could_not_test or ""
+    else:
+        note = suite.first_divergence or "; ".join(suite.notes)
+    return (
+        suite.name,
+        str(suite.samples),
+        str(suite.unique_outputs),
+        str(suite.tokens_compared),
+        RESULT_WORDS[suite.outcome],
+        str(suite.generated_tokens),
+        f"{suite.seconds:.1f}",
+        note,
+    )
+
+
+def render_text(report: Report) -> str:
+    """The report as a plain table for a log."""
+    rows = [SUITE_COLUMNS, *(suite_row(suite) for suite in report.suites)]
+    cells = len(SUITE_COLUMNS) - 1  # the note, last, is not padded
+    left = (0, SUITE_COLUMNS.index("result"))
+    widths = [max(len(r[i]) for r in rows) for i in range(cells)]
+    lines = [
+        "  ".join(
+            [
+                cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+                for i, cell in enumerate(row[:cells])
+            ]
+            + [row[cells]]
+        ).rstrip()
+        for row in rows
+    ]
+    lines.append("")
+    lines.extend(summary_lines(report))
+    return "\n".join(lines)
+
+
+def summary_lines(report: Report) -> list[str]:
+    lines = []
+    for endpoint in report.endpoints:
+        model = _model_of(endpoint.server)
+        fp = endpoint.fingerprint or "none"
+        lines.append(
+            f"{endpoint.name}: {endpoint.url}"
+            + (f", model {model}" if model else "")
+            + f", compared on {endpoint.compared_on or 'nothing yet'}, fingerprint {fp}"
+        )
+    lat = (
+        f"latency p50 {report.latency_p50_milliseconds:.1f} ms, "
+        f"p95 {report.latency_p95_milliseconds:.1f} ms; "
+        if report.latency_p50_milliseconds is not None
+        and report.latency_p95_milliseconds is not None
+        else ""
+    )
+    tps = f"{report.tokens_per_second:.0f} tokens/s; " if report.tokens_per_second else ""
+    compared = f"{report.tokens_compared} tokens and {report.logprobs_compared} logprobs compared; "
+    lines.append(
+        f"{compared}{lat}{tps}{report.generated_tokens} tokens generated, {report.prompt_tokens} prompt "
+        f"tokens, {report.requests} requests in {report.duration_seconds:.1f} s"
+    )
+    return lines
+
+
+def _model_of(server: dict[str, Any]) -> str | None:
+    info = server.get("modelInfo")
+    if isinstance(info, dict) and isinstance(info.get("model_path"), str):
+        return info["model_path"]
+    model = server.get("model")
+    return model if isinstance(model, str) else None
 
 
 def describe_record(record: SuiteRecord) -> str:
