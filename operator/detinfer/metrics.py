@@ -18,7 +18,7 @@ from detinfer.api.status import (
     SuiteOutcome,
     Verdict,
 )
-from detinfer.controller.conditions import parse_time
+from detinfer.api.timestamps import parse_time
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _DIS = ("namespace", "name")

@@ -36,6 +36,7 @@ from detinfer.api.status import (
     Verdict,
 )
 from detinfer.api.summary import SummaryError, ValidationSummary
+from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders import Endpoint, build_children, build_validation_job, validation_job_name
 from detinfer.builders.common import revision_of
 from detinfer.config import OperatorConfig
@@ -428,8 +429,8 @@ def _consume(
         job_name=job.name,
         verdict=result.verdict,
         message=result.message[:1024],
-        last_run_time=cond.format_time(now),
-        last_success_time=cond.format_time(now)
+        last_run_time=format_time(now),
+        last_success_time=format_time(now)
         if passed
         else (previous.last_success_time if previous else None),
         pods=list(job.pods),
@@ -466,7 +467,7 @@ def _due_pods(
     """Ready pods of this revision that need a validation run now."""
     interval = dis.spec.validation.revalidate_every_seconds
     if interval and validation is not None and validation.revision == revision:
-        last = cond.parse_time(validation.last_run_time)
+        last = parse_time(validation.last_run_time)
         if last is not None and now - last >= timedelta(seconds=interval):
             return list(ready)  # periodic revalidation: everyone, to catch drift
     due = []
@@ -475,12 +476,12 @@ def _due_pods(
         if gate is None:
             due.append(pod)
         elif gate.get("status") != "True" and gate.get("reason") == R.COULD_NOT_VALIDATE:
-            since = cond.parse_time(gate.get("lastTransitionTime"))
+            since = parse_time(gate.get("lastTransitionTime"))
             if since is None or now - since >= timedelta(seconds=config.retry_after_seconds):
                 due.append(pod)
     if due and len(ready) < dis.spec.replicas:
         # Other replicas are still starting: wait for them a while, so one run compares them all.
-        first = min((cond.parse_time(p.ready_since) or now for p in due), default=now)
+        first = min((parse_time(p.ready_since) or now for p in due), default=now)
         if now - first < timedelta(seconds=config.gather_seconds):
             return []
     return due
