@@ -1,7 +1,7 @@
 """Reconciliation as a pure function: observed state in, a Plan of writes out.
 
-`plan()` reads one DeterministicInferenceService with the pods, Jobs and children the operator
-has indexed for it, and decides everything: which children to apply, whether to start a
+`plan()` reads one DeterministicInferenceService (parsed once, at its revision) with the pods,
+Jobs and children the operator has indexed for it, and decides everything: which children to apply, whether to start a
 validation Job, what each pod's readiness-gate condition must be, the new status and the Events.
 It never talks to the cluster and takes the time as an argument, so every branch is unit-tested
 and running it twice on the same state plans the same writes (or none).
@@ -9,7 +9,7 @@ and running it twice on the same state plans the same writes (or none).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +17,7 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.api.constants import Reason as R
-from detinfer.api.resource import (
-    DeterministicInferenceService,
-    SpecError,
-    parse_service,
-    parse_status,
-)
+from detinfer.api.resource import DeterministicInferenceService, SpecError
 from detinfer.api.spec import FingerprintPolicy
 from detinfer.api.status import (
     Condition,
@@ -38,15 +33,14 @@ from detinfer.api.status import (
 from detinfer.api.summary import SummaryError, ValidationSummary
 from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders import Endpoint, build_children, build_validation_job, validation_job_name
-from detinfer.builders.common import revision_of
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
 from detinfer.controller import trust
 from detinfer.controller.observed import (
-    ChildView,
     JobView,
+    Observed,
     PodView,
-    ReplicaSetView,
+    ResourceView,
     is_controlled_by,
 )
 from detinfer.controller.trust import Memory
@@ -73,8 +67,8 @@ class Plan:
     delete_jobs: list[str] = field(default_factory=list)
     # pod name -> the readiness-gate condition to set on it
     pod_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The whole new status (wire form), or None when it would not change.
-    status: dict[str, Any] | None = None
+    # The whole new status, or None when it would not change.
+    status: DeterministicInferenceServiceStatus | None = None
     events: list[Event] = field(default_factory=list)
     # The validation result read in this pass, if any (for metrics).
     consumed: Verdict | None = None
@@ -87,16 +81,6 @@ class Plan:
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
     ignored: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def writes(self) -> int:
-        return (
-            len(self.apply)
-            + (self.create_job is not None)
-            + len(self.delete_jobs)
-            + len(self.pod_conditions)
-            + (self.status is not None)
-        )
-
 
 @dataclass(frozen=True)
 class Result:
@@ -108,34 +92,30 @@ class Result:
 
 
 def plan(
-    body: Mapping[str, Any],
-    pods: Iterable[PodView],
-    jobs: Iterable[JobView],
-    children: Iterable[ChildView],
+    resource: ResourceView,
+    observed: Observed,
     config: OperatorConfig,
     now: datetime,
-    replicasets: Iterable[ReplicaSetView] = (),
     memory: Memory | None = None,
 ) -> Plan:
     out = Plan()
     memory = memory or Memory()
-    generation = (body.get("metadata") or {}).get("generation")
-    old = parse_status(body.get("status"))
-    try:
-        dis = parse_service(body)
-    except SpecError as exc:
-        return _plan_invalid(out, exc, old, generation, now)
+    generation = resource.generation
+    old = resource.status
+    if isinstance(resource.parsed, SpecError):
+        return _plan_invalid(out, resource.parsed, old, generation, now)
 
-    revision = revision_of(dis)
-    pods = list(pods)
-    children = list(children)
+    context = resource.parsed
+    dis, revision = context.dis, context.revision
+    pods = list(observed.pods)
+    children = list(observed.children)
     engine_pods, ignored = trust.engine_pods(
         dis,
         [p for p in pods if p.component == c.COMPONENT_ENGINE],
         trust.own_deployment(dis, children),
-        replicasets,
+        observed.replicasets,
     )
-    jobs = sorted(jobs, key=lambda j: (j.created, j.name))
+    jobs = sorted(observed.jobs, key=lambda j: (j.created, j.name))
     validation = old.validation
     fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
 
@@ -197,7 +177,7 @@ def plan(
 
     engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
     current = [p for p in engine_pods if p.revision == revision and not p.deleting]
-    ready = [p for p in current if p.serving_ready]
+    ready = [p for p in current if p.can_be_validated]
 
     # 2. Start a validation Job when pods are waiting for one.
     starting: list[str] = []
@@ -213,7 +193,7 @@ def plan(
                 {j.name for j in jobs} | set(memory.taken_job_names),
             )
             endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
-            out.create_job = build_validation_job(dis, endpoints, expected, name, config)
+            out.create_job = build_validation_job(context, endpoints, expected, name, config)
             # The UID comes back only in the create response: the executor fills it in.
             record = JobRecord(name=name, uid=PENDING_UID, revision=revision)
             out.events.append(
@@ -229,7 +209,7 @@ def plan(
     # 3. Children, with the client Service on the revision that serves now. A child whose name
     # someone else holds is never applied.
     serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
-    wanted = build_children(dis, serving_revision)
+    wanted = build_children(context, serving_revision)
     foreign = trust.foreign_children(
         dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
     )
@@ -288,7 +268,7 @@ def plan(
         overhead=overhead,
     )
     if status.to_wire() != old.to_wire():
-        out.status = status.to_wire()
+        out.status = status
     return out
 
 
@@ -596,7 +576,7 @@ def _set_conditions(
 
     # Progressing, and the reason Ready is not yet True.
     unschedulable = next((p for p in current if p.unschedulable), None)
-    running = [p for p in current if p.serving_ready]
+    running = [p for p in current if p.can_be_validated]
     if len(validated) >= desired:
         progress = (
             FALSE,
@@ -665,5 +645,5 @@ def _plan_invalid(
     if before is None or before.reason != R.INVALID_SPEC or before.message != message:
         out.events.append(Event("Warning", R.INVALID_SPEC, message[:1024]))
     if status.to_wire() != old.to_wire():
-        out.status = status.to_wire()
+        out.status = status
     return out
