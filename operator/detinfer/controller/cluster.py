@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -257,8 +258,9 @@ class Cluster:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
+            # Named as client-go names Events: the object's name, a dot, a unique suffix.
             "metadata": {
-                "generateName": f"{regarding['name']}.",
+                "name": f"{regarding['name']}.{uuid.uuid4().hex[:16]}",
                 "namespace": regarding["namespace"],
             },
             "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
