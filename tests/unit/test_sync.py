@@ -4,19 +4,29 @@ metrics follow."""
 from __future__ import annotations
 
 import copy
+import http.server
+import json
+import threading
 
 import kopf
 import pytest
+from kubernetes import client
 from prometheus_client import generate_latest
 
 from detinfer import metrics
-from detinfer.api import DeterministicInferenceServiceStatus, parse_service
+from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_service
 from detinfer.api import constants as c
-from detinfer.builders import revision_of, validation_job_name
+from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
-from detinfer.controller.cluster import Conflict, InTheWay
-from detinfer.controller.observed import ChildView, Controller, PodView, ReplicaSetView
+from detinfer.controller.cluster import Cluster, Conflict, InTheWay
+from detinfer.controller.observed import (
+    ChildView,
+    Controller,
+    PodView,
+    ReplicaSetView,
+    ResourceView,
+)
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
 from detinfer.controller.sync import _freshest, sync
@@ -344,3 +354,57 @@ def test_ignored_objects_are_announced_once_per_object():
     again["metadata"]["uid"] = "uid-forged-2"
     sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), again]))
     assert [e["reason"] for e in events].count("UntrustedObject") == 2
+
+
+def test_the_body_is_parsed_once_into_a_resource_view():
+    view = ResourceView.from_body(f.dis())
+    assert isinstance(view.parsed, RevisionContext)
+    assert view.parsed.revision == revision_of(parse_service(f.dis()))
+    assert (view.namespace, view.name, view.uid) == ("ml", "qwen", f.DIS_UID)
+    invalid = ResourceView.from_body({**f.dis(engine={"image": "x:latest"}), "status": {"a": 1}})
+    assert isinstance(invalid.parsed, SpecError) and "engine.image" in str(invalid.parsed)
+    # A status of a shape the operator did not write reads as empty, and its keys are removed.
+    assert invalid.status == DeterministicInferenceServiceStatus()
+    assert invalid.status_keys == {"a"}
+
+
+class _EventSink(http.server.BaseHTTPRequestHandler):
+    """An API server that refuses every Event, recording what it was sent."""
+
+    received: list = []
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        self.received.append((self.path, json.loads(self.rfile.read(length))))
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"kind":"Status","code":403,"reason":"Forbidden"}')
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_event_is_posted_as_detinfer_and_a_refusal_does_not_fail_the_pass():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _EventSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        cluster = Cluster(client.ApiClient(configuration), instance="detinfer-abc")
+        regarding = ResourceView.from_body(f.dis()).reference
+        cluster.post_event(regarding, "Warning", "ChildConflict", "é" * 1000, "UpdateStatus")
+    finally:
+        server.shutdown()
+    ((path, body),) = _EventSink.received
+    assert path == "/apis/events.k8s.io/v1/namespaces/ml/events"
+    assert body["reportingController"] == "detinfer.io/operator"
+    assert body["reportingInstance"] == "detinfer-abc"
+    assert body["regarding"] == regarding and regarding["uid"] == f.DIS_UID
+    assert (body["type"], body["reason"], body["action"]) == (
+        "Warning",
+        "ChildConflict",
+        "UpdateStatus",
+    )
+    assert len(body["note"].encode()) <= 1024 and body["note"].startswith("éé")
+    assert body["metadata"]["name"].startswith("qwen.")

@@ -1,8 +1,9 @@
 """Reconciliation as a pure function: observed state in, a Plan of writes out.
 
 `plan()` reads one DeterministicInferenceService (parsed once, at its revision) with the pods,
-Jobs and children the operator has indexed for it, and decides everything: which children to apply, whether to start a
-validation Job, what each pod's readiness-gate condition must be, the new status and the Events.
+Jobs and children the operator has indexed for it, and decides everything: which children to
+apply, whether to start a validation Job, what each pod's readiness-gate condition must be, the
+new status and the Events.
 It never talks to the cluster and takes the time as an argument, so every branch is unit-tested
 and running it twice on the same state plans the same writes (or none).
 """
