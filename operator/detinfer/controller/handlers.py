@@ -36,7 +36,7 @@ OURS = {c.LABEL_PART_OF: c.PART_OF}
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.INFO
-    # detinfer posts its own Events (Cluster.post_event); any kopf posts says who it is, too.
+    # detinfer posts its own Events (Cluster.post_event); any Event kopf posts names detinfer too.
     settings.posting.reporting_component = c.REPORTING_CONTROLLER
     # Handlers block on API calls, not the CPU: enough threads to keep the API server busy.
     settings.execution.max_workers = 16
