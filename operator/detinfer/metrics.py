@@ -6,7 +6,6 @@ Per-resource gauges are set from the status the operator writes, so they always 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -18,7 +17,7 @@ from detinfer.api.status import (
     SuiteOutcome,
     Verdict,
 )
-from detinfer.controller.conditions import parse_time
+from detinfer.api.timestamps import parse_time
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _DIS = ("namespace", "name")
@@ -124,17 +123,21 @@ _PER_DIS = (
 _CONDITION_VALUE = {ConditionStatus.TRUE: 1, ConditionStatus.FALSE: 0, ConditionStatus.UNKNOWN: -1}
 
 
-def observe(namespace: str, name: str, status: Mapping[str, Any], consumed: Verdict | None) -> None:
+def observe(
+    namespace: str,
+    name: str,
+    status: DeterministicInferenceServiceStatus,
+    consumed: Verdict | None,
+) -> None:
     """Update the per-resource metrics from a status just written."""
-    st = DeterministicInferenceServiceStatus.model_validate(status)
     key = (namespace, name)
     if consumed is not None:
         validation_runs_total.labels(*key, consumed.value).inc()
     for state in ("desired", "running", "validated"):
-        replicas.labels(*key, state).set(getattr(st.replicas, state))
-    for cond in st.conditions:
+        replicas.labels(*key, state).set(getattr(status.replicas, state))
+    for cond in status.conditions:
         condition.labels(*key, cond.type).set(_CONDITION_VALUE[cond.status])
-    run = st.validation
+    run = status.validation
     if run is None:
         return
     for suite in run.suites:
@@ -154,10 +157,10 @@ def observe(namespace: str, name: str, status: Mapping[str, Any], consumed: Verd
         validation_duration.labels(*key).set(run.duration_seconds)
     if run.tokens_used is not None:
         validation_tokens.labels(*key).set(run.tokens_used)
-    if st.overhead and st.overhead.latency_p50_milliseconds is not None:
-        latency_p50.labels(*key).set(st.overhead.latency_p50_milliseconds / 1000)
-    if st.overhead and st.overhead.tokens_per_second is not None:
-        tokens_per_second.labels(*key).set(st.overhead.tokens_per_second)
+    if status.overhead and status.overhead.latency_p50_milliseconds is not None:
+        latency_p50.labels(*key).set(status.overhead.latency_p50_milliseconds / 1000)
+    if status.overhead and status.overhead.tokens_per_second is not None:
+        tokens_per_second.labels(*key).set(status.overhead.tokens_per_second)
 
 
 def forget(namespace: str, name: str) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from fractions import Fraction
 
 import pytest
 import yaml
+from kubernetes import client
 
 from detinfer.api import parse_service, quantity
 from detinfer.builders import validation_job_name
@@ -425,6 +427,39 @@ def test_a_passing_summary_makes_the_pods_ready(
         f'detinfer_validation_runs_total{{name="{NAME}",namespace="{namespace}",result="Deterministic"}} 1.0'
         in metrics
     )
+
+
+def test_events_are_posted_by_detinfer(cluster: Cluster, operator: Operator, namespace: str):
+    validated_service(cluster, namespace)
+    uid = cluster.dis(namespace, NAME)["metadata"]["uid"]
+    events_api = client.EventsV1Api(cluster.core.api_client)
+
+    def ours():
+        # Raw JSON: other controllers' Events may lack fields the client's model requires.
+        response = events_api.list_namespaced_event(namespace, _preload_content=False)
+        items = json.loads(response.data)["items"]
+        found = [e for e in items if (e.get("regarding") or {}).get("uid") == uid]
+        reasons = {e["reason"] for e in found}
+        return found if {"ValidationStarted", "Deterministic"} <= reasons else None
+
+    events = wait_for("the ValidationStarted and Deterministic Events", ours)
+    for event in events:
+        assert event["reportingController"] == "detinfer.io/operator", event
+        assert event["reportingInstance"] == socket.gethostname(), event
+        assert event["regarding"]["kind"] == "DeterministicInferenceService"
+        assert event["regarding"]["name"] == NAME
+        assert event["action"] in ("CreateJob", "UpdateStatus", "DeleteJob"), event
+    (started,) = [e for e in events if e["reason"] == "ValidationStarted"]
+    assert started["type"] == "Normal" and started["note"].startswith("validating ")
+    assert started["action"] == "CreateJob"
+    # The core/v1 view (kubectl get events, describe) carries the same reporter.
+    core = [
+        e for e in cluster.get("events", namespace)["items"] if e["involvedObject"]["uid"] == uid
+    ]
+    assert core and {e.get("reportingComponent") for e in core} == {"detinfer.io/operator"}
+    described = cluster.kubectl("describe", "dis", NAME, "-n", namespace).stdout
+    events_section = described.split("Events:", 1)[1]
+    assert "detinfer.io/operator" in events_section and "kopf" not in events_section, described
 
 
 def test_a_failing_summary_degrades_and_keeps_pods_out(

@@ -15,13 +15,40 @@ from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.builders.common import applied_hash
 from detinfer.config import OperatorConfig
-from detinfer.controller.observed import ChildView, JobView, PodView, ReplicaSetView
+from detinfer.controller.observed import (
+    ChildView,
+    JobView,
+    Observed,
+    PodView,
+    ReplicaSetView,
+    ResourceView,
+)
 from detinfer.controller.reconcile import Plan, plan
 from detinfer.controller.trust import Memory
 from tests.support import factories as f
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(validator_image="detinfer@" + f.DIGEST, retry_after_seconds=60)
+
+
+def writes(p: Plan) -> int:
+    """How many writes the plan asks for."""
+    return (
+        len(p.apply)
+        + (p.create_job is not None)
+        + len(p.delete_jobs)
+        + len(p.pod_conditions)
+        + (p.status is not None)
+    )
+
+
+def observed(world: World) -> Observed:
+    return Observed(
+        pods=[PodView.from_body(p) for p in world.pods.values()],
+        jobs=[JobView.from_body(j) for j in world.jobs.values()],
+        children=[ChildView.from_body(ch) for ch in world.children.values()],
+        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
+    )
 
 
 class World:
@@ -40,13 +67,10 @@ class World:
 
     def plan(self) -> Plan:
         return plan(
-            self.body,
-            [PodView.from_body(p) for p in self.pods.values()],
-            [JobView.from_body(j) for j in self.jobs.values()],
-            [ChildView.from_body(ch) for ch in self.children.values()],
+            ResourceView.from_body(self.body),
+            observed(self),
             CONFIG,
             self.now,
-            replicasets=[ReplicaSetView.from_body(rs) for rs in self.replicasets.values()],
             memory=Memory(
                 foreign_children=self.foreign_children,
                 taken_job_names=self.taken_job_names,
@@ -81,15 +105,21 @@ class World:
                 p.create_job, created=created.strftime("%Y-%m-%dT%H:%M:%SZ")
             )
             # As the executor does: the status records the UID the create response gave.
-            assert p.status["validationJob"]["name"] == name
-            p.status["validationJob"]["uid"] = self.jobs[name]["metadata"]["uid"]
+            assert p.status.validation_job.name == name
+            p.status = p.status.model_copy(
+                update={
+                    "validation_job": p.status.validation_job.model_copy(
+                        update={"uid": self.jobs[name]["metadata"]["uid"]}
+                    )
+                }
+            )
         for pod, condition in p.pod_conditions.items():
             conds = [
                 x for x in self.pods[pod]["status"]["conditions"] if x["type"] != condition["type"]
             ]
             self.pods[pod]["status"]["conditions"] = [*conds, condition]
         if p.status is not None:
-            self.body["status"] = p.status
+            self.body["status"] = p.status.to_wire()
             self.body["metadata"]["resourceVersion"] = str(
                 int(self.body["metadata"]["resourceVersion"]) + 1
             )
@@ -102,7 +132,7 @@ class World:
         last = self.step()
         for _ in range(5):
             p = self.step()
-            if p.writes == 0:
+            if writes(p) == 0:
                 return last
             last = p
         raise AssertionError("the plan does not converge")
@@ -170,7 +200,7 @@ def test_first_visit_applies_children_and_sets_every_condition():
         ("Service", "qwen"),
     ]
     assert p.create_job is None
-    types = {x["type"]: (x["status"], x["reason"]) for x in p.status["conditions"]}
+    types = {x["type"]: (x["status"], x["reason"]) for x in p.status.to_wire()["conditions"]}
     assert types == {
         T.VALIDATED: ("Unknown", "ValidationPending"),
         T.DEGRADED: ("False", "AsExpected"),
@@ -178,10 +208,10 @@ def test_first_visit_applies_children_and_sets_every_condition():
         T.PROGRESSING: ("True", "WaitingForPods"),
         T.READY: ("False", "WaitingForPods"),
     }
-    assert all(x["observedGeneration"] == 1 for x in p.status["conditions"])
-    assert p.status["observedGeneration"] == 1
-    assert p.status["replicas"] == {"desired": 2, "running": 0, "validated": 0}
-    assert world.step().writes == 0, "a second pass over the same state must write nothing"
+    assert all(x["observedGeneration"] == 1 for x in p.status.to_wire()["conditions"])
+    assert p.status.to_wire()["observedGeneration"] == 1
+    assert p.status.to_wire()["replicas"] == {"desired": 2, "running": 0, "validated": 0}
+    assert writes(world.step()) == 0, "a second pass over the same state must write nothing"
 
 
 def test_invalid_spec_sets_ready_false_once_and_touches_no_child():
@@ -195,7 +225,7 @@ def test_invalid_spec_sets_ready_false_once_and_touches_no_child():
     )
     assert [e.reason for e in p.events] == ["InvalidSpec"] and p.events[0].type == "Warning"
     again = world.step()
-    assert again.writes == 0 and again.events == [], "no retry loop, no repeated Event"
+    assert writes(again) == 0 and again.events == [], "no retry loop, no repeated Event"
 
 
 def test_invalid_update_keeps_existing_children_and_status():
@@ -225,7 +255,7 @@ def test_ready_pods_get_one_validation_job():
     assert world.condition(T.VALIDATED)["reason"] == "Validating"
     # The Job is running: nothing more to do, however often the plan runs.
     for _ in range(3):
-        assert world.step().writes == 0
+        assert writes(world.step()) == 0
     assert len(world.jobs) == 1
 
 
@@ -298,7 +328,7 @@ def test_a_passing_summary_makes_pods_and_resource_ready():
         assert world.condition(type_)["status"] == expected, type_
     assert {e.reason for e in p.events} == {"Deterministic", "FingerprintRecorded"}
     assert p.consumed.value == "Deterministic"
-    assert world.step().writes == 0
+    assert writes(world.step()) == 0
 
 
 def test_a_failing_summary_degrades_and_keeps_pods_unready():
@@ -324,7 +354,7 @@ def test_a_failing_summary_degrades_and_keeps_pods_unready():
     assert world.condition(T.PROGRESSING)["reason"] == "ValidationFailed"
     assert world.body["status"].get("fingerprint") is None
     assert [e.type for e in p.events] == ["Warning"]
-    assert world.step().writes == 0, "a failed pod is not re-validated in a loop"
+    assert writes(world.step()) == 0, "a failed pod is not re-validated in a loop"
 
 
 def test_failed_endpoints_blame_only_those_pods():
@@ -488,9 +518,9 @@ def test_spec_change_cancels_a_running_job_of_the_old_revision():
 
 def test_revalidation_runs_on_every_ready_pod_after_the_interval():
     world = validated_world(validation={"revalidateEverySeconds": 600})
-    assert world.step().writes == 0
+    assert writes(world.step()) == 0
     world.now += timedelta(seconds=599)
-    assert world.step().writes == 0
+    assert writes(world.step()) == 0
     world.now += timedelta(seconds=2)
     job = world.step().create_job
     assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
@@ -510,7 +540,7 @@ def test_revalidation_runs_on_every_ready_pod_after_the_interval():
 def test_no_revalidation_when_disabled():
     world = validated_world(validation={"revalidateEverySeconds": 0})
     world.now += timedelta(days=30)
-    assert world.step().writes == 0
+    assert writes(world.step()) == 0
 
 
 def test_unschedulable_pods_are_reported():
@@ -605,7 +635,7 @@ def test_a_forged_validator_pod_changes_nothing_and_is_reported_once():
     (message,) = warnings(p)
     assert message.startswith("pod forged looks like a validator") and "controller: none" in message
     again = world.step()
-    assert again.writes == 0 and again.events == [], "reported once, not once per pass"
+    assert writes(again) == 0 and again.events == [], "reported once, not once per pass"
     # The real Job's own pod still decides.
     world.finish_job(0, f.summary())
     world.step()
@@ -692,17 +722,18 @@ def test_a_job_created_by_this_process_is_awaited_and_adopted():
     world.jobs[name] = f.observed_job(p.create_job)
     uid = world.jobs[name]["metadata"]["uid"]
     adopted = plan(
-        world.body,
-        [PodView.from_body(x) for x in world.pods.values()],
-        [JobView.from_body(j) for j in world.jobs.values()],
-        [ChildView.from_body(ch) for ch in world.children.values()],
+        ResourceView.from_body(world.body),
+        observed(world),
         CONFIG,
         world.now,
-        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
         memory=Memory(created_jobs={name: uid}),
     )
     assert adopted.create_job is None
-    assert adopted.status["validationJob"] == {"name": name, "uid": uid, "revision": world.revision}
+    assert adopted.status.to_wire()["validationJob"] == {
+        "name": name,
+        "uid": uid,
+        "revision": world.revision,
+    }
     # Without that memory (another process) it is not trusted: a new name is used.
     fresh = world.plan()
     assert fresh.create_job["metadata"]["name"] != name
@@ -780,7 +811,7 @@ def test_a_foreign_deployment_is_left_untouched_and_named():
     (event,) = [e for e in p.events if e.reason == "ChildConflict"]
     assert event.type == "Warning" and "Deployment qwen" in event.message
     again = world.step()
-    assert again.writes == 0 and again.events == []
+    assert writes(again) == 0 and again.events == []
     # It is removed: the Deployment is ours to make.
     del world.children[("Deployment", "qwen")]
     p = world.step()
@@ -801,7 +832,7 @@ def test_a_foreign_child_found_by_a_create_is_left_untouched():
 def test_children_not_seen_as_ours_are_created_not_applied():
     world = validated_world()
     p = world.step()
-    assert p.writes == 0
+    assert writes(p) == 0
     del world.children[("Service", "qwen-pods")]
     p = world.plan()
     assert [o["metadata"]["name"] for o in p.apply] == ["qwen-pods"]
@@ -815,16 +846,13 @@ def test_a_read_job_is_not_adopted_again_from_memory():
     world.finish_job(0, f.summary())
     world.step()
     again = plan(
-        world.body,
-        [PodView.from_body(x) for x in world.pods.values()],
-        [JobView.from_body(j) for j in world.jobs.values()],
-        [ChildView.from_body(ch) for ch in world.children.values()],
+        ResourceView.from_body(world.body),
+        observed(world),
         CONFIG,
         world.now,
-        replicasets=[ReplicaSetView.from_body(rs) for rs in world.replicasets.values()],
         memory=Memory(created_jobs={job["name"]: job["uid"]}, reported=world.reported),
     )
-    assert again.writes == 0 and again.consumed is None and again.events == []
+    assert writes(again) == 0 and again.consumed is None and again.events == []
 
 
 def test_an_engine_pod_claiming_our_replicaset_with_other_containers_is_ignored():

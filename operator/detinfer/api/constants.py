@@ -12,6 +12,8 @@ SHORT_NAMES = ("dis",)
 CATEGORIES = ("detinfer",)
 
 FIELD_MANAGER = "detinfer"
+# Who posts the Events (`kubectl describe` shows it under From).
+REPORTING_CONTROLLER = f"{GROUP}/operator"
 
 # Longest DIS name: the validation Job is "<name>-<10 hex>" and a Job name is a label value (63).
 MAX_NAME_LENGTH = 52

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from detinfer.api.resource import DeterministicInferenceService
-from detinfer.builders.common import revision_of
+from detinfer.builders.common import RevisionContext, context_of, revision_of
 from detinfer.builders.deployment import build_deployment
 from detinfer.builders.job import Endpoint, build_validation_job, validation_job_name
 from detinfer.builders.services import build_client_service, build_headless_service
@@ -16,14 +16,15 @@ from detinfer.config import OperatorConfig
 
 
 def build_children(
-    dis: DeterministicInferenceService, serving_revision: str
+    target: DeterministicInferenceService | RevisionContext, serving_revision: str
 ) -> list[dict[str, Any]]:
     """The long-lived children, in the order they are applied: the Deployment first, because
     its pods take longest to come up."""
+    context = context_of(target)
     return [
-        build_deployment(dis),
-        build_headless_service(dis),
-        build_client_service(dis, serving_revision),
+        build_deployment(context),
+        build_headless_service(context),
+        build_client_service(context, serving_revision),
     ]
 
 
@@ -32,18 +33,19 @@ def render_objects(
 ) -> list[dict[str, Any]]:
     """What `detinfer render` shows: the children, and the first validation Job as it would be
     for pods named and addressed by placeholders (the operator fills in real ones)."""
-    revision = revision_of(dis)
+    context = RevisionContext.of(dis)
     endpoints = [
         Endpoint(pod=f"{dis.name}-<pod-{i}>", ip=f"<pod-{i}-ip>") for i in range(dis.spec.replicas)
     ]
     expected = dis.spec.validation.expected_fingerprint
-    name = validation_job_name(dis, revision, [e.pod for e in endpoints], None)
-    job = build_validation_job(dis, endpoints, expected, name, config)
-    return [*build_children(dis, revision), job]
+    name = validation_job_name(dis, context.revision, [e.pod for e in endpoints], None)
+    job = build_validation_job(context, endpoints, expected, name, config)
+    return [*build_children(context, context.revision), job]
 
 
 __all__ = [
     "Endpoint",
+    "RevisionContext",
     "build_children",
     "build_client_service",
     "build_deployment",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
@@ -52,13 +53,30 @@ def selector_labels(dis: DeterministicInferenceService, component: str) -> dict[
     }
 
 
-def labels(dis: DeterministicInferenceService, component: str, app_name: str) -> dict[str, str]:
-    return {
-        c.LABEL_NAME: app_name,
-        **selector_labels(dis, component),
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
-        c.LABEL_REVISION: revision_of(dis),
-    }
+@dataclass(frozen=True)
+class RevisionContext:
+    """A resource at its current revision: what every child built for it shares, the revision
+    hashed once per pass rather than once per child."""
+
+    dis: DeterministicInferenceService
+    revision: str
+
+    @classmethod
+    def of(cls, dis: DeterministicInferenceService) -> RevisionContext:
+        return cls(dis, revision_of(dis))
+
+    def labels(self, component: str, app_name: str) -> dict[str, str]:
+        return {
+            c.LABEL_NAME: app_name,
+            **selector_labels(self.dis, component),
+            c.LABEL_MANAGED_BY: c.MANAGED_BY,
+            c.LABEL_REVISION: self.revision,
+        }
+
+
+def context_of(target: DeterministicInferenceService | RevisionContext) -> RevisionContext:
+    """The builders take either: `detinfer render` and tests hand them a bare resource."""
+    return target if isinstance(target, RevisionContext) else RevisionContext.of(target)
 
 
 def metadata(

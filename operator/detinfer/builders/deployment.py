@@ -150,9 +150,13 @@ def _scheduling(dis: DeterministicInferenceService) -> dict[str, Any]:
     return out
 
 
-def build_deployment(dis: DeterministicInferenceService) -> dict[str, Any]:
+def build_deployment(
+    target: DeterministicInferenceService | common.RevisionContext,
+) -> dict[str, Any]:
+    context = common.context_of(target)
+    dis = context.dis
     app = common.engine_app_name(dis)
-    pod_labels = common.labels(dis, c.COMPONENT_ENGINE, app)
+    pod_labels = context.labels(c.COMPONENT_ENGINE, app)
     command, args = engine_command(dis)
     volumes, mounts = _volumes(dis)
     container: dict[str, Any] = {

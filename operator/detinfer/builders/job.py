@@ -77,13 +77,15 @@ def validator_args(
 
 
 def build_validation_job(
-    dis: DeterministicInferenceService,
+    target: DeterministicInferenceService | common.RevisionContext,
     endpoints: Sequence[Endpoint],
     expected_fingerprint: str | None,
     name: str,
     config: OperatorConfig,
 ) -> dict[str, Any]:
-    pod_labels = common.labels(dis, c.COMPONENT_VALIDATOR, "detinfer-validator")
+    context = common.context_of(target)
+    dis = context.dis
+    pod_labels = context.labels(c.COMPONENT_VALIDATOR, "detinfer-validator")
     meta = common.metadata(dis, name, dict(pod_labels))
     meta["annotations"] = {c.ANNOTATION_PODS: ",".join(sorted(e.pod for e in endpoints))}
     if expected_fingerprint:

@@ -19,11 +19,13 @@ _PORTS = [
 
 
 def build_client_service(
-    dis: DeterministicInferenceService, serving_revision: str
+    target: DeterministicInferenceService | common.RevisionContext, serving_revision: str
 ) -> dict[str, Any]:
     """Clients reach only Ready pods (validated, through the readiness gate) of `serving_revision`,
     so a rollout never mixes the outputs of two revisions."""
-    obj_labels = common.labels(dis, c.COMPONENT_ENGINE, common.engine_app_name(dis))
+    context = common.context_of(target)
+    dis = context.dis
+    obj_labels = context.labels(c.COMPONENT_ENGINE, common.engine_app_name(dis))
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -40,9 +42,13 @@ def build_client_service(
     return common.with_applied_hash(service)
 
 
-def build_headless_service(dis: DeterministicInferenceService) -> dict[str, Any]:
+def build_headless_service(
+    target: DeterministicInferenceService | common.RevisionContext,
+) -> dict[str, Any]:
     """Every engine pod, ready or not, so the validator can reach pods before they take traffic."""
-    obj_labels = common.labels(dis, c.COMPONENT_ENGINE, common.engine_app_name(dis))
+    context = common.context_of(target)
+    dis = context.dis
+    obj_labels = context.labels(c.COMPONENT_ENGINE, common.engine_app_name(dis))
     service = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -1,17 +1,22 @@
 """The one module that writes to the Kubernetes API.
 
 Reads come from kopf's indexes (watch streams); only writes go through here: server-side apply
-of children, Job create/delete, pod readiness-gate conditions and the DIS status. The one read
-besides a conflict's re-read: an object found in the way of a create, to see who controls it.
+of children, Job create/delete, pod readiness-gate conditions, the DIS status and the Events.
+The one read besides a conflict's re-read: an object found in the way of a create, to see who
+controls it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -26,6 +31,9 @@ MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 UPGRADE_ATTEMPTS = 3
+# events.k8s.io/v1 limits (bytes): the note, and the reporting instance.
+NOTE_LIMIT = 1024
+INSTANCE_LIMIT = 128
 
 
 class Conflict(Exception):
@@ -41,11 +49,14 @@ class InTheWay(Exception):
 
 
 class Cluster:
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient, instance: str | None = None):
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.events = client.EventsV1Api(api_client)
+        # In a pod the host name is the pod's name: it tells the operator's replicas apart.
+        self.instance = (instance or socket.gethostname() or "detinfer")[:INSTANCE_LIMIT]
 
     @classmethod
     def connect(cls) -> Cluster:
@@ -58,7 +69,7 @@ class Cluster:
         api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
         return cls(api_client)
 
-    def get_service(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_dis(self, namespace: str, name: str) -> dict[str, Any]:
         """A fresh copy of a DeterministicInferenceService (only after a write conflict)."""
         return self.custom.get_namespaced_custom_object(
             c.GROUP, c.VERSION, namespace, c.PLURAL, name
@@ -216,12 +227,14 @@ class Cluster:
         namespace: str,
         name: str,
         status: Mapping[str, Any],
-        old_status: Mapping[str, Any] | None,
+        old_keys: Iterable[str],
         resource_version: str | None,
     ) -> dict[str, Any]:
-        """Replace status, failing with Conflict when the object moved on since it was read."""
+        """Replace status, failing with Conflict when the object moved on since it was read.
+
+        `old_keys`: the keys of the status as stored."""
         body: dict[str, Any] = {"status": dict(status)}
-        for key in old_status or {}:
+        for key in old_keys:
             if key not in status:
                 body["status"][key] = None  # merge patch: remove what is no longer there
         if resource_version:
@@ -234,3 +247,40 @@ class Cluster:
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name} changed while it was reconciled") from None
             raise
+
+    def post_event(
+        self, regarding: Mapping[str, str], type_: str, reason: str, note: str, action: str
+    ) -> None:
+        """Post an events.k8s.io/v1 Event from detinfer about `regarding`.
+
+        Events are helpful but auxiliary: one that cannot be posted is logged, and the pass
+        goes on (its status write has already happened)."""
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            # Named as client-go names Events: the object's name, a dot, a unique suffix.
+            "metadata": {
+                "name": f"{regarding['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": regarding["namespace"],
+            },
+            "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reportingController": c.REPORTING_CONTROLLER,
+            "reportingInstance": self.instance,
+            "action": action,
+            "reason": reason,
+            "note": note.encode()[:NOTE_LIMIT].decode(errors="ignore"),
+            "type": type_,
+            "regarding": dict(regarding),
+        }
+        try:
+            self.events.create_namespaced_event(
+                regarding["namespace"], body, _preload_content=False
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            log.warning(
+                "%s/%s: could not post the %s Event: %s",
+                regarding["namespace"],
+                regarding["name"],
+                reason,
+                exc,
+            )

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from detinfer.api.status import Condition, ConditionStatus
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+from detinfer.api.timestamps import format_time
 
 
 def set_condition(
@@ -30,15 +18,12 @@ def set_condition(
     message: str,
     generation: int | None,
     now: datetime,
-) -> bool:
-    """Set one condition in place; lastTransitionTime moves only when the status changes.
-
-    Returns whether anything changed.
-    """
+) -> None:
+    """Set one condition in place; lastTransitionTime moves only when the status changes."""
     for i, old in enumerate(conditions):
         if old.type != type_:
             continue
-        new = Condition(
+        conditions[i] = Condition(
             type=type_,
             status=status,
             reason=reason,
@@ -48,8 +33,7 @@ def set_condition(
             else format_time(now),
             observed_generation=generation,
         )
-        conditions[i] = new
-        return new != old
+        return
     conditions.append(
         Condition(
             type=type_,
@@ -60,7 +44,6 @@ def set_condition(
             observed_generation=generation,
         )
     )
-    return True
 
 
 def find(conditions: Iterable[Condition], type_: str) -> Condition | None:

@@ -1,4 +1,5 @@
-"""Small, immutable views of the cluster objects the controller reads (pods, Jobs, children).
+"""Small, immutable views of the cluster objects the controller reads (the resource, its pods,
+Jobs and children).
 
 The operator indexes these instead of whole objects: less memory, and the planning code reads
 only what it needs. Each view keeps its object's UID and controller reference, because labels
@@ -8,12 +9,14 @@ and names say nothing about who made an object: only owner UIDs do (see docs/arc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
-from detinfer.builders.common import applied_hash
+from detinfer.api.resource import SpecError, parse_service, parse_status
+from detinfer.api.status import DeterministicInferenceServiceStatus
+from detinfer.builders.common import RevisionContext, applied_hash
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -96,8 +99,8 @@ class PodView:
         return bool(self.validated) and self.validated.get("status") == "True"
 
     @property
-    def serving_ready(self) -> bool:
-        """Running with its containers ready: it can be validated."""
+    def can_be_validated(self) -> bool:
+        """Running with its containers ready and an address (serving is decided by the gate)."""
         return (
             not self.deleting
             and self.phase == "Running"
@@ -243,6 +246,63 @@ class ChildView:
             controller=Controller.of(body),
             uid=meta.get("uid", ""),
         )
+
+
+@dataclass(frozen=True)
+class ResourceView:
+    """A DeterministicInferenceService, parsed once per body: who it is, its status as last
+    written, and its spec at its revision, or why the spec is invalid."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    resource_version: str | None
+    status: DeterministicInferenceServiceStatus
+    # The keys of the status as stored: a merge patch must remove those no longer written.
+    status_keys: frozenset[str]
+    parsed: RevisionContext | SpecError
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ResourceView:
+        meta = body.get("metadata") or {}
+        raw_status = body.get("status")
+        parsed: RevisionContext | SpecError
+        try:
+            parsed = RevisionContext.of(parse_service(body))
+        except SpecError as exc:
+            parsed = exc
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            generation=meta.get("generation"),
+            resource_version=meta.get("resourceVersion"),
+            status=parse_status(raw_status),
+            status_keys=frozenset(raw_status) if isinstance(raw_status, Mapping) else frozenset(),
+            parsed=parsed,
+        )
+
+    @property
+    def reference(self) -> dict[str, str]:
+        """The resource as an Event's `regarding` names it."""
+        return {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the indexes show of one resource's pods, Jobs, children and ReplicaSets."""
+
+    pods: Sequence[PodView] = ()
+    jobs: Sequence[JobView] = ()
+    children: Sequence[ChildView] = ()
+    replicasets: Sequence[ReplicaSetView] = ()
 
 
 def owner_key(body: Mapping[str, Any]) -> tuple[str, str] | None:

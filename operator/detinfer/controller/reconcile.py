@@ -1,15 +1,16 @@
 """Reconciliation as a pure function: observed state in, a Plan of writes out.
 
-`plan()` reads one DeterministicInferenceService with the pods, Jobs and children the operator
-has indexed for it, and decides everything: which children to apply, whether to start a
-validation Job, what each pod's readiness-gate condition must be, the new status and the Events.
+`plan()` reads one DeterministicInferenceService (parsed once, at its revision) with the pods,
+Jobs and children the operator has indexed for it, and decides everything: which children to
+apply, whether to start a validation Job, what each pod's readiness-gate condition must be, the
+new status and the Events.
 It never talks to the cluster and takes the time as an argument, so every branch is unit-tested
 and running it twice on the same state plans the same writes (or none).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +18,7 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.api.constants import Reason as R
-from detinfer.api.resource import (
-    DeterministicInferenceService,
-    SpecError,
-    parse_service,
-    parse_status,
-)
+from detinfer.api.resource import DeterministicInferenceService, SpecError
 from detinfer.api.spec import FingerprintPolicy
 from detinfer.api.status import (
     Condition,
@@ -36,16 +32,16 @@ from detinfer.api.status import (
     Verdict,
 )
 from detinfer.api.summary import SummaryError, ValidationSummary
+from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders import Endpoint, build_children, build_validation_job, validation_job_name
-from detinfer.builders.common import revision_of
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
 from detinfer.controller import trust
 from detinfer.controller.observed import (
-    ChildView,
     JobView,
+    Observed,
     PodView,
-    ReplicaSetView,
+    ResourceView,
     is_controlled_by,
 )
 from detinfer.controller.trust import Memory
@@ -72,8 +68,8 @@ class Plan:
     delete_jobs: list[str] = field(default_factory=list)
     # pod name -> the readiness-gate condition to set on it
     pod_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The whole new status (wire form), or None when it would not change.
-    status: dict[str, Any] | None = None
+    # The whole new status, or None when it would not change.
+    status: DeterministicInferenceServiceStatus | None = None
     events: list[Event] = field(default_factory=list)
     # The validation result read in this pass, if any (for metrics).
     consumed: Verdict | None = None
@@ -86,16 +82,6 @@ class Plan:
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
     ignored: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def writes(self) -> int:
-        return (
-            len(self.apply)
-            + (self.create_job is not None)
-            + len(self.delete_jobs)
-            + len(self.pod_conditions)
-            + (self.status is not None)
-        )
-
 
 @dataclass(frozen=True)
 class Result:
@@ -107,34 +93,30 @@ class Result:
 
 
 def plan(
-    body: Mapping[str, Any],
-    pods: Iterable[PodView],
-    jobs: Iterable[JobView],
-    children: Iterable[ChildView],
+    resource: ResourceView,
+    observed: Observed,
     config: OperatorConfig,
     now: datetime,
-    replicasets: Iterable[ReplicaSetView] = (),
     memory: Memory | None = None,
 ) -> Plan:
     out = Plan()
     memory = memory or Memory()
-    generation = (body.get("metadata") or {}).get("generation")
-    old = parse_status(body.get("status"))
-    try:
-        dis = parse_service(body)
-    except SpecError as exc:
-        return _plan_invalid(out, exc, old, generation, now)
+    generation = resource.generation
+    old = resource.status
+    if isinstance(resource.parsed, SpecError):
+        return _plan_invalid(out, resource.parsed, old, generation, now)
 
-    revision = revision_of(dis)
-    pods = list(pods)
-    children = list(children)
+    context = resource.parsed
+    dis, revision = context.dis, context.revision
+    pods = list(observed.pods)
+    children = list(observed.children)
     engine_pods, ignored = trust.engine_pods(
         dis,
         [p for p in pods if p.component == c.COMPONENT_ENGINE],
         trust.own_deployment(dis, children),
-        replicasets,
+        observed.replicasets,
     )
-    jobs = sorted(jobs, key=lambda j: (j.created, j.name))
+    jobs = sorted(observed.jobs, key=lambda j: (j.created, j.name))
     validation = old.validation
     fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
 
@@ -196,7 +178,7 @@ def plan(
 
     engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
     current = [p for p in engine_pods if p.revision == revision and not p.deleting]
-    ready = [p for p in current if p.serving_ready]
+    ready = [p for p in current if p.can_be_validated]
 
     # 2. Start a validation Job when pods are waiting for one.
     starting: list[str] = []
@@ -212,7 +194,7 @@ def plan(
                 {j.name for j in jobs} | set(memory.taken_job_names),
             )
             endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
-            out.create_job = build_validation_job(dis, endpoints, expected, name, config)
+            out.create_job = build_validation_job(context, endpoints, expected, name, config)
             # The UID comes back only in the create response: the executor fills it in.
             record = JobRecord(name=name, uid=PENDING_UID, revision=revision)
             out.events.append(
@@ -228,7 +210,7 @@ def plan(
     # 3. Children, with the client Service on the revision that serves now. A child whose name
     # someone else holds is never applied.
     serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
-    wanted = build_children(dis, serving_revision)
+    wanted = build_children(context, serving_revision)
     foreign = trust.foreign_children(
         dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
     )
@@ -287,7 +269,7 @@ def plan(
         overhead=overhead,
     )
     if status.to_wire() != old.to_wire():
-        out.status = status.to_wire()
+        out.status = status
     return out
 
 
@@ -428,8 +410,8 @@ def _consume(
         job_name=job.name,
         verdict=result.verdict,
         message=result.message[:1024],
-        last_run_time=cond.format_time(now),
-        last_success_time=cond.format_time(now)
+        last_run_time=format_time(now),
+        last_success_time=format_time(now)
         if passed
         else (previous.last_success_time if previous else None),
         pods=list(job.pods),
@@ -461,7 +443,7 @@ def _due_pods(
     """Ready pods of this revision that need a validation run now."""
     interval = dis.spec.validation.revalidate_every_seconds
     if interval and validation is not None and validation.revision == revision:
-        last = cond.parse_time(validation.last_run_time)
+        last = parse_time(validation.last_run_time)
         if last is not None and now - last >= timedelta(seconds=interval):
             return list(ready)  # periodic revalidation: everyone, to catch drift
     due = []
@@ -470,12 +452,12 @@ def _due_pods(
         if gate is None:
             due.append(pod)
         elif gate.get("status") != "True" and gate.get("reason") == R.COULD_NOT_VALIDATE:
-            since = cond.parse_time(gate.get("lastTransitionTime"))
+            since = parse_time(gate.get("lastTransitionTime"))
             if since is None or now - since >= timedelta(seconds=config.retry_after_seconds):
                 due.append(pod)
     if due and len(ready) < dis.spec.replicas:
         # Other replicas are still starting: wait for them a while, so one run compares them all.
-        first = min((cond.parse_time(p.ready_since) or now for p in due), default=now)
+        first = min((parse_time(p.ready_since) or now for p in due), default=now)
         if now - first < timedelta(seconds=config.gather_seconds):
             return []
     return due
@@ -590,7 +572,7 @@ def _set_conditions(
 
     # Progressing, and the reason Ready is not yet True.
     unschedulable = next((p for p in current if p.unschedulable), None)
-    running = [p for p in current if p.serving_ready]
+    running = [p for p in current if p.can_be_validated]
     if len(validated) >= desired:
         progress = (
             FALSE,
@@ -659,5 +641,5 @@ def _plan_invalid(
     if before is None or before.reason != R.INVALID_SPEC or before.message != message:
         out.events.append(Event("Warning", R.INVALID_SPEC, message[:1024]))
     if status.to_wire() != old.to_wire():
-        out.status = status.to_wire()
+        out.status = status
     return out

@@ -1,22 +1,35 @@
-"""`sync`: the plan is carried out in order, Events only after the status write, metrics follow."""
+"""`sync` and the triggers: the plan is carried out in order, Events only after the status write,
+metrics follow."""
 
 from __future__ import annotations
 
 import copy
+import http.server
+import json
+import threading
 
 import kopf
 import pytest
+from kubernetes import client
 from prometheus_client import generate_latest
 
 from detinfer import metrics
+from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_service
 from detinfer.api import constants as c
-from detinfer.api import parse_service
-from detinfer.builders import revision_of, validation_job_name
+from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
-from detinfer.controller.cluster import Conflict, InTheWay
-from detinfer.controller.handlers import State, _freshest, sync
-from detinfer.controller.observed import ChildView, Controller, PodView, ReplicaSetView
+from detinfer.controller.cluster import Cluster, Conflict, InTheWay
+from detinfer.controller.observed import (
+    ChildView,
+    Controller,
+    PodView,
+    ReplicaSetView,
+    ResourceView,
+)
+from detinfer.controller.periodic import Periodic
+from detinfer.controller.state import State
+from detinfer.controller.sync import _freshest, sync
 from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
@@ -27,13 +40,14 @@ class FakeCluster:
 
     def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=()):
         self.calls: list[tuple] = []
+        self.events: list[dict] = []
         self.conflicts = conflicts  # how many status writes fail with a conflict
         self.body = body
         self.job_exists = job_exists
         # (kind, name) of objects someone else holds, invisible to the indexes.
         self.foreign = set(foreign)
 
-    def get_service(self, namespace, name):
+    def get_dis(self, namespace, name):
         self.calls.append(("get", name))
         return copy.deepcopy(self.body)
 
@@ -58,7 +72,10 @@ class FakeCluster:
     def set_pod_condition(self, namespace, pod, condition):
         self.calls.append(("pod", pod, condition["status"]))
 
-    def patch_status(self, namespace, name, status, old_status, resource_version):
+    def post_event(self, regarding, type_, reason, note, action):
+        self.events.append({"type": type_, "reason": reason, "message": note, "action": action})
+
+    def patch_status(self, namespace, name, status, old_keys, resource_version):
         self.calls.append(("status", resource_version))
         if self.conflicts:
             self.conflicts -= 1
@@ -71,9 +88,7 @@ class FakeCluster:
 
 
 def _state(cluster):
-    events = []
-    state = State(cluster, OperatorConfig(), post_event=lambda body, **kw: events.append(kw))
-    return state, events
+    return State(cluster, OperatorConfig()), cluster.events
 
 
 def _indexes(pods=()):
@@ -129,9 +144,6 @@ def test_persistent_conflicts_post_nothing_and_ask_kopf_to_retry():
 def test_a_created_job_is_announced_even_if_the_status_write_conflicts():
     body = f.dis()
     body["status"] = {"revision": "x"}
-    from detinfer.api import parse_service
-    from detinfer.builders import revision_of
-
     revision = revision_of(parse_service(f.dis()))
     pods = [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
@@ -155,31 +167,33 @@ def test_metrics_follow_the_status_and_are_forgotten():
     metrics.observe(
         "ml",
         "qwen",
-        {
-            "validation": {
-                "revision": "r",
-                "jobName": "j",
-                "verdict": "Deterministic",
-                "lastRunTime": "2026-11-22T10:00:00Z",
-                "lastSuccessTime": "2026-11-22T10:00:00Z",
-                "durationSeconds": 12,
-                "tokensUsed": 100,
-                "suites": [
-                    {"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True},
-                    {"name": "Prefix", "samples": 4, "uniqueOutputs": 2, "passed": False},
-                    # One output, but of nothing: not reproducibility.
-                    {
-                        "name": "Mixed",
-                        "samples": 4,
-                        "uniqueOutputs": 1,
-                        "passed": False,
-                        "outcome": "CouldNotTest",
-                    },
-                    {"name": "Concurrent", "samples": 4, "uniqueOutputs": 1, "passed": True},
-                ],
-            },
-            "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
-        },
+        DeterministicInferenceServiceStatus.model_validate(
+            {
+                "validation": {
+                    "revision": "r",
+                    "jobName": "j",
+                    "verdict": "Deterministic",
+                    "lastRunTime": "2026-11-22T10:00:00Z",
+                    "lastSuccessTime": "2026-11-22T10:00:00Z",
+                    "durationSeconds": 12,
+                    "tokensUsed": 100,
+                    "suites": [
+                        {"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True},
+                        {"name": "Prefix", "samples": 4, "uniqueOutputs": 2, "passed": False},
+                        # One output, but of nothing: not reproducibility.
+                        {
+                            "name": "Mixed",
+                            "samples": 4,
+                            "uniqueOutputs": 1,
+                            "passed": False,
+                            "outcome": "CouldNotTest",
+                        },
+                        {"name": "Concurrent", "samples": 4, "uniqueOutputs": 1, "passed": True},
+                    ],
+                },
+                "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
+            }
+        ),
         consumed=None,
     )
     text = generate_latest(metrics.REGISTRY).decode()
@@ -257,7 +271,7 @@ def test_applied_children_stand_in_until_the_index_catches_up():
 def test_deleted_resource_is_forgotten():
     state, _ = _state(FakeCluster())
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
-    handlers.service_changed(
+    handlers.dis_changed(
         type="DELETED",
         namespace="ml",
         name="qwen",
@@ -270,12 +284,12 @@ def test_deleted_resource_is_forgotten():
 
 def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
     state, _ = _state(FakeCluster(body=f.dis()))
-    handlers.Periodic(state).tick()  # before any handler ran: nothing known, nothing done
+    Periodic(state).tick()  # before any handler ran: nothing known, nothing done
     assert state.cluster.calls == []
     indexes = _indexes()
     indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()], ("ml", "other"): [{"bad": 1}]}
     state.indexes = indexes
-    handlers.Periodic(state).tick()
+    Periodic(state).tick()
     assert ("status", "100") in state.cluster.calls
 
 
@@ -340,3 +354,57 @@ def test_ignored_objects_are_announced_once_per_object():
     again["metadata"]["uid"] = "uid-forged-2"
     sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), again]))
     assert [e["reason"] for e in events].count("UntrustedObject") == 2
+
+
+def test_the_body_is_parsed_once_into_a_resource_view():
+    view = ResourceView.from_body(f.dis())
+    assert isinstance(view.parsed, RevisionContext)
+    assert view.parsed.revision == revision_of(parse_service(f.dis()))
+    assert (view.namespace, view.name, view.uid) == ("ml", "qwen", f.DIS_UID)
+    invalid = ResourceView.from_body({**f.dis(engine={"image": "x:latest"}), "status": {"a": 1}})
+    assert isinstance(invalid.parsed, SpecError) and "engine.image" in str(invalid.parsed)
+    # A status of a shape the operator did not write reads as empty, and its keys are removed.
+    assert invalid.status == DeterministicInferenceServiceStatus()
+    assert invalid.status_keys == {"a"}
+
+
+class _EventSink(http.server.BaseHTTPRequestHandler):
+    """An API server that refuses every Event, recording what it was sent."""
+
+    received: list = []
+
+    def do_POST(self):
+        length = int(self.headers["Content-Length"])
+        self.received.append((self.path, json.loads(self.rfile.read(length))))
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"kind":"Status","code":403,"reason":"Forbidden"}')
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_event_is_posted_as_detinfer_and_a_refusal_does_not_fail_the_pass():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _EventSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        cluster = Cluster(client.ApiClient(configuration), instance="detinfer-abc")
+        regarding = ResourceView.from_body(f.dis()).reference
+        cluster.post_event(regarding, "Warning", "ChildConflict", "é" * 1000, "UpdateStatus")
+    finally:
+        server.shutdown()
+    ((path, body),) = _EventSink.received
+    assert path == "/apis/events.k8s.io/v1/namespaces/ml/events"
+    assert body["reportingController"] == "detinfer.io/operator"
+    assert body["reportingInstance"] == "detinfer-abc"
+    assert body["regarding"] == regarding and regarding["uid"] == f.DIS_UID
+    assert (body["type"], body["reason"], body["action"]) == (
+        "Warning",
+        "ChildConflict",
+        "UpdateStatus",
+    )
+    assert len(body["note"].encode()) <= 1024 and body["note"].startswith("éé")
+    assert body["metadata"]["name"].startswith("qwen.")

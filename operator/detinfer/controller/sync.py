@@ -1,0 +1,200 @@
+"""One reconciliation of one resource, whatever triggered it.
+
+`sync` parses the body once (the API model at its revision, or the spec error), gathers what the
+indexes show of its pods, Jobs and children, asks the pure `plan()` what to write, writes only
+that, and hands the typed status to both the status write and the metrics. A trigger with
+nothing to do costs no API call. On a write conflict it re-reads the resource and plans again;
+when a create finds someone else's object in the way, it remembers that and plans again.
+
+Status is written through the API rather than kopf's `patch.status`, because pod and Job events
+must update the status of the resource that owns them, not their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from detinfer import metrics
+from detinfer.builders.common import applied_hash
+from detinfer.controller.cluster import Conflict, InTheWay
+from detinfer.controller.observed import Observed, ResourceView
+from detinfer.controller.reconcile import Plan, plan
+from detinfer.controller.state import State
+
+log = logging.getLogger(__name__)
+
+# The kopf indexes sync reads (see handlers.py); the periodic pass keeps a reference to them.
+INDEXES = (
+    "resources_by_key",
+    "pods_by_owner",
+    "jobs_by_owner",
+    "deployments_by_owner",
+    "services_by_owner",
+    "replicasets_by_owner",
+)
+CONFLICT_ATTEMPTS = 3
+# Each child and the Job can be found in the way once per pass.
+IN_THE_WAY_ATTEMPTS = 4
+# Event.after -> the action an Event reports (events.k8s.io/v1 requires one).
+ACTIONS = {"status": "UpdateStatus", "job-created": "CreateJob", "job-deleted": "DeleteJob"}
+
+
+def sync(
+    state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
+) -> Plan:
+    """Reconcile one resource from the indexes."""
+    started = time.perf_counter()
+    result = "error"
+    state.indexes = state.indexes or {name: indexes[name] for name in INDEXES}
+    with state.locks[key]:
+        try:
+            resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
+            conflicts = 0
+            deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
+            for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
+                observed = gather(state, key, indexes)
+                recorded = resource.status.validation_job
+                the_plan = plan(
+                    resource,
+                    observed,
+                    state.config,
+                    datetime.now(UTC),
+                    state.memory(key, recorded.uid if recorded else None, observed.jobs),
+                )
+                try:
+                    _execute(state, key, resource, the_plan, deleted)
+                    break
+                except InTheWay as exc:
+                    log.warning("%s/%s: %s", *key, exc)
+                    state.found_in_the_way(key, exc)
+                except Conflict:
+                    conflicts += 1
+                    if conflicts == CONFLICT_ATTEMPTS:
+                        raise
+                    # Someone else (often kopf's own bookkeeping) wrote the object since the
+                    # index saw it: plan again from a fresh read.
+                    metrics.reconcile_total.labels("conflict").inc()
+                    resource = ResourceView.from_body(state.cluster.get_dis(*key))
+            else:
+                raise kopf.TemporaryError("objects in the way of every attempt", delay=10)
+            result = "invalid" if the_plan.invalid else "success"
+            return the_plan
+        except Conflict as exc:
+            result = "conflict"
+            raise kopf.TemporaryError(str(exc), delay=1) from None
+        except ApiException as exc:
+            if exc.status == 404:
+                result = "gone"
+                return Plan()  # deleted meanwhile: garbage collection takes the children
+            raise kopf.TemporaryError(
+                f"Kubernetes API: {exc.status} {exc.reason}", delay=10
+            ) from None
+        finally:
+            metrics.reconcile_total.labels(result).inc()
+            metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
+
+
+def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Observed:
+    """What the indexes show of one resource, with the children this process applied since."""
+    return Observed(
+        pods=list(indexes["pods_by_owner"].get(key, [])),
+        jobs=list(indexes["jobs_by_owner"].get(key, [])),
+        children=state.children(
+            key[0],
+            [
+                *indexes["deployments_by_owner"].get(key, []),
+                *indexes["services_by_owner"].get(key, []),
+            ],
+        ),
+        replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
+    )
+
+
+def _execute(
+    state: State,
+    key: tuple[str, str],
+    resource: ResourceView,
+    p: Plan,
+    deleted: set[str],
+) -> None:
+    namespace, name = key
+    cluster = state.cluster
+
+    def post(after: str) -> None:
+        for event in p.events:
+            if event.after == after:
+                cluster.post_event(
+                    resource.reference, event.type, event.reason, event.message, ACTIONS[after]
+                )
+
+    for obj in p.apply:
+        child = (namespace, obj["kind"], obj["metadata"]["name"])
+        cluster.apply(obj, resource.uid, seen=child[1:] in p.observed_hashes)
+        metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
+        state.applied[child] = (
+            applied_hash(obj) or "",
+            p.observed_hashes.get(child[1:]),
+            resource.uid,
+        )
+    to_delete = [job for job in p.delete_jobs if job not in deleted]
+    for job in to_delete:
+        cluster.delete_job(namespace, job, p.delete_job_uids[job])
+        metrics.api_writes_total.labels("delete-job").inc()
+        deleted.add(job)
+    if to_delete:
+        post("job-deleted")
+    status = p.status
+    if p.create_job is not None:
+        job_name = p.create_job["metadata"]["name"]
+        created = state.created_jobs[key]
+        uid, new = cluster.create_job(p.create_job, {n: u for n, (u, _) in created.items()})
+        created.setdefault(job_name, (uid, time.monotonic()))
+        # The status records the Job by the UID that only the create response tells.
+        record = status.validation_job if status else None
+        if status is not None and record is not None and record.name == job_name:
+            status = status.model_copy(
+                update={"validation_job": record.model_copy(update={"uid": uid})}
+            )
+        if new:  # a Job that existed already was announced when it was made
+            metrics.api_writes_total.labels("create-job").inc()
+            post("job-created")
+    for pod, condition in p.pod_conditions.items():
+        cluster.set_pod_condition(namespace, pod, condition)
+        metrics.api_writes_total.labels("pod-condition").inc()
+    if status is not None:
+        state.written[key] = cluster.patch_status(
+            namespace, name, status.to_wire(), resource.status_keys, resource.resource_version
+        )
+        metrics.api_writes_total.labels("status").inc()
+    # Transitions are announced only once the status that records them is written: a pass
+    # that conflicts posts nothing, and its retry posts them once.
+    post("status")
+    state.reported[key] = frozenset(p.ignored)
+    if status is not None or resource.status_keys:
+        metrics.observe(namespace, name, status or resource.status, p.consumed)
+
+
+def _freshest(indexed: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The newer of the indexed body and the one our last write returned.
+
+    resourceVersions are opaque by contract but are etcd revisions (integers) in practice; if
+    they ever are not, the index wins.
+    """
+    if not written:
+        return indexed
+    try:
+        newer = int(written["metadata"]["resourceVersion"]) > int(
+            indexed["metadata"]["resourceVersion"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return indexed
+    if not newer or written["metadata"].get("generation") != indexed["metadata"].get("generation"):
+        return indexed
+    return written
