@@ -14,7 +14,7 @@ KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR ?= $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 
-.PHONY: help install test unit engine e2e integration lint format sglang-flags crds verify golden run clean \
+.PHONY: help install test unit engine e2e integration lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator
 
 help: ## list the targets
@@ -46,6 +46,9 @@ lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 
+typecheck: $(STAMP) ## mypy over the package (it ships py.typed); settings in pyproject.toml
+	$(BIN)/mypy
+
 format: $(STAMP) ## reformat the code
 	$(BIN)/ruff format operator tests bench
 	$(BIN)/ruff check --fix operator tests bench
@@ -56,7 +59,7 @@ sglang-flags: $(STAMP) ## regenerate SGLang's flag table from its wheels (cached
 crds: $(STAMP) sglang-flags ## regenerate the CRD and docs/api-reference.md from the API models (the flag table first)
 	$(BIN)/detinfer crds
 
-verify: crds lint ## regenerate generated files and fail on any diff; check the CRD offline
+verify: crds lint typecheck ## regenerate generated files and fail on any diff; check the CRD offline
 	$(BIN)/kubernetes-validate --strict --quiet -k 1.36.0 crds/*.yaml
 	@if ! git diff --quiet -- $(GENERATED) || [ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED))" ]; then \
 		git --no-pager diff --stat -- $(GENERATED); \

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from kubernetes import watch
+
 from tests.support import factories as f
 from tests.support.cluster import WRITE_VERBS, Cluster, Operator, wait_for
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.engines import EngineProcess
 
 from bench.sglang_procedure import run_sglang_procedure
 from detinfer.validator import ValidatorConfig, run_validation
+from tests.support.engines import EngineProcess
 
 MODES = ("default", "deterministic")
 FIRST_SEED = 100

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -113,7 +113,7 @@ class _ValidateArgumentError(Exception):
     """argparse refused the arguments of `validate`, which must still write its summary."""
 
     @classmethod
-    def raise_(cls, message: str) -> None:
+    def raise_(cls, message: str) -> NoReturn:
         raise cls(message)
 
 

@@ -147,6 +147,8 @@ class _Limits:
     @staticmethod
     def _error(event: ev.Event, problem: str) -> YamlFileError:
         mark = event.start_mark
+        if mark is None:  # PyYAML's parser marks every event; a hand-made one may not be
+            return YamlFileError(problem)
         return YamlFileError(f"line {mark.line + 1}, column {mark.column + 1}: {problem}")
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.sglang_procedure import ProcedureResult, run_sglang_procedure
 
+from bench.sglang_procedure import ProcedureResult, run_sglang_procedure
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main

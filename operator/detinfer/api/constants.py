@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 GROUP = "detinfer.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "DeterministicInferenceService"
+# Spelled out (not f"{GROUP}/{VERSION}") so that the type checker sees the literal the
+# resource model pins apiVersion to.
+API_VERSION: Final = "detinfer.io/v1alpha1"
+KIND: Final = "DeterministicInferenceService"
 PLURAL = "deterministicinferenceservices"
 SINGULAR = "deterministicinferenceservice"
 SHORT_NAMES = ("dis",)

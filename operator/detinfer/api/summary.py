@@ -16,7 +16,7 @@ from detinfer.api.constants import TERMINATION_MESSAGE_LIMIT
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION: Literal[1] = 1
 REASON_LIMIT = 1024
 """Characters of the verdict's reason."""
 

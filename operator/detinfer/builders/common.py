@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,7 @@ def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def applied_hash(obj: dict[str, Any]) -> str | None:
+def applied_hash(obj: Mapping[str, Any]) -> str | None:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(c.ANNOTATION_APPLIED_HASH)
 
 

@@ -55,8 +55,9 @@ def stop_periodic(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(*DIS)
-def resources_by_key(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
-    return {(namespace, name): _plain(body)}
+def resources_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict:
+    # The resource is namespaced: kopf's type allows None for cluster-scoped ones only.
+    return {(namespace or "", name): _plain(body)}
 
 
 @kopf.index("v1", "pods", labels=OURS)
@@ -95,7 +96,12 @@ def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
 
 @kopf.on.event(*DIS)
 def dis_changed(
-    type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """Created, updated, or found at start-up (type None): reconcile. Deleted: forget it.
 
@@ -104,6 +110,7 @@ def dis_changed(
     annotation on every change, a write (and a conflict with our status write) per event.
     """
     state: State = memo["state"]
+    namespace = namespace or ""  # namespaced: never None in fact
     if type == "DELETED":
         # No finalizer: the children go with their owner references; only our memory remains.
         metrics.forget(namespace, name)
@@ -119,9 +126,11 @@ def dis_changed(
 @kopf.on.event("v1", "services", labels=OURS)
 def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     key = owner_key(body)
-    owners = kwargs["resources_by_key"].get(key) if key else None
+    if key is None:
+        return  # not ours
+    owners = kwargs["resources_by_key"].get(key)
     if not owners:
-        return  # not ours, or its resource is gone (garbage collection follows)
+        return  # its resource is gone (garbage collection follows)
     for owner in owners:
         sync(memo["state"], key, owner, kwargs)
 

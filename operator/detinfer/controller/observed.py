@@ -96,7 +96,7 @@ class PodView:
 
     @property
     def is_validated(self) -> bool:
-        return bool(self.validated) and self.validated.get("status") == "True"
+        return self.validated is not None and self.validated.get("status") == "True"
 
     @property
     def can_be_validated(self) -> bool:

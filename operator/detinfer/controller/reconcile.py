@@ -214,17 +214,20 @@ def plan(
     foreign = trust.foreign_children(
         dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
     )
-    observed = {
+    applied_hashes = {
         (ch.kind, ch.name): ch.applied_hash
         for ch in children
         if is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
     }
-    out.observed_hashes = observed
+    out.observed_hashes = applied_hashes
     for child in wanted:
-        k = (child["kind"], child["metadata"]["name"])
-        if k in foreign:
+        child_key = (child["kind"], child["metadata"]["name"])
+        if child_key in foreign:
             continue
-        if observed.get(k) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]:
+        if (
+            applied_hashes.get(child_key)
+            != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]
+        ):
             out.apply.append(child)
 
     # 4. Status.
@@ -251,8 +254,8 @@ def plan(
     ):
         out.events.append(Event("Warning", R.CHILD_CONFLICT, conflict[:1024]))
     out.ignored = ignored
-    for k in sorted(set(ignored) - memory.reported):
-        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, ignored[k][:1024]))
+    for ignored_key in sorted(set(ignored) - memory.reported):
+        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, ignored[ignored_key][:1024]))
     status = DeterministicInferenceServiceStatus(
         observed_generation=generation,
         conditions=conditions,

@@ -166,11 +166,14 @@ class BatchVariant(Kernels):
                 if out is None:
                     out, m, denom = o_c, m_c, l_c
                     continue
+                assert m is not None and denom is not None  # set with out, above
                 new_m = torch.maximum(m, m_c)
                 f_old, f_new = torch.exp(m - new_m), torch.exp(m_c - new_m)
                 out = out * f_old[..., None] + o_c * f_new[..., None]
                 denom = denom * f_old + l_c * f_new
                 m = new_m
+            # Every query sees at least one key (its own), so some key tile ran above.
+            assert out is not None and denom is not None
             outs.append(out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 

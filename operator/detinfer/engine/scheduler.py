@@ -238,6 +238,7 @@ class Engine:
             if prefill:
                 steps.append(self._prefill_step(r))
             else:
+                assert r.cache is not None, "a decoding request was prefilled"
                 steps.append(Step([r.output[-1]], r.cache))
         logits = model.forward(steps)
         # One log-softmax over the whole batch (a batch-variant kernel sees the batch here too).
@@ -255,6 +256,8 @@ class Engine:
                     self._running.remove(r)
                     self._finish(r, {"type": "length", "length": 0})
                     continue
+            # Prefill gave the request its cache, and admission its seed.
+            assert r.cache is not None and r.seed is not None
             position = r.cache.length
             token = choose(lg[-1], r.params, position, r.seed, r.counts)
             r.output.append(token)

@@ -302,7 +302,8 @@ class _Reader:
             if "nargs" in passed:
                 raise self.error(init, f"{cls.name}.__init__ sets nargs itself")
             return self.nargs_value(given)
-        if not (isinstance(passed.get("nargs"), ast.Name) and passed["nargs"].id == "nargs"):
+        passed_nargs = passed.get("nargs")
+        if not (isinstance(passed_nargs, ast.Name) and passed_nargs.id == "nargs"):
             raise self.error(init, f"{cls.name}.__init__ does not pass its nargs on")
         if given is not None:
             return self.nargs_value(given)
@@ -342,16 +343,17 @@ class _Reader:
         ]
         if not calls:
             return []
-        if len(calls) != 1 or len(calls[0].value.args) != 1:
+        call = calls[0].value
+        if len(calls) != 1 or not isinstance(call, ast.Call) or len(call.args) != 1:
             raise self.error(calls[0], "unsupported collect_input_fields call")
-        listed = calls[0].value.args[0]
+        listed = call.args[0]
         if isinstance(listed, ast.Name):
             listed = self.assigned.get(listed.id, listed)
         if not isinstance(listed, (ast.List, ast.Tuple)) or not all(
             isinstance(e, ast.Name) for e in listed.elts
         ):
             raise self.error(listed, "the input namespaces are not a literal list of classes")
-        return [self.resolve_class(e.id) for e in listed.elts]
+        return [self.resolve_class(e.id) for e in listed.elts if isinstance(e, ast.Name)]
 
     def class_fields(self, cls: ast.ClassDef) -> dict[str, tuple[_Reader, ast.AnnAssign]]:
         fields: dict[str, tuple[_Reader, ast.AnnAssign]] = {}
@@ -433,6 +435,7 @@ class _Reader:
                         out[key] = {
                             self.literal(k): v
                             for k, v in zip(value.keys, value.values, strict=True)
+                            if k is not None  # refused above; tells the type checker
                         }
                     elif key == "nargs":
                         out["nargs_node"] = value

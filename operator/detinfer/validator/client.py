@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -366,7 +366,7 @@ class SGLangClient(EngineClient):
             text=text,
             tokens=ids,
             logprobs=logprobs,
-            input_logprobs=inputs,  # type: ignore[arg-type]
+            input_logprobs=inputs,
             logprob_start=logprob_start_len or 0,
             finish_reason=finish,
             completion_tokens=completion,
@@ -583,7 +583,7 @@ def _logprob_entries(value: Any, *, allow_null: bool) -> list[tuple[float | None
     return out
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

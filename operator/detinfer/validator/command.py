@@ -140,8 +140,8 @@ def render_plan(config: ValidatorConfig) -> str:
 
 
 def _banner(config: ValidatorConfig) -> str:
-    names = ", ".join(e.name for e in config.endpoints)  # type: ignore[union-attr]
-    suites = ",".join(s.value for s in config.suites) or "none"  # type: ignore[union-attr]
+    names = ", ".join(e.name for e in config.endpoint_specs)
+    suites = ",".join(s.value for s in config.suite_list) or "none"
     return (
         f"detinfer validate: {config.protocol.value} on {names}; suites {suites}; "
         f"{config.trials} trials, {config.max_new_tokens} new tokens, seed "

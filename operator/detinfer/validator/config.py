@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 from urllib.parse import urlsplit
 
 from detinfer import validation_defaults
@@ -202,11 +203,21 @@ class ValidatorConfig:
     def batch_size_bound(self) -> int:
         return self.max_batch_size or 2 * self.trials + 1
 
+    # __post_init__ turns what callers give (strings or parsed values) into the parsed
+    # values; these say so to the type checker.
+    @property
+    def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
+        return cast(tuple[EndpointSpec, ...], self.endpoints)
+
+    @property
+    def suite_list(self) -> tuple[Suite, ...]:
+        return cast(tuple[Suite, ...], self.suites)
+
     def options(self) -> dict[str, object]:
         """The options as the report records them."""
         return {
             "protocol": self.protocol.value,
-            "suites": [s.value for s in self.suites],
+            "suites": [s.value for s in self.suite_list],
             "trials": self.trials,
             "maxNewTokens": self.max_new_tokens,
             "maxBatchSize": self.batch_size_bound,

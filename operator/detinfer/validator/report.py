@@ -19,7 +19,7 @@ from detinfer.api.status import SuiteFindings, SuiteOutcome, SuiteResult, Verdic
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.validator.suites import SuiteRecord, clip
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION: Literal[1] = 1
 SUITE_NAMES = frozenset(s.value for s in Suite)
 
 

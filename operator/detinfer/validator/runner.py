@@ -35,7 +35,9 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
     detail: str | None = None
     deadline = asyncio.timeout(config.timeout_seconds)
     try:
-        runs = [EndpointRun(make_client(e, config), config, progress) for e in config.endpoints]
+        runs = [
+            EndpointRun(make_client(e, config), config, progress) for e in config.endpoint_specs
+        ]
         progress.begin({r.name: sum(p.requests for p in suite_plans(config)) for r in runs})
         async with contextlib.AsyncExitStack() as clients:
             for run in runs:
@@ -80,6 +82,7 @@ def build_report(
         elif parts:
             suites.append(SuiteReport.combine(name, parts))
     fingerprints = {e.name: e.fingerprint for e in endpoint_reports}
+    failed: list[str]
     if error is not None:
         verdict, reason, failed = Verdict.COULD_NOT_TEST, f"could not test: {error}", []
         common = None

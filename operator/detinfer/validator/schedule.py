@@ -52,7 +52,7 @@ def mixed_batches(trials: int) -> list[tuple[Prompt, ...]]:
     no company.
     """
     alone = (PROBE_PROMPT, *FILLERS)
-    batches = []
+    batches: list[tuple[Prompt, ...]] = []
     for i in range(trials):
         kind, turn = i % 3, i // 3
         if kind == 0:
@@ -72,8 +72,8 @@ def prefix_batches(trials: int) -> list[tuple[Prompt, ...]]:
     the batch or per prompt is up to the server's batching, and must not change the outputs;
     the prompts sent alone are the outputs without any sharing.
     """
-    prompts = [LONG_TEXT[:n] for n in PREFIX_LENGTHS]
-    batches = []
+    prompts: list[Prompt] = [LONG_TEXT[:n] for n in PREFIX_LENGTHS]
+    batches: list[tuple[Prompt, ...]] = []
     for i in range(trials):
         kind, turn = i % 3, i // 3
         size = (1, 2, len(prompts))[kind]

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from detinfer.api.spec import Suite
 from detinfer.api.status import SuiteOutcome
@@ -256,7 +256,8 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         run.ledger.remember(
             (prompt, run.sampling.key, ()), first, tally.record.name, f"trial {t + 1} generation"
         )
-        sequence = prompt + tuple(first.tokens or ())  # type: ignore[operator]
+        # A client that accepts token ids answers with token ids.
+        sequence = prompt + cast(tuple[int, ...], first.tokens or ())
         start = max(0, len(sequence) - RADIX_PROMPT_LOGPROBS)
         await run.client.flush_cache()
         scratch = (await run.batch([sequence], prefill, logprob_start_len=start))[0]
