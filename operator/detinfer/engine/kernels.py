@@ -91,6 +91,10 @@ class Kernels:
         """Over the last dimension, in float32."""
         raise NotImplementedError
 
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """x * sigmoid(x), elementwise."""
+        raise NotImplementedError
+
 
 class BatchVariant(Kernels):
     deterministic = False
@@ -183,6 +187,9 @@ class BatchVariant(Kernels):
         m = logits.amax(-1, keepdim=True)
         lse = torch.log(self._split_sum(torch.exp(logits - m), logits.shape[0]))
         return logits - m - lse[:, None]
+
+    def silu(self, x):
+        return F.silu(x)
 
 
 class BatchInvariant(Kernels):
@@ -287,6 +294,18 @@ class BatchInvariant(Kernels):
         m = logits.amax(-1, keepdim=True)
         lse = torch.log(tree_sum(torch.exp(logits - m)))
         return logits - m - lse[:, None]
+
+    def silu(self, x):
+        """On the CPU as x / (1 + exp(-x)): torch's CPU silu (and sigmoid) gives an element other
+        bits when it falls in the scalar remainder of a vectorized loop than in the vector body,
+        and where the remainders fall depends on the tensor's size and on how its elements are
+        split over threads, that is on the whole batch. exp and division give the same bits on
+        both paths (`elementwise_paths_agree` checks it; tests/engine/test_kernels.py too). On a
+        GPU every element runs the same code, so torch's own silu is invariant there."""
+        if x.device.type != "cpu":
+            return F.silu(x)
+        xf = x.float()
+        return (xf / (1 + torch.exp(-xf))).to(x.dtype)
 
 
 def kernels_for(deterministic: bool, device: str) -> Kernels:
