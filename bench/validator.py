@@ -11,7 +11,8 @@ NotDeterministic; SGLang: more than one unique text in either mode); the same re
 deterministic-mode engine is a false alarm. --jobs engines run at once (a GPU machine runs
 several; give each engine its --threads). Every engine's record is appended to --out as one JSON
 line as soon as it is done; `--table FILE...` prints the table of saved records (of several
-runs together) without running anything.
+runs together) without running anything. `--methods detinfer` leaves SGLang's procedure out
+(on the CPU it takes more than 15 minutes per engine).
 
     python -m bench.validator [--engines 20] [--jobs 1] [--engine-arg=--device=cuda]
 """
@@ -35,6 +36,7 @@ from detinfer.validator import ValidatorConfig, run_validation
 from tests.support.engines import EngineProcess
 
 MODES = ("default", "deterministic")
+METHODS = ("detinfer", "sglang")
 FIRST_SEED = 100
 
 
@@ -92,11 +94,14 @@ async def _one_engine(
         await asyncio.to_thread(engine.start, 300.0)
         try:
             await _flush(engine.url)
-            ours = await _detinfer(engine.url)
-            theirs = await _sglang(engine.url, a.sglang_trials)
+            record: dict[str, Any] = {"mode": mode, "seed": seed, "threads": a.threads}
+            if "detinfer" in a.methods:
+                record["detinfer"] = await _detinfer(engine.url)
+            if "sglang" in a.methods:
+                record["sglang"] = await _sglang(engine.url, a.sglang_trials)
         finally:
             await asyncio.to_thread(engine.stop)
-        return {"mode": mode, "seed": seed, "detinfer": ours, "sglang": theirs}
+        return record
 
 
 async def _run(a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -120,11 +125,16 @@ async def _run(a: argparse.Namespace) -> list[dict[str, Any]]:
             records.append(record)
             out.write(json.dumps(record) + "\n")
             out.flush()
-            d, s = record["detinfer"], record["sglang"]
+            parts = []
+            if d := record.get("detinfer"):
+                parts.append(f"detinfer {d['verdict']} ({d['seconds']:.0f} s)")
+            if s := record.get("sglang"):
+                parts.append(
+                    f"SGLang unique single {s['single']['unique_outputs']} "
+                    f"prefix {s['prefix']['unique_outputs']} ({s['seconds']:.0f} s)"
+                )
             print(
-                f"  {record['mode']:13} seed {record['seed']}: detinfer {d['verdict']} "
-                f"({d['seconds']:.0f} s), SGLang unique single {s['single']['unique_outputs']} "
-                f"prefix {s['prefix']['unique_outputs']} ({s['seconds']:.0f} s); "
+                f"  {record['mode']:13} seed {record['seed']}: {', '.join(parts)}; "
                 f"{len(records)}/{len(tasks)} after {time.monotonic() - started:.0f} s",
                 flush=True,
             )
@@ -144,7 +154,7 @@ def table(records: list[dict[str, Any]]) -> str:
         ("detinfer", "detinfer validate (defaults)"),
         ("sglang", "SGLang single + prefix"),
     ):
-        runs = {m: [r[method] for r in records if r["mode"] == m] for m in MODES}
+        runs = {m: [r[method] for r in records if r["mode"] == m and method in r] for m in MODES}
         every = runs["default"] + runs["deterministic"]
         if not every:
             continue
@@ -157,7 +167,10 @@ def table(records: list[dict[str, Any]]) -> str:
             f"| {statistics.median(r['seconds'] for r in every):.1f} |"
         )
     for part in ("single", "prefix"):
-        runs = {m: [r["sglang"][part] for r in records if r["mode"] == m] for m in MODES}
+        runs = {
+            m: [r["sglang"][part] for r in records if r["mode"] == m and "sglang" in r]
+            for m in MODES
+        }
         every = runs["default"] + runs["deterministic"]
         if every:
             lines.append(
@@ -183,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", type=int, default=20, help="weight seeds per mode (default 20)")
     p.add_argument("--modes", default=",".join(MODES), help="default,deterministic")
     p.add_argument("--first-seed", type=int, default=FIRST_SEED, help="weight seeds from here")
+    p.add_argument("--methods", default=",".join(METHODS), help="detinfer,sglang")
     p.add_argument("--sglang-trials", type=int, default=50)
     p.add_argument("--jobs", type=int, default=1, help="engines at once")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per engine")
@@ -202,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     a.modes = [m for m in a.modes.split(",") if m]
     if unknown := set(a.modes) - set(MODES):
         p.error(f"--modes: unknown {sorted(unknown)}; use {','.join(MODES)}")
+    a.methods = [m for m in a.methods.split(",") if m]
+    if not a.methods or set(a.methods) - set(METHODS):
+        p.error(f"--methods: {','.join(a.methods)!r}; use detinfer, sglang or both")
     print(
         f"{a.engines} engines per mode {a.modes}, {a.jobs} at once, {a.threads} threads each, "
-        f"engine args {a.engine_arg or 'none'}; SGLang procedure {a.sglang_trials} trials; "
+        f"engine args {a.engine_arg or 'none'}; methods {a.methods}, SGLang procedure "
+        f"{a.sglang_trials} trials; "
         f"records to {a.out}; cpus here {os.cpu_count()}",
         flush=True,
     )

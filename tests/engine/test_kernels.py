@@ -16,6 +16,7 @@ from detinfer.engine.kernels import (  # noqa: E402
 )
 from detinfer.engine.model import KVCache, Step, Transformer  # noqa: E402
 from detinfer.engine.sampling import SamplingParams, choose, gumbel_noise  # noqa: E402
+from detinfer.validator.prompts import LONG_TEXT  # noqa: E402
 
 # The invariance tests run on every device here: the CPU always, a GPU where there is one (the
 # GPU tier: `python -m pytest tests/engine/test_kernels.py` on a machine with CUDA).
@@ -145,3 +146,72 @@ def test_attention_in_memory_bounded_chunks_gives_the_same_bits(device):
     chunked = _invariant(device, max_elements=4096).attention(q, k, v, mask)
     assert torch.equal(chunked, whole)
     assert len(list(query_chunks(mask, 2 * 4 * 200, max_elements=4096 * 8))) > 1
+
+
+@pytest.fixture
+def two_threads():
+    """torch's CPU kernels split a tensor's elements over threads at a point that depends on its
+    size; with one thread (the tests' default, tests/engines.py) that split never happens."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_exp_and_division_give_the_same_bits_in_a_vectorized_loop_remainder():
+    """The deterministic kernels rest on this (silu, the softmaxes): an element that falls in the
+    scalar remainder of torch's vectorized loop (the last few elements of a size that is not a
+    multiple of the vector width, or of a thread's share) gets the bits of the vector body."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(70_000, generator=g) * 4
+    whole_exp, whole_quotient = torch.exp(x), x / (1 + x.abs())
+    for start in range(0, 64_000, 997):
+        part = x[start : start + 63]  # two vector bodies of 16 and 31 in the remainder
+        assert torch.equal(torch.exp(part), whole_exp[start : start + 63]), start
+        assert torch.equal(part / (1 + part.abs()), whole_quotient[start : start + 63]), start
+
+
+@on_every_device
+def test_invariant_silu_gives_an_element_the_same_bits_at_any_size(device, two_threads):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(3071, 352, generator=g) * 4).to(device)
+    k = _invariant(device)
+    whole = k.silu(x)
+    # Sizes whose remainders and thread splits fall elsewhere (3071 rows split over two threads
+    # at row 1535.5), and one element alone.
+    for rows in (1, 2, 5, 1024, 1536, 2048):
+        assert torch.equal(k.silu(x[:rows]), whole[:rows]), rows
+    assert torch.equal(k.silu(x[1535, 170:180].clone()), whole[1535, 170:180])
+    assert torch.allclose(whole, torch.nn.functional.silu(x), rtol=1e-6, atol=1e-7)
+
+
+def _prefix_prompts_logprobs(model, lengths: list[int], steps: int) -> list[list[torch.Tensor]]:
+    """Each prompt's logprobs of its next token over a prefill and `steps` greedy decode steps
+    of the batch (SGLang's prefix mode: prompts cut from one long text at these lengths)."""
+    config = model.config
+    caches = [KVCache.empty(config, n + steps, torch.float32, "cpu") for n in lengths]
+    prompts = [list(LONG_TEXT[:n].encode()) for n in lengths]
+    logits = model.forward([Step(p, c) for p, c in zip(prompts, caches, strict=True)])
+    out: list[list[torch.Tensor]] = [[] for _ in lengths]
+    for _ in range(steps + 1):
+        rows = model.kernels.log_softmax(torch.cat([lg[-1:] for lg in logits]))
+        for seq, row in zip(out, rows, strict=True):
+            seq.append(row)
+        tokens = [int(lg[-1].argmax()) for lg in logits]
+        logits = model.forward([Step([t], c) for t, c in zip(tokens, caches, strict=True)])
+    return out
+
+
+def test_the_2048_character_prompt_alone_and_in_sglangs_prefix_batch_give_the_same_bits(
+    two_threads,
+):
+    """issue 14: SGLang's prefix mode saw two outputs for this prompt, alone and in the batch
+    [2048, 511, 1, 511], on two threads. The cause was torch's silu (the MLP's rows of the whole
+    batch in one tensor, split over threads at its middle): one element of the prompt's hidden
+    state had other bits in the batch. Also the reverse order (the prompt's rows elsewhere)."""
+    model = Transformer(MODELS["tiny"], 0, _invariant("cpu"))
+    alone = _prefix_prompts_logprobs(model, [2048], 3)[0]
+    for batch, index in (([2048, 511, 1, 511], 0), ([511, 1, 511, 2048], 3)):
+        together = _prefix_prompts_logprobs(model, batch, 3)[index]
+        for step, (a, b) in enumerate(zip(alone, together, strict=True)):
+            assert torch.equal(a, b), (batch, step, (a - b).abs().max().item())

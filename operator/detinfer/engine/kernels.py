@@ -17,7 +17,9 @@ BatchInvariant gives each reduction one fixed order, whatever the batch:
 - all other sums are pairwise trees of elementwise additions (`tree_sum`), which IEEE arithmetic
   makes exact functions of their inputs. Zeros padded after the last element fold away without
   changing a bit, so the sum over a sequence's keys is the same whether the batch pads it to 40
-  keys or 4000, and whether its prefix came from the cache or was just computed.
+  keys or 4000, and whether its prefix came from the cache or was just computed;
+- elementwise functions use only operations whose bits do not depend on where an element falls
+  in torch's vectorized loops (`silu`).
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class Kernels:
 
     def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Over the last dimension, in float32."""
+        raise NotImplementedError
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """x * sigmoid(x), elementwise."""
         raise NotImplementedError
 
 
@@ -184,6 +190,9 @@ class BatchVariant(Kernels):
         m = logits.amax(-1, keepdim=True)
         lse = torch.log(self._split_sum(torch.exp(logits - m), logits.shape[0]))
         return logits - m - lse[:, None]
+
+    def silu(self, x):
+        return F.silu(x)
 
 
 class BatchInvariant(Kernels):
@@ -287,6 +296,18 @@ class BatchInvariant(Kernels):
         m = logits.amax(-1, keepdim=True)
         lse = torch.log(tree_sum(torch.exp(logits - m)))
         return logits - m - lse[:, None]
+
+    def silu(self, x):
+        """On the CPU as x / (1 + exp(-x)): torch's CPU silu (and sigmoid) gives an element other
+        bits in the scalar remainder of its vectorized loop than in the vector body (4% of
+        elements, measured here), and where remainders fall depends on the tensor's size and on
+        how its elements are split over threads, that is on the whole batch (issue 14). exp and
+        division give the same bits on both paths (tests/engine/test_kernels.py checks it). On
+        a GPU every element runs the same code, so torch's own silu is invariant there."""
+        if x.device.type != "cpu":
+            return F.silu(x)
+        xf = x.float()
+        return (xf / (1 + torch.exp(-xf))).to(x.dtype)
 
 
 def kernels_for(deterministic: bool, device: str) -> Kernels:

@@ -8,7 +8,6 @@ import itertools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from detinfer.engine.config import ModelConfig
 from detinfer.engine.kernels import Kernels, attention_mask
@@ -169,7 +168,7 @@ class Transformer:
                 attn[g.rows] = kern.attention(qb, kb, vb, g.mask)[g.row_seq, :, g.row_off]
             x = x + kern.linear(attn.reshape(-1, c.hidden), layer["wo"])
             y = kern.rms_norm(x, layer["mlp_norm"], c.norm_eps)
-            gated = F.silu(kern.linear(y, layer["w_gate"])) * kern.linear(y, layer["w_up"])
+            gated = kern.silu(kern.linear(y, layer["w_gate"])) * kern.linear(y, layer["w_up"])
             x = x + kern.linear(gated, layer["w_down"])
 
         for s, s0, n in zip(steps, starts, counts, strict=True):
