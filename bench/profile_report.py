@@ -82,12 +82,33 @@ def summarize(body: dict[str, Any], top: int = 25) -> str:
     lines.append(
         "CPU seconds by thread group: " + ", ".join(f"{g} {s:.1f}" for g, s in cpu.most_common())
     )
+    lines.append(f"\n{call_sites(body)}")
     for g, n in samples.most_common():
         share = ", ".join(f"{k} {c / n:.0%}" for k, c in kinds[g].most_common())
         lines.append(f"\n{g}: {n} samples ({share})")
         for f, c in inclusive[g].most_common(top):
             lines.append(f"  {c / n:6.1%}  {f}")
     return "\n".join(lines)
+
+
+def call_sites(body: dict[str, Any], top: int = 12) -> str:
+    """The pool's time inside a reconciliation (controller/sync.py:sync), by the innermost
+    detinfer frame and whether that frame waits on the network: which API call the time is
+    spent in, or whether it waits for another thread's pass of the same resource (the lock)."""
+    sites: Counter[str] = Counter()
+    for thread, stack, n in body["stacks"]:
+        ours = [f for f in stack if "/detinfer/" in f.rsplit(":", 2)[0]]
+        if not thread.startswith("ThreadPool") or not any(":sync:" in f for f in ours):
+            continue
+        line = ours[-1].rsplit(":", 2)[2]
+        where = "network" if kind(stack[-1]) == "network" else "running or blocked"
+        sites[f"{short(ours[-1])}:{line} ({where})"] += n
+    total = sum(sites.values()) or 1
+    seconds = total * body["interval"]
+    out = [f"pool threads inside sync: {seconds:.0f} thread-seconds, by innermost detinfer frame:"]
+    for site, n in sites.most_common(top):
+        out.append(f"  {n / total:6.1%} {n * body['interval']:7.1f} s  {site}")
+    return "\n".join(out)
 
 
 def main() -> int:

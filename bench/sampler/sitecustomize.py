@@ -53,6 +53,8 @@ class Sampler(threading.Thread):
         self.counts: Counter[tuple[str, tuple[str, ...]]] = Counter()
         self.lateness: list[float] = []
         self.lock = threading.Lock()
+        # Threads that ended are gone from /proc: keep the last figure seen of each.
+        self.cpu: dict[str, float] = {}
         self.started = time.monotonic()
 
     def run(self) -> None:
@@ -73,11 +75,12 @@ class Sampler(threading.Thread):
 
     def flush(self) -> None:
         with self.lock:
+            self.cpu.update(_thread_cpu())
             body = {
                 "interval": INTERVAL,
                 "seconds": time.monotonic() - self.started,
                 "lateness": self.lateness[-200000:],
-                "thread_cpu": _thread_cpu(),
+                "thread_cpu": self.cpu,
                 "stacks": [[t, list(s), n] for (t, s), n in self.counts.items()],
             }
         tmp = self.out.with_suffix(".tmp")
