@@ -14,7 +14,8 @@ and, from the same run and the same API server, side by side:
 - the kube-controller-manager's reaction: from a Deployment's ADDED watch event to its
   ReplicaSet's ADDED watch event;
 - from the audit log, where create -> Deployment goes: from the resource's create to the
-  operator's first request about it (the queue), and from there to its Deployment apply.
+  operator's first request about it (the queue), and from there to its first patch of the
+  Deployment (for a new resource: the create and the managed-fields relabel that follows it).
 
 Prints a table with the targets of issue #13 beside the measurements. `--profile` also samples
 the operator's stacks (bench/sampler; `python -m bench.profile_report FILE` reads them).
@@ -362,7 +363,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"  {r['size']}: create -> operator's first request about it p50 {r['queue_p50']:.2f} s"
-            f" / p99 {r['queue_p99']:.2f} s; first request -> Deployment applied p50 "
+            f" / p99 {r['queue_p99']:.2f} s; first request -> first Deployment patch done p50 "
             f"{r['first_to_deployment_p50']:.2f} s / p99 {r['first_to_deployment_p99']:.2f} s; "
             f"operator's requests at the API server p50 {r['operator_api_p50'] * 1000:.0f} ms / "
             f"p99 {r['operator_api_p99'] * 1000:.0f} ms ({r['operator_api_count']})"
