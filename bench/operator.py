@@ -39,11 +39,10 @@ from typing import Any
 
 from kubernetes import watch
 
-from tests.support import factories as f
-from tests.support.cluster import WRITE_VERBS, Cluster, Operator, wait_for
-
 from bench import audit
 from bench.audit import percentile
+from tests.support import factories as f
+from tests.support.cluster import WRITE_VERBS, Cluster, Operator, wait_for
 
 IDLE_SECONDS = 60
 SAMPLER = Path(__file__).resolve().parent / "sampler"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from bench import audit
 from bench.operator import targets
 
