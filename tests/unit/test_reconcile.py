@@ -331,6 +331,27 @@ def test_a_passing_summary_makes_pods_and_resource_ready():
     assert writes(world.step()) == 0
 
 
+def test_gates_not_yet_in_the_index_start_no_second_job():
+    """The watch may deliver the status that records a run before the pods' new readiness
+    gates: the pods of that run are not new pods to validate (seen at 1000 resources)."""
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    world.finish_job(0, f.summary())
+    p = world.plan()
+    assert set(p.pod_conditions) == {"qwen-a", "qwen-b"}
+    world.body["status"] = p.status.to_wire()  # only the status write has been seen
+    lagging = world.plan()
+    assert lagging.create_job is None
+    assert world.gate("qwen-a") is None  # the gates really were not there
+    for pod, condition in p.pod_conditions.items():  # then the watch delivers them
+        world.pods[pod]["status"]["conditions"].append(condition)
+    assert world.settle().create_job is None
+    assert world.condition(T.READY)["status"] == "True"
+    assert len(world.jobs) == 1
+
+
 def test_a_failing_summary_degrades_and_keeps_pods_unready():
     world = World(f.dis())
     world.settle()

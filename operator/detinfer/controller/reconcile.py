@@ -449,11 +449,19 @@ def _due_pods(
         last = parse_time(validation.last_run_time)
         if last is not None and now - last >= timedelta(seconds=interval):
             return list(ready)  # periodic revalidation: everyone, to catch drift
+    # The pods of the last run on this revision had their gates written with it; the watch
+    # can show the status that records the run before it shows those gates.
+    just_run = (
+        set(validation.pods)
+        if validation is not None and validation.revision == revision
+        else set()
+    )
     due = []
     for pod in ready:
         gate = pod.validated
         if gate is None:
-            due.append(pod)
+            if pod.name not in just_run:
+                due.append(pod)
         elif gate.get("status") != "True" and gate.get("reason") == R.COULD_NOT_VALIDATE:
             since = parse_time(gate.get("lastTransitionTime"))
             if since is None or now - since >= timedelta(seconds=config.retry_after_seconds):
