@@ -40,6 +40,11 @@ reconcile_duration = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+queue_depth = Gauge(
+    "detinfer_reconcile_queue_depth",
+    "Resources waiting for a pass (a steady high value: the operator does not keep up)",
+    registry=REGISTRY,
+)
 api_writes_total = Counter(
     "detinfer_api_writes_total", "Writes to the Kubernetes API by kind", ["kind"], registry=REGISTRY
 )

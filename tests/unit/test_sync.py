@@ -3,6 +3,7 @@ metrics follow."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import http.server
 import json
@@ -29,7 +30,7 @@ from detinfer.controller.observed import (
 )
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import _freshest, sync
+from detinfer.controller.sync import RetryLater, _freshest, sync, sync_key
 from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
@@ -51,8 +52,11 @@ class FakeCluster:
         self.calls.append(("get", name))
         return copy.deepcopy(self.body)
 
-    def apply(self, obj, owner_uid, seen=True):
+    def apply(self, obj, owner_uid, seen=True, created=False):
         self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        self.created_applies = getattr(self, "created_applies", [])
+        if created:
+            self.created_applies.append((obj["kind"], obj["metadata"]["name"]))
         if not seen and (obj["kind"], obj["metadata"]["name"]) in self.foreign:
             raise InTheWay(obj["kind"], obj["metadata"]["name"], "uid-foreign", None)
 
@@ -131,11 +135,12 @@ def test_a_conflict_is_retried_from_a_fresh_read_and_announced_once():
     assert [e["reason"] for e in events] == ["InvalidSpec"]
 
 
-def test_persistent_conflicts_post_nothing_and_ask_kopf_to_retry():
+def test_persistent_conflicts_post_nothing_and_ask_to_be_retried():
     body = f.dis(engine={"image": "x:latest"})
     state, events = _state(FakeCluster(conflicts=99, body=body))
-    with pytest.raises(kopf.TemporaryError):
+    with pytest.raises(RetryLater) as raised:
         sync(state, ("ml", "qwen"), body, _indexes())
+    assert raised.value.delay == 1
     assert events == []
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'detinfer_reconcile_total{result="conflict"}' in text
@@ -233,15 +238,29 @@ def test_freshest_prefers_our_newer_write_of_the_same_generation():
     assert _freshest(indexed, opaque) is indexed
 
 
+def _drain(state):
+    """Run what the workers would: a pass for each queued key, until none waits."""
+    while len(state.queue):
+        key = state.queue.get()
+        try:
+            sync_key(state, key)
+        finally:
+            state.queue.done(key)
+
+
 def test_child_events_reach_their_owner_only():
     cluster = FakeCluster()
     state, _ = _state(cluster)
     indexes = _indexes()
     indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
     memo = kopf.Memo(state=state)
-    handlers.child_changed(body=f.engine_pod("qwen-a", "r", instance="other"), memo=memo, **indexes)
+    other = f.engine_pod("qwen-a", "r", instance="other")
+    asyncio.run(handlers.child_changed(body=other, memo=memo, **indexes))
+    _drain(state)
     assert cluster.calls == []
-    handlers.child_changed(body=f.engine_pod("qwen-a", "r"), memo=memo, **indexes)
+    asyncio.run(handlers.child_changed(body=f.engine_pod("qwen-a", "r"), memo=memo, **indexes))
+    assert len(state.queue) == 1  # the handler only queues
+    _drain(state)
     assert cluster.calls[-1][0] == "status"
 
 
@@ -271,14 +290,18 @@ def test_applied_children_stand_in_until_the_index_catches_up():
 def test_deleted_resource_is_forgotten():
     state, _ = _state(FakeCluster())
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
-    handlers.dis_changed(
-        type="DELETED",
-        namespace="ml",
-        name="qwen",
-        body=f.dis(),
-        memo=kopf.Memo(state=state),
-        **_indexes(),
+    # kopf drops a deleted object from its indexes before the handler runs.
+    asyncio.run(
+        handlers.dis_changed(
+            type="DELETED",
+            namespace="ml",
+            name="qwen",
+            body=f.dis(),
+            memo=kopf.Memo(state=state),
+            **_indexes(),
+        )
     )
+    _drain(state)
     assert state.applied == {} and ("ml", "qwen") not in state.written
 
 
@@ -290,6 +313,8 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
     indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()], ("ml", "other"): [{"bad": 1}]}
     state.indexes = indexes
     Periodic(state).tick()
+    assert len(state.queue) == 2 and state.cluster.calls == []  # the pass only queues
+    _drain(state)  # the bad body is logged and retried later; the good one is reconciled
     assert ("status", "100") in state.cluster.calls
 
 
@@ -408,3 +433,35 @@ def test_an_event_is_posted_as_detinfer_and_a_refusal_does_not_fail_the_pass():
     )
     assert len(body["note"].encode()) <= 1024 and body["note"].startswith("éé")
     assert body["metadata"]["name"].startswith("qwen.")
+
+
+def test_children_still_recorded_as_created_are_taken_over_on_their_first_apply():
+    state, _ = _state(FakeCluster(body=f.dis()))
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    assert state.cluster.created_applies == []  # the create itself costs no takeover
+    applied = {k[1:]: v[0] for k, v in state.applied.items()}
+    # The index shows them as created (an "Update" entry of ours); the spec changes.
+    indexed = [ChildView(k, n, h, OWNED, created=True) for (k, n), h in applied.items()]
+    indexes = _indexes()
+    indexes["deployments_by_owner"] = {("ml", "qwen"): [v for v in indexed if v.kind != "Service"]}
+    indexes["services_by_owner"] = {("ml", "qwen"): [v for v in indexed if v.kind == "Service"]}
+    changed = f.dis()
+    changed["metadata"]["generation"] = 2
+    changed["spec"]["resources"]["memory"] = "32Gi"
+    sync(state, ("ml", "qwen"), changed, indexes)
+    assert ("Deployment", "qwen") in state.cluster.created_applies
+    # Applied since: the stand-in is no longer "created", the next apply takes nothing over.
+    (deployment,) = [v for v in state.children("ml", indexed) if v.kind == "Deployment"]
+    assert deployment.created is False
+
+
+def test_resource_bodies_are_kept_without_managed_fields():
+    body = f.dis()
+    body["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply"}]
+    kept = asyncio.run(handlers.resources_by_key(namespace="ml", name="qwen", body=body))
+    assert "managedFields" not in kept[("ml", "qwen")]["metadata"]
+    assert body["metadata"]["managedFields"]  # the caller's copy is untouched
+    cluster = FakeCluster(body=body)
+    state, _ = _state(cluster)
+    sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    assert "managedFields" not in state.written[("ml", "qwen")]["metadata"]

@@ -75,21 +75,24 @@ class Cluster:
             c.GROUP, c.VERSION, namespace, c.PLURAL, name
         )
 
-    def apply(self, obj: Mapping[str, Any], owner_uid: str, seen: bool = True) -> None:
+    def apply(
+        self, obj: Mapping[str, Any], owner_uid: str, seen: bool = True, created: bool = False
+    ) -> None:
         """Server-side apply with field manager `detinfer`, taking over conflicting fields.
 
         A child the index has not shown as ours (`seen` False) is created instead: the index
         sees only objects with our labels, so an object of that name may exist unseen. One that
         exists and is not controlled by `owner_uid` raises InTheWay and is not touched.
+        A child whose fields are still recorded as its create's (`created`) is taken over as
+        applied first, so that this apply removes the fields it no longer sets. That costs a
+        read and a patch, on the first change after the create only, not on the create's path.
         """
         kind = obj["kind"]
         name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
         api = self._child_api(kind)
         if not seen:
             try:
-                created = api["create"](
-                    namespace, obj, field_manager=c.FIELD_MANAGER, _preload_content=False
-                )
+                api["create"](namespace, obj, field_manager=c.FIELD_MANAGER, _preload_content=False)
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -99,9 +102,11 @@ class Cluster:
                     raise InTheWay(
                         kind, name, (existing.get("metadata") or {}).get("uid", ""), controller
                     ) from None
+                created = True  # ours, made before: maybe still as created (rare: read again)
             else:
-                self._own_as_applied(api, json.loads(created.data))
                 return
+        if created:
+            self._own_as_applied(api, name, namespace)
         api["patch"](
             name,
             namespace,
@@ -125,17 +130,17 @@ class Cluster:
             "patch": self.core.patch_namespaced_service,
         }
 
-    def _own_as_applied(self, api: Mapping[str, Any], created: Mapping[str, Any]) -> None:
+    def _own_as_applied(self, api: Mapping[str, Any], name: str, namespace: str) -> None:
         """Turn the create's field ownership into an apply's, as if the object had been applied.
 
         A create records its fields under an "Update" entry; later applies would then never
         remove a field that the spec no longer asks for. The entry is relabelled "Apply" (what
-        client-go's csaupgrade does). The patch tests the entry it changes, because the
-        controllers write the new object at once (their own entries may come first).
+        client-go's csaupgrade does). The patch tests the entry it changes, because other
+        controllers may write the object meanwhile (their entries may come first).
         """
-        name, namespace = created["metadata"]["name"], created["metadata"]["namespace"]
-        entries = created["metadata"].get("managedFields") or []
         for _ in range(UPGRADE_ATTEMPTS):
+            fresh = json.loads(api["read"](name, namespace, _preload_content=False).data)
+            entries = fresh["metadata"].get("managedFields") or []
             index = next(
                 (
                     i
@@ -164,8 +169,6 @@ class Cluster:
             except ApiException as exc:
                 if exc.status not in (409, 422):  # 422: a test failed, the list moved
                     raise
-            fresh = json.loads(api["read"](name, namespace, _preload_content=False).data)
-            entries = fresh["metadata"].get("managedFields") or []
         log.warning("%s/%s: could not take over the fields of its creation", namespace, name)
 
     def create_job(self, job: Mapping[str, Any], created: Mapping[str, str]) -> tuple[str, bool]:
@@ -249,9 +252,16 @@ class Cluster:
             raise
 
     def post_event(
-        self, regarding: Mapping[str, str], type_: str, reason: str, note: str, action: str
+        self,
+        regarding: Mapping[str, str],
+        type_: str,
+        reason: str,
+        note: str,
+        action: str,
+        at: datetime | None = None,
     ) -> None:
-        """Post an events.k8s.io/v1 Event from detinfer about `regarding`.
+        """Post an events.k8s.io/v1 Event from detinfer about `regarding`, that happened `at`
+        (now by default).
 
         Events are helpful but auxiliary: one that cannot be posted is logged, and the pass
         goes on (its status write has already happened)."""
@@ -263,7 +273,7 @@ class Cluster:
                 "name": f"{regarding['name']}.{uuid.uuid4().hex[:16]}",
                 "namespace": regarding["namespace"],
             },
-            "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "eventTime": (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": c.REPORTING_CONTROLLER,
             "reportingInstance": self.instance,
             "action": action,

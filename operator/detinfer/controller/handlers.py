@@ -1,8 +1,11 @@
 """The kopf registrations: start-up, the indexes (the controller's only reads), and the triggers.
 
-Every trigger leads to the same level-based `sync` of one resource (controller/sync.py): a watch
-event of the resource (created, updated, found at start-up), one of its pods, Jobs, Services,
-ReplicaSets or its Deployment changing, or the periodic pass (controller/periodic.py).
+Every trigger only queues its resource (controller/workqueue.py) and returns; the workers run the
+same level-based `sync` of one resource (controller/sync.py) for a watch event of the resource
+(created, updated, found at start-up, deleted), one of its pods, Jobs, Services, ReplicaSets or
+its Deployment changing, or the periodic pass (controller/periodic.py). Index functions and
+triggers are coroutines: kopf runs them on its event loop, never in its thread pool, so an index
+is up to date as soon as its event arrives, whatever the workers are doing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from detinfer import metrics
 from detinfer.api import constants as c
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster
+from detinfer.controller.events import EventPoster
 from detinfer.controller.observed import (
     ChildView,
     JobView,
@@ -27,10 +31,15 @@ from detinfer.controller.observed import (
 )
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import sync
+from detinfer.controller.sync import INDEXES, lean, sync_key
+from detinfer.controller.workqueue import Workers
 
 DIS = (c.GROUP, c.VERSION, c.PLURAL)
 OURS = {c.LABEL_PART_OF: c.PART_OF}
+# Passes block on API calls, not the CPU: enough threads to keep the API server busy, few
+# enough not to swamp it (32 made its p99 twice as slow for everyone, docs/benchmarks.md).
+WORKERS = 16
+EVENT_THREADS = 2
 
 
 @kopf.on.startup()
@@ -38,54 +47,61 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.INFO
     # detinfer posts its own Events (Cluster.post_event); any Event kopf posts names detinfer too.
     settings.posting.reporting_component = c.REPORTING_CONTROLLER
-    # Handlers block on API calls, not the CPU: enough threads to keep the API server busy.
-    settings.execution.max_workers = 16
     if "state" not in memo:
-        memo["state"] = State(Cluster.connect(), OperatorConfig.from_env())
-    memo["periodic"] = Periodic(memo["state"])
+        cluster = Cluster.connect()
+        memo["events"] = EventPoster(cluster.post_event, EVENT_THREADS)
+        memo["state"] = State(cluster, OperatorConfig.from_env(), memo["events"])
+    state: State = memo["state"]
+    metrics.queue_depth.set_function(lambda: len(state.queue))
+    memo["workers"] = Workers(state.queue, lambda key: sync_key(state, key), WORKERS, "detinfer")
+    memo["workers"].start()
+    memo["periodic"] = Periodic(state)
     memo["periodic"].start()
 
 
 @kopf.on.cleanup()
-def stop_periodic(memo: kopf.Memo, **_: Any) -> None:
+def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["periodic"].stopping.set()
+    memo["workers"].stop()
+    if "events" in memo:
+        memo["events"].stop()
 
 
 # ---- indexes: the controller's only reads ----
 
 
 @kopf.index(*DIS)
-def resources_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict:
+async def resources_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict:
     # The resource is namespaced: kopf's type allows None for cluster-scoped ones only.
     return {(namespace or "", name): _plain(body)}
 
 
 @kopf.index("v1", "pods", labels=OURS)
-def pods_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+async def pods_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key(body)
     return {key: PodView.from_body(body)} if key else None
 
 
 @kopf.index("batch", "v1", "jobs", labels=OURS)
-def jobs_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+async def jobs_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key(body)
     return {key: JobView.from_body(body)} if key else None
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
-def deployments_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+async def deployments_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key(body)
     return {key: ChildView.from_body(body)} if key else None
 
 
 @kopf.index("v1", "services", labels=OURS)
-def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+async def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     key = owner_key(body)
     return {key: ChildView.from_body(body)} if key else None
 
 
 @kopf.index("apps", "v1", "replicasets", labels=OURS)
-def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
+async def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
     """The link from an engine pod to our Deployment (their labels come from its template)."""
     key = owner_key(body)
     return {key: ReplicaSetView.from_body(body)} if key else None
@@ -95,28 +111,19 @@ def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
 
 
 @kopf.on.event(*DIS)
-def dis_changed(
-    type: str | None,
-    namespace: str | None,
-    name: str,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **kwargs: Any,
+async def dis_changed(
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """Created, updated, or found at start-up (type None): reconcile. Deleted: forget it.
+    """Created, updated, found at start-up (type None) or deleted: queue a pass (a deleted one
+    is forgotten by it).
 
     One watch-event handler instead of kopf's on.create/on.update/on.resume: reconciliation is
     level-based and needs no diff, and kopf's change detection would write its bookkeeping
     annotation on every change, a write (and a conflict with our status write) per event.
+    A resource that no pass has written a status for yet goes to the queue's front lane.
     """
-    state: State = memo["state"]
-    namespace = namespace or ""  # namespaced: never None in fact
-    if type == "DELETED":
-        # No finalizer: the children go with their owner references; only our memory remains.
-        metrics.forget(namespace, name)
-        state.forget(namespace, name)
-        return
-    sync(state, (namespace, name), _plain(body), kwargs)
+    state = _state(memo, kwargs)
+    state.queue.add((namespace or "", name), front=not body.get("status"))
 
 
 @kopf.on.event("v1", "pods", labels=OURS)
@@ -124,17 +131,24 @@ def dis_changed(
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 @kopf.on.event("apps", "v1", "replicasets", labels=OURS)
 @kopf.on.event("v1", "services", labels=OURS)
-def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     key = owner_key(body)
     if key is None:
         return  # not ours
-    owners = kwargs["resources_by_key"].get(key)
-    if not owners:
+    if not kwargs["resources_by_key"].get(key):
         return  # its resource is gone (garbage collection follows)
-    for owner in owners:
-        sync(memo["state"], key, owner, kwargs)
+    _state(memo, kwargs).queue.add(key)
+
+
+def _state(memo: kopf.Memo, kwargs: Mapping[str, Any]) -> State:
+    """The shared state, holding kopf's indexes (live views) from the first trigger on."""
+    state: State = memo["state"]
+    if state.indexes is None:
+        state.indexes = {name: kwargs[name] for name in INDEXES}
+    return state
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    # A private copy: kopf's bodies are views over data it may replace.
-    return copy.deepcopy({k: body[k] for k in body})
+    """A private copy (kopf's bodies are views over data it may replace), without the
+    managedFields, which nothing reads from the resource and which weigh more than its spec."""
+    return lean(copy.deepcopy({k: body[k] for k in body}))

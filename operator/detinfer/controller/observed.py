@@ -235,6 +235,9 @@ class ChildView:
     applied_hash: str | None
     controller: Controller | None = None
     uid: str = ""
+    # Our fields are still recorded as a create's ("Update"), not an apply's: the first apply
+    # must take them over first (Cluster.apply).
+    created: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildView:
@@ -245,6 +248,11 @@ class ChildView:
             applied_hash=applied_hash(body),
             controller=Controller.of(body),
             uid=meta.get("uid", ""),
+            created=any(
+                (e.get("manager"), e.get("operation"), e.get("subresource"))
+                == (c.FIELD_MANAGER, "Update", None)
+                for e in meta.get("managedFields") or []
+            ),
         )
 
 

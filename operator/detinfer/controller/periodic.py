@@ -1,5 +1,5 @@
-"""The periodic pass: every 30 s, one sync of every known resource (revalidation, retries, and
-the catch-up after a pass that failed). A no-op (no API call) for a resource with nothing due.
+"""The periodic pass: every 30 s, every known resource is queued for a pass (revalidation, and
+the catch-up after a missed event). A no-op (no API call) for a resource with nothing due.
 
 Not a kopf timer: kopf puts a finalizer on every object that has a timer, so a resource could not
 be deleted while the operator is not running.
@@ -7,15 +7,9 @@ be deleted while the operator is not running.
 
 from __future__ import annotations
 
-import logging
 import threading
 
-import kopf
-
 from detinfer.controller.state import State
-from detinfer.controller.sync import sync
-
-log = logging.getLogger(__name__)
 
 TIMER_INTERVAL_SECONDS = 30
 
@@ -34,11 +28,5 @@ class Periodic(threading.Thread):
         indexes = self.state.indexes
         if indexes is None:
             return  # no handler has run yet: nothing is known
-        for key, bodies in list(indexes["resources_by_key"].items()):
-            for body in list(bodies):
-                try:
-                    sync(self.state, key, body, indexes)
-                except kopf.TemporaryError as exc:
-                    log.info("%s/%s: %s (next pass in %ss)", *key, exc, TIMER_INTERVAL_SECONDS)
-                except Exception:
-                    log.exception("%s/%s: reconciliation failed", *key)
+        for key in list(indexes["resources_by_key"].keys()):
+            self.state.queue.add(key)

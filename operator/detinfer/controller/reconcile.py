@@ -77,6 +77,8 @@ class Plan:
     # (kind, name) -> applied hash of the children as observed (controlled by this resource)
     # when planning; a child to apply that is not here is created, not applied.
     observed_hashes: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # (kind, name) of the observed children whose fields are still a create's, not an apply's.
+    created_children: set[tuple[str, str]] = field(default_factory=set)
     # Job name -> UID, for each Job in delete_jobs: deleted only if it still is that Job.
     delete_job_uids: dict[str, str] = field(default_factory=dict)
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
@@ -220,6 +222,9 @@ def plan(
         if is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
     }
     out.observed_hashes = applied_hashes
+    out.created_children = {
+        (ch.kind, ch.name) for ch in children if ch.created and (ch.kind, ch.name) in applied_hashes
+    }
     for child in wanted:
         child_key = (child["kind"], child["metadata"]["name"])
         if child_key in foreign:

@@ -8,10 +8,9 @@ status are the truth, this only saves writes and repeated Events while the watch
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +19,7 @@ from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster, InTheWay
 from detinfer.controller.observed import ChildView, Controller, JobView
 from detinfer.controller.trust import Memory, in_the_way
+from detinfer.controller.workqueue import WorkQueue
 
 # A Job this process created is remembered at most this long if the index never shows it.
 CREATED_JOB_MEMORY_SECONDS = 600
@@ -28,10 +28,19 @@ CREATED_JOB_MEMORY_SECONDS = 600
 class State:
     """What the handlers share, kept in kopf's memo."""
 
-    def __init__(self, cluster: Cluster, config: OperatorConfig):
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: OperatorConfig,
+        post_event: Callable[[Mapping[str, str], str, str, str, str], None] | None = None,
+    ):
         self.cluster = cluster
         self.config = config
-        self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # The resources waiting for a pass (namespace, name); the workers take them from here.
+        self.queue: WorkQueue[tuple[str, str]] = WorkQueue()
+        # How Events are posted: the cluster's call itself, or (in the operator) a poster that
+        # hands them to a thread of their own (controller/events.py).
+        self.post_event = post_event or cluster.post_event
         # The body our last status write returned, per resource: fresher than the index until
         # the watch delivers it, so a quick second sync does not act on stale status.
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
@@ -63,15 +72,17 @@ class State:
             if applied is None or child.applied_hash == applied:
                 self.applied.pop(key, None)
                 out.append(child)
-            elif child.applied_hash == before:
-                out.append(replace(child, applied_hash=applied))
+            elif child.applied_hash == before:  # applied since: taken over then
+                out.append(replace(child, applied_hash=applied, created=False))
             else:  # changed by someone else since: trust the index
                 self.applied.pop(key, None)
                 out.append(child)
         for (ns, kind, name), (applied, before, owner) in list(self.applied.items()):
             if ns == namespace and (ns, kind, name) not in seen and before is None:
                 # Created or applied by this process as the owner's child: it is ours.
-                out.append(ChildView(kind, name, applied, Controller(c.KIND, "", owner)))
+                out.append(
+                    ChildView(kind, name, applied, Controller(c.KIND, "", owner), created=True)
+                )
         return out
 
     def memory(

@@ -8,6 +8,9 @@ when a create finds someone else's object in the way, it remembers that and plan
 
 Status is written through the API rather than kopf's `patch.status`, because pod and Job events
 must update the status of the resource that owns them, not their own.
+
+`sync_key` is what the workers (controller/workqueue.py) run for a key the queue hands them: one
+worker at a time per key, so two passes of one resource never overlap.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
 from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
@@ -44,61 +46,94 @@ CONFLICT_ATTEMPTS = 3
 IN_THE_WAY_ATTEMPTS = 4
 # Event.after -> the action an Event reports (events.k8s.io/v1 requires one).
 ACTIONS = {"status": "UpdateStatus", "job-created": "CreateJob", "job-deleted": "DeleteJob"}
+# A pass that failed for a reason no later event is sure to fix is tried again after this long.
+RETRY_AFTER_ERROR_SECONDS = 10.0
+
+
+class RetryLater(Exception):
+    """The pass could not finish; the queue brings the key back after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float):
+        super().__init__(message)
+        self.delay = delay
+
+
+def sync_key(state: State, key: tuple[str, str]) -> float | None:
+    """One pass for the resource `key` as the index shows it now: the delay after which it must
+    run again, or None. A resource the index no longer holds is forgotten."""
+    indexes = state.indexes
+    bodies = list(indexes["resources_by_key"].get(key, [])) if indexes else []
+    if not bodies:
+        # Deleted (no finalizer: the children go with their owner references): only our
+        # memory remains.
+        metrics.forget(*key)
+        state.forget(*key)
+        return None
+    assert indexes is not None
+    try:
+        for body in bodies:  # one: names are unique in a namespace
+            sync(state, key, body, indexes)
+    except RetryLater as exc:
+        log.info("%s/%s: %s (again in %ss)", *key, exc, exc.delay)
+        return exc.delay
+    except Exception:
+        log.exception("%s/%s: reconciliation failed", *key)
+        return RETRY_AFTER_ERROR_SECONDS
+    return None
 
 
 def sync(
     state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
 ) -> Plan:
-    """Reconcile one resource from the indexes."""
+    """Reconcile one resource from the indexes. The caller makes sure that no other pass of the
+    same resource runs meanwhile (the work queue does)."""
     started = time.perf_counter()
     result = "error"
-    state.indexes = state.indexes or {name: indexes[name] for name in INDEXES}
-    with state.locks[key]:
-        try:
-            resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
-            conflicts = 0
-            deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
-            for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
-                observed = gather(state, key, indexes)
-                recorded = resource.status.validation_job
-                the_plan = plan(
-                    resource,
-                    observed,
-                    state.config,
-                    datetime.now(UTC),
-                    state.memory(key, recorded.uid if recorded else None, observed.jobs),
-                )
-                try:
-                    _execute(state, key, resource, the_plan, deleted)
-                    break
-                except InTheWay as exc:
-                    log.warning("%s/%s: %s", *key, exc)
-                    state.found_in_the_way(key, exc)
-                except Conflict:
-                    conflicts += 1
-                    if conflicts == CONFLICT_ATTEMPTS:
-                        raise
-                    # Someone else (often kopf's own bookkeeping) wrote the object since the
-                    # index saw it: plan again from a fresh read.
-                    metrics.reconcile_total.labels("conflict").inc()
-                    resource = ResourceView.from_body(state.cluster.get_dis(*key))
-            else:
-                raise kopf.TemporaryError("objects in the way of every attempt", delay=10)
-            result = "invalid" if the_plan.invalid else "success"
-            return the_plan
-        except Conflict as exc:
-            result = "conflict"
-            raise kopf.TemporaryError(str(exc), delay=1) from None
-        except ApiException as exc:
-            if exc.status == 404:
-                result = "gone"
-                return Plan()  # deleted meanwhile: garbage collection takes the children
-            raise kopf.TemporaryError(
-                f"Kubernetes API: {exc.status} {exc.reason}", delay=10
-            ) from None
-        finally:
-            metrics.reconcile_total.labels(result).inc()
-            metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
+    try:
+        resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
+        conflicts = 0
+        deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
+        for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
+            observed = gather(state, key, indexes)
+            recorded = resource.status.validation_job
+            the_plan = plan(
+                resource,
+                observed,
+                state.config,
+                datetime.now(UTC),
+                state.memory(key, recorded.uid if recorded else None, observed.jobs),
+            )
+            try:
+                _execute(state, key, resource, the_plan, deleted)
+                break
+            except InTheWay as exc:
+                log.warning("%s/%s: %s", *key, exc)
+                state.found_in_the_way(key, exc)
+            except Conflict:
+                conflicts += 1
+                if conflicts == CONFLICT_ATTEMPTS:
+                    raise
+                # Someone else (often kopf's own bookkeeping) wrote the object since the
+                # index saw it: plan again from a fresh read.
+                metrics.reconcile_total.labels("conflict").inc()
+                resource = ResourceView.from_body(state.cluster.get_dis(*key))
+        else:
+            raise RetryLater("objects in the way of every attempt", RETRY_AFTER_ERROR_SECONDS)
+        result = "invalid" if the_plan.invalid else "success"
+        return the_plan
+    except Conflict as exc:
+        result = "conflict"
+        raise RetryLater(str(exc), 1) from None
+    except ApiException as exc:
+        if exc.status == 404:
+            result = "gone"
+            return Plan()  # deleted meanwhile: garbage collection takes the children
+        raise RetryLater(
+            f"Kubernetes API: {exc.status} {exc.reason}", RETRY_AFTER_ERROR_SECONDS
+        ) from None
+    finally:
+        metrics.reconcile_total.labels(result).inc()
+        metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
 
 
 def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Observed:
@@ -130,13 +165,18 @@ def _execute(
     def post(after: str) -> None:
         for event in p.events:
             if event.after == after:
-                cluster.post_event(
+                state.post_event(
                     resource.reference, event.type, event.reason, event.message, ACTIONS[after]
                 )
 
     for obj in p.apply:
         child = (namespace, obj["kind"], obj["metadata"]["name"])
-        cluster.apply(obj, resource.uid, seen=child[1:] in p.observed_hashes)
+        cluster.apply(
+            obj,
+            resource.uid,
+            seen=child[1:] in p.observed_hashes,
+            created=child[1:] in p.created_children,
+        )
         metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
         state.applied[child] = (
             applied_hash(obj) or "",
@@ -169,8 +209,10 @@ def _execute(
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()
     if status is not None:
-        state.written[key] = cluster.patch_status(
-            namespace, name, status.to_wire(), resource.status_keys, resource.resource_version
+        state.written[key] = lean(
+            cluster.patch_status(
+                namespace, name, status.to_wire(), resource.status_keys, resource.resource_version
+            )
         )
         metrics.api_writes_total.labels("status").inc()
     # Transitions are announced only once the status that records them is written: a pass
@@ -179,6 +221,14 @@ def _execute(
     state.reported[key] = frozenset(p.ignored)
     if status is not None or resource.status_keys:
         metrics.observe(namespace, name, status or resource.status, p.consumed)
+
+
+def lean(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` without its managedFields (kept in memory for every resource, read by nothing)."""
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return body
 
 
 def _freshest(indexed: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
