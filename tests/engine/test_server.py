@@ -124,6 +124,10 @@ def test_seeded_sampling_repeats_exactly_in_deterministic_mode(deterministic):
         deterministic.url, text=PROMPT, sampling_params={**sampling, "temperature": 0}
     )
     assert tuple(other["output_ids"]) not in ids and tuple(greedy["output_ids"]) not in ids
+    negative = generate(
+        deterministic.url, text=PROMPT, sampling_params={**sampling, "sampling_seed": -(2**63)}
+    )
+    assert tuple(negative["output_ids"]) not in ids  # SGLang's int64 range, its low end included
 
 
 BAD_REQUESTS = [
@@ -140,6 +144,13 @@ BAD_REQUESTS = [
     ("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": "8"}}, "not an integer"),
     ("/generate", {"text": "hi", "sampling_params": {"temperature": -1}}, "temperature: -1"),
     ("/generate", {"text": "hi", "sampling_params": {"top_p": 0}}, "top_p: 0"),
+    # SGLang's range of sampling_seed is that of an int64.
+    (
+        "/generate",
+        {"text": "hi", "sampling_params": {"sampling_seed": 2**63}},
+        "sampling_params.sampling_seed: 9223372036854775808 is out of range [-9223372036854775808,",
+    ),
+    ("/v1/completions", {"prompt": "hi", "seed": "7"}, "seed: '7' is not an integer"),
     ("/generate", {"text": "hi", "sampling_params": {"stop": "x"}}, "sampling_params.stop"),
     ("/generate", {"text": "hi", "sampling_params": "greedy"}, "sampling_params: 'greedy'"),
     ("/generate", {"text": "hi", "return_logprob": "yes"}, "return_logprob: 'yes'"),

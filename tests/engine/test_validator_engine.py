@@ -59,6 +59,7 @@ def test_deterministic_engines_pass_every_suite_with_one_output(tmp_path):
         "Prefix",
         "RadixCache",
         "Concurrent",
+        "Sampling",
         "CrossReplica",
     }
     assert all(s["uniqueOutputs"] == 1 and s["passed"] for s in ran), ran
@@ -84,6 +85,31 @@ def test_a_default_mode_engine_fails_and_the_divergence_is_named(tmp_path):
     assert not single["passed"] and single["uniqueOutputs"] > 1
     # "batch of N, copy i vs batch of M, copy j ...: <what> of output token K ..."
     assert "batch of" in single["firstDivergence"] and "output token" in report["reason"]
+
+
+def test_seeded_sampling_passes_in_deterministic_mode_and_fails_in_default_mode(tmp_path):
+    with EngineProcess(deterministic=True, seed=42) as engine:
+        code, report, output = validate(
+            tmp_path, "--endpoint", engine.url, "--suites", "Sampling", *QUICK
+        )
+    assert code == 0, output
+    sampling = suite(report, "Sampling")
+    assert sampling["outcome"] == "Passed" and sampling["uniqueOutputs"] == 1
+    # 7 seeded batches (1 to 9), 2 unseeded (1 and 9), 2 alone, 4 at once: 16 tokens each.
+    assert sampling["samples"] == 50
+    assert sampling["tokensCompared"] == 50 * 16 == sampling["logprobsCompared"]
+    # The engine samples a request without a seed with 42, as SGLang's deterministic mode does.
+    assert any("gave the same output as with sampling_seed 42" in n for n in sampling["notes"])
+
+    with EngineProcess(deterministic=False, seed=42) as engine:
+        code, report, output = validate(
+            tmp_path, "--endpoint", engine.url, "--suites", "Sampling", *QUICK
+        )
+    assert code == 1, output
+    sampling = suite(report, "Sampling")
+    assert sampling["outcome"] == "Failed" and sampling["uniqueOutputs"] > 1
+    # Default mode ignores the seed: two copies in one batch already differ.
+    assert sampling["firstDivergence"].startswith("sampling_seed 42, batch of 2, copy 1 vs ")
 
 
 def test_cross_replica_fails_when_one_replica_has_other_weights(tmp_path):

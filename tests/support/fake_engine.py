@@ -24,7 +24,11 @@ VARIANCES = (
     "concurrent",  # another request in flight: the last bit of token 0's logprob flips
     "radix",  # a cached prefix: prompt and output logprobs flip their last bit
     "mixed",  # prompts of different lengths in one batch: logprob of token 0 flips
+    "sampled-batch",  # temperature > 0 in a batch of more than 8: logprob of token 0 flips
+    "unseeded",  # temperature > 0 without a seed: each sample is new (SGLang's default mode)
 )
+DEFAULT_SAMPLING_SEED = 42
+"""What a request without a seed samples with (as SGLang in deterministic mode)."""
 FAULTS = (
     "http500",
     "garbage",
@@ -83,6 +87,9 @@ class FakeEngine:
         self.flushes = 0
         self.batch_sizes: list[int] = []
         """Prompts per POST /generate, in order (1 for a single prompt)."""
+        self.sampling_params: list[dict[str, Any]] = []
+        """The sampling parameters of each POST /generate, in order."""
+        self.unseeded_samples = 0
         self.server: ThreadingHTTPServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -125,8 +132,20 @@ class FakeEngine:
         batch: list[tuple[int, ...]],
         concurrent: bool,
         cached: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
     ) -> tuple[list[int], list[float], str]:
-        key = self._hash(prompt)
+        # Greedy outputs are a function of the prompt; sampled ones of the seed and the
+        # parameters too.
+        sampled = temperature > 0
+        if sampled and seed is None and self.variance == "unseeded":
+            with self.lock:
+                self.unseeded_samples += 1
+                seed = -self.unseeded_samples
+        elif seed is None:
+            seed = DEFAULT_SAMPLING_SEED
+        key = self._hash(prompt, temperature, top_p, seed) if sampled else self._hash(prompt)
         tokens = [3 + self._hash(key, i) % 250 for i in range(max_new_tokens)]
         logprobs = [
             -(1 + self._hash(key, "lp", i) % 100_000) / 12_345.678 for i in range(max_new_tokens)
@@ -139,6 +158,7 @@ class FakeEngine:
             or (self.variance == "concurrent" and concurrent)
             or (self.variance == "radix" and cached > 0)
             or (self.variance == "mixed" and len({len(p) for p in batch}) > 1)
+            or (self.variance == "sampled-batch" and sampled and len(batch) > 8)
         )
         if flip and logprobs:
             logprobs[0] = math.nextafter(logprobs[0], -math.inf)
@@ -292,6 +312,12 @@ class _Handler(BaseHTTPRequestHandler):
             prompts = [tuple(p) for p in ([body["input_ids"]] if single else body["input_ids"])]
         with e.lock:
             e.batch_sizes.append(len(prompts))
+            e.sampling_params.append(dict(params))
+        sampling = {
+            "temperature": float(params.get("temperature", 1.0)),
+            "top_p": float(params.get("top_p", 1.0)),
+            "seed": params.get("sampling_seed"),
+        }
         start = body.get("logprob_start_len")
         want_logprobs = body.get("return_logprob") and e.logprobs
         outputs = []
@@ -300,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
             with e.lock:
                 cached = e.cached_prefix(prompt, limit)
             tokens, logprobs, finish = e.complete(
-                prompt, max_new, batch=prompts, concurrent=concurrent, cached=cached
+                prompt, max_new, batch=prompts, concurrent=concurrent, cached=cached, **sampling
             )
             if faulty and e.fault == "extra-tokens":
                 tokens, logprobs = [*tokens, 7], [*logprobs, -1.0]
@@ -356,9 +382,14 @@ class _Handler(BaseHTTPRequestHandler):
         max_new = int(body.get("max_tokens", 16))
         choices = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        sampling = {
+            "temperature": float(body.get("temperature", 1.0)),
+            "top_p": float(body.get("top_p", 1.0)),
+            "seed": body.get("seed"),
+        }
         for i, prompt in enumerate(prompts):
             tokens, logprobs, finish = e.complete(
-                prompt, max_new, batch=prompts, concurrent=concurrent, cached=0
+                prompt, max_new, batch=prompts, concurrent=concurrent, cached=0, **sampling
             )
             if faulty:
                 tokens, logprobs, finish = _starve(e.fault, tokens, logprobs, finish)

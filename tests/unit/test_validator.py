@@ -96,9 +96,9 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     with FakeEngine() as a, FakeEngine() as b:
         run = validate_cli(endpoints=[("pod-a", a), ("pod-b", b)], trials=None)
         assert run.rc == 0, run.out
-        # The default plan is what is really sent: 13 Single batches up to 33, 114 requests.
-        assert a.generated_tokens == b.generated_tokens == 18_240
-        assert a.generate_requests == 114 and a.flushes == 16 + 16
+        # The default plan is what is really sent: 13 Single batches up to 33, 146 requests.
+        assert a.generated_tokens == b.generated_tokens == 23_552
+        assert a.generate_requests == 146 and a.flushes == 16 + 16
     assert run.summary.verdict == Verdict.DETERMINISTIC
     assert [s.name for s in run.summary.suites] == list(Suite)
     assert all(s.unique_outputs == 1 and s.passed for s in run.summary.suites)
@@ -106,10 +106,10 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     assert run.suite("CrossReplica").samples > 0
     assert re.match(FINGERPRINT_PATTERN, run.summary.fingerprint)
     assert run.summary.failed_endpoints == []
-    assert run.summary.tokens_used == run.report["tokensUsed"] > 2 * 18_240
+    assert run.summary.tokens_used == run.report["tokensUsed"] > 2 * 23_552
     assert run.summary.latency_p50_milliseconds > 0 and run.summary.tokens_per_second > 0
     assert len(run.summary_text.encode()) < 4096
-    assert run.last_line.startswith("deterministic: 6 suites")
+    assert run.last_line.startswith("deterministic: 7 suites")
     assert run.report["schemaVersion"] == 1 and run.report["kind"] == "ValidationReport"
     assert run.report["comparedOn"] == "tokenIds+logprobs"
     endpoint = run.report["endpoints"][0]
@@ -190,6 +190,62 @@ def test_variance_with_the_company_of_other_lengths_is_found_by_mixed_and_prefix
             "Prefix": "prefix batch 2 (2 prompts), slot 1 vs prefix batch 1 (alone) (the long "
             "text's first 1 characters): logprob of output token 0",
         }[suite]
+    )
+
+
+def test_the_sampling_suite_sends_seeded_and_unseeded_top_p_samples(validate_cli):
+    with FakeEngine() as engine:
+        run = validate_cli("--suites", "Sampling", endpoints=[("pod-a", engine)])
+        sent = engine.sampling_params[1:]  # after the fingerprint's batch
+    assert run.rc == 0, run.out
+    sampling = run.suite("Sampling")
+    assert sampling.outcome == SuiteOutcome.PASSED and sampling.unique_outputs == 1
+    # Trials 4 (largest batch 9): seeded batches 1, 2, 3, 4, 7, 8, 9; unseeded 1 and 9; the two
+    # fillers of the concurrent requests alone; 4 requests at once.
+    assert sampling.samples == 34 + 10 + 2 + 4
+    assert sampling.tokens_compared == sampling.samples * 64 == sampling.logprobs_compared
+    assert all(p["temperature"] == 0.8 and p["top_p"] == 0.9 for p in sent)
+    seeded = [p for p in sent if "sampling_seed" in p]
+    assert {p["sampling_seed"] for p in seeded} == {42}
+    assert len(seeded) == 7 + 1 + 2 and len(sent) - len(seeded) == 2 + 1 + 2
+    report = next(s for s in run.report["suites"] if s["name"] == "Sampling")
+    assert any(
+        "without a seed gave the same output as with sampling_seed 42" in n for n in report["notes"]
+    )
+
+
+def test_sampling_without_a_seed_that_is_not_fixed_fails_the_sampling_suite_only(validate_cli):
+    with FakeEngine(variance="unseeded") as engine:
+        run = validate_cli("--suites", "Single,Sampling", endpoints=[("pod-a", engine)])
+    assert run.rc == 1, run.out
+    assert run.suite("Single").passed
+    sampling = run.suite("Sampling")
+    assert not sampling.passed and sampling.unique_outputs > 1
+    assert sampling.first_divergence.startswith(
+        "no seed, batch of 9, copy 1 vs no seed, batch of 1, copy 1 (the probe prompt): "
+    )
+
+
+def test_the_openai_protocol_sends_seed_and_top_p_and_leaves_the_seed_out(validate_cli):
+    # The seeded samples agree, so "seed" was sent; the unseeded ones differ, so it was not.
+    with FakeEngine(variance="unseeded") as engine:
+        run = validate_cli(
+            "--protocol", "openai", "--suites", "Sampling", endpoints=[("p", engine)]
+        )
+    assert run.rc == 1, run.out
+    assert run.suite("Sampling").first_divergence.startswith(
+        "no seed, batch of 9, copy 1 vs no seed, batch of 1, copy 1 (the probe prompt): "
+    )
+
+
+def test_a_sampler_that_sees_the_batch_fails_the_sampling_suite_only(validate_cli):
+    with FakeEngine(variance="sampled-batch") as engine:
+        run = validate_cli("--suites", "Single,Sampling", endpoints=[("pod-a", engine)])
+    assert run.rc == 1, run.out
+    assert run.suite("Single").passed
+    assert run.suite("Sampling").first_divergence.startswith(
+        "sampling_seed 42, batch of 9, copy 1 vs sampling_seed 42, batch of 1, copy 1 (the "
+        "probe prompt): logprob of output token 0"
     )
 
 
@@ -694,7 +750,7 @@ def test_the_async_api_returns_a_report_for_the_bench():
 def test_plan_prints_the_budget_without_any_endpoint(capsys):
     assert main(["validate", "--plan"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^total\s+114\s+317\s+18240\s", out, re.M)
+    assert re.search(r"^total\s+146\s+400\s+23552\s", out, re.M)
 
 
 def test_a_terminal_gets_a_table(tmp_path):

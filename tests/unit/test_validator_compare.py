@@ -24,8 +24,12 @@ from detinfer.validator.schedule import (
     mixed_batches,
     prefix_batches,
     radix_prompt,
+    sampling_alone_requests,
+    sampling_batches,
+    sampling_concurrent_requests,
     single_batches,
     suite_plans,
+    unseeded_batches,
 )
 from detinfer.validator.verdict import decide
 
@@ -53,7 +57,29 @@ def test_single_batches_follow_the_trials_unless_a_bound_is_given():
     assert single_batches(config(trials=4, max_batch_size=17))[-1] == 17
 
 
-def test_default_plan_costs_under_15_percent_of_sglangs_single_procedure():
+def test_sampling_batches_cross_the_small_boundaries_and_one_past_16():
+    assert sampling_batches(config()) == [1, 2, 3, 4, 7, 8, 9, 17]
+    assert sampling_batches(config(trials=5)) == [1, 2, 3, 4, 7, 8, 9, 11]  # bound 11
+    assert sampling_batches(config(trials=4)) == [1, 2, 3, 4, 7, 8, 9]  # bound 9
+    assert sampling_batches(config(trials=2)) == [1, 2, 3, 4]  # bound 5
+    assert unseeded_batches(config()) == [1, 9]
+    assert unseeded_batches(config(trials=2)) == [1, 5]
+    assert unseeded_batches(config(trials=16, max_batch_size=1)) == [1]
+
+
+def test_sampling_mixes_seeded_and_unseeded_concurrent_requests():
+    requests = sampling_concurrent_requests(8)
+    assert [p for p, _ in requests] == concurrent_prompts(8)
+    assert [seeded for _, seeded in requests] == [True, True, False, False] * 2
+    alone = sampling_alone_requests(16)
+    # Every filler that is sent at once is also sent alone, with and without the seed; the
+    # probe's references are the batches of 1.
+    assert set(alone) == {(f, seeded) for f in FILLERS for seeded in (True, False)}
+    assert len(alone) == len(set(alone)) == 6
+    assert set(alone) == {r for r in sampling_concurrent_requests(16) if r[0] != PROBE_PROMPT}
+
+
+def test_default_plan_costs_under_20_percent_of_sglangs_single_procedure():
     steps = {s.name: s for s in suite_plans(config())}
     tokens = {name: s.generated_tokens for name, s in steps.items()}
     assert tokens == {
@@ -63,13 +89,15 @@ def test_default_plan_costs_under_15_percent_of_sglangs_single_procedure():
         "Prefix": 36 * 64,
         "RadixCache": 16 * (64 + 2 * 4),
         "Concurrent": (4 + 16) * 64,
+        # Seeded batches 1..9 and 17, unseeded 1 and 9, 6 requests alone, 16 at once.
+        "Sampling": (51 + 10 + 6 + 16) * 64,
         "CrossReplica": 0,
     }
     total = sum(tokens.values())
-    assert total == 18_240
+    assert total == 23_552
     # SGLang's single mode at its defaults generates 100 tokens for 1 + 2 + ... + 50 sequences.
-    assert total < 0.15 * 100 * sum(range(1, 51))
-    assert sum(s.requests for s in steps.values()) == 114
+    assert total < 0.20 * 100 * sum(range(1, 51))
+    assert sum(s.requests for s in steps.values()) == 146
 
 
 def test_plan_of_the_openai_protocol_skips_radix_cache():

@@ -52,6 +52,7 @@ class Suite(StrEnum):
     PREFIX = "Prefix"
     RADIX_CACHE = "RadixCache"
     CONCURRENT = "Concurrent"
+    SAMPLING = "Sampling"
     CROSS_REPLICA = "CrossReplica"
 
 
@@ -108,7 +109,11 @@ class EngineSpec(StrictKubeModel):
     """GPUs one model instance is split over (SGLang --tp-size)."""
 
     sampling_seed: Annotated[int, Field(ge=0, le=2147483647)] = validation_defaults.SAMPLING_SEED
-    """Seed of the server (--random-seed) and of every validation request (sampling_seed)."""
+    """Two things, and only these: the server's --random-seed (SGLang seeds torch's generators with
+    it; in default mode those draw the samples) and the sampling_seed that every validation request
+    sends. It is not a default for clients: in deterministic mode SGLang samples a request that
+    sends no sampling_seed (OpenAI: seed) with 42, whatever this value is. Clients that want the
+    validated behaviour send their own seed (docs/clients.md)."""
 
     cuda_graph: Toggle = Toggle.ENABLED
     """CUDA graphs; they make deterministic mode about 2.8x faster (LMSYS, H100)."""
@@ -200,7 +205,7 @@ class ResourcesSpec(StrictKubeModel):
 class ValidationSpec(StrictKubeModel):
     """How the pods are proven deterministic before they take traffic."""
 
-    suites: Annotated[list[Suite], Field(max_length=6)] = list(Suite)
+    suites: Annotated[list[Suite], Field(max_length=len(Suite))] = list(Suite)
     """Suites to run; the fingerprint is always computed."""
 
     trials: Annotated[int, Field(ge=1, le=128)] = validation_defaults.TRIALS

@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--random-seed", type=int, default=d.random_seed, help="seeds the weights")
+    p.add_argument(
+        "--random-seed",
+        type=int,
+        default=d.random_seed,
+        help="seeds the weights, and the sampler in default mode",
+    )
     p.add_argument(
         "--enable-deterministic-inference",
         action="store_true",

@@ -170,7 +170,10 @@ def sampling_params(
             raw["max_new_tokens"], f"{where}.max_new_tokens", 0, config.context_length
         )
     if raw.get("sampling_seed") is not None:
-        values["sampling_seed"] = _int(raw["sampling_seed"], f"{where}.sampling_seed", 0, 2**63 - 1)
+        # SGLang's range (SamplingParams.verify in python/sglang/srt/sampling/sampling_params.py).
+        values["sampling_seed"] = _int(
+            raw["sampling_seed"], f"{where}.sampling_seed", -(2**63), 2**63 - 1
+        )
     if "top_p" in raw:
         values["top_p"] = _float(raw["top_p"], f"{where}.top_p", 0.0, 1.0, open_low=True)
     if "top_k" in raw:

@@ -1,11 +1,14 @@
-"""Choosing the next token: greedy, or seeded sampling that is as reproducible as greedy.
+"""Choosing the next token: greedy, or sampling with Gumbel noise, seeded or not.
 
 Sampling at temperature > 0 adds Gumbel noise and takes the argmax (the Gumbel-max trick draws
-from the softmax). The noise of token t at position p is a hash of (seed, p, t), not the state of
-a random generator, so it is the same whatever else the engine runs, in whatever order: seeded
-sampling repeats exactly when the logits do (SGLang's deterministic mode does the same with
-`sampling_seed`). Each sequence is sampled on its own row, so no reduction here depends on the
-batch.
+from the softmax). In deterministic mode the noise of token t at position p is a hash of
+(seed, p, t), not the state of a random generator, so it is the same whatever else the engine
+runs, in whatever order: seeded sampling repeats exactly when the logits do, as SGLang's
+deterministic mode does with `sampling_seed` (`multinomial_with_seed` in
+python/sglang/srt/layers/sampler.py). In default mode SGLang ignores `sampling_seed` and draws
+from torch's generator, whose state every sample advances, so a sample depends on all that ran
+before it; `choose` does the same when given a generator instead of a seed. Each sequence is
+sampled on its own row, so no reduction here depends on the batch.
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ def choose(
     logits: torch.Tensor,
     params: SamplingParams,
     position: int,
-    seed: int,
+    seed: int | torch.Generator,
     counts: dict[int, int],
 ) -> int:
-    """The next token from one sequence's float32 logits [V]."""
+    """The next token from one sequence's float32 logits [V]; `seed` keys the noise by
+    (seed, position, token), a generator draws it from the generator's state instead."""
     if params.frequency_penalty or params.presence_penalty:
         logits = logits.clone()
         for token, count in counts.items():
@@ -68,9 +72,18 @@ def choose(
     if params.top_p < 1.0:
         ordered, order = torch.sort(scaled, descending=True)
         probs = torch.softmax(ordered, -1)
-        # Keep the smallest set whose mass reaches top_p (the first token always stays).
-        drop = (torch.cumsum(probs, -1) - probs) >= params.top_p
+        # Keep the tokens whose mass before them is at most top_p (the first always stays), as
+        # SGLang's top_k_top_p_min_p_sampling_from_probs_torch does.
+        drop = (torch.cumsum(probs, -1) - probs) > params.top_p
         scaled = scaled.clone()
         scaled[order[drop]] = float("-inf")
-    noise = gumbel_noise(seed, position, scaled.shape[0], scaled.device)
+    if isinstance(seed, torch.Generator):
+        noise = _generator_gumbel_noise(seed, scaled.shape[0], scaled.device)
+    else:
+        noise = gumbel_noise(seed, position, scaled.shape[0], scaled.device)
     return int(torch.argmax(scaled + noise))
+
+
+def _generator_gumbel_noise(generator: torch.Generator, vocab: int, device) -> torch.Tensor:
+    u = torch.rand(vocab, generator=generator, dtype=torch.float64).clamp_(min=2.0**-53)
+    return (-torch.log(-torch.log(u))).float().to(device)

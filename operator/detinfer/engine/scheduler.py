@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -28,7 +27,9 @@ from detinfer.engine.sampling import SamplingParams, choose
 from detinfer.engine.tokenizer import EOS
 
 log = logging.getLogger("detinfer.engine")
-DETERMINISTIC_DEFAULT_SEED = 42  # SGLang's default sampling_seed in deterministic mode
+DETERMINISTIC_DEFAULT_SEED = 42
+"""What SGLang samples with in deterministic mode when a request sends no sampling_seed
+(SamplingBatchInfo.from_schedule_batch in python/sglang/srt/sampling/sampling_batch_info.py)."""
 _ids = itertools.count(1)
 
 
@@ -55,7 +56,8 @@ class Request:
     params: SamplingParams
     emit: Callable[[Event], None]
     seed: int | None = None
-    """The sampling seed; None: the engine's default (42 in deterministic mode, else random)."""
+    """The request's sampling_seed. In deterministic mode None becomes 42 at submission; in
+    default mode the seed is not used at all (SGLang passes none to its sampler then)."""
     return_logprob: bool = False
     logprob_start_len: int = -1
     rid: str = field(default_factory=lambda: f"req-{next(_ids)}")
@@ -139,6 +141,9 @@ class Engine:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.generated_tokens = 0
+        # Default mode samples from one generator that every sample advances, in batch order,
+        # like torch's global generator in SGLang (seeded by --random-seed at start).
+        self._generator = torch.Generator().manual_seed(args.random_seed)
 
     # -- called from the server's thread ----------------------------------------------------
 
@@ -161,9 +166,10 @@ class Engine:
                     f"{len(self._waiting)} requests are waiting and --max-queued-requests is "
                     f"{self.args.max_queued_requests}"
                 )
-            for r in requests:
-                if r.seed is None:
-                    r.seed = self.default_seed()
+            if self.args.enable_deterministic_inference:
+                for r in requests:
+                    if r.seed is None:
+                        r.seed = DETERMINISTIC_DEFAULT_SEED
             self._waiting.extend(requests)
             self._cv.notify_all()
 
@@ -177,11 +183,6 @@ class Engine:
         with self._cv:
             if self.prefix_cache is not None:
                 self.prefix_cache.flush()
-
-    def default_seed(self) -> int:
-        if self.args.enable_deterministic_inference:
-            return DETERMINISTIC_DEFAULT_SEED
-        return int.from_bytes(os.urandom(4), "little")
 
     @property
     def queue_depth(self) -> tuple[int, int]:
@@ -256,10 +257,9 @@ class Engine:
                     self._running.remove(r)
                     self._finish(r, {"type": "length", "length": 0})
                     continue
-            # Prefill gave the request its cache, and admission its seed.
-            assert r.cache is not None and r.seed is not None
+            assert r.cache is not None, "prefill gives every request its cache"
             position = r.cache.length
-            token = choose(lg[-1], r.params, position, r.seed, r.counts)
+            token = choose(lg[-1], r.params, position, self._noise_source(r), r.counts)
             r.output.append(token)
             r.output_logprobs.append(float(lp[-1, token]))
             r.counts[token] = r.counts.get(token, 0) + 1
@@ -273,6 +273,12 @@ class Engine:
             elif len(r.output) >= r.params.max_new_tokens:
                 self._running.remove(r)
                 self._finish(r, {"type": "length", "length": r.params.max_new_tokens})
+
+    def _noise_source(self, r: Request) -> int | torch.Generator:
+        if self.args.enable_deterministic_inference:
+            assert r.seed is not None, "submission gives every request a seed"
+            return r.seed
+        return self._generator
 
     def _prefill_step(self, r: Request) -> Step:
         limit = len(r.prompt) - 1  # at least one token must run to give the next token's logits

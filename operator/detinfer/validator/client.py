@@ -36,11 +36,14 @@ class Sampling:
 
     max_new_tokens: int
     temperature: float
-    seed: int
+    seed: int | None
+    """None: the request sends no seed, and the server samples with its own default."""
+    top_p: float = 1.0
+    """Sent only when below 1 (1 is every server's default)."""
 
     @property
     def key(self) -> tuple:
-        return (self.max_new_tokens, self.temperature, self.seed)
+        return (self.max_new_tokens, self.temperature, self.seed, self.top_p)
 
 
 class EngineClient:
@@ -234,16 +237,16 @@ class SGLangClient(EngineClient):
             if isinstance(prompt, list)
             else (prompt if isinstance(prompt, str) else list(prompt))
         )
-        body: dict[str, Any] = {
-            field: value,
-            "sampling_params": {
-                "temperature": sampling.temperature,
-                "max_new_tokens": sampling.max_new_tokens,
-                "sampling_seed": sampling.seed,
-                "ignore_eos": True,
-            },
-            "return_logprob": True,
+        params: dict[str, Any] = {
+            "temperature": sampling.temperature,
+            "max_new_tokens": sampling.max_new_tokens,
+            "ignore_eos": True,
         }
+        if sampling.seed is not None:
+            params["sampling_seed"] = sampling.seed
+        if sampling.top_p < 1.0:
+            params["top_p"] = sampling.top_p
+        body: dict[str, Any] = {field: value, "sampling_params": params, "return_logprob": True}
         if logprob_start_len is not None:
             body["logprob_start_len"] = logprob_start_len
         return body
@@ -408,14 +411,18 @@ class OpenAIClient(EngineClient):
         return {"models": models, "model": self.model}
 
     def _body(self, prompt: str | list[str], sampling: Sampling) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": self.model or "default",
             "prompt": prompt,
             "max_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature,
-            "seed": sampling.seed,
             "logprobs": 1,
         }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.top_p < 1.0:
+            body["top_p"] = sampling.top_p
+        return body
 
     async def generate(
         self,

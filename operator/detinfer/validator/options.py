@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suites",
         default="all",
-        help="comma-separated: Single,Mixed,Prefix,RadixCache,Concurrent,CrossReplica, "
+        help="comma-separated: Single,Mixed,Prefix,RadixCache,Concurrent,Sampling,CrossReplica, "
         "or all, or none (the fingerprint is always computed); default %(default)s",
     )
     parser.add_argument(
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=validation_defaults.TRIALS,
         help="samples per suite: batches (Mixed, Prefix), trials (RadixCache), requests "
-        "(Concurrent); Single's batches go up to 2 * trials + 1; default %(default)s",
+        "(Concurrent, Sampling); Single's batches go up to 2 * trials + 1; default %(default)s",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -55,19 +55,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens per sample; default %(default)s",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, help="largest Single batch (default: 2 * trials + 1)"
+        "--max-batch-size",
+        type=int,
+        help="largest Single batch, and bound of Sampling's (default: 2 * trials + 1)",
     )
     parser.add_argument(
         "--sampling-seed",
         type=int,
         default=validation_defaults.SAMPLING_SEED,
-        help="sampling_params.sampling_seed (OpenAI: seed) of every request; default %(default)s",
+        help="sampling_params.sampling_seed (OpenAI: seed) of every request but Sampling's "
+        "unseeded ones; default %(default)s",
     )
     parser.add_argument(
         "--temperature",
         type=float,
         default=DEFAULT_TEMPERATURE,
-        help="of the suites (the fingerprint is always greedy); default %(default)s",
+        help="of the suites but Sampling, which samples at 0.8 with top_p 0.9 (the fingerprint is "
+        "always greedy); default %(default)s",
     )
     parser.add_argument(
         "--expected-fingerprint",

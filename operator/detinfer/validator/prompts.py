@@ -105,6 +105,14 @@ RADIX_PROMPT_LOGPROBS = 8
 """Prompt positions whose logprobs RadixCache compares (the last ones: a server recomputes the
 positions it returns logprobs for, so earlier ones would keep the cache from being used)."""
 
+SAMPLING_TEMPERATURE = 0.8
+SAMPLING_TOP_P = 0.9
+"""The Sampling suite's parameters: sampling as RL rollouts do it, through SGLang's top-p path
+(top_k_top_p_min_p_sampling_from_probs_torch in python/sglang/srt/layers/sampler.py)."""
+SGLANG_DEFAULT_SAMPLING_SEED = 42
+"""What SGLang samples with in deterministic mode when a request sends no sampling_seed
+(python/sglang/srt/sampling/sampling_batch_info.py)."""
+
 
 def prompt_name(prompt: str | tuple[int, ...]) -> str:
     """A short name for a prompt in a first-divergence message."""

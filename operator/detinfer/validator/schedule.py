@@ -18,7 +18,12 @@ from detinfer.validator.prompts import (
     RADIX_NEW_TOKENS,
     RADIX_PROMPT_TOKENS,
     RADIX_TOKEN_RANGE,
+    SAMPLING_TEMPERATURE,
+    SAMPLING_TOP_P,
 )
+
+SAMPLING_SMALL_BATCH_BOUND = 9
+SAMPLING_LARGE_BATCH = 17
 
 FINGERPRINT = "Fingerprint"
 """Name of the fingerprint step in the report (it is not a Suite: it always runs)."""
@@ -84,6 +89,38 @@ def prefix_batches(trials: int) -> list[tuple[Prompt, ...]]:
 def concurrent_prompts(trials: int) -> list[Prompt]:
     """`trials` separate requests: every other one the probe, the rest the fillers in turn."""
     return [PROBE_PROMPT if i % 2 == 0 else FILLERS[(i // 2) % len(FILLERS)] for i in range(trials)]
+
+
+def sampling_batches(config: ValidatorConfig) -> list[int]:
+    """Batch sizes of the Sampling suite's seeded probe: the Single schedule up to 9, then one
+    larger batch (17, or the largest Single batch if that is smaller).
+
+    The logits' batch variance is Single's to find at every boundary; here it is the sampler
+    that must not see the batch (its sort, cumulative sum and noise run per row), so the small
+    boundaries and one batch past 16 are enough.
+    """
+    bound = config.batch_size_bound
+    sizes = batch_size_schedule(min(bound, SAMPLING_SMALL_BATCH_BOUND))
+    if bound > SAMPLING_SMALL_BATCH_BOUND:
+        sizes.append(min(bound, SAMPLING_LARGE_BATCH))
+    return sizes
+
+
+def unseeded_batches(config: ValidatorConfig) -> list[int]:
+    """Batch sizes of the probe sent without a seed: alone, and in a batch past 8."""
+    return sorted({1, min(config.batch_size_bound, SAMPLING_SMALL_BATCH_BOUND)})
+
+
+def sampling_concurrent_requests(trials: int) -> list[tuple[Prompt, bool]]:
+    """`trials` separate requests, (prompt, seeded): Concurrent's prompts, two with the seed,
+    two without, in turn, so that seeded and unseeded requests share the server's batches."""
+    return [(p, i % 4 < 2) for i, p in enumerate(concurrent_prompts(trials))]
+
+
+def sampling_alone_requests(trials: int) -> list[tuple[Prompt, bool]]:
+    """The concurrent requests' other prompts, each sent alone first (the probe was, in the
+    batches of 1)."""
+    return [r for r in dict.fromkeys(sampling_concurrent_requests(trials)) if r[0] != PROBE_PROMPT]
 
 
 def radix_prompt(sampling_seed: int, trial: int) -> tuple[int, ...]:
@@ -178,6 +215,21 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                     alone + trials,
                     (alone + trials) * new,
                     f"{alone} prompts one at a time, then {trials} requests at once",
+                )
+            )
+        elif suite == Suite.SAMPLING:
+            sizes, unseeded = sampling_batches(config), unseeded_batches(config)
+            alone = len(sampling_alone_requests(trials))
+            n = sum(sizes) + sum(unseeded) + alone + trials
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    len(sizes) + len(unseeded) + alone + trials,
+                    n,
+                    n * new,
+                    f"temperature {SAMPLING_TEMPERATURE}, top_p {SAMPLING_TOP_P}: seeded batches "
+                    f"of {', '.join(map(str, sizes))}; without a seed "
+                    f"{' and '.join(map(str, unseeded))}; {alone} alone, {trials} at once",
                 )
             )
         elif suite == Suite.CROSS_REPLICA:

@@ -29,6 +29,9 @@ from detinfer.validator.prompts import (
     PROBE_PROMPT,
     RADIX_NEW_TOKENS,
     RADIX_PROMPT_LOGPROBS,
+    SAMPLING_TEMPERATURE,
+    SAMPLING_TOP_P,
+    SGLANG_DEFAULT_SAMPLING_SEED,
     prompt_name,
 )
 from detinfer.validator.schedule import (
@@ -37,7 +40,11 @@ from detinfer.validator.schedule import (
     mixed_batches,
     prefix_batches,
     radix_prompt,
+    sampling_alone_requests,
+    sampling_batches,
+    sampling_concurrent_requests,
     single_batches,
+    unseeded_batches,
 )
 
 FIRST_DIVERGENCE_LIMIT = 512
@@ -308,12 +315,67 @@ async def run_concurrent(run: EndpointRun, tally: Tally) -> None:
         )
 
 
+async def run_sampling(run: EndpointRun, tally: Tally) -> None:
+    """Seeded sampling at temperature > 0 with top_p, as RL rollouts use it: the probe with the
+    run's seed in batches of many sizes, then without a seed, then (with the other prompts)
+    alone and as concurrent requests. Every output of one (prompt, seed) must be the same to the
+    last bit; outputs without a seed must be the same as each other, which SGLang's
+    deterministic mode gives by sampling them with its fixed default seed."""
+    new, seed = run.config.max_new_tokens, run.config.sampling_seed
+    seeded = Sampling(new, SAMPLING_TEMPERATURE, seed, SAMPLING_TOP_P)
+    unseeded = Sampling(new, SAMPLING_TEMPERATURE, None, SAMPLING_TOP_P)
+
+    def sampling_of(with_seed: bool) -> Sampling:
+        return seeded if with_seed else unseeded
+
+    def how(with_seed: bool) -> str:
+        return f"sampling_seed {seed}" if with_seed else "no seed"
+
+    for with_seed, sizes in (
+        (True, sampling_batches(run.config)),
+        (False, unseeded_batches(run.config)),
+    ):
+        for size in sizes:
+            outputs = await run.batch([PROBE_PROMPT] * size, sampling_of(with_seed))
+            for k, output in enumerate(outputs):
+                label = f"{how(with_seed)}, batch of {size}, copy {k + 1}"
+                tally.add(PROBE_PROMPT, sampling_of(with_seed), output, label)
+    for prompt, with_seed in sampling_alone_requests(run.config.trials):
+        output = await run.client.generate_one(prompt, sampling_of(with_seed))
+        run.progress.advance(run.name)
+        tally.add(prompt, sampling_of(with_seed), output, f"{how(with_seed)}, a request alone")
+
+    requests = sampling_concurrent_requests(run.config.trials)
+
+    async def one(prompt: Prompt, with_seed: bool) -> Output:
+        output = await run.client.generate_one(prompt, sampling_of(with_seed))
+        run.progress.advance(run.name)
+        return output
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(p, s)) for p, s in requests]
+    for i, ((prompt, with_seed), task) in enumerate(zip(requests, tasks, strict=True)):
+        label = f"{how(with_seed)}, concurrent request {i + 1} of {len(requests)}"
+        tally.add(prompt, sampling_of(with_seed), task.result(), label)
+
+    if seed == SGLANG_DEFAULT_SAMPLING_SEED:
+        # Informative only: which seed a server uses by default is its own choice.
+        with_42 = run.ledger.references[(PROBE_PROMPT, seeded.key, ())].output
+        without = run.ledger.references[(PROBE_PROMPT, unseeded.key, ())].output
+        same = "the same output as" if with_42.key == without.key else "another output than"
+        tally.record.notes.append(
+            f"the probe without a seed gave {same} with sampling_seed 42 (SGLang's default in "
+            "deterministic mode)"
+        )
+
+
 SUITES: dict[Suite, Callable[[EndpointRun, Tally], Awaitable[None]]] = {
     Suite.SINGLE: run_single,
     Suite.MIXED: run_mixed,
     Suite.PREFIX: run_prefix,
     Suite.RADIX_CACHE: run_radix_cache,
     Suite.CONCURRENT: run_concurrent,
+    Suite.SAMPLING: run_sampling,
 }
 """The suites that run on one endpoint; CrossReplica compares endpoints afterwards."""
 
