@@ -23,7 +23,7 @@ from bench.sglang_procedure import ProcedureResult, run_sglang_procedure
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main
-from detinfer.validator import ValidatorConfig, client, run_validation, suites
+from detinfer.validator import ValidatorConfig, run_validation, suites
 from detinfer.validator.report import Report
 from detinfer.validator.terminal import Terminal
 from tests.support.fake_engine import FakeEngine
@@ -98,7 +98,8 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
         assert run.rc == 0, run.out
         # The default plan is what is really sent: 13 Single batches up to 33, 114 requests.
         assert a.generated_tokens == b.generated_tokens == 18_240
-        assert a.generate_requests == 114 and a.flushes == 16 + 16
+        # No cache flush: the cache suites' prompts are new to the server (the run's nonce).
+        assert a.generate_requests == 114 and a.flushes == 0
     assert run.summary.verdict == Verdict.DETERMINISTIC
     assert [s.name for s in run.summary.suites] == list(Suite)
     assert all(s.unique_outputs == 1 and s.passed for s in run.summary.suites)
@@ -115,6 +116,15 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     endpoint = run.report["endpoints"][0]
     assert endpoint["server"]["modelInfo"]["model_path"] == "fake/model"
     assert endpoint["server"]["serverInfo"]["version"] == "fake-0.1"
+    facts = {
+        "version": "fake-0.1",
+        "attentionBackend": "fa3",
+        "deterministicInference": True,
+        "radixCache": True,
+        "tensorParallelSize": 1,
+    }
+    assert endpoint["serverFacts"] == facts == run.report["server"]
+    assert run.summary.server is not None and run.summary.server.to_wire() == facts
     radix = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
     assert "pod-a: 16 of 16 second prefills used the cache" in radix["notes"][0]
 
@@ -187,8 +197,8 @@ def test_variance_with_the_company_of_other_lengths_is_found_by_mixed_and_prefix
         {
             "Mixed": "mixed batch 2 (2 prompts), slot 1 vs mixed batch 1 (alone) (the probe "
             "prompt): logprob of output token 0",
-            "Prefix": "prefix batch 2 (2 prompts), slot 1 vs prefix batch 1 (alone) (the long "
-            "text's first 1 characters): logprob of output token 0",
+            "Prefix": "prefix batch 2 (2 prompts), slot 1 vs prefix batch 1 (alone) (the run's "
+            "nonce and the long text's first 1 characters): logprob of output token 0",
         }[suite]
     )
 
@@ -196,13 +206,14 @@ def test_variance_with_the_company_of_other_lengths_is_found_by_mixed_and_prefix
 def test_a_cache_that_changes_logprobs_fails_radix_cache(validate_cli):
     with FakeEngine(variance="radix") as engine:
         run = validate_cli("--suites", "RadixCache", endpoints=[("pod-a", engine)])
-        assert engine.flushes == 4
+        assert engine.flushes == 0
     assert run.rc == 1
     radix = run.suite("RadixCache")
     assert (radix.samples, radix.unique_outputs) == (8, 2)
+    # 8 marker ids, 64 prompt ids, 64 output ids; all but the last position from the cache.
     assert re.match(
-        r"trial 1, prefilled with 120 cached tokens vs trial 1, prefilled from scratch "
-        r"\(128 token ids\): logprob at prompt position 120 \(id \d+\): \S+ vs \S+; "
+        r"trial 1, prefilled with 128 cached tokens vs trial 1, prefilled from scratch "
+        r"\(136 token ids\): logprob at prompt position 128 \(id \d+\): \S+ vs \S+; "
         r"logprob of output token 0 \(id \d+\): \S+ vs \S+ \(tokens identical\)$",
         radix.first_divergence,
     )
@@ -312,13 +323,9 @@ def test_the_openai_protocol_compares_token_strings_and_logprobs(validate_cli):
     radix = run.suite("RadixCache")
     assert (radix.samples, radix.unique_outputs, radix.outcome) == (0, 0, SuiteOutcome.SKIPPED)
     reported = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
-    assert (
-        reported["skipped"] == "the OpenAI protocol can neither send token ids nor flush the cache"
-    )
+    assert reported["skipped"] == "the OpenAI protocol cannot send token ids"
     prefix = next(s for s in run.report["suites"] if s["name"] == "Prefix")
-    assert prefix["notes"] == [
-        "the protocol has no cache flush: batches ran with whatever the server had cached"
-    ]
+    assert prefix["outcome"] == "Passed" and prefix["notes"] == []
 
 
 def test_the_openai_protocol_finds_batch_variance(validate_cli):
@@ -536,15 +543,9 @@ def test_a_skipped_suite_is_reported_as_skipped(validate_cli):
             ["--timeout-seconds", "3"],
             "timed out after 3 s (--timeout-seconds), pod-a in Single",
         ),
-        (
-            dict(fault="flush-400"),
-            ["--suites", "Prefix"],
-            "pod-a: POST /flush_cache failed 5 times, last with HTTP 400: ",
-        ),
     ],
 )
-def test_a_misbehaving_server_cannot_be_tested(validate_cli, monkeypatch, engine, args, words):
-    monkeypatch.setattr(client, "FLUSH_RETRY_SECONDS", 0.001)
+def test_a_misbehaving_server_cannot_be_tested(validate_cli, engine, args, words):
     with FakeEngine(**engine) as server:
         run = validate_cli(*args, endpoints=[("pod-a", server)])
     assert run.rc == 2
