@@ -716,9 +716,12 @@ def test_a_terminal_gets_a_table(tmp_path):
 def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     with FakeEngine() as engine:
         result = sglang_procedure(engine.url, "single", trials=10, max_new_tokens=8)
+        warmed = sglang_procedure(engine.url, "single", trials=2, max_new_tokens=8, warmup=True)
     assert (result.samples, result.unique_outputs, result.detected) == (10, 1, False)
+    assert result.unique_token_ids == 1
     assert result.generated_tokens == 8 * sum(range(1, 11))
-    assert result.warmup_generated_tokens == 3 * 16 * 8
+    # 0.5.23's client has no warm-up; 0.5.3's ran three batches of 16.
+    assert (result.warmup_generated_tokens, warmed.warmup_generated_tokens) == (0, 3 * 16 * 8)
     # A last-bit logprob difference never reaches the text: SGLang's procedure (50 trials)
     # misses it; detinfer's Single suite (16 trials) does not, with under a fifth of the tokens.
     with FakeEngine(variance="batch-logprob") as engine:
@@ -731,12 +734,17 @@ def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     assert ours.generated_tokens < result.generated_tokens / 5
     with FakeEngine(variance="batch-token") as engine:
         result = sglang_procedure(engine.url, trials=10, max_new_tokens=8)
-    assert result.detected and result.unique_outputs == 2
+    assert result.detected and result.unique_outputs == result.unique_token_ids == 2
 
 
 def test_sglangs_prefix_procedure_flushes_before_each_batch():
     with FakeEngine() as engine:
-        result = sglang_procedure(engine.url, "prefix", trials=5, max_new_tokens=4, warmup=False)
+        result = sglang_procedure(engine.url, "prefix", trials=5, max_new_tokens=4)
         assert engine.flushes == 5 and engine.batch_sizes == [1, 2, 3, 4, 5]
-    assert result.samples == 15 and result.unique_outputs == 1
+    assert result.samples == 15 and result.unique_outputs == 1 == result.unique_token_ids
+    assert result.refused_flushes == 0
+    # As SGLang's client does, a refused flush does not stop it (it is counted here).
+    with FakeEngine(fault="flush-400") as engine:
+        refused = sglang_procedure(engine.url, "prefix", trials=3, max_new_tokens=4)
+    assert refused.refused_flushes == 3 and refused.samples == 6
     assert set(result.unique_per_prompt) == {f"prefix {n} characters" for n in (1, 511, 2048, 4097)}
