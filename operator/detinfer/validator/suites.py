@@ -152,7 +152,8 @@ class Tally:
 
 
 class EndpointRun:
-    """The fingerprint and the suites on one endpoint, in order."""
+    """One endpoint: `prepare` (ready, server information, expectations), then `run_suites`
+    (the fingerprint and the suites, in order)."""
 
     def __init__(
         self,
@@ -179,11 +180,6 @@ class EndpointRun:
         """How the server contradicts the expectations (--expect-*); the suites do not run."""
         self.current = "the wait for GET /health"
         self.sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
-
-    async def run(self) -> None:
-        await self.prepare()
-        if not self.mismatches:
-            await self.run_suites()
 
     async def prepare(self) -> None:
         """Wait for the server, read what it says about itself, hold it to the expectations."""
