@@ -1,17 +1,26 @@
 """SGLang's own determinism procedure, for comparison with detinfer's suites in the bench.
 
-Reimplemented from its description (docs/validator.md, "SGLang's test client";
-python/sglang/test/test_deterministic.py in SGLang's repository), not copied:
+Reimplemented, not copied, from SGLang 0.5.23's test client
+(python/sglang/test/test_deterministic.py in SGLang's repository; its modes are single, prefix,
+radix_cache and p_vs_d). The bench compares detinfer with the two modes that test batching:
 
 - single: the prompt "Tell me about Richard Feynman: " repeated i times in one POST /generate,
   for i = 1 .. trials; the first output's text of each batch is kept.
 - prefix: four prompts cut from one long text at 1, 511, 2048 and 4097 characters; a batch of i
   prompts, each slot a random choice among the four, for i = start .. start + trials - 1;
-  POST /flush_cache before each batch; every output's text is kept, per prompt.
-- Three warm-up batches of 16 copies of the prompt come first.
+  POST /flush_cache before each batch, its answer not checked (a refusal, which SGLang gives
+  while requests run, is only counted here); every output's text is kept, per prompt.
 - Only text is compared; the result is the number of unique texts (per prompt for prefix).
-  SGLang's client prints that number and exits 0 whatever it is; here `detected` says whether
-  it found more than one.
+  SGLang's client prints that number and exits 0 whatever it is (its unit test,
+  test/srt/test_deterministic_utils.py, asserts 1 per prompt); here `detected` says whether it
+  found more than one. The distinct output token id sequences are counted beside the texts
+  (`unique_token_ids`), which SGLang's client does not do, to show what text hides.
+- 0.5.3's client ran three warm-up batches of 16 copies of the prompt first; 0.5.5 and later
+  do not (`warmup=True` runs them, for the bench records made with them).
+
+Not reimplemented: radix_cache (one prefix, cached against uncached prefill; detinfer's
+RadixCache suite does that per trial and compares prompt logprobs too) and p_vs_d (logprobs of
+a batch's prefill against its decode).
 
 Differences: the long text is detinfer's own (SGLang ships a file of its own), and the random
 choices of prefix mode come from a seeded generator so that runs are repeatable.
@@ -46,6 +55,10 @@ class ProcedureResult:
     unique_outputs: int
     """Unique texts of the most varied prompt; more than 1 means nondeterminism was seen."""
     unique_per_prompt: dict[str, int] = field(default_factory=dict)
+    unique_token_ids: int = 0
+    """Distinct output token id sequences of the most varied prompt (not SGLang's count)."""
+    refused_flushes: int = 0
+    """POST /flush_cache answers other than 2xx (prefix mode; SGLang's client ignores them)."""
     generated_tokens: int = 0
     """Tokens the server generated for the procedure, every copy in every batch counted."""
     prompt_tokens: int = 0
@@ -72,7 +85,7 @@ async def run_sglang_procedure(
     max_new_tokens: int = 100,
     temperature: float = 0.0,
     sampling_seed: int = 42,
-    warmup: bool = True,
+    warmup: bool = False,
     long_text: str = LONG_TEXT,
     request_timeout_seconds: float = 600.0,
 ) -> ProcedureResult:
@@ -97,28 +110,34 @@ async def run_sglang_procedure(
         warmup_tokens = counter.generated
         counter.generated = counter.prompt = counter.requests = 0
         started = time.perf_counter()
+        refused = 0
         if mode == "single":
-            texts = []
+            texts, ids = [], []
             for size in range(1, trials + 1):
                 outputs = await _generate(http, [SGLANG_PROMPT] * size, sampling, counter)
-                texts.append(outputs[0])
+                texts.append(outputs[0][0])
+                ids.append(outputs[0][1])
             per_prompt = {SGLANG_PROMPT: len(set(texts))}
+            unique_ids = len(set(ids))
             samples = len(texts)
         else:
             prompts = [long_text[:n] for n in PREFIX_LENGTHS]
             rng = random.Random(sampling_seed)
-            seen: dict[int, list[str]] = {i: [] for i in range(len(prompts))}
+            seen: dict[int, list[tuple[str, tuple[int, ...] | None]]] = {
+                i: [] for i in range(len(prompts))
+            }
             for size in range(start, start + trials):
-                await _flush(http)
+                refused += not await _flush(http)
                 chosen = [rng.randrange(len(prompts)) for _ in range(size)]
                 outputs = await _generate(http, [prompts[i] for i in chosen], sampling, counter)
-                for i, text in zip(chosen, outputs, strict=True):
-                    seen[i].append(text)
+                for i, output in zip(chosen, outputs, strict=True):
+                    seen[i].append(output)
             per_prompt = {
-                f"prefix {PREFIX_LENGTHS[i]} characters": len(set(texts))
-                for i, texts in seen.items()
+                f"prefix {PREFIX_LENGTHS[i]} characters": len({text for text, _ in outs})
+                for i, outs in seen.items()
             }
-            samples = sum(len(texts) for texts in seen.values())
+            unique_ids = max((len({t for _, t in outs}) for outs in seen.values()), default=0)
+            samples = sum(len(outs) for outs in seen.values())
         seconds = time.perf_counter() - started
     return ProcedureResult(
         mode=mode,
@@ -126,6 +145,8 @@ async def run_sglang_procedure(
         samples=samples,
         unique_outputs=max(per_prompt.values(), default=0),
         unique_per_prompt=per_prompt,
+        unique_token_ids=unique_ids,
+        refused_flushes=refused,
         generated_tokens=counter.generated,
         prompt_tokens=counter.prompt,
         warmup_generated_tokens=warmup_tokens,
@@ -143,7 +164,8 @@ class _Counter:
 
 async def _generate(
     http: httpx.AsyncClient, texts: list[str], sampling: dict[str, Any], counter: _Counter
-) -> list[str]:
+) -> list[tuple[str, tuple[int, ...] | None]]:
+    """(text, output token ids or None where the server gives none) per prompt."""
     body = {"text": texts, "sampling_params": sampling, "return_logprob": False}
     try:
         response = await http.post("/generate", json=body)
@@ -170,14 +192,16 @@ async def _generate(
         prompt = meta.get("prompt_tokens")
         counter.generated += completion
         counter.prompt += prompt if isinstance(prompt, int) else 0
-        out.append(item["text"])
+        ids = item.get("output_ids")
+        token_ids = tuple(ids) if isinstance(ids, list) else None
+        out.append((item["text"], token_ids))
     return out
 
 
-async def _flush(http: httpx.AsyncClient) -> None:
+async def _flush(http: httpx.AsyncClient) -> bool:
+    """Whether the server flushed; SGLang's client sends the flush and goes on either way."""
     try:
         response = await http.post("/flush_cache")
     except httpx.HTTPError as exc:
         raise CouldNotTest(f"POST /flush_cache failed: {type(exc).__name__}: {exc}") from None
-    if response.status_code >= 300:
-        raise CouldNotTest(f"POST /flush_cache answered HTTP {response.status_code}")
+    return 200 <= response.status_code < 300

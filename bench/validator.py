@@ -4,8 +4,9 @@ For each of --engines weight seeds and each mode, a reference engine is started:
 (batch-variant kernels) and deterministic mode. Against each engine, with the prefix cache
 flushed before each method, run
 - detinfer's validator with its default settings (all suites, the fingerprint), and
-- SGLang's documented `single` and `prefix` procedures, --sglang-trials each (reimplemented in
-  bench/sglang_procedure.py: batch sizes 1..trials, 100 new tokens, text compared).
+- SGLang's `single` and `prefix` procedures, --sglang-trials each (reimplemented from 0.5.23's
+  test client in bench/sglang_procedure.py: batch sizes 1..trials, 100 new tokens, text
+  compared, no warm-up).
 A method detects a default-mode engine when it reports nondeterminism (detinfer: verdict
 NotDeterministic; SGLang: more than one unique text in either mode); the same report on a
 deterministic-mode engine is a false alarm. --jobs engines run at once (a GPU machine runs
@@ -68,6 +69,7 @@ async def _sglang(url: str, trials: int) -> dict[str, Any]:
         seconds = time.monotonic() - started  # warm-up included: SGLang's client runs it too
         out[mode] = {
             "unique_outputs": result.unique_outputs,
+            "unique_token_ids": result.unique_token_ids,
             "generated_tokens": result.generated_tokens + result.warmup_generated_tokens,
             "prompt_tokens": result.prompt_tokens,
             "seconds": round(seconds, 3),

@@ -50,7 +50,7 @@ api_writes_total = Counter(
 )
 validation_runs_total = Counter(
     "detinfer_validation_runs_total",
-    "Validation runs read, by result (Deterministic, NotDeterministic, FingerprintMismatch, CouldNotTest)",
+    "Validation runs read, by result (Deterministic, NotDeterministic, FingerprintMismatch, ServerMismatch, CouldNotTest)",
     [*_DIS, "result"],
     registry=REGISTRY,
 )

@@ -92,6 +92,28 @@ def test_deterministic_mode_gives_one_output_under_concurrency(deterministic):
     assert len(ids) == 1 and len(logprobs) == 1
 
 
+def test_flush_cache_is_refused_while_a_request_runs_as_sglang_does(deterministic):
+    url = deterministic.url
+    long = {"text": PROMPT, "sampling_params": {**GREEDY, "max_new_tokens": 400}}
+
+    async def flush_while_generating() -> tuple[int, str, int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            running = asyncio.create_task(client.post(f"{url}/generate", json=long))
+            for _ in range(200):
+                info = (await client.get(f"{url}/server_info")).json()
+                if info["num_running_reqs"] or info["num_queue_reqs"]:
+                    break
+                await asyncio.sleep(0.01)
+            refused = await client.post(f"{url}/flush_cache")
+            assert (await running).status_code == 200
+            after = await client.post(f"{url}/flush_cache")
+            return refused.status_code, refused.text, after.status_code
+
+    status, text, after = asyncio.run(flush_while_generating())
+    assert (status, after) == (400, 200)
+    assert text.startswith("Cache not flushed because there are pending requests.")
+
+
 def test_cached_and_uncached_prefill_agree_bit_for_bit(deterministic):
     url = deterministic.url
     prefix = "A long shared prefix that the cache keeps between requests. " * 3
@@ -197,11 +219,21 @@ def test_openai_completions_models_and_info(deterministic):
     assert len(choice["logprobs"]["tokens"]) == 12 == len(choice["logprobs"]["token_logprobs"])
     assert first["usage"]["completion_tokens"] == 12
     assert httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"] == "tiny"
-    info = httpx.get(f"{url}/get_model_info", timeout=10).json()
+    # SGLang 0.5.23's names and their deprecated /get_* aliases answer the same.
+    info = httpx.get(f"{url}/model_info", timeout=10).json()
+    assert info == httpx.get(f"{url}/get_model_info", timeout=10).json()
     assert info["model_path"] == "tiny" and info["is_generation"] is True
-    server = httpx.get(f"{url}/get_server_info", timeout=10).json()
+    assert info["served_model_name"] == "tiny"
+    server = httpx.get(f"{url}/server_info", timeout=10).json()
+    old = httpx.get(f"{url}/get_server_info", timeout=10).json()
+    assert {k: v for k, v in server.items() if k != "num_queue_reqs"} == {
+        k: v for k, v in old.items() if k != "num_queue_reqs"
+    }
     assert server["enable_deterministic_inference"] is True
     assert server["kernels"] == "batch-invariant"
+    assert server["disable_radix_cache"] is False and server["tp_size"] == 1
+    assert server["attention_backend"] == "detinfer-reference"
+    assert server["version"].startswith("detinfer-reference-")
 
 
 def test_stream_sends_tokens_then_done(deterministic):
@@ -219,7 +251,7 @@ def test_stream_sends_tokens_then_done(deterministic):
 
 
 def _server_state(url: str) -> tuple[int, int]:
-    info = httpx.get(f"{url}/get_server_info", timeout=10).json()
+    info = httpx.get(f"{url}/server_info", timeout=10).json()
     return info["num_running_reqs"], info["num_queue_reqs"]
 
 
@@ -258,17 +290,45 @@ def test_overload_gets_503_and_a_client_that_leaves_frees_its_slot(tmp_path):
         assert _server_state(engine.url) == (0, 0)
         ok = generate(engine.url, text=PROMPT, sampling_params={**GREEDY, "max_new_tokens": 4})
         assert len(ok["output_ids"]) == 4
-        metrics = httpx.get(f"{engine.url}/metrics", timeout=10).text
-        for name in (
-            "sglang:prompt_tokens_total",
-            "sglang:generation_tokens_total",
-            "sglang:time_to_first_token_seconds_bucket",
-            "sglang:e2e_request_latency_seconds_count",
-            "sglang:num_running_reqs",
-            "sglang:num_queue_reqs",
-            "sglang:cache_hit_rate",
-        ):
-            assert name in metrics
+        assert_sglang_metrics(httpx.get(f"{engine.url}/metrics", timeout=10).text)
+
+
+def assert_sglang_metrics(text: str) -> None:
+    """Named and labelled as SGLang 0.5.23 does (srt/observability/metrics_collector.py)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample.labels)
+    request = {"model_name": "tiny", "engine_type": "unified", "is_streaming": "false"}
+    scheduler = {
+        "model_name": "tiny",
+        "engine_type": "unified",
+        "tp_rank": "0",
+        "pp_rank": "0",
+        "moe_ep_rank": "0",
+    }
+    expected = {
+        "sglang:prompt_tokens_total": request,
+        "sglang:generation_tokens_total": request,
+        "sglang:time_to_first_token_seconds_count": request,
+        "sglang:e2e_request_latency_seconds_count": request,
+        "sglang:request_time_per_output_token_seconds_count": request,
+        "sglang:inter_token_latency_seconds_count": {
+            "model_name": "tiny",
+            "engine_type": "unified",
+        },
+        "sglang:num_running_reqs": scheduler,
+        "sglang:num_queue_reqs": scheduler,
+        "sglang:gen_throughput": scheduler,
+        "sglang:cache_hit_rate": scheduler,
+        "sglang:token_usage": scheduler,
+    }
+    missing = {n: want for n, want in expected.items() if want not in samples.get(n, [])}
+    assert missing == {}, {n: samples.get(n) for n in missing}
+    # 0.5.23 has no such metric: it split it into the two above.
+    assert "sglang:time_per_output_token_seconds" not in text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -112,6 +112,138 @@ def test_seeded_sampling_passes_in_deterministic_mode_and_fails_in_default_mode(
     assert sampling["firstDivergence"].startswith("sampling_seed 42, batch of 2, copy 1 vs ")
 
 
+class BackgroundLoad:
+    """Other clients' traffic on one engine: `streams` requests always in flight, until stopped
+    or until `max_requests` or `max_seconds`, whichever comes first; each refused /flush_cache
+    probe in between is counted, to show that the server was never idle."""
+
+    def __init__(self, url: str, streams: int = 3, max_requests: int = 400, max_seconds=240):
+        self.url, self.streams = url, streams
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.stop = threading.Event()
+        self.sent = 0
+        self.refused_flushes = 0
+        self.flushes = 0
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        # Wait until the server really is busy before the validator starts.
+        deadline = time.monotonic() + 30
+        while self.sent == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.max_seconds
+
+        def busy() -> bool:
+            return not self.stop.is_set() and time.monotonic() < deadline
+
+        def stream(k: int) -> None:
+            # Lengths that differ, so that the streams do not all finish in one step.
+            body = {
+                "text": "Background traffic of another client, ",
+                "sampling_params": {
+                    "temperature": 0.7,
+                    "max_new_tokens": 41 + 17 * k,
+                    "ignore_eos": True,
+                },
+            }
+            with httpx.Client(base_url=self.url, timeout=120, trust_env=False) as client:
+                while busy() and self.sent < self.max_requests:
+                    self.sent += 1
+                    r = client.post("/generate", json=body)
+                    if r.status_code != 200:
+                        self.errors.append(f"HTTP {r.status_code}: {r.text[:100]}")
+
+        workers = [
+            threading.Thread(target=stream, args=(k,), daemon=True) for k in range(self.streams)
+        ]
+        for w in workers:
+            w.start()
+        with httpx.Client(base_url=self.url, timeout=30, trust_env=False) as client:
+            while busy() and not client.get("/server_info").json()["num_running_reqs"]:
+                time.sleep(0.05)
+            while busy() and any(w.is_alive() for w in workers):
+                self.flushes += 1
+                self.refused_flushes += client.post("/flush_cache").status_code == 400
+                time.sleep(0.5)
+        for w in workers:
+            w.join(120)
+
+
+def test_the_cache_suites_give_a_verdict_on_an_engine_under_traffic(tmp_path):
+    # Revalidation of a serving pod: other clients' requests run all the time, so the server
+    # refuses every /flush_cache (as SGLang does); the suites must not need one.
+    with EngineProcess(deterministic=True, seed=42) as engine, BackgroundLoad(engine.url) as load:
+        code, report, output = validate(
+            tmp_path,
+            "--endpoint",
+            f"pod-a={engine.url}",
+            "--suites",
+            "Prefix,RadixCache",
+            "--expect-deterministic-inference",
+            "on",
+            "--expect-radix-cache",
+            "on",
+            "--expect-tensor-parallel-size",
+            "1",
+            *QUICK,
+        )
+        assert not load.stop.is_set() and load.sent < load.max_requests, "the load ran out"
+    assert load.errors == []
+    # The server was busy all along: a flush would have been refused (nearly) every time.
+    assert load.flushes > 0 and load.refused_flushes >= 0.8 * load.flushes, load.__dict__
+    assert code == 0, output
+    assert report["verdict"] == "Deterministic"
+    assert [suite(report, n)["outcome"] for n in ("Prefix", "RadixCache")] == ["Passed"] * 2
+    assert report["server"]["radixCache"] is True
+    radix = suite(report, "RadixCache")
+    assert any(note.startswith("4 of 4 second prefills used the cache") for note in radix["notes"])
+
+
+def test_an_engine_that_contradicts_the_spec_fails_without_running_a_suite(tmp_path):
+    with EngineProcess(deterministic=False, seed=42) as engine:
+        code, report, output = validate(
+            tmp_path,
+            "--endpoint",
+            f"pod-a={engine.url}",
+            "--expect-deterministic-inference",
+            "on",
+            "--expect-radix-cache",
+            "off",
+            *QUICK,
+        )
+    assert code == 1, output
+    assert report["verdict"] == "ServerMismatch"
+    assert report["reason"] == (
+        "server mismatch: pod-a: deterministic inference: expected on, found off "
+        "(enable_deterministic_inference), radix cache: expected off, found on "
+        "(disable_radix_cache); the suites did not run"
+    )
+    assert report["requests"] == 0 and report["suites"] == []
+
+
+def test_an_engine_with_the_radix_cache_off_skips_radix_cache(tmp_path):
+    with EngineProcess("--disable-radix-cache", deterministic=True, seed=42) as engine:
+        code, report, output = validate(
+            tmp_path, "--endpoint", engine.url, "--suites", "RadixCache,Prefix", *QUICK
+        )
+    assert code == 0, output
+    radix = suite(report, "RadixCache")
+    assert radix["outcome"] == "Skipped" and radix["samples"] == 0
+    assert radix["skipped"].startswith("prefix cache off: GET /server_info says")
+    assert suite(report, "Prefix")["outcome"] == "Passed"
+
+
 def test_cross_replica_fails_when_one_replica_has_other_weights(tmp_path):
     with (
         EngineProcess(deterministic=True, seed=42) as a,

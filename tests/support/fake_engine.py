@@ -37,7 +37,7 @@ FAULTS = (
     "short-logprobs",  # one output_token_logprob fewer than output_ids
     "extra-tokens",  # one token more than max_new_tokens
     "hang",  # answers /generate only after `hang_seconds`
-    "flush-400",  # /flush_cache refuses (as SGLang does while requests run)
+    "flush-400",  # /flush_cache refuses (as SGLang does while requests run or wait)
     "health-503",  # /health never becomes ready
     "no-meta",  # an output without meta_info
     "abort",  # SGLang gave up on the sequences after 3 tokens (finish reason abort)
@@ -50,6 +50,16 @@ FAULTS = (
     "constant-logprobs",  # every output logprob is -0.5
     "redirect",  # a well-formed answer, but with HTTP 302 and a Location
 )
+
+
+SGLANG_SERVER_INFO: dict[str, Any] = {
+    "version": "fake-0.1",
+    "attention_backend": "fa3",
+    "enable_deterministic_inference": True,
+    "disable_radix_cache": False,
+    "tp_size": 1,
+}
+"""A deterministic SGLang's /server_info, the fields the validator reads."""
 
 
 class FakeEngine:
@@ -65,7 +75,13 @@ class FakeEngine:
         delay: float = 0.0,
         hang_seconds: float = 20.0,
         model_path: str = "fake/model",
+        server_info: dict[str, Any] | None = None,
+        info_names: str = "both",
     ) -> None:
+        """`server_info`: what GET /server_info answers (SGLANG_SERVER_INFO updated with it; a
+        value of None leaves that key out); `info_names`: "both" (SGLang 0.5.23: /server_info,
+        /model_info and their deprecated /get_* names), "old" (only /get_*, as releases before
+        them) or "none" (404 for all four)."""
         assert variance in (None, *VARIANCES), variance
         assert fault in (None, *FAULTS), fault
         self.model_seed = model_seed
@@ -77,6 +93,10 @@ class FakeEngine:
         self.delay = delay if variance != "concurrent" else max(delay, 0.05)
         self.hang_seconds = hang_seconds
         self.model_path = model_path
+        merged = {**SGLANG_SERVER_INFO, **(server_info or {})}
+        self.server_info = {k: v for k, v in merged.items() if v is not None}
+        assert info_names in ("both", "old", "none"), info_names
+        self.info_names = info_names
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.cache: list[tuple[int, ...]] = []
@@ -117,6 +137,10 @@ class FakeEngine:
     def url(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def info_paths(self, name: str) -> tuple[str, ...]:
+        old = "/get_" + name.removeprefix("/")
+        return {"both": (name, old), "old": (old,), "none": ()}[self.info_names]
 
     # --- the "model" --------------------------------------------------------------------------
 
@@ -232,10 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
         e = self.engine
         if self.path == "/health":
             self._send(503 if e.fault == "health-503" else 200, {})
-        elif self.path == "/get_model_info":
+        elif self.path in e.info_paths("/model_info"):
             self._send(200, {"model_path": e.model_path, "is_generation": True})
-        elif self.path == "/get_server_info":
-            self._send(200, {"version": "fake-0.1", "enable_deterministic_inference": True})
+        elif self.path in e.info_paths("/server_info"):
+            self._send(200, e.server_info)
         elif self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": e.model_path, "object": "model"}]})
         else:

@@ -242,3 +242,36 @@ def test_longest_name_gives_a_valid_job_name():
 
 def test_builders_are_pure():
     assert render_objects(dis(), CONFIG) == render_objects(dis(), CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected"),
+    [
+        (
+            {"attentionBackend": "Triton", "tensorParallelSize": 2, "radixCache": "Disabled"},
+            "on 2 triton off",
+        ),
+        # SGLang may turn the radix cache off itself (FlashInfer): no expectation then.
+        ({"attentionBackend": "FlashInfer"}, "on 1 flashinfer -"),
+        (
+            {"kind": "Reference", "deterministicInference": "Disabled"},
+            "off 1 - on",
+        ),
+    ],
+)
+def test_the_validator_holds_each_server_to_the_spec(engine, expected):
+    from detinfer.builders.job import expectation_args
+
+    gpus = engine.get("tensorParallelSize", 1)
+    args = expectation_args(dis(engine=engine, resources={"gpusPerReplica": gpus}))
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    got = " ".join(
+        options.get(f"--expect-{name}", "-")
+        for name in (
+            "deterministic-inference",
+            "tensor-parallel-size",
+            "attention-backend",
+            "radix-cache",
+        )
+    )
+    assert got == expected

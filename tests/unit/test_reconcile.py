@@ -378,6 +378,43 @@ def test_a_failing_summary_degrades_and_keeps_pods_unready():
     assert writes(world.step()) == 0, "a failed pod is not re-validated in a loop"
 
 
+def test_a_server_that_contradicts_the_spec_fails_every_pod_with_the_reason():
+    world = World(f.dis())
+    world.settle()
+    world.add_pods("qwen-a", "qwen-b")
+    world.settle()
+    reason = (
+        "server mismatch: qwen-a: attention backend: expected fa3, found flashinfer "
+        "(attention_backend); the suites did not run"
+    )
+    server = {"version": "0.5.23", "deterministicInference": True, "tensorParallelSize": 1}
+    world.finish_job(
+        1,
+        f.summary(
+            "ServerMismatch",
+            reason=reason,
+            fingerprint=None,
+            suites=[],
+            tokensCompared=0,
+            failedEndpoints=["qwen-a", "qwen-b"],
+            server=server,
+        ),
+    )
+    p = world.step()
+    assert {n: (x["status"], x["reason"]) for n, x in p.pod_conditions.items()} == {
+        "qwen-a": ("False", "ServerMismatch"),
+        "qwen-b": ("False", "ServerMismatch"),
+    }
+    assert all(x["message"] == reason for x in p.pod_conditions.values())
+    for condition in (T.VALIDATED, T.DEGRADED):
+        assert world.condition(condition)["reason"] == "ServerMismatch"
+        assert world.condition(condition)["message"] == reason
+    assert world.condition(T.READY)["status"] == "False"
+    assert world.body["status"]["validation"]["server"] == server
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "ServerMismatch")]
+    assert writes(world.step()) == 0, "a wrong deployment is not re-validated in a loop"
+
+
 def test_failed_endpoints_blame_only_those_pods():
     world = World(f.dis())
     world.settle()

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from detinfer.api import SuiteOutcome, SuiteResult, SummaryError, ValidationSummary, Verdict
+from detinfer.api.status import ServerFacts
 from tests.support import factories as f
 
 
@@ -16,6 +17,7 @@ def test_round_trip_and_exit_codes():
     assert ValidationSummary.parse(summary.to_termination_message()) == summary
     assert Verdict.NOT_DETERMINISTIC.exit_code == 1
     assert Verdict.FINGERPRINT_MISMATCH.exit_code == 1
+    assert Verdict.SERVER_MISMATCH.exit_code == 1
     assert Verdict.COULD_NOT_TEST.exit_code == 2
 
 
@@ -24,6 +26,7 @@ def test_each_verdict_names_its_condition_reason_and_could_not_test_is_could_not
         "Deterministic": "Deterministic",
         "NotDeterministic": "NotDeterministic",
         "FingerprintMismatch": "FingerprintMismatch",
+        "ServerMismatch": "ServerMismatch",
         "CouldNotTest": "CouldNotValidate",
     }
 
@@ -93,10 +96,19 @@ def test_the_evidence_of_every_suite_fits_with_the_most_endpoints(outcome):
             for name in ("Single", "Mixed", "Prefix", "RadixCache", "Concurrent", "CrossReplica")
         ],
         failed_endpoints=names,
+        # What the servers reported, every text at its limit.
+        server=ServerFacts(
+            version="v" * 64,
+            attention_backend="b" * 64,
+            deterministic_inference=True,
+            radix_cache=False,
+            tensor_parallel_size=16,
+        ),
     )
     text = summary.to_termination_message()
     assert len(text.encode()) <= 4096
     parsed = ValidationSummary.parse(text)
+    assert parsed.server == summary.server
     assert [s.outcome for s in parsed.suites] == [outcome] * 6
     assert all(s.tokens_compared == s.logprobs_compared == 10**12 - 1 for s in parsed.suites)
     assert parsed.tokens_compared == 10**12 - 1 and parsed.compared_on == "tokenIds+logprobs"

@@ -23,7 +23,7 @@ from bench.sglang_procedure import ProcedureResult, run_sglang_procedure
 from detinfer.api import Suite, SuiteOutcome, ValidationSummary, Verdict
 from detinfer.api.spec import FINGERPRINT_PATTERN
 from detinfer.cli import main
-from detinfer.validator import ValidatorConfig, client, run_validation, suites
+from detinfer.validator import ValidatorConfig, run_validation, suites
 from detinfer.validator.report import Report
 from detinfer.validator.terminal import Terminal
 from tests.support.fake_engine import FakeEngine
@@ -98,7 +98,8 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
         assert run.rc == 0, run.out
         # The default plan is what is really sent: 13 Single batches up to 33, 146 requests.
         assert a.generated_tokens == b.generated_tokens == 23_552
-        assert a.generate_requests == 146 and a.flushes == 16 + 16
+        # No cache flush: the cache suites' prompts are new to the server (the run's nonce).
+        assert a.generate_requests == 146 and a.flushes == 0
     assert run.summary.verdict == Verdict.DETERMINISTIC
     assert [s.name for s in run.summary.suites] == list(Suite)
     assert all(s.unique_outputs == 1 and s.passed for s in run.summary.suites)
@@ -115,6 +116,15 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     endpoint = run.report["endpoints"][0]
     assert endpoint["server"]["modelInfo"]["model_path"] == "fake/model"
     assert endpoint["server"]["serverInfo"]["version"] == "fake-0.1"
+    facts = {
+        "version": "fake-0.1",
+        "attentionBackend": "fa3",
+        "deterministicInference": True,
+        "radixCache": True,
+        "tensorParallelSize": 1,
+    }
+    assert endpoint["serverFacts"] == facts == run.report["server"]
+    assert run.summary.server is not None and run.summary.server.to_wire() == facts
     radix = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
     assert "pod-a: 16 of 16 second prefills used the cache" in radix["notes"][0]
 
@@ -187,8 +197,8 @@ def test_variance_with_the_company_of_other_lengths_is_found_by_mixed_and_prefix
         {
             "Mixed": "mixed batch 2 (2 prompts), slot 1 vs mixed batch 1 (alone) (the probe "
             "prompt): logprob of output token 0",
-            "Prefix": "prefix batch 2 (2 prompts), slot 1 vs prefix batch 1 (alone) (the long "
-            "text's first 1 characters): logprob of output token 0",
+            "Prefix": "prefix batch 2 (2 prompts), slot 1 vs prefix batch 1 (alone) (the run's "
+            "nonce and the long text's first 1 characters): logprob of output token 0",
         }[suite]
     )
 
@@ -252,13 +262,14 @@ def test_a_sampler_that_sees_the_batch_fails_the_sampling_suite_only(validate_cl
 def test_a_cache_that_changes_logprobs_fails_radix_cache(validate_cli):
     with FakeEngine(variance="radix") as engine:
         run = validate_cli("--suites", "RadixCache", endpoints=[("pod-a", engine)])
-        assert engine.flushes == 4
+        assert engine.flushes == 0
     assert run.rc == 1
     radix = run.suite("RadixCache")
     assert (radix.samples, radix.unique_outputs) == (8, 2)
+    # 8 marker ids, 64 prompt ids, 64 output ids; all but the last position from the cache.
     assert re.match(
-        r"trial 1, prefilled with 120 cached tokens vs trial 1, prefilled from scratch "
-        r"\(128 token ids\): logprob at prompt position 120 \(id \d+\): \S+ vs \S+; "
+        r"trial 1, prefilled with 128 cached tokens vs trial 1, prefilled from scratch "
+        r"\(136 token ids\): logprob at prompt position 128 \(id \d+\): \S+ vs \S+; "
         r"logprob of output token 0 \(id \d+\): \S+ vs \S+ \(tokens identical\)$",
         radix.first_divergence,
     )
@@ -368,13 +379,9 @@ def test_the_openai_protocol_compares_token_strings_and_logprobs(validate_cli):
     radix = run.suite("RadixCache")
     assert (radix.samples, radix.unique_outputs, radix.outcome) == (0, 0, SuiteOutcome.SKIPPED)
     reported = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
-    assert (
-        reported["skipped"] == "the OpenAI protocol can neither send token ids nor flush the cache"
-    )
+    assert reported["skipped"] == "the OpenAI protocol cannot send token ids"
     prefix = next(s for s in run.report["suites"] if s["name"] == "Prefix")
-    assert prefix["notes"] == [
-        "the protocol has no cache flush: batches ran with whatever the server had cached"
-    ]
+    assert prefix["outcome"] == "Passed" and prefix["notes"] == []
 
 
 def test_the_openai_protocol_finds_batch_variance(validate_cli):
@@ -592,15 +599,9 @@ def test_a_skipped_suite_is_reported_as_skipped(validate_cli):
             ["--timeout-seconds", "3"],
             "timed out after 3 s (--timeout-seconds), pod-a in Single",
         ),
-        (
-            dict(fault="flush-400"),
-            ["--suites", "Prefix"],
-            "pod-a: POST /flush_cache failed 5 times, last with HTTP 400: ",
-        ),
     ],
 )
-def test_a_misbehaving_server_cannot_be_tested(validate_cli, monkeypatch, engine, args, words):
-    monkeypatch.setattr(client, "FLUSH_RETRY_SECONDS", 0.001)
+def test_a_misbehaving_server_cannot_be_tested(validate_cli, engine, args, words):
     with FakeEngine(**engine) as server:
         run = validate_cli(*args, endpoints=[("pod-a", server)])
     assert run.rc == 2
@@ -771,9 +772,12 @@ def test_a_terminal_gets_a_table(tmp_path):
 def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     with FakeEngine() as engine:
         result = sglang_procedure(engine.url, "single", trials=10, max_new_tokens=8)
+        warmed = sglang_procedure(engine.url, "single", trials=2, max_new_tokens=8, warmup=True)
     assert (result.samples, result.unique_outputs, result.detected) == (10, 1, False)
+    assert result.unique_token_ids == 1
     assert result.generated_tokens == 8 * sum(range(1, 11))
-    assert result.warmup_generated_tokens == 3 * 16 * 8
+    # 0.5.23's client has no warm-up; 0.5.3's ran three batches of 16.
+    assert (result.warmup_generated_tokens, warmed.warmup_generated_tokens) == (0, 3 * 16 * 8)
     # A last-bit logprob difference never reaches the text: SGLang's procedure (50 trials)
     # misses it; detinfer's Single suite (16 trials) does not, with under a fifth of the tokens.
     with FakeEngine(variance="batch-logprob") as engine:
@@ -786,12 +790,17 @@ def test_sglangs_procedure_sees_only_text_and_counts_its_tokens():
     assert ours.generated_tokens < result.generated_tokens / 5
     with FakeEngine(variance="batch-token") as engine:
         result = sglang_procedure(engine.url, trials=10, max_new_tokens=8)
-    assert result.detected and result.unique_outputs == 2
+    assert result.detected and result.unique_outputs == result.unique_token_ids == 2
 
 
 def test_sglangs_prefix_procedure_flushes_before_each_batch():
     with FakeEngine() as engine:
-        result = sglang_procedure(engine.url, "prefix", trials=5, max_new_tokens=4, warmup=False)
+        result = sglang_procedure(engine.url, "prefix", trials=5, max_new_tokens=4)
         assert engine.flushes == 5 and engine.batch_sizes == [1, 2, 3, 4, 5]
-    assert result.samples == 15 and result.unique_outputs == 1
+    assert result.samples == 15 and result.unique_outputs == 1 == result.unique_token_ids
+    assert result.refused_flushes == 0
+    # As SGLang's client does, a refused flush does not stop it (it is counted here).
+    with FakeEngine(fault="flush-400") as engine:
+        refused = sglang_procedure(engine.url, "prefix", trials=3, max_new_tokens=4)
+    assert refused.refused_flushes == 3 and refused.samples == 6
     assert set(result.unique_per_prompt) == {f"prefix {n} characters" for n in (1, 511, 2048, 4097)}

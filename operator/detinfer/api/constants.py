@@ -76,6 +76,7 @@ class Reason:
     DETERMINISTIC = "Deterministic"
     NOT_DETERMINISTIC = "NotDeterministic"
     FINGERPRINT_MISMATCH = "FingerprintMismatch"
+    SERVER_MISMATCH = "ServerMismatch"
     COULD_NOT_VALIDATE = "CouldNotValidate"
     REPLICAS_VALIDATED = "ReplicasValidated"
     REPLICAS_NOT_VALIDATED = "ReplicasNotValidated"

@@ -24,13 +24,15 @@ class Verdict(StrEnum):
     DETERMINISTIC = "Deterministic"
     NOT_DETERMINISTIC = "NotDeterministic"
     FINGERPRINT_MISMATCH = "FingerprintMismatch"
+    SERVER_MISMATCH = "ServerMismatch"
+    """The server reported a version, attention backend, TP size, deterministic mode or radix
+    cache other than the spec's (a wrong deployment); the suites did not run."""
     COULD_NOT_TEST = "CouldNotTest"
 
     @property
     def exit_code(self) -> int:
-        return {"Deterministic": 0, "NotDeterministic": 1, "FingerprintMismatch": 1}.get(
-            self.value, 2
-        )
+        failed = {"NotDeterministic", "FingerprintMismatch", "ServerMismatch"}
+        return 0 if self is Verdict.DETERMINISTIC else 1 if self.value in failed else 2
 
     @property
     def condition_reason(self) -> str:
@@ -45,6 +47,7 @@ class Verdict(StrEnum):
             Verdict.DETERMINISTIC: Reason.DETERMINISTIC,
             Verdict.NOT_DETERMINISTIC: Reason.NOT_DETERMINISTIC,
             Verdict.FINGERPRINT_MISMATCH: Reason.FINGERPRINT_MISMATCH,
+            Verdict.SERVER_MISMATCH: Reason.SERVER_MISMATCH,
             Verdict.COULD_NOT_TEST: Reason.COULD_NOT_VALIDATE,
         }[self]
 
@@ -109,6 +112,22 @@ class SuiteResult(SuiteFindings):
     """Why the suite was skipped or could not test."""
 
 
+class ServerFacts(KubeModel):
+    """What the engine reported about itself (GET /server_info) in a validation run; a field is
+    absent when the server did not say, or when the validated pods did not all say the same."""
+
+    version: Annotated[str | None, Field(max_length=64)] = None
+    """The SGLang version (the reference engine: detinfer-reference-<version>)."""
+    attention_backend: Annotated[str | None, Field(max_length=64)] = None
+    """The attention backend in use, after SGLang's own choices."""
+    deterministic_inference: bool | None = None
+    """Whether --enable-deterministic-inference is on."""
+    radix_cache: bool | None = None
+    """Whether the radix (prefix) cache is on; SGLang turns it off itself with FlashInfer in
+    deterministic mode."""
+    tensor_parallel_size: Annotated[int | None, Field(ge=1)] = None
+
+
 class ReplicaCounts(KubeModel):
     desired: Annotated[int, Field(ge=0)] = 0
     running: Annotated[int, Field(ge=0)] = 0
@@ -136,6 +155,8 @@ class ValidationStatus(KubeModel):
     unique_outputs: Annotated[int | None, Field(ge=0)] = None
     """Largest number of distinct outputs in any suite."""
     suites: list[SuiteResult] = []
+    server: ServerFacts | None = None
+    """What the validated pods reported about themselves."""
 
 
 class JobRecord(KubeModel):

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 from detinfer.api.base import KubeModel
 from detinfer.api.constants import TERMINATION_MESSAGE_LIMIT
 from detinfer.api.spec import FINGERPRINT_PATTERN
-from detinfer.api.status import SuiteOutcome, SuiteResult, Verdict
+from detinfer.api.status import ServerFacts, SuiteOutcome, SuiteResult, Verdict
 
 SUMMARY_SCHEMA_VERSION: Literal[1] = 1
 REASON_LIMIT = 1024
@@ -47,6 +47,9 @@ class ValidationSummary(KubeModel):
     latency_p50_milliseconds: Annotated[float | None, Field(ge=0)] = None
     latency_p95_milliseconds: Annotated[float | None, Field(ge=0)] = None
     tokens_per_second: Annotated[float | None, Field(ge=0)] = None
+    server: ServerFacts | None = None
+    """What the endpoints reported about themselves (GET /server_info): the fields they agree
+    on."""
 
     @property
     def exit_code(self) -> int:

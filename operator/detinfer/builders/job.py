@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
+from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
+from detinfer.api.spec import EngineKind
 from detinfer.builders import common
 from detinfer.builders.process_line import SUMMARY_FILE_FLAG, VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
@@ -73,6 +75,29 @@ def validator_args(
     ]
     if expected_fingerprint:
         args += ["--expected-fingerprint", expected_fingerprint]
+    return args + expectation_args(dis)
+
+
+def expectation_args(dis: DeterministicInferenceService) -> list[str]:
+    """What each engine's GET /server_info must say: the spec's settings, as the server
+    resolved them. An engine that says otherwise is a wrong deployment (ServerMismatch)."""
+    engine = dis.spec.engine
+    on_off = {Toggle.ENABLED: "on", Toggle.DISABLED: "off"}
+    args = [
+        "--expect-deterministic-inference",
+        on_off[engine.deterministic_inference],
+        "--expect-tensor-parallel-size",
+        str(engine.tensor_parallel_size),
+    ]
+    if engine.kind == EngineKind.SGLANG:
+        # The reference engine has one attention of its own; attentionBackend is SGLang's.
+        args += ["--expect-attention-backend", engine.attention_backend.sglang_flag_value]
+    if engine.radix_cache == Toggle.DISABLED:
+        args += ["--expect-radix-cache", "off"]
+    elif engine.kind == EngineKind.REFERENCE:
+        args += ["--expect-radix-cache", "on"]
+    # Enabled on SGLang: SGLang may turn it off itself (FlashInfer in deterministic mode, some
+    # model architectures); the RadixCache suite then reports "prefix cache off" (Skipped).
     return args
 
 

@@ -47,7 +47,7 @@ from detinfer.controller.observed import (
 from detinfer.controller.trust import Memory
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH)
+FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH, Verdict.SERVER_MISMATCH)
 # The UID of a Job the plan creates, until the create response gives the real one.
 PENDING_UID = ""
 
@@ -427,6 +427,7 @@ def _consume(
         tokens_used=summary.tokens_used if summary else None,
         unique_outputs=summary.max_unique_outputs if summary else None,
         suites=list(summary.suites) if summary else [],
+        server=summary.server if summary else None,
     )
     kind = "Normal" if passed else "Warning"
     reason = result.verdict.condition_reason

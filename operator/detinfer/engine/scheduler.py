@@ -72,7 +72,10 @@ class Request:
     counts: dict[int, int] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    last_token_at: float | None = None
     finished_at: float | None = None
+    streaming: bool = False
+    """Whether its client streams (SGLang's metrics label it is_streaming)."""
 
     @property
     def done(self) -> bool:
@@ -138,6 +141,8 @@ class Engine:
         self._cv = threading.Condition()
         self._waiting: deque[Request] = deque()
         self._running: list[Request] = []
+        self._admitted: list[Request] = []
+        """Requests taken from the queue whose prefill is running (in neither list above)."""
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.generated_tokens = 0
@@ -179,10 +184,14 @@ class Engine:
             request.aborted = True
             self._cv.notify_all()
 
-    def flush_cache(self) -> None:
+    def flush_cache(self) -> bool:
+        """Empty the prefix cache, only while no request runs or waits (as SGLang does)."""
         with self._cv:
+            if self._waiting or self._running or self._admitted:
+                return False
             if self.prefix_cache is not None:
                 self.prefix_cache.flush()
+            return True
 
     @property
     def queue_depth(self) -> tuple[int, int]:
@@ -201,6 +210,7 @@ class Engine:
                     self._waiting.remove(r)
                     self._finish(r, {"type": "abort"})
                 admitted = self._admit()
+                self._admitted = admitted
             for r in [r for r in self._running if r.aborted]:
                 self._running.remove(r)
                 self._finish(r, {"type": "abort"})
@@ -216,6 +226,8 @@ class Engine:
                     if r in self._running:
                         self._running.remove(r)
                     r.emit(Event("error", r, f"engine step failed: {exc}"))
+            with self._cv:
+                self._admitted = []
             self._publish()
         for r in [*self._waiting, *self._running]:
             r.emit(Event("error", r, "the server is shutting down"))
@@ -264,8 +276,12 @@ class Engine:
             r.output_logprobs.append(float(lp[-1, token]))
             r.counts[token] = r.counts.get(token, 0) + 1
             self.generated_tokens += 1
+            now = time.monotonic()
             if r.first_token_at is None:
-                r.first_token_at = time.monotonic()
+                r.first_token_at = now
+            elif self.metrics is not None and r.last_token_at is not None:
+                self.metrics.token(now - r.last_token_at)
+            r.last_token_at = now
             r.emit(Event("token", r, tokens=len(r.output)))
             if token == EOS and not r.params.ignore_eos:
                 self._running.remove(r)

@@ -46,7 +46,7 @@ class EngineFailed(RuntimeError):
 class _Tracker:
     """Requests of one HTTP call and the queue their events arrive on."""
 
-    def __init__(self, engine: Engine, prompts: list[protocol.Prompt]):
+    def __init__(self, engine: Engine, prompts: list[protocol.Prompt], streaming: bool = False):
         loop = asyncio.get_running_loop()
         self.engine = engine
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -62,6 +62,7 @@ class _Tracker:
                 seed=p.seed,
                 return_logprob=p.return_logprob,
                 logprob_start_len=p.logprob_start_len,
+                streaming=streaming,
             )
             for p in prompts
         ]
@@ -85,10 +86,12 @@ class _Tracker:
 
 
 @contextlib.asynccontextmanager
-async def _tracked(engine: Engine, prompts: list[protocol.Prompt]) -> AsyncIterator[_Tracker]:
+async def _tracked(
+    engine: Engine, prompts: list[protocol.Prompt], streaming: bool = False
+) -> AsyncIterator[_Tracker]:
     """Submit the prompts together; whatever happens to the handler (the client left, an error),
     requests still running are aborted so their slots are freed."""
-    tracker = _Tracker(engine, prompts)
+    tracker = _Tracker(engine, prompts, streaming)
     tracker.submit()
     try:
         yield tracker
@@ -124,7 +127,7 @@ def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     prompts, batched, stream = protocol.generate_prompts(await _body(request), engine.model.config)
-    async with _tracked(engine, prompts) as tracker:
+    async with _tracked(engine, prompts, stream) as tracker:
         if stream:
             return await _stream(request, tracker)
         await tracker.finished()
@@ -210,7 +213,15 @@ async def health_generate(request: web.Request) -> web.Response:
 
 
 async def flush_cache(request: web.Request) -> web.Response:
-    request.app[ENGINE_KEY].flush_cache()
+    # As SGLang 0.5.23 does (Scheduler.flush_cache): refused with 400 while any request runs
+    # or waits, so that clients meet the same refusal here as on a serving SGLang pod.
+    if not request.app[ENGINE_KEY].flush_cache():
+        running, queued = request.app[ENGINE_KEY].queue_depth
+        return web.Response(
+            status=400,
+            text=f"Cache not flushed because there are pending requests. "
+            f"#queue-req: {queued}, #running-req: {running}\n",
+        )
     return web.Response(text="Cache flushed.\n")
 
 
@@ -219,15 +230,20 @@ def _served_name(args: EngineArgs) -> str:
 
 
 async def model_info(request: web.Request) -> web.Response:
+    """SGLang's /model_info fields (0.5.23's http_server.py), then the reference's own."""
     engine = request.app[ENGINE_KEY]
     args, config = engine.args, engine.model.config
     return web.json_response(
         {
             "model_path": args.model_path,
+            "served_model_name": _served_name(args),
             "tokenizer_path": "byte-level",
             "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+            "model_type": "detinfer-reference",
+            "architectures": ["DetinferReferenceForCausalLM"],
             "revision": args.revision,
-            "served_model_name": _served_name(args),
             "context_length": config.context_length,
             "vocab_size": config.vocab_size,
             "parameters": config.parameters(),
@@ -237,12 +253,26 @@ async def model_info(request: web.Request) -> web.Response:
     )
 
 
+ATTENTION_BACKEND = "detinfer-reference"
+"""What /server_info reports as attention_backend: the engine's own tiled attention
+(engine/kernels.py), which is none of SGLang's backends."""
+
+
 async def server_info(request: web.Request) -> web.Response:
+    """Like SGLang 0.5.23's /server_info: the resolved server arguments at the top level
+    (attention_backend, enable_deterministic_inference, disable_radix_cache, tp_size, ...)
+    and `version`, then the live state."""
     engine = request.app[ENGINE_KEY]
     running, queued = engine.queue_depth
     return web.json_response(
         {
             **asdict(engine.args),
+            "attention_backend": ATTENTION_BACKEND,
+            "prefill_attention_backend": None,
+            "decode_attention_backend": None,
+            "tp_size": 1,
+            "pp_size": 1,
+            "dp_size": 1,
             "version": f"detinfer-reference-{__version__}",
             "engine": "detinfer-reference",
             "kernels": engine.model.kernels.name,
@@ -308,8 +338,12 @@ def build_app(engine: Engine, metrics=None) -> web.Application:
     app.router.add_get("/health_generate", health_generate)
     app.router.add_post("/flush_cache", flush_cache)
     app.router.add_get("/flush_cache", flush_cache)
-    app.router.add_get("/get_model_info", model_info)
-    app.router.add_get("/get_server_info", server_info)
+    # SGLang 0.5.23 names them /model_info and /server_info; the /get_* names are its
+    # deprecated aliases, which older validators and clients still ask for.
+    for path in ("/model_info", "/get_model_info"):
+        app.router.add_get(path, model_info)
+    for path in ("/server_info", "/get_server_info"):
+        app.router.add_get(path, server_info)
     if metrics is not None:
         app.router.add_get("/metrics", metrics_handler(metrics.registry))
 

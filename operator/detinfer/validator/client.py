@@ -22,10 +22,8 @@ import httpx
 from detinfer.validator.compare import Basis, Output, Prompt
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
 from detinfer.validator.errors import CouldNotTest, ProtocolError
+from detinfer.validator.server_facts import MODEL_INFO_PATHS, SERVER_INFO_PATHS
 
-FLUSH_ATTEMPTS = 5
-FLUSH_RETRY_SECONDS = 0.2
-"""First wait before a refused flush is tried again; it doubles each time (6.2 s in all)."""
 HEALTH_PROBE_SECONDS = 5.0
 _SNIPPET = 160
 
@@ -50,7 +48,6 @@ class EngineClient:
     """One endpoint; counts requests, tokens and latencies as it goes."""
 
     protocol: Protocol
-    can_flush = False
     accepts_token_ids = False
     asks_ignore_eos = False
     """Whether requests carry ignore_eos, so that an output shorter than asked is a violation."""
@@ -112,11 +109,19 @@ class EngineClient:
         """What the server says about itself; best effort, errors are recorded, not raised."""
         return {}
 
-    async def _get_info(self, path: str) -> Any:
-        try:
-            response = await self._http.get(path)
-        except httpx.HTTPError as exc:
-            return {"error": self._transport_error("GET", path, exc)}
+    async def _get_info(self, *paths: str) -> Any:
+        """The first of `paths` that does not answer 404 (a newer name, then its old one)."""
+        path, tried = paths[0], []
+        for path in paths:
+            try:
+                response = await self._http.get(path)
+            except httpx.HTTPError as exc:
+                return {"error": self._transport_error("GET", path, exc)}
+            if response.status_code != 404:
+                break
+            tried.append(f"GET {path} answered HTTP 404")
+        else:
+            return {"error": ", ".join(tried)}
         if response.status_code != 200:
             return {"error": f"GET {path} answered HTTP {response.status_code}"}
         try:
@@ -139,9 +144,6 @@ class EngineClient:
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
         """One request with a single prompt (not a list)."""
         raise NotImplementedError
-
-    async def flush_cache(self) -> None:
-        """Empty the server's prefix cache; a no-op where the protocol has none."""
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -209,17 +211,17 @@ class EngineClient:
 
 
 class SGLangClient(EngineClient):
-    """SGLang's native API: POST /generate, /flush_cache, GET /get_model_info, /get_server_info."""
+    """SGLang's native API: POST /generate, GET /model_info, /server_info (or their old names,
+    /get_model_info and /get_server_info, where a server answers 404)."""
 
     protocol = Protocol.SGLANG
-    can_flush = True
     accepts_token_ids = True
     asks_ignore_eos = True
 
     async def server_info(self) -> dict[str, Any]:
         return {
-            "modelInfo": await self._get_info("/get_model_info"),
-            "serverInfo": await self._get_info("/get_server_info"),
+            "modelInfo": await self._get_info(*MODEL_INFO_PATHS),
+            "serverInfo": await self._get_info(*SERVER_INFO_PATHS),
         }
 
     def _body(
@@ -274,25 +276,6 @@ class SGLangClient(EngineClient):
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
         data = await self._post("/generate", self._body(prompt, sampling, None))
         return self._parse(data, "POST /generate", sampling, None)
-
-    async def flush_cache(self) -> None:
-        # SGLang refuses to flush while requests run (HTTP 400); a revalidated pod serves
-        # traffic, so a refusal is retried a few times before the run gives up.
-        last = ""
-        for attempt in range(FLUSH_ATTEMPTS):
-            try:
-                response = await self._http.post("/flush_cache")
-            except httpx.HTTPError as exc:
-                raise CouldNotTest(
-                    f"{self.name}: {self._transport_error('POST', '/flush_cache', exc)}"
-                ) from None
-            if 200 <= response.status_code < 300:
-                return
-            last = f"HTTP {response.status_code}{_redirect(response)}: {_snippet(response.text)}"
-            await asyncio.sleep(FLUSH_RETRY_SECONDS * 2**attempt)
-        raise CouldNotTest(
-            f"{self.name}: POST /flush_cache failed {FLUSH_ATTEMPTS} times, last with {last}"
-        )
 
     def _parse(
         self, item: Any, where: str, sampling: Sampling, logprob_start_len: int | None
@@ -381,7 +364,7 @@ class SGLangClient(EngineClient):
 
 
 class OpenAIClient(EngineClient):
-    """POST /v1/completions with seed and logprobs; no token ids, no cache flush."""
+    """POST /v1/completions with seed and logprobs; no token ids, no server information."""
 
     protocol = Protocol.OPENAI
 

@@ -22,6 +22,7 @@ from detinfer.validator.errors import ConfigError
 from detinfer.validator.report import Report
 from detinfer.validator.runner import run_validation
 from detinfer.validator.schedule import suite_plans
+from detinfer.validator.server_facts import Expectations
 from detinfer.validator.terminal import Terminal
 
 EXIT_COULD_NOT_TEST = Verdict.COULD_NOT_TEST.exit_code
@@ -43,7 +44,18 @@ def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
         request_timeout_seconds=args.request_timeout_seconds,
         wait_seconds=args.wait_seconds,
         model=args.model,
+        expect=Expectations(
+            version=args.expect_version,
+            attention_backend=args.expect_attention_backend,
+            tensor_parallel_size=args.expect_tensor_parallel_size,
+            deterministic_inference=_on_off(args.expect_deterministic_inference),
+            radix_cache=_on_off(args.expect_radix_cache),
+        ),
     )
+
+
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
 
 
 def run_command(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from detinfer.validator.options import (
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_WAIT_SECONDS,
 )
+from detinfer.validator.server_facts import Expectations
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$")
 _HOST_RE = re.compile(
@@ -30,7 +31,7 @@ class Protocol(StrEnum):
     """How the validator talks to an engine."""
 
     SGLANG = "sglang"
-    """SGLang's native API: POST /generate (token ids and logprobs), /flush_cache."""
+    """SGLang's native API: POST /generate (token ids and logprobs), GET /server_info."""
     OPENAI = "openai"
     """POST /v1/completions with seed and logprobs (vLLM, llama.cpp, TGI, TensorRT-LLM, SGLang)."""
 
@@ -156,6 +157,8 @@ class ValidatorConfig:
     """How long to wait for GET /health to answer 200 before the suites start."""
     model: str | None = None
     """The `model` field of OpenAI requests; by default the first id of GET /v1/models."""
+    expect: Expectations = field(default_factory=Expectations)
+    """What each endpoint's GET /server_info must say (--expect-*)."""
 
     def __post_init__(self) -> None:
         endpoints = tuple(
@@ -199,6 +202,8 @@ class ValidatorConfig:
                 f"--expected-fingerprint {self.expected_fingerprint!r} is not sha256:<64 hex>"
             )
 
+        _check_expectations(self.expect, self.protocol)
+
     @property
     def batch_size_bound(self) -> int:
         return self.max_batch_size or 2 * self.trials + 1
@@ -228,7 +233,29 @@ class ValidatorConfig:
             "requestTimeoutSeconds": self.request_timeout_seconds,
             "waitSeconds": self.wait_seconds,
             "model": self.model,
+            **self.expect.options(),
         }
+
+
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_BACKEND_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+
+
+def _check_expectations(expect: Expectations, protocol: Protocol) -> None:
+    if expect.given and protocol != Protocol.SGLANG:
+        raise ConfigError(
+            "--expect-*: only the sglang protocol reads GET /server_info; "
+            f"--protocol is {protocol.value}"
+        )
+    if expect.version is not None and not _VERSION_RE.match(expect.version):
+        raise ConfigError(f"--expect-version {expect.version!r} is not a version like 0.5.23")
+    if expect.attention_backend is not None and not _BACKEND_RE.match(expect.attention_backend):
+        raise ConfigError(
+            f"--expect-attention-backend {expect.attention_backend!r} is not an SGLang "
+            "--attention-backend value (lower case, like fa3)"
+        )
+    if expect.tensor_parallel_size is not None:
+        _at_least("--expect-tensor-parallel-size", expect.tensor_parallel_size, 1)
 
 
 def _at_least(option: str, value: object, low: int) -> None:

@@ -16,6 +16,7 @@ DEFAULT_TIMEOUT_SECONDS = float(validation_defaults.TIMEOUT_SECONDS)
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 300.0
 DEFAULT_WAIT_SECONDS = 120.0
 PROTOCOLS = ("sglang", "openai")
+ON_OFF = ("on", "off")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +78,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expected-fingerprint",
         metavar="sha256:HEX",
         help="an endpoint whose fingerprint differs fails (FingerprintMismatch)",
+    )
+    expect = parser.add_argument_group(
+        "expectations",
+        "what the deployment asked for; an endpoint whose GET /server_info says otherwise fails "
+        "(ServerMismatch, exit 1) and the suites do not run; one that does not say cannot be "
+        "tested (exit 2). SGLang protocol only.",
+    )
+    expect.add_argument("--expect-version", metavar="VERSION", help="SGLang version, e.g. 0.5.23")
+    expect.add_argument(
+        "--expect-attention-backend",
+        metavar="BACKEND",
+        help="attention backend in use, as SGLang's --attention-backend names it (fa3, ...)",
+    )
+    expect.add_argument(
+        "--expect-tensor-parallel-size", type=int, metavar="N", help="tp_size of the server"
+    )
+    expect.add_argument(
+        "--expect-deterministic-inference",
+        choices=ON_OFF,
+        help="whether --enable-deterministic-inference is on",
+    )
+    expect.add_argument(
+        "--expect-radix-cache", choices=ON_OFF, help="whether the radix (prefix) cache is on"
     )
     parser.add_argument(
         "--timeout-seconds",

@@ -130,4 +130,9 @@ def prompt_name(prompt: str | tuple[int, ...]) -> str:
         return f"fingerprint prompt {FINGERPRINT_PROMPTS.index(prompt) + 1}"
     if LONG_TEXT.startswith(prompt):
         return f"the long text's first {len(prompt)} characters"
+    # The Prefix suite's prompts: "[<the run's nonce>] " and then the long text.
+    if prompt.startswith("[") and "] " in prompt:
+        nonce, rest = prompt[1:].split("] ", 1)
+        if nonce.isalnum() and rest and LONG_TEXT.startswith(rest):
+            return f"the run's nonce and the long text's first {len(rest)} characters"
     return f"a {len(prompt)}-character prompt"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from detinfer import __version__
 from detinfer.api.base import KubeModel
 from detinfer.api.spec import Suite
-from detinfer.api.status import SuiteFindings, SuiteOutcome, SuiteResult, Verdict
+from detinfer.api.status import ServerFacts, SuiteFindings, SuiteOutcome, SuiteResult, Verdict
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.validator.suites import SuiteRecord, clip
 
@@ -130,7 +130,13 @@ class EndpointReport(KubeModel):
     compared_on: str | None = None
     """tokenIds+logprobs, tokenIds, tokens+logprobs, tokens or text: what was compared."""
     server: dict[str, Any] = {}
-    """What GET /get_model_info and /get_server_info (or /v1/models) said."""
+    """What GET /model_info and /server_info (or their old names /get_model_info and
+    /get_server_info; or /v1/models) said."""
+    server_facts: ServerFacts | None = None
+    """The facts in /server_info: version, attention backend, deterministic inference, radix
+    cache, TP size."""
+    mismatches: list[str] = []
+    """How /server_info contradicts the expectations (--expect-*)."""
     suites: list[SuiteReport] = []
     requests: int = 0
     generated_tokens: int = 0
@@ -180,6 +186,10 @@ class Report(KubeModel):
     latency_p95_milliseconds: float | None = None
     tokens_per_second: float | None = None
     """Generated tokens per second of the suites, over all endpoints at once."""
+    server: ServerFacts | None = None
+    """The facts of /server_info that every endpoint agrees on."""
+    cache_nonce: str | None = None
+    """The run's text at the start of the Prefix and RadixCache prompts (never seen before)."""
     internal_error: str | None = None
     """The traceback of an unexpected error (the reason has its last line)."""
 
@@ -203,6 +213,7 @@ class Report(KubeModel):
             latency_p50_milliseconds=self.latency_p50_milliseconds,
             latency_p95_milliseconds=self.latency_p95_milliseconds,
             tokens_per_second=self.tokens_per_second,
+            server=self.server if self.server and self.server.to_wire() else None,
         )
 
     def to_json(self) -> str:

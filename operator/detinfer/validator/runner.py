@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import time
 import traceback
 from collections.abc import Sequence
@@ -16,12 +17,14 @@ from datetime import UTC, datetime
 
 from detinfer.api.spec import Suite
 from detinfer.api.status import Verdict
+from detinfer.api.summary import REASON_LIMIT
 from detinfer.validator.client import make_client
 from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.errors import CouldNotTest
 from detinfer.validator.report import EndpointReport, Report, SuiteReport
 from detinfer.validator.schedule import FINGERPRINT, suite_plans
-from detinfer.validator.suites import EndpointRun, Progress, cross_replica
+from detinfer.validator.server_facts import common_facts
+from detinfer.validator.suites import EndpointRun, Progress, clip, cross_replica
 from detinfer.validator.verdict import decide
 
 
@@ -34,17 +37,27 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
     error: str | None = None
     detail: str | None = None
     deadline = asyncio.timeout(config.timeout_seconds)
+    # One per run, shared by the endpoints: the cache suites' prompts are new to every server.
+    nonce = secrets.token_hex(8)
     try:
         runs = [
-            EndpointRun(make_client(e, config), config, progress) for e in config.endpoint_specs
+            EndpointRun(make_client(e, config), config, progress, nonce)
+            for e in config.endpoint_specs
         ]
         progress.begin({r.name: sum(p.requests for p in suite_plans(config)) for r in runs})
         async with contextlib.AsyncExitStack() as clients:
             for run in runs:
                 await clients.enter_async_context(run.client)
-            async with deadline, asyncio.TaskGroup() as group:
-                for run in runs:
-                    group.create_task(run.run())
+            async with deadline:
+                # Every endpoint is held to the expectations before any suite runs anywhere: a
+                # wrong deployment is the verdict, whatever its outputs would have been.
+                async with asyncio.TaskGroup() as group:
+                    for run in runs:
+                        group.create_task(run.prepare())
+                if not any(r.mismatches for r in runs):
+                    async with asyncio.TaskGroup() as group:
+                        for run in runs:
+                            group.create_task(run.run_suites())
     except BaseException as exc:  # every failure becomes a CouldNotTest report
         if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise
@@ -61,7 +74,8 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
             detail = "".join(traceback.format_exception(cause))
     finally:
         progress.end()
-    return build_report(config, runs, started_at, time.monotonic() - started, error, detail)
+    report = build_report(config, runs, started_at, time.monotonic() - started, error, detail)
+    return report.model_copy(update={"cache_nonce": nonce})
 
 
 def build_report(
@@ -73,11 +87,12 @@ def build_report(
     detail: str | None = None,
 ) -> Report:
     endpoint_reports = [_endpoint_report(r, stopped=error is not None) for r in runs]
+    mismatched = [r for r in runs if r.mismatches]
     names = [FINGERPRINT, *(s.value for s in Suite if s in config.suites)]
     suites = []
     for name in names:
         parts = [(e.name, s) for e in endpoint_reports for s in e.suites if s.name == name]
-        if name == Suite.CROSS_REPLICA.value and error is None:
+        if name == Suite.CROSS_REPLICA.value and error is None and not mismatched:
             suites.append(SuiteReport.of(cross_replica(runs, config.expected_fingerprint)))
         elif parts:
             suites.append(SuiteReport.combine(name, parts))
@@ -86,6 +101,15 @@ def build_report(
     if error is not None:
         verdict, reason, failed = Verdict.COULD_NOT_TEST, f"could not test: {error}", []
         common = None
+    elif mismatched:
+        # No suite ran anywhere, so no endpoint passed: all of them fail (fail closed).
+        verdict, failed, common = Verdict.SERVER_MISMATCH, [r.name for r in runs], None
+        reason = clip(
+            "server mismatch: "
+            + "; ".join(f"{r.name}: {', '.join(r.mismatches)}" for r in mismatched)
+            + "; the suites did not run",
+            REASON_LIMIT,
+        )
     else:
         verdict, reason, failed, common = decide(config, suites, fingerprints)
     latencies = [lat for r in runs for lat in r.client.latencies]
@@ -119,6 +143,7 @@ def build_report(
         latency_p50_milliseconds=_ms(percentile(latencies, 0.50)),
         latency_p95_milliseconds=_ms(percentile(latencies, 0.95)),
         tokens_per_second=round(generated / busy, 1) if busy > 0 and generated else None,
+        server=common_facts([r.facts for r in runs]),
         internal_error=detail,
     )
 
@@ -134,6 +159,8 @@ def _endpoint_report(run: EndpointRun, stopped: bool) -> EndpointReport:
         fingerprint=run.fingerprint,
         compared_on=compared_on,
         server=run.info,
+        server_facts=run.facts,
+        mismatches=list(run.mismatches),
         # A suite cut off by an error has only part of its samples: left out of the tally.
         suites=[SuiteReport.of(r) for r in run.records if r.complete],
         requests=client.requests,

@@ -25,6 +25,7 @@ from detinfer.validator.prompts import (
 SAMPLING_SMALL_BATCH_BOUND = 9
 SAMPLING_LARGE_BATCH = 17
 
+CACHE_MARKER_TOKENS = 8
 FINGERPRINT = "Fingerprint"
 """Name of the fingerprint step in the report (it is not a Suite: it always runs)."""
 
@@ -69,15 +70,17 @@ def mixed_batches(trials: int) -> list[tuple[Prompt, ...]]:
     return batches
 
 
-def prefix_batches(trials: int) -> list[tuple[Prompt, ...]]:
+def prefix_batches(trials: int, nonce: str = "") -> list[tuple[Prompt, ...]]:
     """`trials` batches of prompts cut from one text at 1 to 4,097 characters, in turn: one
-    prompt alone, two that share a prefix, all four.
+    prompt alone, two that share a prefix, all four; each begins with the run's nonce.
 
-    The cache is flushed before each batch, so whether a shared prefix is computed once for
-    the batch or per prompt is up to the server's batching, and must not change the outputs;
-    the prompts sent alone are the outputs without any sharing.
+    No server has seen the nonce before the run, so each prompt's first output is computed
+    without any cache; later batches may find its prefixes cached, shared within the batch or
+    not, as the server's batching and cache decide, and none of that may change the outputs.
+    The prompts sent alone are the outputs without any sharing in the batch.
     """
-    prompts: list[Prompt] = [LONG_TEXT[:n] for n in PREFIX_LENGTHS]
+    start = nonce_text(nonce)
+    prompts: list[Prompt] = [start + LONG_TEXT[:n] for n in PREFIX_LENGTHS]
     batches: list[tuple[Prompt, ...]] = []
     for i in range(trials):
         kind, turn = i % 3, i // 3
@@ -123,6 +126,23 @@ def sampling_alone_requests(trials: int) -> list[tuple[Prompt, bool]]:
     return [r for r in dict.fromkeys(sampling_concurrent_requests(trials)) if r[0] != PROBE_PROMPT]
 
 
+def nonce_text(nonce: str) -> str:
+    return f"[{nonce}] " if nonce else ""
+
+
+def cache_marker(nonce: str, trial: int) -> tuple[int, ...]:
+    """Token ids that start trial `trial`'s prefill sequences: drawn from the run's nonce, with
+    a first id of its own for each trial (up to 255 trials), so that no prefill of one trial
+    finds another's, or an earlier run's, tokens in the cache."""
+    rng = random.Random(f"detinfer-cache-marker:{nonce}")
+    low, high = RADIX_TOKEN_RANGE
+    firsts = list(range(low, high + 1))
+    rng.shuffle(firsts)
+    rest = random.Random(f"detinfer-cache-marker:{nonce}:{trial}")
+    others = tuple(rest.randint(low, high) for _ in range(CACHE_MARKER_TOKENS - 1))
+    return (firsts[trial % len(firsts)], *others)
+
+
 def radix_prompt(sampling_seed: int, trial: int) -> tuple[int, ...]:
     """Random but seeded token ids, the same for every endpoint and every run."""
     rng = random.Random(sampling_seed * 1_000_003 + trial)
@@ -136,7 +156,7 @@ class SuitePlan:
 
     name: str
     requests: int
-    """Generation requests (cache flushes not counted)."""
+    """Generation requests."""
     sequences: int
     """Sequences generated (a batch of 9 is 9)."""
     generated_tokens: int
@@ -189,8 +209,8 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                     trials,
                     n,
                     n * new,
-                    f"{trials} batches of 1, 2 or 4 prompts sharing prefixes, cache flushed "
-                    "before each",
+                    f"{trials} batches of 1, 2 or 4 prompts sharing prefixes, never seen before "
+                    "the run",
                 )
             )
         elif suite == Suite.RADIX_CACHE:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from detinfer.api.spec import Suite
-from detinfer.api.status import SuiteOutcome
+from detinfer.api.status import ServerFacts, SuiteOutcome
 from detinfer.validator.client import EngineClient, Sampling
 from detinfer.validator.compare import Output, Prompt, describe_divergence, fingerprint
 from detinfer.validator.config import ValidatorConfig
+from detinfer.validator.errors import CouldNotTest
 from detinfer.validator.evidence import Evidence
 from detinfer.validator.prompts import (
     FINGERPRINT_MAX_NEW_TOKENS,
@@ -36,6 +37,7 @@ from detinfer.validator.prompts import (
 )
 from detinfer.validator.schedule import (
     FINGERPRINT,
+    cache_marker,
     concurrent_prompts,
     mixed_batches,
     prefix_batches,
@@ -46,6 +48,7 @@ from detinfer.validator.schedule import (
     single_batches,
     unseeded_batches,
 )
+from detinfer.validator.server_facts import check, facts_of
 
 FIRST_DIVERGENCE_LIMIT = 512
 
@@ -156,24 +159,59 @@ class Tally:
 
 
 class EndpointRun:
-    """The fingerprint and the suites on one endpoint, in order."""
+    """One endpoint: `prepare` (ready, server information, expectations), then `run_suites`
+    (the fingerprint and the suites, in order)."""
 
-    def __init__(self, client: EngineClient, config: ValidatorConfig, progress: Progress) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        config: ValidatorConfig,
+        progress: Progress,
+        nonce: str = "",
+    ) -> None:
         self.client = client
         self.config = config
         self.progress = progress
+        self.nonce = nonce
+        """The run's own text at the start of the cache suites' prompts (the same on every
+        endpoint, so that CrossReplica compares them): no server has seen those prompts
+        before, so nothing of them is cached from earlier runs or other clients' traffic, and
+        no cache flush is needed (SGLang refuses one while requests run)."""
         self.name = client.name
         self.ledger = Ledger()
         self.records: list[SuiteRecord] = []
         self.fingerprint: str | None = None
         self.info: dict[str, Any] = {}
+        self.facts = ServerFacts()
+        self.mismatches: list[str] = []
+        """How the server contradicts the expectations (--expect-*); the suites do not run."""
         self.current = "the wait for GET /health"
         self.sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
 
-    async def run(self) -> None:
+    async def prepare(self) -> None:
+        """Wait for the server, read what it says about itself, hold it to the expectations."""
         await self.client.wait_ready(self.config.wait_seconds)
         self.current = "the requests for server information"
         self.info = await self.client.server_info()
+        reported = self.info.get("serverInfo")
+        error = reported.get("error") if isinstance(reported, dict) else None
+        self.facts = facts_of(reported) if error is None else ServerFacts()
+        expect = self.config.expect
+        if not expect.given:
+            return
+        if reported is None or error is not None:
+            raise CouldNotTest(
+                f"{self.name}: cannot check the deployment (--expect-*): "
+                f"{error or 'the protocol has no /server_info'}"
+            )
+        self.mismatches, unknown = check(reported, expect)
+        if unknown and not self.mismatches:
+            raise CouldNotTest(
+                f"{self.name}: cannot check the deployment: the server does not report "
+                + "; ".join(unknown)
+            )
+
+    async def run_suites(self) -> None:
         await self._step(FINGERPRINT, run_fingerprint)
         for suite in Suite:
             if suite in self.config.suites and suite in SUITES:
@@ -234,12 +272,7 @@ async def run_mixed(run: EndpointRun, tally: Tally) -> None:
 
 
 async def run_prefix(run: EndpointRun, tally: Tally) -> None:
-    if not run.client.can_flush:
-        tally.record.notes.append(
-            "the protocol has no cache flush: batches ran with whatever the server had cached"
-        )
-    for i, prompts in enumerate(prefix_batches(run.config.trials)):
-        await run.client.flush_cache()
+    for i, prompts in enumerate(prefix_batches(run.config.trials, run.nonce)):
         outputs = await run.batch(prompts, run.sampling)
         for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
             tally.add(prompt, run.sampling, output, f"prefix batch {i + 1}{_slot(prompts, slot)}")
@@ -252,7 +285,14 @@ def _slot(prompts: Sequence[Prompt], slot: int) -> str:
 async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
     """Prefill prompt+output from scratch and again from the cache; both must agree bitwise."""
     if not run.client.accepts_token_ids:
-        tally.record.skipped = "the OpenAI protocol can neither send token ids nor flush the cache"
+        tally.record.skipped = "the OpenAI protocol cannot send token ids"
+        return
+    if run.facts.radix_cache is False:
+        # Nothing would come from the cache: a pass would rest on nothing.
+        tally.record.skipped = (
+            "prefix cache off: GET /server_info says disable_radix_cache is true (SGLang turns "
+            "it off itself with FlashInfer in deterministic mode)"
+        )
         return
     trials = run.config.trials
     prefill = Sampling(RADIX_NEW_TOKENS, run.config.temperature, run.config.sampling_seed)
@@ -263,10 +303,11 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         run.ledger.remember(
             (prompt, run.sampling.key, ()), first, tally.record.name, f"trial {t + 1} generation"
         )
-        # A client that accepts token ids answers with token ids.
-        sequence = prompt + cast(tuple[int, ...], first.tokens or ())
+        # A client that accepts token ids answers with token ids. The marker makes the sequence
+        # one the server has never seen (the generation left prompt+output in its cache), so
+        # the first prefill computes it from scratch without a flush.
+        sequence = cache_marker(run.nonce, t) + prompt + cast(tuple[int, ...], first.tokens or ())
         start = max(0, len(sequence) - RADIX_PROMPT_LOGPROBS)
-        await run.client.flush_cache()
         scratch = (await run.batch([sequence], prefill, logprob_start_len=start))[0]
         cached = (await run.batch([sequence], prefill, logprob_start_len=start))[0]
         extra = ("logprob_start_len", start)
@@ -284,13 +325,15 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         f"{hits} of {trials} second prefills used the cache (meta_info.cached_tokens > 0)"
     )
     if hits == 0:
-        tally.record.notes.append(
-            "the cache was never used, so cached and uncached prefills were not compared; "
-            "is the radix cache off? (SGLang turns it off with FlashInfer in deterministic mode)"
+        # Cached and uncached prefills were never compared: not a pass.
+        tally.record.skipped = (
+            f"prefix cache off: none of {trials} second prefills used the cache "
+            "(meta_info.cached_tokens 0)"
         )
     if stale:
         tally.record.notes.append(
-            f"{stale} prefills right after POST /flush_cache still reported cached tokens"
+            f"{stale} prefills of never-seen sequences reported cached tokens (a shared marker "
+            "start, or a server that counts otherwise)"
         )
 
 
