@@ -42,6 +42,12 @@ MANAGED_FLAGS: dict[str, str] = {
     "--enable-deterministic-inference": "the operator always sets it (spec.engine.deterministicInference)",
     "--disable-radix-cache": "set spec.engine.radixCache: Disabled instead",
     "--disable-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
+    # The per-phase spellings (0.5.14 on) override --disable-cuda-graph in SGLang.
+    "--cuda-graph-backend-decode": "it would override spec.engine.cudaGraph",
+    "--cuda-graph-backend-prefill": "it would override spec.engine.cudaGraph",
+    "--cuda-graph-config": "it would override spec.engine.cudaGraph",
+    "--disable-decode-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
+    "--disable-prefill-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
     "--enable-metrics": "the operator always sets it",
 }
 NONDETERMINISTIC_FLAGS: dict[str, str] = {
@@ -244,7 +250,10 @@ def every_release_flags() -> frozenset[str]:
 
 
 @functools.cache
-def sglang() -> EngineFlags:
+def sglang(version: str | None = None) -> EngineFlags:
+    """The flags of SGLang `version`; with None, those every supported release knows alike."""
+    if version is not None:
+        return _sglang_release(version)
     usable: dict[str, Nargs] = {}
     elsewhere: dict[str, str] = {}
     for option, presence in sglang_flags.releases().items():
@@ -267,6 +276,24 @@ def sglang() -> EngineFlags:
         elsewhere=elsewhere,
         refused=refused_flags(),
         every_option=frozenset(sglang_flags.releases()),
+    )
+
+
+def _sglang_release(version: str) -> EngineFlags:
+    own = sglang_flags.by_version()[version]
+    elsewhere = {
+        option: (
+            f"is not a flag of SGLang {version} (spec.engine.version; only of {presence.span()})"
+        )
+        for option, presence in sglang_flags.releases().items()
+        if option not in own
+    }
+    return EngineFlags(
+        name=f"SGLang {version}",
+        usable={option: flag.nargs for option, flag in own.items()},
+        elsewhere=elsewhere,
+        refused=refused_flags(),
+        every_option=frozenset(own),
     )
 
 
