@@ -103,6 +103,11 @@ CEL_CASES = (
             "gpusPerReplica must be at least engine.tensorParallelSize",
         ),
         (
+            {"model": {"path": "/var/cache/detinfer/models/qwen3-8b"}},
+            "spec.model.revision",
+            "model.revision does not apply to the local directory /var/cache/detinfer/models/qwen3",
+        ),
+        (
             {"engine": {"version": None}},
             "spec.engine.version",
             "engine.version is required with kind: SGLang",

@@ -171,7 +171,8 @@ def test_numerics_environment_is_pinned_where_the_release_reads_it(version, tp, 
     env = _env(
         dis(engine={"version": version, "tensorParallelSize": tp}, resources={"gpusPerReplica": tp})
     )
-    assert {k: v for k, v in env.items() if k.startswith("SGLANG_")} == expected
+    numerics = {k: v for k, v in env.items() if k.startswith("SGLANG_") and "HEALTH" not in k}
+    assert numerics == expected
 
 
 def test_numerics_come_from_the_spec():
@@ -242,7 +243,7 @@ def test_deployment_gpus_affinity_gate_probes_and_shm():
     assert pod["readinessGates"] == [{"conditionType": "detinfer.io/validated"}]
     assert container["startupProbe"]["httpGet"]["path"] == "/health_generate"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health_generate"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/model_info"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
@@ -256,16 +257,24 @@ def test_deployment_gpus_affinity_gate_probes_and_shm():
 
 
 @pytest.mark.parametrize(
-    ("version", "path"),
-    [("0.5.3", "/get_model_info"), ("0.5.5.post3", "/get_model_info"), ("0.5.6", "/model_info")],
+    ("version", "path", "generation"),
+    [
+        ("0.5.3", "/get_model_info", None),
+        ("0.5.5.post3", "/get_model_info", None),  # its switch does not work
+        ("0.5.6", "/health", "false"),
+        ("0.5.23", "/health", "false"),
+    ],
 )
-def test_sglang_probes(version, path):
-    """Liveness never generates (SGLang's /health does); startup and readiness generate one
-    token and wait past SGLang's own 20 s; startup allows an hour for a 70B download."""
+def test_sglang_probes(version, path, generation):
+    """Liveness never generates (SGLang's /health does, unless switched off); startup and
+    readiness generate one token and wait past SGLang's own 20 s; startup allows an hour for a
+    70B download."""
     container = build_deployment(dis(engine={"version": version}))["spec"]["template"]["spec"][
         "containers"
     ][0]
     assert container["livenessProbe"]["httpGet"]["path"] == path
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION") == generation
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health_generate"
         assert container[probe]["timeoutSeconds"] > 20
@@ -290,6 +299,27 @@ def test_model_cache_claim_and_no_product_affinity():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
     assert "affinity" not in pod
+
+
+def test_weights_already_on_the_volume_are_read_from_their_path():
+    """A directory on the claim: the engine gets its path, no revision, and HF_HOME on the
+    same volume, so nothing is downloaded."""
+    d = dis(
+        model={
+            "path": "/var/cache/detinfer/models/qwen3-8b",
+            "revision": None,
+            "allowUnpinnedRevision": True,
+            "cacheVolumeClaim": "weights",
+        }
+    )
+    _, args = engine_command(d)
+    assert args[:2] == ["--model-path", "/var/cache/detinfer/models/qwen3-8b"]
+    assert "--revision" not in args
+    container = build_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/var/cache/detinfer/models"} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "HF_HOME", "value": "/var/cache/detinfer/models"} in container["env"]
 
 
 def test_children_are_owned_and_labelled():

@@ -3,15 +3,15 @@ the check by the flag table that the CRD cannot express.
 
 SGLang parses its command line with a plain argparse.ArgumentParser (allow_abbrev=True): a
 unique prefix of a flag is read as the flag, and "--flag=value" as well as "--flag value" set it.
-So a refused flag is refused by argparse dest (all its aliases) and in every abbreviation. Until
-the spec names the SGLang release, extraArgs may use only the flags that every supported release
-knows (detinfer.sglang_flags): an exact flag name is never taken for an abbreviation, so such a
-flag means the same in each of them.
+So a refused flag is refused by argparse dest (all its aliases, in any release) and in every
+abbreviation. extraArgs may use the flags of the release in spec.engine.version
+(detinfer.sglang_flags); an exact flag name is never taken for an abbreviation.
 
-Enforced twice, with the same messages: the CRD's CEL rules (built here; the API server and
-`detinfer render` run them) refuse refused flags, their abbreviations, whitespace and --config;
-`flag_errors` (run by api.resource.parse_service, that is by render and by the operator) refuses
-the rest: unknown flags, other abbreviations, flags some release lacks, missing or stray values.
+Enforced twice, with the same messages: the CRD's CEL rules (built here, the same for every
+release; the API server and `detinfer render` run them) refuse refused flags, their
+abbreviations, whitespace and --config; `flag_errors` with the pinned release's flags (run by
+api.resource.parse_service, that is by render and by the operator) refuses the rest: unknown
+flags, other abbreviations, flags that release lacks, missing or stray values.
 """
 
 from __future__ import annotations

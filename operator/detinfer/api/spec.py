@@ -81,7 +81,9 @@ class ModelSpec(StrictKubeModel):
     """The model to serve, pinned."""
 
     path: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
-    """Hugging Face hub id (org/name) or a path inside the model cache volume."""
+    """Hugging Face hub id (org/name), or an absolute path to the weights' directory: inside
+    the model cache volume (/var/cache/detinfer/models/...) or inside the image. A directory
+    has no revision: SGLang reads it as it is."""
 
     revision: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$", max_length=40)] = None
     """The model's commit hash (40 hex). Required unless allowUnpinnedRevision is true."""
@@ -92,7 +94,10 @@ class ModelSpec(StrictKubeModel):
     cache_volume_claim: Annotated[
         str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     ] = None
-    """A PersistentVolumeClaim to keep downloaded weights in; an emptyDir when unset."""
+    """A PersistentVolumeClaim mounted at /var/cache/detinfer/models (HF_HOME): downloaded
+    weights survive pod restarts and are shared by the replicas (ReadWriteMany, or one node),
+    and weights already on it are read from there (path). An emptyDir when unset: every pod
+    downloads the model again."""
 
     cel_rules = (
         CelRule(
@@ -107,6 +112,19 @@ class ModelSpec(StrictKubeModel):
             ),
             field_path=".revision",
             reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!self.path.startsWith('/') || !has(self.revision)",
+            message=(
+                "model.revision does not apply to a local directory: SGLang reads it as it is; "
+                "remove revision and set allowUnpinnedRevision: true"
+            ),
+            message_expression=(
+                "'model.revision does not apply to the local directory ' + self.path + "
+                "': SGLang reads it as it is; remove revision and set allowUnpinnedRevision: true'"
+            ),
+            field_path=".revision",
+            reason="FieldValueForbidden",
         ),
     )
 

@@ -122,12 +122,12 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
             "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
-        # Liveness must not generate: SGLang's /health does (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION,
-        # true by default) and can take 20 s on a loaded server. The model-info endpoint answers
-        # from the HTTP process without the scheduler; a pod is restarted only after two minutes
-        # without an answer.
+        # Liveness must not generate: SGLang's /health does by default and can take 20 s on a
+        # loaded server. From 0.5.6 the operator turns that off (features.liveness_environment),
+        # before it probes /get_model_info; both answer from the HTTP process without the
+        # scheduler. A pod is restarted only after two minutes without an answer.
         "livenessProbe": {
-            **http(features.model_info_path(sglang_version(dis))),
+            **http(features.liveness_path(sglang_version(dis))),
             "periodSeconds": 20,
             "timeoutSeconds": 10,
             "failureThreshold": 6,
@@ -142,9 +142,9 @@ def _environment(dis: DeterministicInferenceService) -> list[dict[str, str]]:
     ]
     engine = dis.spec.engine
     if engine.kind == EngineKind.SGLANG:
-        env += numerics.environment(
-            engine.numerics, sglang_version(dis), engine.tensor_parallel_size
-        )
+        version = sglang_version(dis)
+        env += features.liveness_environment(version)
+        env += numerics.environment(engine.numerics, version, engine.tensor_parallel_size)
     return env
 
 

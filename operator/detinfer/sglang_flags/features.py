@@ -50,6 +50,27 @@ def cuda_graph_off_flags(version: str) -> list[str]:
     return ["--disable-cuda-graph"]
 
 
+# SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false makes /health answer 200 without generating
+# (srt/entrypoints/http_server.py, srt/environ.py). 0.5.5.post3 added the variable but tests the
+# EnvBool object itself (`not envs.SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION`, always false), so
+# it works from 0.5.6. /health is exempt from --api-key (add_api_key_middleware), /model_info not.
+HEALTH_WITHOUT_GENERATION_FIRST = "0.5.6"
+HEALTH_GENERATION_VARIABLE = "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"
+
+
+def liveness_path(version: str) -> str:
+    """An endpoint of `version` that never generates (with liveness_environment)."""
+    if at_least(version, HEALTH_WITHOUT_GENERATION_FIRST):
+        return "/health"
+    return model_info_path(version)
+
+
+def liveness_environment(version: str) -> list[dict[str, str]]:
+    if at_least(version, HEALTH_WITHOUT_GENERATION_FIRST):
+        return [{"name": HEALTH_GENERATION_VARIABLE, "value": "false"}]
+    return []
+
+
 def model_info_path(version: str) -> str:
     return "/model_info" if at_least(version, NEW_INFO_ENDPOINTS_FIRST) else "/get_model_info"
 
