@@ -8,6 +8,7 @@ import argparse
 import pytest
 import yaml
 
+from detinfer import sglang_flags
 from detinfer.api import SpecError, extra_args, parse_service
 from detinfer.cli import main
 from detinfer.engine.main import build_parser
@@ -399,3 +400,17 @@ def test_is_value_follows_argparse():
         assert not extra_args.is_value(token)
         with pytest.raises(argparse.ArgumentError):
             parser.parse_args(["--x", token])
+
+
+def test_no_flag_of_some_releases_is_a_prefix_of_a_refused_flag():
+    """The CRD's item rules exempt only flags of every release from the abbreviation rules (an
+    item rule cannot see engine.version): a flag of some releases only that is a proper prefix
+    of a refused flag would be refused there although the pinned release has it."""
+    every = extra_args.every_release_flags()
+    refused = [f for f in extra_args.refused_flags() if f.startswith("--")]
+    clashes = {
+        option: [f for f in refused if f.startswith(option) and f != option]
+        for option in sglang_flags.releases()
+        if option not in every and option not in extra_args.refused_flags()
+    }
+    assert {o: f for o, f in clashes.items() if f} == {}
