@@ -255,6 +255,42 @@ def test_the_operator_refuses_a_quantity_the_api_server_admits(
 
 
 @pytest.mark.parametrize(
+    ("engine", "message"),
+    [
+        (
+            {"version": "0.5.20", "extraArgs": ["--cuda-graph-max-bs", "8"]},
+            "spec.engine.extraArgs[0]: '--cuda-graph-max-bs' is not a flag of SGLang 0.5.20 "
+            "(spec.engine.version; only of 0.5.3 to 0.5.19)",
+        ),
+        (
+            {"attentionBackend": "FlashInfer", "extraArgs": ["--chunked-prefill-size", "2048"]},
+            "spec.engine.extraArgs[1]: --chunked-prefill-size 2048 is below the prefill alignment "
+            "of SGLang 0.5.23 with attentionBackend FlashInfer in deterministic mode, 4096 "
+            "(spec.engine.numerics.flashinferPrefillSplitTileSize): a prompt longer than 2048 "
+            "tokens would never be scheduled (SGLang issue #36344); use at least 4096, -1 (no "
+            "chunking), or a smaller spec.engine.numerics.flashinferPrefillSplitTileSize",
+        ),
+    ],
+)
+def test_the_operator_checks_what_the_crd_cannot_against_the_pinned_release(
+    cluster: Cluster, operator: Operator, namespace: str, engine, message
+):
+    """The API server admits these (CEL cannot hold a flag table per release, nor compare a
+    value item with the numerics); the operator says InvalidSpec and creates nothing."""
+    cluster.apply(namespace, example(engine=engine))
+    ready = wait_for(
+        "Ready=False InvalidSpec",
+        lambda: (
+            (c := cluster.condition(namespace, NAME, "Ready"))
+            and c["reason"] == "InvalidSpec"
+            and c
+        ),
+    )
+    assert ready["message"] == message
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []
+
+
+@pytest.mark.parametrize(
     ("mutate", "words"),
     [
         (lambda b: b["metadata"].update(name="a" * 300), "metadata.name"),

@@ -61,7 +61,8 @@ def example(name: str) -> dict[str, Any]:
 
 
 def dis(**spec_overrides: Any) -> dict[str, Any]:
-    """A valid DIS body; keyword arguments are deep-merged into spec (None deletes a key)."""
+    """A valid DIS body; keyword arguments are deep-merged into spec (None deletes a key). With
+    kind Reference, engine.version is dropped unless the overrides give one."""
     body = {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
@@ -74,12 +75,15 @@ def dis(**spec_overrides: Any) -> dict[str, Any]:
         },
         "spec": {
             "model": {"path": "Qwen/Qwen3-8B", "revision": REVISION},
-            "engine": {"image": f"lmsysorg/sglang@{DIGEST}"},
+            "engine": {"image": f"lmsysorg/sglang@{DIGEST}", "version": "0.5.23"},
             "replicas": 2,
             "resources": {"gpusPerReplica": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
         },
     }
     _merge(body["spec"], spec_overrides)
+    engine = body["spec"]["engine"]
+    if engine.get("kind") == "Reference" and "version" not in spec_overrides.get("engine", {}):
+        engine.pop("version", None)
     return body
 
 

@@ -31,6 +31,9 @@ def test_defaults_are_explicit_and_safe():
     assert dis.spec.engine.attention_backend == AttentionBackend.FA3
     assert dis.spec.engine.deterministic_inference.value == "Enabled"
     assert dis.spec.engine.sampling_seed == 42
+    assert dis.spec.engine.version == "0.5.23"  # the factory's; the spec has no default
+    assert dis.spec.engine.numerics.flashinfer_prefill_split_tile_size == 4096
+    assert dis.spec.engine.numerics.nccl_channels == 8
     assert dis.spec.validation.suites == list(Suite)
     assert dis.spec.validation.trials == 16
     assert dis.spec.validation.fingerprint_policy.value == "Record"
@@ -98,6 +101,29 @@ CEL_CASES = (
             {"engine": {"tensorParallelSize": 4}, "resources": {"gpusPerReplica": 2}},
             "spec.resources.gpusPerReplica",
             "gpusPerReplica must be at least engine.tensorParallelSize",
+        ),
+        (
+            {"model": {"path": "/var/cache/detinfer/models/qwen3-8b"}},
+            "spec.model.revision",
+            "model.revision does not apply to the local directory /var/cache/detinfer/models/qwen3",
+        ),
+        (
+            {"engine": {"version": None}},
+            "spec.engine.version",
+            "engine.version is required with kind: SGLang",
+        ),
+        (
+            {
+                "engine": {"kind": "Reference", "version": "0.5.23"},
+                "resources": {"gpusPerReplica": 0, "gpuProduct": None},
+            },
+            "spec.engine.version",
+            "engine.version must not be set with kind: Reference",
+        ),
+        (
+            {"engine": {"attentionBackend": "FA4", "version": "0.5.15.post1"}},
+            "spec.engine.attentionBackend",
+            "FA4 needs SGLang 0.5.16 or later: SGLang 0.5.15.post1 refuses fa4",
         ),
     ]
     + [
@@ -243,7 +269,24 @@ BOUND_CASES = [
     ({"resources": {"memory": "1.5e3.2"}}, "spec.resources.memory"),
     ({"surprise": True}, "spec.surprise"),
     ({"engine": {"image": None}}, "spec.engine.image"),
+    ({"engine": {"version": "0.5.2"}}, "spec.engine.version"),
+    ({"engine": {"version": "v0.5.23"}}, "spec.engine.version"),
+    (
+        {"engine": {"numerics": {"flashinferPrefillSplitTileSize": 0}}},
+        "spec.engine.numerics.flashinferPrefillSplitTileSize",
+    ),
+    ({"engine": {"numerics": {"ncclChannels": 65}}}, "spec.engine.numerics.ncclChannels"),
+    ({"engine": {"numerics": {"matmulDeepGemm": "On"}}}, "spec.engine.numerics.matmulDeepGemm"),
 ]
+
+
+def test_an_unsupported_release_is_refused_naming_the_supported_ones():
+    errors = errors_of(f.dis(engine={"version": "0.6.0"}))
+    assert any(
+        e.startswith("spec.engine.version: ")
+        and "'0.6.0' is not a supported SGLang release (one of 0.5.3 to 0.5.23" in e
+        for e in errors
+    ), errors
 
 
 @pytest.mark.parametrize(("overrides", "path"), BOUND_CASES)

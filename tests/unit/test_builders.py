@@ -80,11 +80,132 @@ def test_sglang_command_line_follows_the_spec_in_order():
         "--random-seed",
         "7",
         "--enable-metrics",
-        "--disable-cuda-graph",
+        "--cuda-graph-backend-decode",
+        "disabled",
+        "--cuda-graph-backend-prefill",
+        "disabled",
         "--disable-radix-cache",
         "--mem-fraction-static",
         "0.8",
     ]
+
+
+@pytest.mark.parametrize(
+    ("version", "flags"),
+    [
+        ("0.5.3", ["--disable-cuda-graph"]),
+        ("0.5.13.post1", ["--disable-cuda-graph"]),
+        (
+            "0.5.14",
+            ["--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled"],
+        ),
+        (
+            "0.5.23",
+            ["--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled"],
+        ),
+    ],
+)
+def test_cuda_graphs_off_in_the_spelling_of_the_release(version, flags):
+    """--disable-cuda-graph up to 0.5.13.post1; from 0.5.14 it is deprecated for the per-phase
+    backends, which the flag table shows there."""
+    _, args = engine_command(dis(engine={"version": version, "cudaGraph": "Disabled"}))
+    assert args[args.index("--enable-metrics") + 1 :] == flags
+    _, on = engine_command(dis(engine={"version": version}))
+    assert not any("cuda-graph" in a for a in on)
+
+
+def _env(d) -> dict[str, str]:
+    container = build_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+NUMERICS_DEFAULTS = {
+    "SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE": "4096",
+    "SGLANG_FLASHINFER_DECODE_SPLIT_TILE_SIZE": "2048",
+    "SGLANG_TRITON_DECODE_SPLIT_TILE_SIZE": "256",
+    "SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_DEEPGEMM": "1",
+    "SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_FALLBACK_VARIANT": "0",
+}
+
+
+@pytest.mark.parametrize(
+    ("version", "tp", "expected"),
+    [
+        (
+            "0.5.3",
+            1,
+            {
+                "SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE": "4096",
+                "SGLANG_FLASHINFER_DECODE_SPLIT_TILE_SIZE": "2048",
+                "SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE": "4096",
+                "SGLANG_TRITON_DECODE_SPLIT_TILE_SIZE": "256",
+            },
+        ),
+        (
+            "0.5.4.post1",
+            1,
+            {
+                "SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE": "4096",
+                "SGLANG_FLASHINFER_DECODE_SPLIT_TILE_SIZE": "2048",
+                "SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE": "4096",
+                "SGLANG_TRITON_DECODE_SPLIT_TILE_SIZE": "256",
+                "SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_DEEPGEMM": "1",
+            },
+        ),
+        ("0.5.21", 1, {**NUMERICS_DEFAULTS, "SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE": "4096"}),
+        (
+            "0.5.21",
+            2,
+            {
+                **NUMERICS_DEFAULTS,
+                "SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE": "4096",
+                "SGLANG_DETERMINISTIC_NCCL_NCHANNELS": "8",
+            },
+        ),
+        ("0.5.22", 1, NUMERICS_DEFAULTS),
+        ("0.5.23", 2, {**NUMERICS_DEFAULTS, "SGLANG_DETERMINISTIC_NCCL_NCHANNELS": "8"}),
+        ("0.5.17", 2, {**NUMERICS_DEFAULTS, "SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE": "4096"}),
+    ],
+)
+def test_numerics_environment_is_pinned_where_the_release_reads_it(version, tp, expected):
+    env = _env(
+        dis(engine={"version": version, "tensorParallelSize": tp}, resources={"gpusPerReplica": tp})
+    )
+    numerics = {k: v for k, v in env.items() if k.startswith("SGLANG_") and "HEALTH" not in k}
+    assert numerics == expected
+
+
+def test_numerics_come_from_the_spec():
+    env = _env(
+        dis(
+            engine={
+                "tensorParallelSize": 2,
+                "numerics": {
+                    "flashinferPrefillSplitTileSize": 8192,
+                    "matmulDeepGemm": "Disabled",
+                    "matmulFallbackVariant": "Enabled",
+                    "ncclChannels": 4,
+                },
+            },
+            resources={"gpusPerReplica": 2},
+        )
+    )
+    assert env["SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE"] == "8192"
+    assert env["SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_DEEPGEMM"] == "0"
+    assert env["SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_FALLBACK_VARIANT"] == "1"
+    assert env["SGLANG_DETERMINISTIC_NCCL_NCHANNELS"] == "4"
+
+
+def test_reference_engine_gets_no_sglang_environment():
+    env = _env(
+        dis(engine={"kind": "Reference"}, resources={"gpusPerReplica": 0, "gpuProduct": None})
+    )
+    assert not any(name.startswith("SGLANG_") for name in env)
+
+
+def test_fa4_is_rendered_as_sglang_spells_it():
+    _, args = engine_command(dis(engine={"attentionBackend": "FA4", "version": "0.5.16"}))
+    assert args[args.index("--attention-backend") + 1] == "fa4"
 
 
 def test_reference_engine_runs_detinfer_engine_on_cpu_or_gpu():
@@ -135,6 +256,42 @@ def test_deployment_gpus_affinity_gate_probes_and_shm():
     }
 
 
+@pytest.mark.parametrize(
+    ("version", "path", "generation"),
+    [
+        ("0.5.3", "/get_model_info", None),
+        ("0.5.5.post3", "/get_model_info", None),  # its switch does not work
+        ("0.5.6", "/health", "false"),
+        ("0.5.23", "/health", "false"),
+    ],
+)
+def test_sglang_probes(version, path, generation):
+    """Liveness never generates (SGLang's /health does, unless switched off); startup and
+    readiness generate one token and wait past SGLang's own 20 s; startup allows an hour for a
+    70B download."""
+    container = build_deployment(dis(engine={"version": version}))["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == path
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION") == generation
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health_generate"
+        assert container[probe]["timeoutSeconds"] > 20
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 3600
+    liveness = container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 120
+
+
+def test_reference_probes_stay_fast_on_endpoints_it_serves():
+    container = build_deployment(
+        dis(engine={"kind": "Reference"}, resources={"gpusPerReplica": 0, "gpuProduct": None})
+    )["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["periodSeconds"] == 2
+
+
 def test_model_cache_claim_and_no_product_affinity():
     pod = build_deployment(
         dis(model={"cacheVolumeClaim": "hf-cache"}, resources={"gpuProduct": None})
@@ -142,6 +299,27 @@ def test_model_cache_claim_and_no_product_affinity():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
     assert "affinity" not in pod
+
+
+def test_weights_already_on_the_volume_are_read_from_their_path():
+    """A directory on the claim: the engine gets its path, no revision, and HF_HOME on the
+    same volume, so nothing is downloaded."""
+    d = dis(
+        model={
+            "path": "/var/cache/detinfer/models/qwen3-8b",
+            "revision": None,
+            "allowUnpinnedRevision": True,
+            "cacheVolumeClaim": "weights",
+        }
+    )
+    _, args = engine_command(d)
+    assert args[:2] == ["--model-path", "/var/cache/detinfer/models/qwen3-8b"]
+    assert "--revision" not in args
+    container = build_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/var/cache/detinfer/models"} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "HF_HOME", "value": "/var/cache/detinfer/models"} in container["env"]
 
 
 def test_children_are_owned_and_labelled():
@@ -164,6 +342,12 @@ def test_children_are_owned_and_labelled():
         {"engine": {"samplingSeed": 43}},
         {"engine": {"cudaGraph": "Disabled"}},
         {"engine": {"extraArgs": ["--dtype", "float16"]}},
+        {"engine": {"version": "0.5.22"}},
+        {"engine": {"numerics": {"flashinferPrefillSplitTileSize": 8192}}},
+        {"engine": {"numerics": {"tritonDecodeSplitTileSize": 512}}},
+        {"engine": {"numerics": {"matmulDeepGemm": "Disabled"}}},
+        {"engine": {"numerics": {"matmulFallbackVariant": "Enabled"}}},
+        {"engine": {"numerics": {"ncclChannels": 4}}},
         {"model": {"revision": "f" * 40}},
         {"model": {"path": "Qwen/Qwen3-4B"}},
         {"resources": {"gpuProduct": "NVIDIA-H200"}},
@@ -184,6 +368,13 @@ def test_revision_changes_with_what_changes_outputs(change):
 )
 def test_revision_ignores_what_does_not(change):
     assert revision_of(dis(**change)) == revision_of(dis())
+
+
+def test_reference_revision_ignores_the_numerics_it_does_not_read():
+    reference = {"resources": {"gpusPerReplica": 0, "gpuProduct": None}}
+    plain = dis(engine={"kind": "Reference"}, **reference)
+    tuned = dis(engine={"kind": "Reference", "numerics": {"ncclChannels": 2}}, **reference)
+    assert revision_of(plain) == revision_of(tuned)
 
 
 def test_services_select_validated_revision_and_every_pod():

@@ -197,7 +197,7 @@ NOT_JSON = [
     # through and the loader refuses the string.
     (
         'note: "\\ud800"',
-        "is not valid YAML: line 13, column" if yaml.__with_libyaml__ else "spec.model.note",
+        "is not valid YAML: line 14, column" if yaml.__with_libyaml__ else "spec.model.note",
         "invalid Unicode character" if yaml.__with_libyaml__ else "lone surrogate",
     ),
 ]

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from detinfer import crd
+from detinfer import crd, sglang_flags
 from detinfer.api import constants as c
 from detinfer.api.base import KubeModel
 from detinfer.api.cel import CelRule
@@ -142,8 +142,14 @@ def test_extra_args_item_rules_are_at_the_items_node(committed):
 def test_spec_defaults_match_the_models(committed):
     spec = committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     engine = spec["properties"]["engine"]["properties"]
-    assert engine["attentionBackend"]["enum"] == ["FA3", "FlashInfer", "Triton"]
+    assert engine["attentionBackend"]["enum"] == ["FA3", "FA4", "FlashInfer", "Triton"]
     assert engine["attentionBackend"]["default"] == "FA3"
+    assert engine["version"]["enum"] == list(sglang_flags.VERSIONS)
+    assert "default" not in engine["version"]
+    numerics = engine["numerics"]["properties"]
+    assert numerics["flashinferPrefillSplitTileSize"]["default"] == 4096
+    assert numerics["ncclChannels"]["default"] == 8
+    assert numerics["matmulDeepGemm"]["enum"] == ["Enabled", "Disabled"]
     assert engine["tensorParallelSize"]["minimum"] == 1
     assert spec["properties"]["replicas"]["minimum"] == 0
     validation = spec["properties"]["validation"]["properties"]

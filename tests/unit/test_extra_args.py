@@ -8,6 +8,7 @@ import argparse
 import pytest
 import yaml
 
+from detinfer import sglang_flags
 from detinfer.api import SpecError, extra_args, parse_service
 from detinfer.cli import main
 from detinfer.engine.main import build_parser
@@ -20,8 +21,8 @@ REFERENCE = {
 }
 
 
-def errors_of(args: list[str], kind: str = "SGLang") -> list[str]:
-    overrides = {"engine": {"extraArgs": args}}
+def errors_of(args: list[str], kind: str = "SGLang", **engine) -> list[str]:
+    overrides = {"engine": {"extraArgs": args, **engine}}
     if kind == "Reference":
         overrides = {**REFERENCE, "engine": {"kind": "Reference", "extraArgs": args}}
     with pytest.raises(SpecError) as info:
@@ -29,8 +30,8 @@ def errors_of(args: list[str], kind: str = "SGLang") -> list[str]:
     return [str(e) for e in info.value.errors]
 
 
-def accepted(args: list[str], kind: str = "SGLang") -> list[str]:
-    overrides = {"engine": {"extraArgs": args}}
+def accepted(args: list[str], kind: str = "SGLang", **engine) -> list[str]:
+    overrides = {"engine": {"extraArgs": args, **engine}}
     if kind == "Reference":
         overrides = {**REFERENCE, "engine": {"kind": "Reference", "extraArgs": args}}
     return list(parse_service(f.dis(**overrides)).spec.engine.extra_args)
@@ -125,13 +126,13 @@ def test_managed_flags_are_refused_under_every_alias_sglang_defines():
 @pytest.mark.parametrize(
     ("args", "index", "words"),
     [
-        (["--not-a-flag", "1"], 0, "'--not-a-flag' is not a flag of SGLang 0.5.3 to 0.5.23"),
+        (["--not-a-flag", "1"], 0, "'--not-a-flag' is not a flag of SGLang 0.5.23"),
         (["-x"], 0, "'-x' is not a flag of SGLang"),
         (["--"], 0, "'--' would end the engine's options"),
         (
             ["--cuda-graph-max-bs", "8"],
             0,
-            "'--cuda-graph-max-bs' is not a flag of every supported SGLang release (only of "
+            "'--cuda-graph-max-bs' is not a flag of SGLang 0.5.23 (spec.engine.version; only of "
             "0.5.3 to 0.5.19)",
         ),
         (["--mem-fraction-static"], 0, "'--mem-fraction-static' takes a value, and no value"),
@@ -153,6 +154,97 @@ def test_the_flag_table_refuses_what_sglang_would_not_read_as_meant(args, index,
     assert any(e.startswith(f"spec.engine.extraArgs[{index}]: ") and words in e for e in errors), (
         errors
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "accepted_by", "refused_by", "only_of"),
+    [
+        (["--cuda-graph-max-bs", "8"], "0.5.19", "0.5.20", "0.5.3 to 0.5.19"),
+        (["--cuda-graph-max-seq-len-prefill", "64"], "0.5.21", "0.5.20", "0.5.21 to 0.5.23"),
+        (["--cuda-graph-max-bs-decode", "8"], "0.5.14", "0.5.13.post1", "0.5.14 to 0.5.23"),
+    ],
+)
+def test_extra_args_are_checked_against_the_pinned_release(args, accepted_by, refused_by, only_of):
+    """engine.version picks the flag table: a flag of that release passes, one it lacks is
+    refused naming the releases that have it."""
+    assert accepted(args, version=accepted_by) == args
+    errors = errors_of(args, version=refused_by)
+    assert errors == [
+        f"spec.engine.extraArgs[0]: '{args[0]}' is not a flag of SGLang {refused_by} "
+        f"(spec.engine.version; only of {only_of})"
+    ]
+
+
+def test_an_abbreviation_is_read_against_the_pinned_release():
+    token = "--cuda-graph-max-seq-len-pre"
+    errors = errors_of([token, "8"], version="0.5.23")
+    assert (
+        "is an abbreviation of --cuda-graph-max-seq-len-prefill: write the flag in full"
+        in (errors[0])
+    )
+    assert errors_of([token, "8"], version="0.5.20") == [
+        f"spec.engine.extraArgs[0]: '{token}' is not a flag of SGLang 0.5.20"
+    ]
+
+
+CHUNKED = "--chunked-prefill-size"
+
+
+@pytest.mark.parametrize(
+    ("engine", "args", "index", "words"),
+    [
+        (
+            {"attentionBackend": "FlashInfer"},
+            [CHUNKED, "2048"],
+            1,
+            "--chunked-prefill-size 2048 is below the prefill alignment of SGLang 0.5.23 with "
+            "attentionBackend FlashInfer in deterministic mode, 4096 "
+            "(spec.engine.numerics.flashinferPrefillSplitTileSize)",
+        ),
+        (
+            {
+                "attentionBackend": "FlashInfer",
+                "numerics": {"flashinferPrefillSplitTileSize": 8192},
+            },
+            [f"{CHUNKED}=4096"],
+            0,
+            "--chunked-prefill-size 4096 is below the prefill alignment of SGLang 0.5.23",
+        ),
+        (
+            {"attentionBackend": "Triton", "version": "0.5.18"},
+            [CHUNKED, "128"],
+            1,
+            "4096 (spec.engine.numerics.tritonPrefillTruncationAlignSize): a prompt longer than "
+            "128 tokens would never be scheduled (SGLang issue #36344)",
+        ),
+        ({}, [CHUNKED, "many"], 1, "'many': --chunked-prefill-size takes an integer"),
+    ],
+)
+def test_chunked_prefill_below_the_alignment_is_refused(engine, args, index, words):
+    errors = errors_of(args, **engine)
+    assert any(e.startswith(f"spec.engine.extraArgs[{index}]: ") and words in e for e in errors), (
+        errors
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "args"),
+    [
+        ({"attentionBackend": "FA3"}, [CHUNKED, "128"]),  # FA3 aligns nothing
+        ({"attentionBackend": "Triton", "version": "0.5.22"}, [CHUNKED, "128"]),  # no more
+        ({"attentionBackend": "FlashInfer"}, [CHUNKED, "-1"]),  # no chunking
+        ({"attentionBackend": "FlashInfer"}, [CHUNKED, "6000"]),  # rounded down to 4096
+        (
+            {
+                "attentionBackend": "FlashInfer",
+                "numerics": {"flashinferPrefillSplitTileSize": 1024},
+            },
+            [f"{CHUNKED}=2048"],
+        ),
+    ],
+)
+def test_chunked_prefill_at_or_above_the_alignment_passes(engine, args):
+    assert accepted(args, **engine) == args
 
 
 @pytest.mark.parametrize(
@@ -308,3 +400,17 @@ def test_is_value_follows_argparse():
         assert not extra_args.is_value(token)
         with pytest.raises(argparse.ArgumentError):
             parser.parse_args(["--x", token])
+
+
+def test_no_flag_of_some_releases_is_a_prefix_of_a_refused_flag():
+    """The CRD's item rules exempt only flags of every release from the abbreviation rules (an
+    item rule cannot see engine.version): a flag of some releases only that is a proper prefix
+    of a refused flag would be refused there although the pinned release has it."""
+    every = extra_args.every_release_flags()
+    refused = [f for f in extra_args.refused_flags() if f.startswith("--")]
+    clashes = {
+        option: [f for f in refused if f.startswith(option) and f != option]
+        for option in sglang_flags.releases()
+        if option not in every and option not in extra_args.refused_flags()
+    }
+    assert {o: f for o, f in clashes.items() if f} == {}

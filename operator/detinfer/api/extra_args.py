@@ -3,15 +3,15 @@ the check by the flag table that the CRD cannot express.
 
 SGLang parses its command line with a plain argparse.ArgumentParser (allow_abbrev=True): a
 unique prefix of a flag is read as the flag, and "--flag=value" as well as "--flag value" set it.
-So a refused flag is refused by argparse dest (all its aliases) and in every abbreviation. Until
-the spec names the SGLang release, extraArgs may use only the flags that every supported release
-knows (detinfer.sglang_flags): an exact flag name is never taken for an abbreviation, so such a
-flag means the same in each of them.
+So a refused flag is refused by argparse dest (all its aliases, in any release) and in every
+abbreviation. extraArgs may use the flags of the release in spec.engine.version
+(detinfer.sglang_flags); an exact flag name is never taken for an abbreviation.
 
-Enforced twice, with the same messages: the CRD's CEL rules (built here; the API server and
-`detinfer render` run them) refuse refused flags, their abbreviations, whitespace and --config;
-`flag_errors` (run by api.resource.parse_service, that is by render and by the operator) refuses
-the rest: unknown flags, other abbreviations, flags some release lacks, missing or stray values.
+Enforced twice, with the same messages: the CRD's CEL rules (built here, the same for every
+release; the API server and `detinfer render` run them) refuse refused flags, their
+abbreviations, whitespace and --config; `flag_errors` with the pinned release's flags (run by
+api.resource.parse_service, that is by render and by the operator) refuses the rest: unknown
+flags, other abbreviations, flags that release lacks, missing or stray values.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ MANAGED_FLAGS: dict[str, str] = {
     "--enable-deterministic-inference": "the operator always sets it (spec.engine.deterministicInference)",
     "--disable-radix-cache": "set spec.engine.radixCache: Disabled instead",
     "--disable-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
+    # The per-phase spellings (0.5.14 on) override --disable-cuda-graph in SGLang.
+    "--cuda-graph-backend-decode": "it would override spec.engine.cudaGraph",
+    "--cuda-graph-backend-prefill": "it would override spec.engine.cudaGraph",
+    "--cuda-graph-config": "it would override spec.engine.cudaGraph",
+    "--disable-decode-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
+    "--disable-prefill-cuda-graph": "set spec.engine.cudaGraph: Disabled instead",
     "--enable-metrics": "the operator always sets it",
 }
 NONDETERMINISTIC_FLAGS: dict[str, str] = {
@@ -244,7 +250,10 @@ def every_release_flags() -> frozenset[str]:
 
 
 @functools.cache
-def sglang() -> EngineFlags:
+def sglang(version: str | None = None) -> EngineFlags:
+    """The flags of SGLang `version`; with None, those every supported release knows alike."""
+    if version is not None:
+        return _sglang_release(version)
     usable: dict[str, Nargs] = {}
     elsewhere: dict[str, str] = {}
     for option, presence in sglang_flags.releases().items():
@@ -267,6 +276,24 @@ def sglang() -> EngineFlags:
         elsewhere=elsewhere,
         refused=refused_flags(),
         every_option=frozenset(sglang_flags.releases()),
+    )
+
+
+def _sglang_release(version: str) -> EngineFlags:
+    own = sglang_flags.by_version()[version]
+    elsewhere = {
+        option: (
+            f"is not a flag of SGLang {version} (spec.engine.version; only of {presence.span()})"
+        )
+        for option, presence in sglang_flags.releases().items()
+        if option not in own
+    }
+    return EngineFlags(
+        name=f"SGLang {version}",
+        usable={option: flag.nargs for option, flag in own.items()},
+        elsewhere=elsewhere,
+        refused=refused_flags(),
+        every_option=frozenset(own),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detinfer.api import extra_args
+from detinfer.api import extra_args, numerics
 from detinfer.api.base import KubeModel, StrictKubeModel
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
 from detinfer.api.spec import DeterministicInferenceServiceSpec, EngineKind, EngineSpec
@@ -186,10 +186,23 @@ def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
 
 
 def extra_args_errors(engine: EngineSpec, path: str) -> Iterator[FieldError]:
-    """extraArgs against the flags of the engine's kind (detinfer.api.extra_args)."""
-    flags = extra_args.reference() if engine.kind == EngineKind.REFERENCE else extra_args.sglang()
+    """extraArgs against the flags of the engine's kind and release (detinfer.api.extra_args),
+    and --chunked-prefill-size against the prefill alignment (detinfer.api.numerics)."""
+    if engine.kind == EngineKind.REFERENCE:
+        flags = extra_args.reference()
+    else:
+        flags = extra_args.sglang(engine.version)  # None: the CRD's rules refuse that already
     for index, message in extra_args.flag_errors(flags, engine.extra_args):
         yield FieldError(f"{path}.extraArgs[{index}]", message)
+    if engine.kind == EngineKind.SGLANG and engine.version is not None:
+        for index, message in numerics.chunked_prefill_errors(
+            list(engine.extra_args),
+            engine.numerics,
+            engine.version,
+            engine.attention_backend.sglang_flag_value,
+            engine.attention_backend.value,
+        ):
+            yield FieldError(f"{path}.extraArgs[{index}]", message)
 
 
 def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from detinfer import validation_defaults
+from detinfer import sglang_flags, validation_defaults
 from detinfer.api import extra_args as extra_arg_rules
 from detinfer.api.base import StrictKubeModel, Toggle
 from detinfer.api.cel import CelRule
 from detinfer.api.extra_args import MANAGED_FLAGS, NONDETERMINISTIC_FLAGS, UNSAFE_FLAGS
 from detinfer.api.quantity import ByteQuantity, CpuQuantity
+from detinfer.sglang_flags import features
 
 __all__ = ["MANAGED_FLAGS", "NONDETERMINISTIC_FLAGS", "UNSAFE_FLAGS"]
 
@@ -28,15 +29,35 @@ class EngineKind(StrEnum):
 
 
 class AttentionBackend(StrEnum):
-    """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x)."""
+    """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x);
+    FA4 from 0.5.16 (features.FA4_FIRST)."""
 
     FA3 = "FA3"
+    FA4 = "FA4"
     FLASHINFER = "FlashInfer"
     TRITON = "Triton"
 
     @property
     def sglang_flag_value(self) -> str:
-        return {"FA3": "fa3", "FlashInfer": "flashinfer", "Triton": "triton"}[self.value]
+        return {"FA3": "fa3", "FA4": "fa4", "FlashInfer": "flashinfer", "Triton": "triton"}[
+            self.value
+        ]
+
+
+def _supported_sglang_version(value: str) -> str:
+    if value not in sglang_flags.VERSIONS:
+        raise ValueError(
+            f"{value!r} is not a supported SGLang release (one of "
+            f"{sglang_flags.supported_range()}, .postN included; docs/sglang-versions.md)"
+        )
+    return value
+
+
+SGLangVersion = Annotated[
+    str,
+    AfterValidator(_supported_sglang_version),
+    Field(json_schema_extra={"enum": list(sglang_flags.VERSIONS)}),
+]
 
 
 class FingerprintPolicy(StrEnum):
@@ -60,7 +81,9 @@ class ModelSpec(StrictKubeModel):
     """The model to serve, pinned."""
 
     path: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
-    """Hugging Face hub id (org/name) or a path inside the model cache volume."""
+    """Hugging Face hub id (org/name), or an absolute path to the weights' directory: inside
+    the model cache volume (/var/cache/detinfer/models/...) or inside the image. A directory
+    has no revision: SGLang reads it as it is."""
 
     revision: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$", max_length=40)] = None
     """The model's commit hash (40 hex). Required unless allowUnpinnedRevision is true."""
@@ -71,7 +94,10 @@ class ModelSpec(StrictKubeModel):
     cache_volume_claim: Annotated[
         str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     ] = None
-    """A PersistentVolumeClaim to keep downloaded weights in; an emptyDir when unset."""
+    """A PersistentVolumeClaim mounted at /var/cache/detinfer/models (HF_HOME): downloaded
+    weights survive pod restarts and are shared by the replicas (ReadWriteMany, or one node),
+    and weights already on it are read from there (path). An emptyDir when unset: every pod
+    downloads the model again."""
 
     cel_rules = (
         CelRule(
@@ -87,7 +113,56 @@ class ModelSpec(StrictKubeModel):
             field_path=".revision",
             reason="FieldValueRequired",
         ),
+        CelRule(
+            rule="!self.path.startsWith('/') || !has(self.revision)",
+            message=(
+                "model.revision does not apply to a local directory: SGLang reads it as it is; "
+                "remove revision and set allowUnpinnedRevision: true"
+            ),
+            message_expression=(
+                "'model.revision does not apply to the local directory ' + self.path + "
+                "': SGLang reads it as it is; remove revision and set allowUnpinnedRevision: true'"
+            ),
+            field_path=".revision",
+            reason="FieldValueForbidden",
+        ),
     )
+
+
+TILE = Field(ge=16, le=1048576)
+
+
+class NumericsSpec(StrictKubeModel):
+    """SGLang's deterministic numerics, set as environment variables of the engine, each only
+    where the pinned release reads it (docs/sglang-versions.md). The defaults are SGLang's own:
+    pinning them keeps an image that changes its defaults from changing the outputs. Ignored
+    with kind: Reference."""
+
+    flashinfer_prefill_split_tile_size: Annotated[int, TILE] = 4096
+    """SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE: FlashInfer's fixed KV split in prefill, and
+    what chunked prefill is aligned to with FlashInfer."""
+
+    flashinfer_decode_split_tile_size: Annotated[int, TILE] = 2048
+    """SGLANG_FLASHINFER_DECODE_SPLIT_TILE_SIZE: FlashInfer's fixed KV split in decode."""
+
+    triton_prefill_truncation_align_size: Annotated[int, TILE] = 4096
+    """SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE: what chunked prefill is aligned to with
+    Triton (read up to 0.5.21)."""
+
+    triton_decode_split_tile_size: Annotated[int, TILE] = 256
+    """SGLANG_TRITON_DECODE_SPLIT_TILE_SIZE: Triton's fixed KV split in decode."""
+
+    matmul_deep_gemm: Toggle = Toggle.ENABLED
+    """SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_DEEPGEMM: batch-invariant matmuls through DeepGEMM
+    where it applies (from 0.5.4.post1)."""
+
+    matmul_fallback_variant: Toggle = Toggle.DISABLED
+    """SGLANG_BATCH_INVARIANT_OPS_ENABLE_MM_FALLBACK_VARIANT: the fallback variant of the
+    batch-invariant matmul kernel (from 0.5.5.post3)."""
+
+    nccl_channels: Annotated[int, Field(ge=1, le=64)] = 8
+    """SGLANG_DETERMINISTIC_NCCL_NCHANNELS: NCCL channels of the tensor-parallel all-reduce
+    (NCCL_MIN/MAX_NCHANNELS; from 0.5.18, with tensorParallelSize > 1 only)."""
 
 
 class EngineSpec(StrictKubeModel):
@@ -99,11 +174,19 @@ class EngineSpec(StrictKubeModel):
     kind: EngineKind = EngineKind.SGLANG
     """SGLang, or Reference: detinfer's small CPU/GPU reference engine, for demos and tests."""
 
+    version: SGLangVersion | None = None
+    """The SGLang release the image runs, e.g. "0.5.23" (required with kind: SGLang, not
+    allowed with kind: Reference). It selects the flags extraArgs is checked against and the
+    flags, environment and probes the operator renders (docs/sglang-versions.md)."""
+
     allow_mutable_image: bool = False
     """Allow an image without a digest. A moved tag can change the outputs."""
 
     attention_backend: AttentionBackend = AttentionBackend.FA3
-    """Attention backend; one of those SGLang supports in deterministic mode."""
+    """Attention backend; one of those SGLang supports in deterministic mode. FA4 needs SGLang
+    0.5.16 or later and Blackwell (SM100) GPUs."""
+
+    numerics: NumericsSpec = NumericsSpec()
 
     tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] = 1
     """GPUs one model instance is split over (SGLang --tp-size)."""
@@ -143,9 +226,10 @@ class EngineSpec(StrictKubeModel):
     ] = []
     """More engine flags, appended last, one word per item ("--flag", "value" or
     "--flag=value"). Each flag must be written in full (no abbreviations) and, for SGLang, be one
-    that every supported release (0.5.3 to 0.5.23, docs/sglang.md) knows; for kind Reference,
-    one of `detinfer engine`'s. Flags that fight a spec field or break determinism are refused
-    under every alias, and so are --config and --help."""
+    of the release in engine.version (docs/sglang.md); for kind Reference, one of `detinfer
+    engine`'s. Flags that fight a spec field or break determinism are refused under every alias,
+    and so are --config and --help; --chunked-prefill-size must not be below the prefill
+    alignment (engine.numerics)."""
 
     # Rules on each extraArgs item (self is the string); the CRD has them at the items' node.
     item_cel_rules: ClassVar[dict[str, tuple[CelRule, ...]]] = {
@@ -173,6 +257,41 @@ class EngineSpec(StrictKubeModel):
                 "engine.deterministicInference: Disabled is only allowed with kind: Reference"
             ),
             field_path=".deterministicInference",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="self.kind != 'SGLang' || has(self.version)",
+            message=(
+                "engine.version is required with kind: SGLang: the SGLang release the image runs, "
+                f"one of {sglang_flags.supported_range()} (docs/sglang-versions.md)"
+            ),
+            field_path=".version",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.kind != 'Reference' || !has(self.version)",
+            message=(
+                "engine.version must not be set with kind: Reference: it names an SGLang release, "
+                "and the reference engine is detinfer's own"
+            ),
+            field_path=".version",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule=(
+                "self.attentionBackend != 'FA4' || !has(self.version) || self.version in ["
+                + ", ".join(f"'{v}'" for v in features.fa4_versions())
+                + "]"
+            ),
+            message=(
+                f"engine.attentionBackend FA4 needs SGLang {features.FA4_FIRST} or later: earlier "
+                "releases refuse fa4 with --enable-deterministic-inference"
+            ),
+            message_expression=(
+                f"'engine.attentionBackend FA4 needs SGLang {features.FA4_FIRST} or later: "
+                "SGLang ' + self.version + ' refuses fa4 with --enable-deterministic-inference'"
+            ),
+            field_path=".attentionBackend",
             reason="FieldValueForbidden",
         ),
         *extra_arg_rules.engine_rules(),

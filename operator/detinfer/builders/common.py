@@ -25,14 +25,19 @@ def revision_of(dis: DeterministicInferenceService) -> str:
     """Hash of every spec field that can change the outputs.
 
     Replicas, resources other than the GPU product, and the validation settings are left out:
-    changing them must not restart or re-validate the pods.
+    changing them must not restart or re-validate the pods. The SGLang release and its numerics
+    are in (engine.version, engine.numerics: they change the outputs); the reference engine
+    reads no numerics, so they are left out for it. The recipe counts changes to how a spec
+    becomes pods (2: the numerics environment, the per-release flags and probes).
     """
     spec = dis.spec.to_wire()
     engine = dict(spec["engine"])
     engine.pop("allowMutableImage", None)
+    if dis.spec.engine.kind == EngineKind.REFERENCE:
+        engine.pop("numerics", None)
     return stable_hash(
         {
-            "recipe": 1,
+            "recipe": 2,
             "model": {"path": spec["model"]["path"], "revision": spec["model"].get("revision")},
             "engine": engine,
             "gpuProduct": spec["resources"].get("gpuProduct"),

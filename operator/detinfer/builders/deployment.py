@@ -5,15 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from detinfer.api import constants as c
+from detinfer.api import numerics
 from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
 from detinfer.builders import common
 from detinfer.builders.process_line import ENGINE_COMMAND, HOST_FLAG
+from detinfer.sglang_flags import features
 
 MODEL_CACHE_PATH = "/var/cache/detinfer/models"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+# SGLang's /health_generate (and /health, which shares its handler) waits up to
+# SGLANG_HEALTH_CHECK_TIMEOUT, 20 s by default, for the scheduler (srt/entrypoints/http_server.py);
+# a probe must wait longer, or a busy but healthy server fails it.
+SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS = 30
+# Startup: the weights download (a 70B model in bf16 is about 140 GB: about 21 minutes at
+# 1 Gbit/s from the hub; an 8B one, 16 GB, about 2.5), then loading, kernel JIT compilation and
+# CUDA graph capture (minutes each on a first start): 60 minutes is twice the 70B case.
+SGLANG_STARTUP_SECONDS = 3600
+
+
+def sglang_version(dis: DeterministicInferenceService) -> str:
+    version = dis.spec.engine.version
+    if version is None:  # parse_service refuses it (the CRD's rules)
+        raise ValueError("spec.engine.version is required with kind: SGLang")
+    return version
 
 
 def engine_command(dis: DeterministicInferenceService) -> tuple[list[str], list[str]]:
@@ -39,7 +57,7 @@ def engine_command(dis: DeterministicInferenceService) -> tuple[list[str], list[
         args += ["--device", "cuda" if spec.resources.gpus_per_replica else "cpu"]
     args += ["--random-seed", str(engine.sampling_seed), "--enable-metrics"]
     if engine.kind == EngineKind.SGLANG and engine.cuda_graph == Toggle.DISABLED:
-        args.append("--disable-cuda-graph")
+        args += features.cuda_graph_off_flags(sglang_version(dis))
     if engine.radix_cache == Toggle.DISABLED:
         args.append("--disable-radix-cache")
     return command, args + list(engine.extra_args)
@@ -64,33 +82,70 @@ def _resources(dis: DeterministicInferenceService) -> dict[str, Any]:
 
 
 def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
-    sglang = dis.spec.engine.kind == EngineKind.SGLANG
-
     def http(path: str) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
 
+    if dis.spec.engine.kind != EngineKind.SGLANG:
+        # The reference engine loads in seconds, and its /health never generates.
+        return {
+            "startupProbe": {
+                **http("/health_generate"),
+                "periodSeconds": 2,
+                "timeoutSeconds": 5,
+                "failureThreshold": 60,
+            },
+            "readinessProbe": {
+                **http("/health_generate"),
+                "periodSeconds": 5,
+                "timeoutSeconds": 5,
+                "failureThreshold": 3,
+            },
+            "livenessProbe": {
+                **http("/health"),
+                "periodSeconds": 15,
+                "timeoutSeconds": 10,
+                "failureThreshold": 4,
+            },
+        }
+    period = 10
     return {
         # /health_generate runs one real generation, so a pod is "up" only when it can serve.
-        # Big models take minutes to download and load: up to 30 min (SGLang) / 2 min (reference).
         "startupProbe": {
             **http("/health_generate"),
-            "periodSeconds": 10 if sglang else 2,
-            "timeoutSeconds": 30 if sglang else 5,
-            "failureThreshold": 180 if sglang else 60,
+            "periodSeconds": period,
+            "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS,
+            "failureThreshold": SGLANG_STARTUP_SECONDS // period,
         },
         "readinessProbe": {
             **http("/health_generate"),
-            "periodSeconds": 15 if sglang else 5,
-            "timeoutSeconds": 30 if sglang else 5,
+            "periodSeconds": 15,
+            "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
+        # Liveness must not generate: SGLang's /health does by default and can take 20 s on a
+        # loaded server. From 0.5.6 the operator turns that off (features.liveness_environment),
+        # before it probes /get_model_info; both answer from the HTTP process without the
+        # scheduler. A pod is restarted only after two minutes without an answer.
         "livenessProbe": {
-            **http("/health"),
-            "periodSeconds": 15,
+            **http(features.liveness_path(sglang_version(dis))),
+            "periodSeconds": 20,
             "timeoutSeconds": 10,
-            "failureThreshold": 4,
+            "failureThreshold": 6,
         },
     }
+
+
+def _environment(dis: DeterministicInferenceService) -> list[dict[str, str]]:
+    env = [
+        {"name": "HF_HOME", "value": MODEL_CACHE_PATH},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    engine = dis.spec.engine
+    if engine.kind == EngineKind.SGLANG:
+        version = sglang_version(dis)
+        env += features.liveness_environment(version)
+        env += numerics.environment(engine.numerics, version, engine.tensor_parallel_size)
+    return env
 
 
 def _security_context(dis: DeterministicInferenceService) -> dict[str, Any]:
@@ -165,10 +220,7 @@ def build_deployment(
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "args": args,
-        "env": [
-            {"name": "HF_HOME", "value": MODEL_CACHE_PATH},
-            {"name": "HOME", "value": "/tmp"},
-        ],
+        "env": _environment(dis),
         "ports": [{"name": c.ENGINE_PORT_NAME, "containerPort": c.ENGINE_PORT, "protocol": "TCP"}],
         **_probes(dis),
         "volumeMounts": mounts,
