@@ -440,13 +440,13 @@ def test_builders_are_pure():
     [
         (
             {"attentionBackend": "Triton", "tensorParallelSize": 2, "radixCache": "Disabled"},
-            "on 2 triton off",
+            "on 2 triton off 0.5.23",
         ),
         # SGLang may turn the radix cache off itself (FlashInfer): no expectation then.
-        ({"attentionBackend": "FlashInfer"}, "on 1 flashinfer -"),
+        ({"attentionBackend": "FlashInfer"}, "on 1 flashinfer - 0.5.23"),
         (
             {"kind": "Reference", "deterministicInference": "Disabled"},
-            "off 1 - on",
+            "off 1 - on -",
         ),
     ],
 )
@@ -463,6 +463,7 @@ def test_the_validator_holds_each_server_to_the_spec(engine, expected):
             "tensor-parallel-size",
             "attention-backend",
             "radix-cache",
+            "version",
         )
     )
     assert got == expected

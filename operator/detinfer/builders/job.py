@@ -92,6 +92,9 @@ def expectation_args(dis: DeterministicInferenceService) -> list[str]:
     if engine.kind == EngineKind.SGLANG:
         # The reference engine has one attention of its own; attentionBackend is SGLang's.
         args += ["--expect-attention-backend", engine.attention_backend.sglang_flag_value]
+        if engine.version:
+            # The image is pinned by digest, not by release: the server says which it is.
+            args += ["--expect-version", engine.version]
     if engine.radix_cache == Toggle.DISABLED:
         args += ["--expect-radix-cache", "off"]
     elif engine.kind == EngineKind.REFERENCE:
