@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from detinfer import __version__
 from detinfer.api import constants as c
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +206,11 @@ def test_every_object_carries_the_common_labels():
         assert labels["app.kubernetes.io/name"] == "detinfer", doc["kind"]
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["app.kubernetes.io/part-of"] == "detinfer"
+        assert labels["app.kubernetes.io/version"] == __version__
+        # The operator watches objects labelled part-of=detinfer: never its own.
+        assert c.LABEL_PART_OF not in labels, doc["kind"]
+        template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+        assert c.LABEL_PART_OF not in template.get("labels", {}), doc["kind"]
 
 
 def test_existing_service_account():

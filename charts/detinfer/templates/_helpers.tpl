@@ -14,10 +14,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
-{{/* The labels of every object the chart makes. */}}
+{{/*
+The labels of every object the chart makes. Not app.kubernetes.io/part-of=detinfer: the operator
+watches the objects carrying it (its engines' children), and must not watch its own pod.
+*/}}
 {{- define "detinfer.labels" -}}
 {{ include "detinfer.selectorLabels" . }}
-app.kubernetes.io/part-of: detinfer
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
