@@ -384,3 +384,35 @@ def test_the_call_scan_finds_calls():
     """The scan cannot pass by finding nothing: it sees the Job create and the pod watch."""
     assert ("batch", "jobs", "create") in client_calls()
     assert ("", "pods", "watch") in kopf_watches()
+
+
+def notes(tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` prints it. helm template leaves it out, so a copy of the chart
+    renders it as a named template inside an ordinary one."""
+    import shutil
+
+    copy = tmp_path / "detinfer"
+    shutil.copytree(CHART, copy)
+    text = (copy / "templates" / "NOTES.txt").read_text()
+    (copy / "templates" / "NOTES.txt").unlink()
+    (copy / "templates" / "_notes.tpl").write_text('{{- define "notes" -}}' + text + "{{- end -}}")
+    (copy / "templates" / "notes.yaml").write_text('notes: {{ include "notes" . | toJson }}\n')
+    result = helm(
+        "template", RELEASE, str(copy), "-n", NAMESPACE, "--kube-version", KUBE_VERSION,
+        "--show-only", "templates/notes.yaml", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["notes"]
+
+
+def test_notes_say_what_to_do_next(tmp_path: Path):
+    placeholder = notes(tmp_path / "a")
+    assert "WARNING: image.digest is the chart's placeholder" in placeholder
+    assert "It watches all namespaces." in placeholder
+    assert f"rollout status deployment/{RELEASE}" in placeholder
+    assert "kubectl get dis -A -w" in placeholder
+    pinned = notes(
+        tmp_path / "b", "--set", f"image.digest={DIGEST}", "--set", "watchNamespaces={a,b}"
+    )
+    assert "WARNING" not in pinned
+    assert "It watches the namespaces a, b only." in pinned
