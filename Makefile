@@ -6,15 +6,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py
+GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py \
+	charts/detinfer/crds charts/detinfer/values.yaml charts/detinfer/values.schema.json docs/helm-values.md
 
 # The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
 CACHE ?= $(HOME)/.cache/detinfer
 KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR ?= $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
+HELM ?= $(CACHE)/bin/current/helm
+# The base of `make images`, pinned by digest (hack/build-images.sh refuses a tag).
+PYTHON_BASE ?=
 
-.PHONY: help install test unit engine e2e integration lint typecheck format sglang-flags crds verify golden run clean \
+.PHONY: help install test unit engine e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator
 
 help: ## list the targets
@@ -28,10 +32,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv: the operator, the engine (torch), the validator and the test tools
 
-test: $(STAMP) verify unit engine integration e2e ## everything CI runs: generated files, lint, unit, engine, integration and e2e tests
+test: $(STAMP) verify unit chart engine integration e2e ## everything CI runs: generated files, lint, unit, chart, engine, integration and e2e tests
 
 unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
+
+chart: $(STAMP) ## the Helm chart, no cluster: helm lint --strict, templates validated offline, the values schema, RBAC against the code
+	@test -x $(HELM) || hack/build-binaries.sh helm
+	HELM=$(HELM) $(BIN)/python -m pytest tests/chart -q
+
+images: ## build the operator and reference-engine images (docker, podman or buildah; PYTHON_BASE=<image>@sha256:<digest>)
+	PYTHON_BASE=$(PYTHON_BASE) hack/build-images.sh
 
 engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
 	$(BIN)/python -m pytest tests/engine -q
@@ -56,11 +67,12 @@ format: $(STAMP) ## reformat the code
 sglang-flags: $(STAMP) ## regenerate SGLang's flag table from its wheels (cached in ~/.cache/detinfer/sglang-wheels)
 	$(BIN)/python -m detinfer.sglang_flags.generate
 
-crds: $(STAMP) sglang-flags ## regenerate the CRD and docs/api-reference.md from the API models (the flag table first)
+crds: $(STAMP) sglang-flags ## regenerate the CRD, docs/api-reference.md and the chart's CRD copy, values.yaml and values.schema.json (the flag table first)
 	$(BIN)/detinfer crds
 
-verify: crds lint typecheck ## regenerate generated files and fail on any diff; check the CRD offline
-	$(BIN)/kubernetes-validate --strict --quiet -k 1.36.0 crds/*.yaml
+verify: crds lint typecheck ## regenerate generated files and fail on any diff; check the CRD offline; lint the Dockerfiles
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.36.0 crds/*.yaml charts/detinfer/crds/*.yaml
+	$(BIN)/hadolint images/*.Dockerfile
 	@if ! git diff --quiet -- $(GENERATED) || [ -n "$$(git ls-files --others --exclude-standard -- $(GENERATED))" ]; then \
 		git --no-pager diff --stat -- $(GENERATED); \
 		echo "generated files are stale: commit the output of 'make crds'"; exit 1; fi

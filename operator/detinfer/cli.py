@@ -46,9 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--metrics-address", default="0.0.0.0")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics")
     run.add_argument("--liveness-port", type=int, default=8081, help="kopf's /healthz")
+    run.add_argument(
+        "--no-scanning",
+        action="store_true",
+        help="kopf neither watches CRDs nor lists namespaces (no RBAC for either; the CRD must "
+        "exist when the operator starts, as the Helm chart ensures)",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
 
-    crds = sub.add_parser("crds", help="write the CRD and the API reference from the models")
+    crds = sub.add_parser(
+        "crds",
+        help="write the CRD, the API reference and the Helm chart's CRD, values and schema "
+        "from the models",
+    )
     crds.add_argument("--root", type=Path, default=Path("."), help="repository root")
     crds.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the files are stale"
@@ -128,6 +138,14 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.no_scanning:
+
+        @kopf.on.startup()
+        def _no_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+            # kopf then serves the resources found at start (API discovery only) and takes the
+            # namespaces given as exact names: no watch of CRDs, no list of namespaces.
+            settings.scanning.disabled = True
+
     start_http_server(args.metrics_port, args.metrics_address, registry=metrics.REGISTRY)
     kopf.run(
         standalone=True,  # one replica (Recreate); no peering objects needed
@@ -145,11 +163,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from detinfer import crd
+    from detinfer import chart, crd
 
+    crd_text = crd.render_crd_yaml()
     outputs = {
-        args.root / "crds" / crd.CRD_FILENAME: crd.render_crd_yaml(),
+        args.root / "crds" / crd.CRD_FILENAME: crd_text,
         args.root / "docs" / "api-reference.md": crd.render_reference_markdown(),
+        # The chart installs the same CRD, byte for byte, and its values come from chart.py.
+        **chart.chart_outputs(args.root, crd.CRD_FILENAME, crd_text),
     }
     stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
     if args.check:
