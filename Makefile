@@ -27,6 +27,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The distribution was called detinfer before 0.1.0's rename; two would claim one package.
+	@$(BIN)/pip uninstall --quiet --yes detinfer 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[dev,engine,validator]'
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -22,7 +22,8 @@ class ModelConfig:
     """How far apart the LM-head rows of a byte and its case partner are (relative; each pair
     between half this and this). Trained models meet near-ties between top tokens often; random
     weights almost never do, so without this the last-bit noise of batch-variant kernels would
-    rarely change a greedy token (REFERENCE.md, "Measured on an H100 here"). At 1e-5 the tiny
+    rarely change a greedy token (random-weight Llama-style models on an H100 gave the same
+    greedy tokens at every batch size of 1 to 64, docs/engine.md). At 1e-5 the tiny
     model's greedy outputs diverge between batch sizes after tens of tokens for some seeds and
     not within 64 for others, as real models do; 1e-6 diverged within a few tokens almost always,
     4e-5 almost never (measured with 64 tokens, seeds 2-7)."""
