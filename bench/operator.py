@@ -71,7 +71,7 @@ def bench_node(i: int) -> dict:
     }
 
 
-def service(name: str) -> dict:
+def dis_body(name: str) -> dict:
     body = f.dis(
         engine={"kind": "Reference"},
         replicas=1,
@@ -163,7 +163,7 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     started = time.monotonic()
     for name in names:
         cluster.custom.create_namespaced_custom_object(
-            "detinfer.io", "v1alpha1", namespace, "deterministicinferenceservices", service(name)
+            "detinfer.io", "v1alpha1", namespace, "deterministicinferenceservices", dis_body(name)
         )
         created[name] = time.monotonic()
     create_seconds = time.monotonic() - started

@@ -15,7 +15,7 @@ from kubernetes import client
 from prometheus_client import generate_latest
 
 from detinfer import metrics
-from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_service
+from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_dis
 from detinfer.api import constants as c
 from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
@@ -149,7 +149,7 @@ def test_persistent_conflicts_post_nothing_and_ask_to_be_retried():
 def test_a_created_job_is_announced_even_if_the_status_write_conflicts():
     body = f.dis()
     body["status"] = {"revision": "x"}
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     pods = [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -319,7 +319,7 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
 
 
 def _ready_pods():
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     return [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -355,7 +355,7 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
 
 
 def test_a_job_name_in_the_way_is_left_for_another():
-    dis = parse_service(f.dis())
+    dis = parse_dis(f.dis())
     taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
     state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
@@ -384,7 +384,7 @@ def test_ignored_objects_are_announced_once_per_object():
 def test_the_body_is_parsed_once_into_a_resource_view():
     view = ResourceView.from_body(f.dis())
     assert isinstance(view.parsed, RevisionContext)
-    assert view.parsed.revision == revision_of(parse_service(f.dis()))
+    assert view.parsed.revision == revision_of(parse_dis(f.dis()))
     assert (view.namespace, view.name, view.uid) == ("ml", "qwen", f.DIS_UID)
     invalid = ResourceView.from_body({**f.dis(engine={"image": "x:latest"}), "status": {"a": 1}})
     assert isinstance(invalid.parsed, SpecError) and "engine.image" in str(invalid.parsed)
