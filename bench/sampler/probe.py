@@ -189,6 +189,23 @@ class Probe:
 
         queue_cls._add = probed_add  # type: ignore[method-assign]
         queue_cls.get = probed_get  # type: ignore[method-assign]
+        self.install_watches()
+
+    def install_watches(self) -> None:
+        """Counts the events of the operator's own child watches, where it has them."""
+        try:
+            from detinfer.controller import watches
+        except ImportError:
+            return  # children watched by kopf: counted in probed_watch_objs
+        probe = self
+        handle = watches.ChildWatch.handle
+
+        def probed_handle(self: Any, event: Any) -> Any:
+            if event.get("type") != "BOOKMARK":
+                probe.arrived(self.kind.index.split("_by_", 1)[0])
+            return handle(self, event)
+
+        watches.ChildWatch.handle = probed_handle  # type: ignore[method-assign]
 
 
 def _new(name: str, value: Any, flushed: dict[tuple[str, ...], int]) -> Any:

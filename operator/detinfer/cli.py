@@ -151,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,  # one replica (Recreate); no peering objects needed
         clusterwide=not args.namespace,
         namespaces=args.namespace,
+        # The children's watches (controller/watches.py) watch the same namespaces.
+        memo=kopf.Memo(namespaces=args.namespace or None),
         liveness_endpoint=f"http://{args.metrics_address}:{args.liveness_port}/healthz",
     )
     return 0

@@ -32,15 +32,6 @@ from detinfer.controller.state import State
 
 log = logging.getLogger(__name__)
 
-# The kopf indexes sync reads (see handlers.py); the periodic pass keeps a reference to them.
-INDEXES = (
-    "resources_by_key",
-    "pods_by_owner",
-    "jobs_by_owner",
-    "deployments_by_owner",
-    "services_by_owner",
-    "replicasets_by_owner",
-)
 CONFLICT_ATTEMPTS = 3
 # Each child and the Job can be found in the way once per pass.
 IN_THE_WAY_ATTEMPTS = 4
