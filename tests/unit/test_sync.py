@@ -470,3 +470,23 @@ def test_resource_bodies_are_kept_without_managed_fields():
     state, _ = _state(cluster)
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert "managedFields" not in state.written[("ml", "qwen")]["metadata"]
+
+
+def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_once():
+    cluster = FakeCluster(body=f.dis())
+    state, events = _state(cluster)
+    state.indexes = {**_indexes(), "resources_by_key": {("ml", "qwen"): [f.dis()]}}
+    assert sync_key(state, ("ml", "qwen")) == 0.0  # queued again at once
+    assert cluster.calls == [("apply", "Deployment", "qwen")] and events == []
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert [call[:2] for call in cluster.calls[1:]] == [
+        ("apply", "Service"),
+        ("apply", "Service"),
+        ("status", "100"),
+    ]
+    # Once a status is written, a pass is whole (here: the index still shows the Deployment
+    # unapplied, as applied by this process: nothing to write).
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.written[("ml", "qwen")]]}
+    cluster.calls.clear()
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert cluster.calls == []
