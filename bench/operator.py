@@ -247,6 +247,16 @@ def audit_figures(
     }
 
 
+def watching(cluster: Cluster) -> bool:
+    """Whether the audit log shows the operator's watch of the resources as started."""
+    return any(
+        e["verb"] == "watch"
+        and (e.get("objectRef") or {}).get("resource") == "deterministicinferenceservices"
+        and e.get("stage") == "ResponseStarted"
+        for e in cluster.operator_requests()
+    )
+
+
 def probe_figures(probe_path: Path, row: dict[str, Any]) -> dict[str, Any]:
     """What the operator's probe recorded over the size's run (bench/timings.py)."""
     probe = timings.read(probe_path)
@@ -343,6 +353,9 @@ def main() -> int:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+        # kopf answers /healthz before its watch of the resources is open; a resource created
+        # before that arrives with the watch's start, which is not the operator's reaction.
+        wait_for("the operator's watch of the resources", lambda: watching(cluster), timeout=60)
         for size in sizes:
             print(f"{size} resources ...", file=sys.stderr)
             row = run_size(cluster, operator, size)
