@@ -155,6 +155,17 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
         plural="deterministicinferenceservices",
     )
     ready.start()
+    # The same resources' ADDED events on a watch of this client: how long the API server takes
+    # to deliver a watch event at all, beside the operator's way to its first request.
+    added = Recorder(
+        cluster.custom.list_namespaced_custom_object,
+        lambda e: e["type"] == "ADDED",
+        group="detinfer.io",
+        version="v1alpha1",
+        namespace=namespace,
+        plural="deterministicinferenceservices",
+    )
+    added.start()
     time.sleep(1)
 
     names = [f"s{i:04d}" for i in range(size)]
@@ -191,7 +202,8 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     wait_for(f"{size} Ready resources", lambda: len(ready.seen) >= size, timeout=60 + size)
     summary_to_ready = [ready.seen[n] - written[n] for n in names]
     run_until = time.time()
-    for recorder in (deployments, replicasets, ready):
+    create_to_added = [added.seen[n] - created[n] for n in names if n in added.seen]
+    for recorder in (deployments, replicasets, ready, added):
         recorder.stop.set()
     return {
         "size": size,
@@ -205,6 +217,8 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
         "kcm_p99": percentile(deployment_to_replicaset, 99),
         "ready_p50": percentile(summary_to_ready, 50),
         "ready_p99": percentile(summary_to_ready, 99),
+        "added_p50": percentile(create_to_added, 50) if create_to_added else float("nan"),
+        "added_p99": percentile(create_to_added, 99) if create_to_added else float("nan"),
         **audit_figures(cluster, namespace, set(names), run_since, run_until),
     }
 
@@ -410,6 +424,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"operator's requests at the API server p50 {r['operator_api_p50'] * 1000:.0f} ms / "
             f"p99 {r['operator_api_p99'] * 1000:.0f} ms ({r['operator_api_count']})"
         )
+        if "added_p50" in r:
+            lines.append(
+                f"    beside it, create -> the resource's ADDED event on a watch of the bench's "
+                f"own client p50 {r['added_p50']:.2f} s / p99 {r['added_p99']:.2f} s"
+            )
         for order, n in r["orders"]:
             lines.append(f"    {n} resources: " + ", ".join(order))
     lines += ["", "inside the operator (bench/sampler/probe.py, over each size's run):"]
