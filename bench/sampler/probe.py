@@ -67,7 +67,6 @@ class Probe:
         self._enqueued: dict[Any, tuple[float, bool]] = {}
         self.cpu: list[tuple[float, dict[str, float]]] = []
         self._loop_task: asyncio.Task[None] | None = None
-        self._queue_patched = False
         # How much of each record was written already: (name[, plural]) -> length.
         self._flushed: dict[tuple[str, ...], int] = {}
 
@@ -158,9 +157,6 @@ class Probe:
     def _once_on_loop(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop_lag())
-        if not self._queue_patched:
-            self._queue_patched = True
-            self.install_queue()
 
     def install_queue(self) -> None:
         """Wraps the work queue's internal add (called with its lock held) and get."""
@@ -234,5 +230,8 @@ def install(out: Path) -> Probe:
     global PROBE
     PROBE = Probe(out)
     PROBE.install_kopf()
+    # Before the operator starts its workers: a worker already waiting inside the queue's get
+    # would hand out its first key unrecorded.
+    PROBE.install_queue()
     PROBE.start()
     return PROBE
