@@ -48,13 +48,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo["state"] = State(cluster, OperatorConfig.from_env(), memo["events"])
     state: State = memo["state"]
     if "watches" not in memo:
-        memo["watches"] = ChildWatches(
+        watches = ChildWatches(
             state.cluster.watch_client(),
             lambda key: child_changed(state, key),
             memo.get("namespaces"),
         )
-        state.children_indexes = memo["watches"].indexes
-        memo["watches"].start()  # returns once every kind is listed
+        try:
+            watches.start()  # returns once every kind is listed
+        except Exception:
+            watches.stop()  # kopf tries the start-up again, with watches of its own
+            raise
+        state.children_indexes = watches.indexes
+        memo["watches"] = watches
     metrics.queue_depth.set_function(lambda: len(state.queue))
     memo["workers"] = Workers(state.queue, lambda key: sync_key(state, key), WORKERS, "detinfer")
     memo["workers"].start()
