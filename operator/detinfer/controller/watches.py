@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
 from kubernetes import client
@@ -107,45 +108,47 @@ class Kind:
 
 
 def kinds(api_client: client.ApiClient) -> list[Kind]:
-    core, apps, batch = (
-        client.CoreV1Api(api_client),
-        client.AppsV1Api(api_client),
-        client.BatchV1Api(api_client),
+    # Named as in controller/cluster.py (api.core, api.apps, api.batch): tests/chart matches the
+    # calls the controller names against the chart's RBAC rules.
+    api = SimpleNamespace(
+        core=client.CoreV1Api(api_client),
+        apps=client.AppsV1Api(api_client),
+        batch=client.BatchV1Api(api_client),
     )
     return [
         Kind(
             "pods_by_owner",
             "Pod",
-            core.list_pod_for_all_namespaces,
-            core.list_namespaced_pod,
+            api.core.list_pod_for_all_namespaces,
+            api.core.list_namespaced_pod,
             PodView.from_body,
         ),
         Kind(
             "jobs_by_owner",
             "Job",
-            batch.list_job_for_all_namespaces,
-            batch.list_namespaced_job,
+            api.batch.list_job_for_all_namespaces,
+            api.batch.list_namespaced_job,
             JobView.from_body,
         ),
         Kind(
             "deployments_by_owner",
             "Deployment",
-            apps.list_deployment_for_all_namespaces,
-            apps.list_namespaced_deployment,
+            api.apps.list_deployment_for_all_namespaces,
+            api.apps.list_namespaced_deployment,
             ChildView.from_body,
         ),
         Kind(
             "services_by_owner",
             "Service",
-            core.list_service_for_all_namespaces,
-            core.list_namespaced_service,
+            api.core.list_service_for_all_namespaces,
+            api.core.list_namespaced_service,
             ChildView.from_body,
         ),
         Kind(
             "replicasets_by_owner",
             "ReplicaSet",
-            apps.list_replica_set_for_all_namespaces,
-            apps.list_namespaced_replica_set,
+            api.apps.list_replica_set_for_all_namespaces,
+            api.apps.list_namespaced_replica_set,
             ReplicaSetView.from_body,
         ),
     ]
