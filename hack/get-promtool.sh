@@ -21,8 +21,15 @@ if [[ ! -x "${DEST}/promtool" ]]; then
   work="$(mktemp -d)"
   trap 'rm -rf "${work}"' EXIT
   # The pinned version must be in the apt lists; refresh them once if it is not.
-  if ! apt-cache show "prometheus=${VERSION}" >/dev/null 2>&1; then
+  if ! apt-cache madison prometheus | grep -qF " ${VERSION} "; then
     apt-get update -qq
+  fi
+  # A Debian mirror keeps only the newest revision of a release: a superseded pin fails here.
+  if ! apt-cache madison prometheus | grep -qF " ${VERSION} "; then
+    echo "get-promtool: prometheus=${VERSION} is not in the apt sources; pin one of these in" \
+      "hack/versions.env (PROMETHEUS_DEB_VERSION):" >&2
+    apt-cache madison prometheus >&2 || true
+    exit 1
   fi
   (cd "${work}" && apt-get download -qq "prometheus=${VERSION}")
   dpkg-deb -x "${work}"/prometheus_*.deb "${work}/root"
