@@ -163,6 +163,18 @@ class PrometheusRule(_Values):
     """`for` of DetinferReconcileErrors."""
 
 
+class Dashboard(_Values):
+    enabled: bool = False
+    """A ConfigMap holding the Grafana dashboard charts/detinfer/dashboards/detinfer.json."""
+
+    labels: dict[str, str] = {"grafana_dashboard": "1"}
+    """Labels of the ConfigMap: the Grafana sidecar (kube-prometheus-stack's) loads those labelled
+    grafana_dashboard=1 by default."""
+
+    annotations: dict[str, str] = {}
+    """Annotations of the ConfigMap (e.g. the sidecar's folder annotation)."""
+
+
 class Monitoring(_Values):
     labels: dict[str, str] = {}
     """Labels on the ServiceMonitor, PodMonitor and PrometheusRule; kube-prometheus-stack selects
@@ -176,6 +188,9 @@ class Monitoring(_Values):
 
     prometheusRule: PrometheusRule = PrometheusRule()
     """Alerts on the operator's metrics (needs the monitoring.coreos.com CRDs)."""
+
+    dashboard: Dashboard = Dashboard()
+    """The Grafana dashboard (a plain ConfigMap: no CRD needed)."""
 
 
 class ChartValues(_Values):

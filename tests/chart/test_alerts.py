@@ -1,7 +1,8 @@
 """The chart's monitoring objects: the ServiceMonitor and PodMonitor select what the operator and
 its builders make, and the PrometheusRule's alerts, as the chart renders them, pass `promtool check
 rules` and the unit tests of alerts_test.yaml (every alert firing and not firing), use only metrics
-the operator exports, and link to a section of docs/runbooks.md.
+the operator exports, and link to a section of docs/runbooks.md; the Grafana dashboard's ConfigMap
+is a valid Kubernetes object and every panel's query parses and reads exported metrics only.
 
 promtool comes from hack/get-promtool.sh (make chart runs it). The monitoring.coreos.com kinds have
 no schema offline, so their structure is checked here rather than by kubernetes-validate.
@@ -9,6 +10,7 @@ no schema offline, so their structure is checked here rather than by kubernetes-
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import yaml
 
 from detinfer import metrics
 from detinfer.api import constants as c
+from detinfer.engine.metrics import EngineMetrics
 from tests.chart.test_chart import (
     CHART,
     KUBE_VERSION,
@@ -28,6 +31,7 @@ from tests.chart.test_chart import (
     RELEASE,
     ROOT,
     helm,
+    kubernetes_validate,
     of_kind,
     render,
 )
@@ -219,8 +223,74 @@ def test_alerts_use_only_metrics_the_operator_exports():
     exported = exported_series_names()
     assert "detinfer_reconcile_total" in exported  # the counter's exposed name
     for alert in alerts():
-        used = set(re.findall(r"\b(detinfer_[a-z_]+)\b", alert["expr"]))
+        used = set(re.findall(r"\b(detinfer_[a-z0-9_]+)\b", alert["expr"]))
         assert used <= exported, (alert["alert"], used - exported)
         # Every alert reads the operator's series, by the job its ServiceMonitor gives them.
         assert used or "up{" in alert["expr"], alert["alert"]
         assert f'job="{RELEASE}-metrics"' in alert["expr"], alert["alert"]
+
+
+# ---- the Grafana dashboard
+
+DASHBOARD = CHART / "dashboards" / "detinfer.json"
+# Grafana's variables, replaced by what they stand for so that promtool can parse the queries.
+GRAFANA_VARIABLES = {"$namespace": ".*", "$name": ".*", "$__rate_interval": "5m", "$__range": "6h"}
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            queries.append((f"{panel['title']} {target['refId']}", expr))
+    return queries
+
+
+def check_queries(
+    tmp_path: Path, queries: list[tuple[str, str]]
+) -> subprocess.CompletedProcess[str]:
+    """promtool parses each query as a recording rule's expression."""
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)
+    ]
+    (tmp_path / "queries.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    return promtool("check", "rules", "queries.yaml", cwd=tmp_path)
+
+
+def test_dashboard_config_map(tmp_path: Path):
+    docs = render("--set", "monitoring.dashboard.enabled=true")
+    (config_map,) = [d for d in of_kind(docs, "ConfigMap") if "detinfer.json" in d["data"]]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["detinfer.json"]) == json.loads(DASHBOARD.read_text())
+    rendered = tmp_path / "configmap.yaml"
+    rendered.write_text(yaml.safe_dump(config_map))
+    check = kubernetes_validate(rendered)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not of_kind(render(), "ConfigMap")
+
+
+def test_every_dashboard_query_parses(tmp_path: Path):
+    queries = panel_queries()
+    assert not [q for q in queries if "$" in q[1]], "a Grafana variable is left unreplaced"
+    result = check_queries(tmp_path, queries)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+    # ...and the check can fail.
+    assert check_queries(tmp_path, [("broken", "sum by (name (detinfer_replicas)")]).returncode != 0
+
+
+def test_every_dashboard_query_reads_exported_metrics():
+    engine: set[str] = set()
+    for family in EngineMetrics("model").registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        engine |= {family.name + s for s in suffixes.get(family.type, [""])}
+    exported = exported_series_names() | engine
+    for title, expr in panel_queries():
+        used = set(re.findall(r"\b((?:detinfer_|sglang:)[a-z0-9_]+)(?=[{[])", expr))
+        assert used, title
+        assert used <= exported, (title, used - exported)
