@@ -15,6 +15,8 @@ KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR ?= $(CACHE)/demo
 export KUBECTL := $(abspath $(BIN))/kubectl
 HELM ?= $(CACHE)/bin/current/helm
+# promtool checks and unit-tests the chart's alerts (hack/get-promtool.sh: Debian's package via apt).
+PROMTOOL ?= $(CACHE)/bin/current/promtool
 # The base of `make images`, pinned by digest (hack/build-images.sh refuses a tag).
 PYTHON_BASE ?=
 
@@ -39,9 +41,10 @@ test: $(STAMP) verify unit chart engine integration e2e ## everything CI runs: g
 unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
 
-chart: $(STAMP) ## the Helm chart, no cluster: helm lint --strict, templates validated offline, the values schema, RBAC against the code
+chart: $(STAMP) ## the Helm chart, no cluster: helm lint --strict, templates validated offline, the values schema, RBAC against the code, the alerts through promtool
 	@test -x $(HELM) || hack/build-binaries.sh helm
-	HELM=$(HELM) $(BIN)/python -m pytest tests/chart -q
+	@test -x $(PROMTOOL) || hack/get-promtool.sh
+	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest tests/chart -q
 
 images: ## build the operator and reference-engine images (docker, podman or buildah; PYTHON_BASE=<image>@sha256:<digest>)
 	PYTHON_BASE=$(PYTHON_BASE) hack/build-images.sh

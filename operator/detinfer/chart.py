@@ -36,6 +36,9 @@ NAMESPACE_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # Kubernetes object names (ServiceAccount, Secret): RFC 1123 subdomain.
 NAME_PATTERN = "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
+# A Prometheus duration (a `for:`, a scrape interval), e.g. 30s, 1h30m.
+DURATION_PATTERN = "^([0-9]+(ms|s|m|h|d|w|y))+$"
+
 _DEFAULTS = OperatorConfig()
 
 
@@ -102,6 +105,94 @@ class Settings(_Values):
     """How long ready pods of a revision wait for the other replicas (DETINFER_GATHER_SECONDS)."""
 
 
+class ServiceMonitor(_Values):
+    enabled: bool = False
+    """A ServiceMonitor (monitoring.coreos.com/v1) for the operator's metrics Service."""
+
+    interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    """Scrape interval."""
+
+
+class PodMonitor(_Values):
+    enabled: bool = False
+    """A PodMonitor for the engine pods' /metrics (SGLang's with --enable-metrics, the reference
+    engine's): every DIS's engines in the watched namespaces (all when watchNamespaces is empty)."""
+
+    interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    """Scrape interval."""
+
+
+class PrometheusRule(_Values):
+    enabled: bool = False
+    """A PrometheusRule with the alerts of docs/runbooks.md."""
+
+    runbookUrl: str = Field(default="docs/runbooks.md", min_length=1)
+    """Base of each alert's runbook_url (#<alert> is appended): set the browsable URL of
+    docs/runbooks.md."""
+
+    notDeterministicFor: str = Field(default="1m", pattern=DURATION_PATTERN)
+    """`for` of DetinferOutputsNotDeterministic."""
+
+    fingerprintMismatchFor: str = Field(default="1m", pattern=DURATION_PATTERN)
+    """`for` of DetinferFingerprintMismatch."""
+
+    validationStaleSeconds: int = Field(default=3 * 3600, ge=60)
+    """DetinferValidationStale fires when the last passing validation is older than this; keep it
+    above every DIS's validation.revalidateEverySeconds plus a validation's duration."""
+
+    validationStaleFor: str = Field(default="15m", pattern=DURATION_PATTERN)
+    """`for` of DetinferValidationStale."""
+
+    couldNotValidateFor: str = Field(default="1h", pattern=DURATION_PATTERN)
+    """`for` of DetinferCouldNotValidate (condition Validated Unknown with pods desired)."""
+
+    replicasNotValidatedFor: str = Field(default="30m", pattern=DURATION_PATTERN)
+    """`for` of DetinferReplicasNotValidated (fewer validated pods than desired)."""
+
+    noValidatedReplicasFor: str = Field(default="30m", pattern=DURATION_PATTERN)
+    """`for` of DetinferNoValidatedReplicas (pods desired, none validated: nothing serves); keep
+    it above a model's load time plus a validation."""
+
+    operatorDownFor: str = Field(default="5m", pattern=DURATION_PATTERN)
+    """`for` of DetinferOperatorDown (no operator target up)."""
+
+    reconcileErrorRatio: float = Field(default=0.1, gt=0, le=1)
+    """DetinferReconcileErrors fires above this fraction of reconciliations ending in error."""
+
+    reconcileErrorsFor: str = Field(default="15m", pattern=DURATION_PATTERN)
+    """`for` of DetinferReconcileErrors."""
+
+
+class Dashboard(_Values):
+    enabled: bool = False
+    """A ConfigMap holding the Grafana dashboard charts/detinfer/dashboards/detinfer.json."""
+
+    labels: dict[str, str] = {"grafana_dashboard": "1"}
+    """Labels of the ConfigMap: the Grafana sidecar (kube-prometheus-stack's) loads those labelled
+    grafana_dashboard=1 by default."""
+
+    annotations: dict[str, str] = {}
+    """Annotations of the ConfigMap (e.g. the sidecar's folder annotation)."""
+
+
+class Monitoring(_Values):
+    labels: dict[str, str] = {}
+    """Labels on the ServiceMonitor, PodMonitor and PrometheusRule; kube-prometheus-stack selects
+    them by `release: <its release name>` by default."""
+
+    serviceMonitor: ServiceMonitor = ServiceMonitor()
+    """Scraping the operator (needs the monitoring.coreos.com CRDs)."""
+
+    podMonitor: PodMonitor = PodMonitor()
+    """Scraping the engines (needs the monitoring.coreos.com CRDs)."""
+
+    prometheusRule: PrometheusRule = PrometheusRule()
+    """Alerts on the operator's metrics (needs the monitoring.coreos.com CRDs)."""
+
+    dashboard: Dashboard = Dashboard()
+    """The Grafana dashboard (a plain ConfigMap: no CRD needed)."""
+
+
 class ChartValues(_Values):
     image: Image = Image()
     """The operator's image (it also holds the validator)."""
@@ -144,6 +235,9 @@ class ChartValues(_Values):
 
     affinity: dict[str, Any] = {}
     """Affinity of the operator's pod."""
+
+    monitoring: Monitoring = Monitoring()
+    """Prometheus Operator objects, each off by default (docs/install.md#monitoring)."""
 
 
 # The namespace items' pattern: a Field on list[str] cannot carry it in pydantic's schema.

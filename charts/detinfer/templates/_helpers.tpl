@@ -86,3 +86,24 @@ checks the list against the code.
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
+
+{{/* The labels of the monitoring.coreos.com objects: the chart's, and those a Prometheus selects them by. */}}
+{{- define "detinfer.monitoringLabels" -}}
+{{ include "detinfer.labels" . }}
+{{- with .Values.monitoring.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The operator's series in PromQL: the job the ServiceMonitor gives them (the Prometheus Operator
+names it after the Service). Not the namespace: the per-DIS series carry the DIS's (honorLabels).
+*/}}
+{{- define "detinfer.operatorJob" -}}
+job="{{ include "detinfer.fullname" . }}-metrics"
+{{- end -}}
+
+{{/* The operator's own series (up, reconciliations), whose namespace is the target's. */}}
+{{- define "detinfer.operatorTarget" -}}
+{{ include "detinfer.operatorJob" . }}, namespace="{{ .Release.Namespace }}"
+{{- end -}}
