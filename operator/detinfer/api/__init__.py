@@ -17,7 +17,7 @@ from detinfer.api.resource import (
     DeterministicInferenceService,
     FieldError,
     SpecError,
-    parse_dis,
+    parse_service,
 )
 from detinfer.api.spec import (
     AttentionBackend,
@@ -61,5 +61,5 @@ __all__ = [
     "SummaryError",
     "ValidationSummary",
     "Verdict",
-    "parse_dis",
+    "parse_service",
 ]
