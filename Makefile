@@ -17,6 +17,8 @@ export KUBECTL := $(abspath $(BIN))/kubectl
 HELM ?= $(CACHE)/bin/current/helm
 # promtool checks and unit-tests the chart's alerts (hack/get-promtool.sh: Debian's package via apt).
 PROMTOOL ?= $(CACHE)/bin/current/promtool
+# The Prometheus server of the e2e monitoring test, from the same package (hack/get-promtool.sh).
+PROMETHEUS ?= $(CACHE)/bin/current/prometheus
 # The base of `make images`, pinned by digest (hack/build-images.sh refuses a tag).
 PYTHON_BASE ?=
 
@@ -52,8 +54,10 @@ images: ## build the operator and reference-engine images (docker, podman or bui
 engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
 	$(BIN)/python -m pytest tests/engine -q
 
-e2e: $(STAMP) ## the whole flow on a local cluster: pod runner, reference engines, real validation
-	$(BIN)/python -m pytest tests/e2e -q
+e2e: $(STAMP) ## the whole flow on a local cluster: pod runner, reference engines, real validation, a real Prometheus and the monitoring CRDs
+	@test -x $(HELM) || hack/build-binaries.sh helm
+	@test -x $(PROMETHEUS) || hack/get-promtool.sh
+	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached)
 	$(BIN)/python -m pytest tests/integration -q

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fetch promtool (Prometheus' rule checker and rule unit-test runner) from Debian's `prometheus`
+# Fetch promtool (Prometheus' rule checker and rule unit-test runner) and the prometheus server
+# (the e2e tests run one on loopback: tests/e2e/test_monitoring.py) from Debian's `prometheus`
 # package through apt, without installing the package (no service, no config): the .deb is
-# downloaded and only its promtool binary is kept.
+# downloaded and only its two binaries are kept.
 #
 # Layout (DETINFER_CACHE defaults to ~/.cache/detinfer), as hack/build-binaries.sh:
-#   $DETINFER_CACHE/bin/promtool-<version>/promtool   skipped when it exists ("cached")
-#   $DETINFER_CACHE/bin/current/promtool              symlink to it
+#   $DETINFER_CACHE/bin/prometheus-<version>/{promtool,prometheus}   skipped when both exist
+#   $DETINFER_CACHE/bin/current/{promtool,prometheus}                symlinks to them
 # Environment: DETINFER_CACHE, PROMETHEUS_DEB_VERSION (from hack/versions.env).
 set -euo pipefail
 
@@ -14,9 +15,10 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${HACK_DIR}/versions.env"
 CACHE="${DETINFER_CACHE:-${HOME}/.cache/detinfer}"
 VERSION="${PROMETHEUS_DEB_VERSION}"
-DEST="${CACHE}/bin/promtool-${VERSION}"
+DEST="${CACHE}/bin/prometheus-${VERSION}"
+BINARIES=(promtool prometheus)
 
-if [[ ! -x "${DEST}/promtool" ]]; then
+if [[ ! -x "${DEST}/promtool" || ! -x "${DEST}/prometheus" ]]; then
   command -v apt-get >/dev/null || { echo "get-promtool: apt-get not found" >&2; exit 1; }
   work="$(mktemp -d)"
   trap 'rm -rf "${work}"' EXIT
@@ -34,10 +36,14 @@ if [[ ! -x "${DEST}/promtool" ]]; then
   (cd "${work}" && apt-get download -qq "prometheus=${VERSION}")
   dpkg-deb -x "${work}"/prometheus_*.deb "${work}/root"
   mkdir -p "${DEST}"
-  install -m 0755 "${work}/root/usr/bin/promtool" "${DEST}/promtool"
-  echo "get-promtool: ${DEST}/promtool" >&2
+  for binary in "${BINARIES[@]}"; do
+    install -m 0755 "${work}/root/usr/bin/${binary}" "${DEST}/${binary}"
+  done
+  echo "get-promtool: ${DEST}/{promtool,prometheus}" >&2
 else
-  echo "get-promtool: ${DEST}/promtool (cached)" >&2
+  echo "get-promtool: ${DEST}/{promtool,prometheus} (cached)" >&2
 fi
 mkdir -p "${CACHE}/bin/current"
-ln -sfn "${DEST}/promtool" "${CACHE}/bin/current/promtool"
+for binary in "${BINARIES[@]}"; do
+  ln -sfn "${DEST}/${binary}" "${CACHE}/bin/current/${binary}"
+done

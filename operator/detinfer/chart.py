@@ -136,9 +136,13 @@ class PrometheusRule(_Values):
     fingerprintMismatchFor: str = Field(default="1m", pattern=DURATION_PATTERN)
     """`for` of DetinferFingerprintMismatch."""
 
-    validationStaleSeconds: int = Field(default=3 * 3600, ge=60)
-    """DetinferValidationStale fires when the last passing validation is older than this; keep it
-    above every DIS's validation.revalidateEverySeconds plus a validation's duration."""
+    serverMismatchFor: str = Field(default="1m", pattern=DURATION_PATTERN)
+    """`for` of DetinferServerMismatch (condition Validated False, reason ServerMismatch)."""
+
+    validationStaleGraceSeconds: int = Field(default=3600, ge=0)
+    """DetinferValidationStale fires when the last passing validation is older than the
+    resource's own validation.revalidateEverySeconds plus this (the time a revalidation takes to
+    start and run: keep it above validation.timeoutSeconds); never for revalidateEverySeconds 0."""
 
     validationStaleFor: str = Field(default="15m", pattern=DURATION_PATTERN)
     """`for` of DetinferValidationStale."""

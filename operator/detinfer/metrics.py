@@ -111,6 +111,20 @@ condition = Gauge(
     [*_DIS, "type"],
     registry=REGISTRY,
 )
+condition_reason = Gauge(
+    "detinfer_condition_reason",
+    "The reason each condition has now (always 1; one series per condition; the reasons of "
+    "detinfer.api.constants.Reason)",
+    [*_DIS, "type", "reason"],
+    registry=REGISTRY,
+)
+revalidation_interval = Gauge(
+    "detinfer_revalidation_interval_seconds",
+    "spec.validation.revalidateEverySeconds: a passing validation is repeated this often "
+    "(0: never)",
+    _DIS,
+    registry=REGISTRY,
+)
 
 _PER_DIS = (
     validation_runs_total,
@@ -124,6 +138,8 @@ _PER_DIS = (
     tokens_per_second,
     replicas,
     condition,
+    condition_reason,
+    revalidation_interval,
 )
 _CONDITION_VALUE = {ConditionStatus.TRUE: 1, ConditionStatus.FALSE: 0, ConditionStatus.UNKNOWN: -1}
 
@@ -133,15 +149,24 @@ def observe(
     name: str,
     status: DeterministicInferenceServiceStatus,
     consumed: Verdict | None,
+    revalidate_every_seconds: int | None = None,
 ) -> None:
-    """Update the per-resource metrics from a status just written."""
+    """Update the per-resource metrics from a status just written, and from the spec's
+    revalidation interval (None: the spec is invalid, the last value stays)."""
     key = (namespace, name)
     if consumed is not None:
         validation_runs_total.labels(*key, consumed.value).inc()
+    if revalidate_every_seconds is not None:
+        revalidation_interval.labels(*key).set(revalidate_every_seconds)
     for state in ("desired", "running", "validated"):
         replicas.labels(*key, state).set(getattr(status.replicas, state))
     for cond in status.conditions:
         condition.labels(*key, cond.type).set(_CONDITION_VALUE[cond.status])
+        # One series per condition: the reason it had before is dropped (it goes stale).
+        for labels in _series_labels(condition_reason):
+            if labels[:3] == (*key, cond.type) and labels[3] != cond.reason:
+                condition_reason.remove(*labels)
+        condition_reason.labels(*key, cond.type, cond.reason).set(1)
     run = status.validation
     if run is None:
         return

@@ -169,6 +169,15 @@ def test_metrics_follow_the_status_and_are_forgotten():
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'detinfer_replicas{name="qwen",namespace="ml",state="desired"} 2.0' in text
     assert 'detinfer_condition{name="qwen",namespace="ml",type="Ready"} 0.0' in text
+    # The spec's interval (f.dis() keeps the default), and each condition's reason now.
+    assert 'detinfer_revalidation_interval_seconds{name="qwen",namespace="ml"} 3600.0' in text
+    ready = [
+        line
+        for line in text.splitlines()
+        if line.startswith('detinfer_condition_reason{name="qwen",namespace="ml"')
+        and 'type="Ready"' in line
+    ]
+    assert len(ready) == 1 and ready[0].endswith(" 1.0"), ready
     metrics.observe(
         "ml",
         "qwen",
@@ -197,11 +206,32 @@ def test_metrics_follow_the_status_and_are_forgotten():
                     ],
                 },
                 "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "ServerMismatch",
+                        "lastTransitionTime": "2026-11-22T10:00:00Z",
+                    }
+                ],
             }
         ),
         consumed=None,
+        revalidate_every_seconds=0,
     )
     text = generate_latest(metrics.REGISTRY).decode()
+    assert 'detinfer_revalidation_interval_seconds{name="qwen",namespace="ml"} 0.0' in text
+    # The reason replaced the one before: one series for the condition, ServerMismatch.
+    ready = [
+        line
+        for line in text.splitlines()
+        if line.startswith('detinfer_condition_reason{name="qwen",namespace="ml"')
+        and 'type="Ready"' in line
+    ]
+    assert ready == [
+        'detinfer_condition_reason{name="qwen",namespace="ml",reason="ServerMismatch",type="Ready"}'
+        " 1.0"
+    ], ready
     assert 'detinfer_reproducibility_ratio{name="qwen",namespace="ml"} 0.5' in text
     assert (
         'detinfer_validation_unique_outputs{name="qwen",namespace="ml",suite="Prefix"} 2.0' in text

@@ -24,7 +24,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
-from detinfer.builders.common import applied_hash
+from detinfer.builders.common import RevisionContext, applied_hash
 from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.observed import Observed, ResourceView
 from detinfer.controller.reconcile import Plan, plan
@@ -220,7 +220,14 @@ def _execute(
     post("status")
     state.reported[key] = frozenset(p.ignored)
     if status is not None or resource.status_keys:
-        metrics.observe(namespace, name, status or resource.status, p.consumed)
+        spec = resource.parsed.dis.spec if isinstance(resource.parsed, RevisionContext) else None
+        metrics.observe(
+            namespace,
+            name,
+            status or resource.status,
+            p.consumed,
+            spec.validation.revalidate_every_seconds if spec else None,
+        )
 
 
 def lean(body: dict[str, Any]) -> dict[str, Any]:
