@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.cluster import ROOT, Cluster, Operator, wait_for
+from tests.support.chart import InstalledOperator as Operator
+from tests.support.cluster import ROOT, Cluster, wait_for
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "reference.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]
