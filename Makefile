@@ -54,13 +54,14 @@ images: ## build the operator and reference-engine images (docker, podman or bui
 engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
 	$(BIN)/python -m pytest tests/engine -q
 
-e2e: $(STAMP) ## the whole flow on a local cluster: pod runner, reference engines, real validation, a real Prometheus and the monitoring CRDs
+e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod runner, reference engines, real validation, a real Prometheus and the monitoring CRDs
 	@test -x $(HELM) || hack/build-binaries.sh helm
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
 	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
 
-integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached)
-	$(BIN)/python -m pytest tests/integration -q
+integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached), the operator installed by its chart
+	@test -x $(HELM) || hack/build-binaries.sh helm
+	HELM=$(HELM) $(BIN)/python -m pytest tests/integration -q
 
 lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check operator tests bench
@@ -101,10 +102,11 @@ cluster-up: $(STAMP) ## start the local cluster (kwok fake GPU nodes); kubeconfi
 cluster-down: ## stop and delete the local cluster
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
-demo: cluster-up ## the main job: cluster, CRD, operator, pod runner, examples/reference.yaml until Ready
-	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
+demo: cluster-up ## the main job: cluster, pod runner, helm install of the chart, examples/reference.yaml until Ready
+	@test -x $(HELM) || hack/build-binaries.sh helm
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) HELM=$(HELM) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
-demo-down: ## stop the demo's pod runner and operator, delete the local cluster
+demo-down: ## stop the demo's pod runner (and the operator and engines it runs), delete the local cluster
 	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The main job on one machine: CRD, operator and the example on the local cluster (make demo).
-# Expects the cluster up (make cluster-up) and the project's venv (make install).
-# `hack/demo.sh down` stops the operator it started (make demo-down also deletes the cluster).
+# The main job on one machine: the operator installed with its Helm chart, and the example, on
+# the local cluster (make demo). Expects the cluster up (make cluster-up) and the project's venv
+# (make install). The pod runner (detinfer.local.pod_runner) plays the kubelet for detinfer's own
+# pods: the operator's (under the chart's ServiceAccount, with a TokenRequest token, never the
+# kubeconfig), the reference engines' and the validator's.
+# `hack/demo.sh down` stops the pod runner, and with it every process it runs (make demo-down
+# also deletes the cluster).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO}/.venv/bin}"
+HELM="${HELM:-${HOME}/.cache/detinfer/bin/current/helm}"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-${HOME}/.cache/detinfer/kubeconfig}"
 DEMO_DIR="${DEMO_DIR:-${HOME}/.cache/detinfer/demo}"
 METRICS_PORT="${DETINFER_DEMO_METRICS_PORT:-18080}"
+OPERATOR_NAMESPACE=detinfer-system
 export KUBECONFIG="${KUBECONFIG_OUT}"
 kc() { "${BIN}/kubectl" "$@"; }
 
@@ -23,28 +29,12 @@ stop() {  # stop a process the demo started: stop NAME
 }
 
 if [[ "${1:-up}" == "down" ]]; then
-  stop pod-runner  # it stops the engines and validators it runs
-  stop operator
+  stop pod-runner  # it stops the operator, engines and validators it runs
+  stop operator    # left by a demo of an earlier version, which ran the operator on the host
   exit 0
 fi
 
 mkdir -p "${DEMO_DIR}"
-kc apply --server-side --force-conflicts -f "${REPO}/crds/" >/dev/null
-kc wait --for=condition=Established --timeout=60s crd/deterministicinferenceservices.detinfer.io >/dev/null
-
-if [[ -f "${DEMO_DIR}/operator.pid" ]] && kill -0 "$(cat "${DEMO_DIR}/operator.pid")" 2>/dev/null; then
-  echo "demo: the operator is already running (pid $(cat "${DEMO_DIR}/operator.pid"))"
-else
-  nohup "${BIN}/detinfer" run --metrics-address 127.0.0.1 --metrics-port "${METRICS_PORT}" \
-    --liveness-port "$((METRICS_PORT + 1))" > "${DEMO_DIR}/operator.log" 2>&1 &
-  echo $! > "${DEMO_DIR}/operator.pid"
-  for _ in $(seq 1 60); do
-    curl -fs "http://127.0.0.1:$((METRICS_PORT + 1))/healthz" >/dev/null 2>&1 && break
-    sleep 0.5
-  done
-  echo "demo: operator started (pid $(cat "${DEMO_DIR}/operator.pid"), log ${DEMO_DIR}/operator.log)"
-fi
-
 if [[ -f "${DEMO_DIR}/pod-runner.pid" ]] && kill -0 "$(cat "${DEMO_DIR}/pod-runner.pid")" 2>/dev/null; then
   echo "demo: the pod runner is already running (pid $(cat "${DEMO_DIR}/pod-runner.pid"))"
 else
@@ -54,6 +44,20 @@ else
   echo $! > "${DEMO_DIR}/pod-runner.pid"
   echo "demo: pod runner started (pid $(cat "${DEMO_DIR}/pod-runner.pid"), log ${DEMO_DIR}/pod-runner.log)"
 fi
+
+# The chart installs the CRD (crds/) and the operator. Values for the local cluster: ports free
+# on this machine (the operator binds them on its pod's loopback IP); the image is never pulled
+# (the pod runner runs the pod's command from this checkout), so the chart's placeholder digest
+# stays, and NOTES.txt warns about it.
+echo "demo: helm install detinfer charts/detinfer -n ${OPERATOR_NAMESPACE}"
+"${HELM}" upgrade --install detinfer "${REPO}/charts/detinfer" \
+  --namespace "${OPERATOR_NAMESPACE}" --create-namespace \
+  --set metricsPort="${METRICS_PORT}" --set livenessPort="$((METRICS_PORT + 1))" \
+  --wait --timeout 120s > "${DEMO_DIR}/helm-install.txt"
+operator_pod="$(kc get pods -n "${OPERATOR_NAMESPACE}" -l app.kubernetes.io/component=operator \
+  -o jsonpath='{.items[0].metadata.name}')"
+operator_ip="$(kc get pod -n "${OPERATOR_NAMESPACE}" "${operator_pod}" -o jsonpath='{.status.podIP}')"
+echo "demo: the operator's pod ${operator_pod} is ready on ${operator_ip} (its log: ${DEMO_DIR}/pods/${OPERATOR_NAMESPACE}_${operator_pod}.log)"
 
 started=${SECONDS}
 kc apply -f "${REPO}/examples/reference.yaml"
@@ -77,15 +81,18 @@ if [[ -n "${last}" ]]; then
 fi
 cat <<TXT
 
-What you see: the operator made a Deployment of two reference-engine pods (the CPU engine,
---enable-deterministic-inference) on fake nodes; the pod runner runs each pod's engine as a local
-process on the pod's IP; the operator's validation Job ran the real validator against both, and
+What you see: helm installed the CRD and the operator's Deployment, ServiceAccount and RBAC; the
+pod runner runs the operator's pod as a local process with a token of that ServiceAccount (so the
+chart's RBAC is all it may do). The operator made a Deployment of two reference-engine pods (the
+CPU engine, --enable-deterministic-inference) on fake nodes; the pod runner runs each pod's engine
+as a local process on the pod's IP; the operator's validation Job ran the real validator against both, and
 only then did the pods pass their readiness gate and the resource become Ready.
 
   export KUBECONFIG=${KUBECONFIG_OUT}
   kubectl get dis -w                       # READY, VALIDATED, SERVING, UNIQUE, FINGERPRINT
   kubectl describe dis reference           # conditions and Events
-  curl -s 127.0.0.1:${METRICS_PORT}/metrics | grep ^detinfer_      # the operator's metrics
+  curl -s ${operator_ip}:${METRICS_PORT}/metrics | grep ^detinfer_      # the operator's metrics
+  helm status detinfer -n ${OPERATOR_NAMESPACE}     # the release; NOTES warn of the placeholder digest
   ls ${DEMO_DIR}/pods                      # engine and validator logs, summaries
   make demo-down                           # stop everything, delete the cluster
 TXT

@@ -29,7 +29,9 @@ REPOSITORY_PATTERN = r"^[^@:\s]+(:[0-9]+/[^@:\s]+)?$"
 # so the default digest is a placeholder that pulls nothing: a release sets the registry and the
 # digest it pushed here (docs/install.md); an install of a self-built image passes
 # --set image.repository=...,image.digest=... . NOTES.txt warns while it is the placeholder.
+# hack/set-image-digests.sh rewrites the next two lines (DEFAULT_REPOSITORY, RELEASE_DIGEST).
 DEFAULT_REPOSITORY = "detinfer-operator"
+RELEASE_DIGEST = "sha256:" + "0" * 64
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 # A namespace name (RFC 1123 label), as the API server requires.
 NAMESPACE_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -52,7 +54,7 @@ class Image(_Values):
     repository: str = Field(default=DEFAULT_REPOSITORY, pattern=REPOSITORY_PATTERN)
     """Image name without tag or digest (registry/path)."""
 
-    digest: str = Field(default=PLACEHOLDER_DIGEST, pattern=DIGEST_PATTERN)
+    digest: str = Field(default=RELEASE_DIGEST, pattern=DIGEST_PATTERN)
     """The image's digest, sha256:<64 hex>; a tag is refused (a moved tag would change what runs)."""
 
     pullPolicy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"

@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"detinfer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    run = sub.add_parser(
+        "run",
+        help="run the operator: in a pod with its ServiceAccount (or DETINFER_SERVICE_ACCOUNT_DIR), "
+        "elsewhere with the current kubeconfig",
+    )
     run.add_argument(
         "-n",
         "--namespace",
@@ -131,13 +135,16 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    from detinfer import metrics
+    from detinfer import connection, metrics
     from detinfer.controller import handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kopf's own in-cluster login reads only the standard ServiceAccount path; this one also
+    # reads DETINFER_SERVICE_ACCOUNT_DIR (detinfer.connection), like the operator's client.
+    kopf.on.login()(connection.kopf_login)
     if args.no_scanning:
 
         @kopf.on.startup()

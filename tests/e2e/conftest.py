@@ -1,30 +1,23 @@
 """Fixtures for the whole flow: a local cluster of its own, the operator, and the pod runner.
 
-The pod runner (detinfer.local.pod_runner) runs the reference engine and the validator as local
-processes on the pods' loopback IPs, so a DeterministicInferenceService goes from kubectl apply to
-Ready through a real validation. The cluster is separate from the integration tests' (which play
+The operator is installed with `helm install` of charts/detinfer (tests.support.chart). The pod
+runner (detinfer.local.pod_runner) runs the operator's pod under the chart's ServiceAccount, and
+the reference engine and the validator as local processes on the pods' loopback IPs, so a
+DeterministicInferenceService goes from kubectl apply to Ready through a real validation. The cluster is separate from the integration tests' (which play
 the kubelet for validator pods themselves).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import (
-    ROOT,
-    Cluster,
-    Operator,
-    session_cluster,
-    session_operator,
-    wait_for,
-)
+from tests.support.chart import InstalledOperator, session_operator
+from tests.support.cluster import Cluster, session_cluster, wait_for
 
 CLUSTER_NAME = os.environ.get("DETINFER_E2E_CLUSTER", "detinfer-e2e")
 
@@ -35,41 +28,24 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    yield from session_operator(cluster, tmp_path_factory.mktemp("operator"))
+def operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InstalledOperator]:
+    """The chart's operator; the pod runner runs every detinfer pod (operator, engines,
+    validators)."""
+    yield from session_operator(
+        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator"
+    )
 
 
 @pytest.fixture(scope="session")
-def pod_runner(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The pod runner as a real process; yields the folder of the pods' logs and summaries."""
-    logs = tmp_path_factory.mktemp("pods")
-    out = (logs / "pod-runner.log").open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "detinfer.local.pod_runner",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--log-dir",
-            str(logs),
-        ],
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    yield logs
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    print(f"\npod logs: {logs}")
+def pod_runner(operator: InstalledOperator) -> Path:
+    """The folder of the pods' logs and summaries (the pod runner's)."""
+    return operator.runner.log_dir
 
 
 @pytest.fixture
-def namespace(cluster: Cluster, operator: Operator, pod_runner: Path) -> Iterator[str]:
+def namespace(cluster: Cluster, operator: InstalledOperator, pod_runner: Path) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     wait_for(

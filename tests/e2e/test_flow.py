@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.cluster import ROOT, Cluster, Operator, wait_for
+from tests.support.chart import InstalledOperator as Operator
+from tests.support.cluster import ROOT, Cluster, wait_for
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "reference.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]
@@ -106,7 +107,14 @@ def test_reference_example_becomes_ready_through_a_real_validation(
         return new if _gate(new) == "True" else None
 
     new_pod = wait_for("the new pod validated", replaced, timeout=FLOW_TIMEOUT, interval=1)
-    assert _pod_ready(new_pod) == "True"
+    # Ready follows the gate as the kubelet (here the pod runner) sees it: a moment later.
+    wait_for(
+        "the new pod Ready",
+        lambda: (
+            _pod_ready(cluster.core.read_namespaced_pod(new_pod.metadata.name, namespace)) == "True"
+        ),
+        timeout=15,
+    )
     jobs = cluster.jobs(namespace, NAME)
     rechecks = [
         j

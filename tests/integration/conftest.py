@@ -1,5 +1,9 @@
 """Fixtures: one local cluster and one operator per session, one namespace per test.
 
+The operator is installed as users install it (`helm install` of charts/detinfer); the local pod
+runner runs only its pod (`--roles operator`), under the chart's ServiceAccount, and these tests
+play the kubelet for engine and validator pods themselves (tests.support.chart).
+
 Set DETINFER_KEEP_CLUSTER=1 to leave the cluster running after the session (faster reruns).
 If the cluster cannot be built or started, every test here errors with the reason: nothing is
 skipped silently.
@@ -13,13 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.cluster import (
-    Cluster,
-    Operator,
-    session_cluster,
-    session_operator,
-    wait_for,
-)
+from tests.support.chart import InstalledOperator, session_operator
+from tests.support.cluster import Cluster, session_cluster, wait_for
 
 CLUSTER_NAME = os.environ.get("DETINFER_TEST_CLUSTER", "detinfer-test")
 
@@ -30,8 +29,10 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    yield from session_operator(cluster, tmp_path_factory.mktemp("operator"))
+def operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InstalledOperator]:
+    yield from session_operator(cluster, tmp_path_factory.mktemp("operator"), roles="operator")
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from kubernetes import client
 from detinfer.api import parse_service, quantity
 from detinfer.builders import validation_job_name
 from tests.support import factories as f
-from tests.support.cluster import Cluster, Operator, wait_for
+from tests.support.chart import InstalledOperator as Operator
+from tests.support.cluster import Cluster, wait_for
 from tests.unit.test_api import BOUND_CASES, CEL_CASES, VALID_QUANTITIES
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,6 @@
 """A local cluster for the integration and e2e tests and the operator bench: the control plane
-(hack/cluster-up.sh), kubectl, the operator as a process.
+(hack/cluster-up.sh), kubectl, the operator as a host process (the bench; the tests install it
+with the chart: tests.support.chart).
 
 Nothing here is faked: the cluster is etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok built from pinned versions; kubectl is the real binary; the operator runs
@@ -236,18 +237,9 @@ def session_cluster(name: str) -> Iterator[Cluster]:
         cluster.down()
 
 
-def session_operator(cluster: Cluster, log_dir: Path) -> Iterator[Operator]:
-    """The operator as a process for a test session; its log path is printed at the end."""
-    log_path = log_dir / "operator.log"
-    operator = Operator(cluster.kubeconfig, log_path)
-    operator.start()
-    yield operator
-    operator.stop()
-    print(f"\noperator log: {log_path}")
-
-
 class Operator:
-    """`detinfer run` as a real process against the cluster."""
+    """`detinfer run` as a real host process against the cluster, with the kubeconfig's
+    (administrator's) credentials: the operator bench. The tests use the chart's operator."""
 
     def __init__(self, kubeconfig: Path, log_path: Path):
         self.kubeconfig = kubeconfig

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from detinfer import __version__
+from detinfer import __version__, connection
 from detinfer.api import constants as c
 from detinfer.controller.observed import Controller, is_controlled_by
 
@@ -61,10 +61,7 @@ class Cluster:
     @classmethod
     def connect(cls) -> Cluster:
         """In a pod: the service account; elsewhere: the current kubeconfig context."""
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
+        connection.load()  # DETINFER_SERVICE_ACCOUNT_DIR, the pod's ServiceAccount, a kubeconfig
         api_client = client.ApiClient()
         api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
         return cls(api_client)

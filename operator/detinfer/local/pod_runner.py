@@ -2,7 +2,8 @@
 
 kwok simulates every pod's lifecycle without running anything. For pods whose container runs
 detinfer's own command (`detinfer engine`, the reference engine; `detinfer validate`, the
-validator), this runs the command as a local process instead, with the container's environment,
+validator; `detinfer run`, the operator the Helm chart installs), this runs the command as a
+local process instead, with the container's environment,
 bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback), and reports its life back
 into the pod's status as a kubelet would:
 
@@ -13,12 +14,31 @@ into the pod's status as a kubelet would:
 - validator pods: when the process exits, the pod ends Succeeded or Failed with the exit code and
   the termination message the validator wrote to its summary file (`/dev/termination-log` in the
   container, a local file here), as the kubelet reads it;
+- operator pods: the process gets what the kubelet gives a pod of its ServiceAccount and nothing
+  else: a token requested for that ServiceAccount through the TokenRequest API, bound to the pod
+  (so it dies with the pod) and renewed at 80% of its lifetime, the cluster's CA (the
+  kube-root-ca.crt ConfigMap of the pod's namespace) and the namespace, as the files token,
+  ca.crt and namespace in a folder named by DETINFER_SERVICE_ACCOUNT_DIR (a local process cannot
+  have /var/run/secrets/...; detinfer.connection reads that variable), and
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server. KUBECONFIG is removed from its
+  environment, so it cannot fall back to an administrator's kubeconfig. Its metrics and liveness
+  ports (from the container's args) are bound on the pod's IP. The liveness probe is the
+  container's (path, port, initialDelaySeconds, periodSeconds, failureThreshold): that many
+  failures in a row and the process is killed and restarted, as the kubelet does; the container
+  counts as ready while /healthz answers (the chart has no readiness probe), probed each second
+  until it first answers, then each periodSeconds. An exit of any code
+  is a container restart (restartPolicy Always): restartCount + 1.
 - a deleted pod's process is stopped (SIGTERM, then SIGKILL after 10 s).
+
+Each process's pid is in <log-dir>/<namespace>_<pod>.pid, its output in <namespace>_<pod>.log.
 
 Pods it does not run (SGLang's, anything else) keep kwok's simulated lifecycle. `make demo` and
 the e2e tests run it; the operator does not:
 
     python -m detinfer.local.pod_runner --kubeconfig ~/.cache/detinfer/kubeconfig --log-dir /tmp/pods
+
+`--roles operator` runs only the operator's pods (the integration tests play the kubelet for
+engine and validator pods themselves).
 
 It reads a container's process line and readiness probe as the builders wrote them
 (detinfer.builders.process_line), so a pod laid out otherwise is refused with an error naming
@@ -28,6 +48,7 @@ the pod, not run wrongly.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import signal
@@ -35,6 +56,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +65,7 @@ import httpx
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from detinfer import connection
 from detinfer.api import constants as c
 from detinfer.builders.process_line import (
     ENGINE_COMMAND,
@@ -56,7 +79,13 @@ from detinfer.builders.process_line import (
 )
 
 log = logging.getLogger("pod-runner")
-ROLES: dict[tuple[str, ...], str] = {ENGINE_COMMAND: "engine", VALIDATOR_COMMAND: "validator"}
+OPERATOR_COMMAND = ("detinfer", "run")
+ROLES: dict[tuple[str, ...], str] = {
+    ENGINE_COMMAND: "engine",
+    VALIDATOR_COMMAND: "validator",
+    OPERATOR_COMMAND: "operator",
+}
+TOKEN_SECONDS = 3607  # what the kubelet asks for a projected ServiceAccount token
 
 
 def _now() -> str:
@@ -70,12 +99,19 @@ class LocalPod:
     uid: str
     ip: str
     container: dict[str, Any]
-    role: str  # "engine" | "validator"
+    role: str  # "engine" | "validator" | "operator"
     log_path: Path
     termination_path: Path
     gates: list[str]
     command: list[str] = field(default_factory=list)
-    probe_url: str | None = None  # engines only
+    probe_url: str | None = None  # engines: readiness; the operator: liveness
+    liveness: dict[str, Any] = field(default_factory=dict)  # the operator's probe settings
+    liveness_failures: int = 0
+    last_liveness: float = 0.0
+    started_mono: float = 0.0
+    service_account_dir: Path | None = None  # the operator's token, ca.crt, namespace
+    service_account: str = "default"
+    token_renew_at: float = 0.0
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
@@ -97,6 +133,9 @@ def local_command(
     subcommand, args = line[1], line[2:]
     if role == "engine":
         args = with_flag_value(args, HOST_FLAG, ip)
+    elif role == "operator":
+        # Both of its ports on the pod's IP, not 0.0.0.0 (the last of a repeated flag wins).
+        args = [*args, "--metrics-address", ip]
     else:
         summary = flag_value(args, SUMMARY_FILE_FLAG)
         if summary != c.TERMINATION_MESSAGE_PATH:
@@ -110,16 +149,43 @@ def local_command(
 def readiness_url(container: dict[str, Any], ip: str) -> str:
     """The URL of the container's HTTP readiness probe on the pod's IP (a named port resolved
     through the container's ports, as the kubelet does)."""
-    get = (container.get("readinessProbe") or {}).get("httpGet")
-    if not get:
+    if not (container.get("readinessProbe") or {}).get("httpGet"):
         raise LayoutError(f"container {container.get('name')!r} has no httpGet readiness probe")
+    return probe_url(container.get("readinessProbe"), container, ip)
+
+
+def probe_url(probe: dict[str, Any] | None, container: dict[str, Any], ip: str) -> str:
+    """The URL of an HTTP probe on the pod's IP (a named port resolved through the container's
+    ports, as the kubelet does)."""
+    get = (probe or {}).get("httpGet")
+    if not get:
+        raise LayoutError(f"container {container.get('name')!r} has no httpGet probe")
     port = get.get("port")
     if isinstance(port, str):
         named = [p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port]
         if not named:
-            raise LayoutError(f"readiness probe port {port!r} is not a port of the container")
+            raise LayoutError(f"probe port {port!r} is not a port of the container")
         port = named[0]
     return f"http://{ip}:{port}{get.get('path') or '/'}"
+
+
+def operator_env(
+    container: dict[str, Any], api_host: str, service_account_dir: Path
+) -> dict[str, str]:
+    """An operator pod's environment: the container's values, the in-cluster variables, the
+    ServiceAccount folder; no KUBECONFIG (the in-cluster configuration must be the only one)."""
+    url = urllib.parse.urlsplit(api_host)
+    env = local_env(container)
+    env.pop("KUBECONFIG", None)
+    env.update(
+        {
+            "KUBERNETES_SERVICE_HOST": url.hostname or "",
+            "KUBERNETES_SERVICE_PORT": str(url.port or 443),
+            connection.SERVICE_ACCOUNT_DIR_ENV: str(service_account_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
 
 
 def local_env(container: dict[str, Any]) -> dict[str, str]:
@@ -173,10 +239,17 @@ def ended_status(
 
 
 class PodRunner:
-    def __init__(self, api: client.CoreV1Api, log_dir: Path, namespace: str | None = None) -> None:
+    def __init__(
+        self,
+        api: client.CoreV1Api,
+        log_dir: Path,
+        namespace: str | None = None,
+        roles: frozenset[str] = frozenset(ROLES.values()),
+    ) -> None:
         self.api = api
         self.log_dir = log_dir
         self.namespace = namespace
+        self.roles = roles
         self.pods: dict[str, LocalPod] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -215,14 +288,14 @@ class PodRunner:
         with self.lock:
             local = self.pods.get(uid)
         if local is not None:
-            if local.role == "engine" and not local.finished:
+            if local.role != "validator" and not local.finished:
                 self.sync_ready(local, status)
             return
         containers = spec.get("containers") or []
         if len(containers) != 1 or status.get("phase") != "Running" or not status.get("podIP"):
             return
         role = role_of(containers[0])
-        if role is None:
+        if role is None or role not in self.roles:
             return
         if any(
             (s.get("state") or {}).get("terminated") for s in status.get("containerStatuses") or []
@@ -233,7 +306,12 @@ class PodRunner:
         termination_path = self.log_dir / f"{stem}.termination-log"
         try:
             command = local_command(containers[0], role, ip, termination_path)
-            probe_url = readiness_url(containers[0], ip) if role == "engine" else None
+            if role == "engine":
+                url: str | None = readiness_url(containers[0], ip)
+            elif role == "operator":
+                url = probe_url(containers[0].get("livenessProbe"), containers[0], ip)
+            else:
+                url = None
         except LayoutError as exc:
             log.error("not running %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
@@ -248,28 +326,100 @@ class PodRunner:
             termination_path=termination_path,
             gates=[g["conditionType"] for g in spec.get("readinessGates") or []],
             command=command,
-            probe_url=probe_url,
+            probe_url=url,
+            liveness=containers[0].get("livenessProbe") or {},
+            service_account=spec.get("serviceAccountName") or "default",
         )
+        if role == "operator":
+            local.service_account_dir = self.log_dir / f"{stem}.serviceaccount"
+            try:
+                self.write_service_account(local)
+            except ApiException as exc:
+                log.error(
+                    "not running %s/%s: no token for ServiceAccount %s: %s",
+                    local.namespace,
+                    local.name,
+                    local.service_account,
+                    exc.reason,
+                )
+                return
         with self.lock:
             self.pods[uid] = local
         self.start_process(local)
-        if role == "engine":
+        if role != "validator":
             self.write_container(local, ready=False)
+
+    # -- processes -----------------------------------------------------------------------------
+
+    # -- the operator's ServiceAccount, as the kubelet projects it ----------------------------
+
+    def write_service_account(self, local: LocalPod) -> None:
+        """token (TokenRequest, bound to the pod), ca.crt, namespace; each replaced atomically."""
+        folder = local.service_account_dir
+        assert folder is not None
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[],  # the API server's own
+                expiration_seconds=TOKEN_SECONDS,
+                bound_object_ref=client.V1BoundObjectReference(
+                    api_version="v1", kind="Pod", name=local.name, uid=local.uid
+                ),
+            )
+        )
+        answer = self.api.create_namespaced_service_account_token(
+            local.service_account, local.namespace, request
+        )
+        expires = answer.status.expiration_timestamp
+        lifetime = (expires - datetime.datetime.now(datetime.UTC)).total_seconds()
+        local.token_renew_at = time.monotonic() + 0.8 * max(lifetime, 10)
+        files = {"token": answer.status.token, "ca.crt": self._ca(local.namespace)}
+        files["namespace"] = local.namespace
+        for name, text in files.items():
+            scratch = folder / f".{name}.new"
+            scratch.write_text(text)
+            scratch.chmod(0o600)
+            scratch.replace(folder / name)
+
+    def _ca(self, namespace: str) -> str:
+        """The cluster's CA as pods get it: the kube-root-ca.crt ConfigMap of their namespace,
+        else the CA this runner trusts."""
+        try:
+            cm = self.api.read_namespaced_config_map("kube-root-ca.crt", namespace)
+            if cm.data and cm.data.get("ca.crt"):
+                return str(cm.data["ca.crt"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        ca_file = self.api.api_client.configuration.ssl_ca_cert
+        if not ca_file:
+            raise LayoutError("no kube-root-ca.crt ConfigMap and no CA file in the kubeconfig")
+        return Path(ca_file).read_text()
 
     # -- processes -----------------------------------------------------------------------------
 
     def start_process(self, local: LocalPod) -> None:
         local.termination_path.unlink(missing_ok=True)
         out = open(local.log_path, "ab")  # noqa: SIM115  (the child keeps it)
+        if local.role == "operator":
+            assert local.service_account_dir is not None
+            env = operator_env(
+                local.container, self.api.api_client.configuration.host, local.service_account_dir
+            )
+        else:
+            env = local_env(local.container)
         local.process = subprocess.Popen(
             local.command,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=local_env(local.container),
+            env=env,
             start_new_session=True,
         )
         out.close()
         local.started_at = _now()
+        local.liveness_failures = 0
+        local.last_liveness = local.started_mono = time.monotonic()
+        (self.log_dir / f"{local.namespace}_{local.name}.pid").write_text(f"{local.process.pid}\n")
         log.info("started %s/%s (%s) on %s", local.namespace, local.name, local.role, local.ip)
 
     def stop_pod(self, uid: str) -> None:
@@ -279,6 +429,9 @@ class PodRunner:
             return
         local.finished = True
         _terminate(local.process)
+        if local.service_account_dir is not None:
+            for name in ("token", "ca.crt", "namespace"):
+                (local.service_account_dir / name).unlink(missing_ok=True)
         log.info("stopped %s/%s: the pod is gone", local.namespace, local.name)
 
     def check(self) -> None:
@@ -302,10 +455,45 @@ class PodRunner:
                     self.write_container(local, ready=False)
                 self.start_process(local)
                 continue
-            ready = self.probe(local)
+            ready = self.check_operator(local) if local.role == "operator" else self.probe(local)
             if ready != local.ready:
                 local.ready = ready
                 self.write_container(local, ready=ready)
+
+    def check_operator(self, local: LocalPod) -> bool:
+        """Renew the token when due; the liveness probe: kill and restart the process after
+        failureThreshold failures in a row, one counted per periodSeconds after
+        initialDelaySeconds. Whether /healthz answers now."""
+        if time.monotonic() >= local.token_renew_at:
+            try:
+                self.write_service_account(local)
+            except ApiException as exc:
+                log.warning("renewing the token of %s/%s: %s", local.namespace, local.name, exc)
+        now = time.monotonic()
+        delay = float(local.liveness.get("initialDelaySeconds", 0))
+        period = float(local.liveness.get("periodSeconds", 10))
+        if local.ready and not local.liveness_failures and now - local.last_liveness < period:
+            return True  # probed every periodSeconds once it answers; every second before
+        ok = self.probe(local)
+        if ok:
+            local.liveness_failures = 0
+            local.last_liveness = now
+        elif now - local.started_mono >= delay and now - local.last_liveness >= period:
+            local.liveness_failures += 1
+            local.last_liveness = now
+        if local.liveness_failures >= int(local.liveness.get("failureThreshold", 3)):
+            log.warning(
+                "%s/%s failed its liveness probe %d times; restarting it",
+                local.namespace,
+                local.name,
+                local.liveness_failures,
+            )
+            assert local.process is not None
+            _terminate(local.process)
+            local.restarts += 1
+            self.start_process(local)
+            return False
+        return ok
 
     def probe(self, local: LocalPod) -> bool:
         if local.probe_url is None:
@@ -444,13 +632,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--log-dir", type=Path, required=True, help="process logs and summaries")
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
+    p.add_argument(
+        "--roles",
+        default=",".join(ROLES.values()),
+        help="which of detinfer's pods to run, comma-separated (default: %(default)s)",
+    )
     a = p.parse_args(argv)
+    roles = frozenset(r for r in a.roles.split(",") if r)
+    if not roles or roles - set(ROLES.values()):
+        p.error(f"--roles: {a.roles!r}: each must be one of {', '.join(ROLES.values())}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe otherwise
     a.log_dir.mkdir(parents=True, exist_ok=True)
     config.load_kube_config(a.kubeconfig)
-    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace)
+    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace, roles)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stopping.set())
     runner.run()
