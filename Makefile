@@ -23,7 +23,7 @@ PROMETHEUS ?= $(CACHE)/bin/current/prometheus
 PYTHON_BASE ?=
 
 .PHONY: help install test unit engine e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
-	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator
+	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ demo-down: ## stop the demo's pod runner (and the operator and engines it runs),
 
 bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
 	$(BIN)/python -m bench.engine
+
+bench-overhead: $(STAMP) ## detinfer bench's overhead over HTTP vs bench-engine's in-process figure, side by side (table)
+	$(BIN)/python -m bench.overhead $(BENCH_ARGS)
 
 bench-validator: $(STAMP) ## the validator vs SGLang's procedure on 20+20 reference engines (CPU: hours; BENCH_ARGS for GPU, docs/benchmarks.md)
 	$(BIN)/python -m bench.validator $(BENCH_ARGS)

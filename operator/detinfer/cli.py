@@ -96,6 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure what determinism costs: one workload against a deterministic endpoint "
+        "and a baseline, alternately; exit 0 measured, 2 could not measure",
+        description="Measure the cost of determinism (docs/overhead.md): the same fixed "
+        "workload against a deterministic endpoint and a baseline without the flag, alternating "
+        "between them; prints TTFT, ITL, end-to-end latency and tokens/s per concurrency level "
+        "and the overhead. Exit 0: measured; 2: could not measure.",
+    )
+    from detinfer.overhead.command import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+
     validate = sub.add_parser(
         "validate",
         help="test engine endpoints for determinism; exit 0 deterministic, 1 not, 2 could not test",
@@ -118,9 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(
             signal.SIGPIPE, signal.SIG_IGN if args.command == "validate" else signal.SIG_DFL
         )
-    return {"run": _run, "crds": _crds, "render": _render, "validate": _validate}[args.command](
-        args
-    )
+    commands = {
+        "run": _run,
+        "crds": _crds,
+        "render": _render,
+        "validate": _validate,
+        "bench": _bench,
+    }
+    return commands[args.command](args)
 
 
 class _ValidateArgumentError(Exception):
@@ -161,6 +179,12 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=f"http://{args.metrics_address}:{args.liveness_port}/healthz",
     )
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from detinfer.overhead.command import run
+
+    return run(args)
 
 
 def _validate(args: argparse.Namespace) -> int:
