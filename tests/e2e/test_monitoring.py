@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from tests.chart.test_chart import KUBE_VERSION
-from tests.support.cluster import ROOT, Cluster, Operator, free_port, wait_for
+from tests.support.chart import InstalledOperator
+from tests.support.cluster import ROOT, Cluster, free_port, wait_for
 from tests.support.prometheus import (
     PodMonitorDiscovery,
     Prometheus,
@@ -154,7 +155,7 @@ def test_the_api_server_accepts_the_chart_with_monitoring_on(
 
 
 @pytest.fixture(scope="module")
-def dis_namespace(cluster: Cluster, operator: Operator, pod_runner: Path) -> Iterator[str]:
+def dis_namespace(cluster: Cluster, operator: InstalledOperator, pod_runner: Path) -> Iterator[str]:
     """The two resources, applied once for the whole module."""
     name = f"mon-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
@@ -178,7 +179,7 @@ def dis_namespace(cluster: Cluster, operator: Operator, pod_runner: Path) -> Ite
 @pytest.fixture(scope="module")
 def prometheus(
     cluster: Cluster,
-    operator: Operator,
+    operator: InstalledOperator,
     dis_namespace: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Prometheus]:
@@ -201,9 +202,7 @@ def prometheus(
             "evaluation_interval": f"{EVALUATION_SECONDS}s",
         },
         "scrape_configs": [
-            service_monitor_job(
-                service_monitor, service, f"127.0.0.1:{operator.metrics_port}", interval
-            ),
+            service_monitor_job(service_monitor, service, operator_target(operator), interval),
             discovery.job(interval),
         ],
     }
@@ -214,6 +213,13 @@ def prometheus(
     server.stop()
     discovery.stop()
     print(f"\nprometheus log: {server.log_path}")
+
+
+def operator_target(operator: InstalledOperator) -> str:
+    """The operator's metrics address: its pod's IP (the pod runner binds it there)."""
+    pod = operator.pod()
+    assert pod is not None and pod.status.pod_ip, "no operator pod with an IP"
+    return f"{pod.status.pod_ip}:{operator.metrics_port}"
 
 
 def condition(cluster: Cluster, ns: str, name: str, type_: str) -> dict[str, Any]:
