@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from detinfer.api import parse_service, quantity
+from detinfer.api import parse_dis, quantity
 from detinfer.builders import validation_job_name
 from tests.support import factories as f
 from tests.support.cluster import Cluster, Operator, wait_for
@@ -223,13 +223,13 @@ def test_api_server_takes_what_the_models_take(cluster: Cluster, namespace: str)
         cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
         stored = cluster.dis(namespace, f"q{i}")
         assert stored["spec"]["resources"]["memory"] == text
-        parse_service(stored)
+        parse_dis(stored)
     body = f.dis(replicas=2.0, validation={"trials": 4.0})
     body["metadata"] = {"name": "floats"}
     cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
     stored = cluster.dis(namespace, "floats")
     assert stored["spec"]["replicas"] == 2 and type(stored["spec"]["replicas"]) is int
-    assert parse_service(stored).spec.validation.trials == 4
+    assert parse_dis(stored).spec.validation.trials == 4
 
 
 def test_the_operator_refuses_a_quantity_the_api_server_admits(
@@ -807,7 +807,7 @@ def test_a_foreign_job_holding_the_next_validation_name_is_left_alone(
     dis = cluster.dis(namespace, NAME)
     validation = dis["status"]["validation"]
     taken = validation_job_name(
-        parse_service(dis), revision, validation["pods"], validation["lastRunTime"]
+        parse_dis(dis), revision, validation["pods"], validation["lastRunTime"]
     )
     theirs = {
         "apiVersion": "batch/v1",

@@ -15,7 +15,7 @@ from kubernetes import client
 from prometheus_client import generate_latest
 
 from detinfer import metrics
-from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_service
+from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_dis
 from detinfer.api import constants as c
 from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
@@ -31,9 +31,11 @@ from detinfer.controller.observed import (
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
 from detinfer.controller.sync import RetryLater, _freshest, sync, sync_key
+from detinfer.controller.watches import ChildWatch, Kind, OwnerIndex
 from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
+POD_KIND = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
 
 
 class FakeCluster:
@@ -149,7 +151,7 @@ def test_persistent_conflicts_post_nothing_and_ask_to_be_retried():
 def test_a_created_job_is_announced_even_if_the_status_write_conflicts():
     body = f.dis()
     body["status"] = {"revision": "x"}
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     pods = [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -243,23 +245,26 @@ def _drain(state):
     while len(state.queue):
         key = state.queue.get()
         try:
-            sync_key(state, key)
+            delay = sync_key(state, key)
         finally:
             state.queue.done(key)
+        if delay == 0:  # again at once, as the workers do (a follow-up pass)
+            state.queue.add(key)
 
 
 def test_child_events_reach_their_owner_only():
     cluster = FakeCluster()
     state, _ = _state(cluster)
-    indexes = _indexes()
-    indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
-    memo = kopf.Memo(state=state)
+    pods: OwnerIndex[PodView] = OwnerIndex()
+    state.indexes = {**_indexes(), "pods_by_owner": pods}
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
+    watch = ChildWatch(POD_KIND, pods, lambda key: handlers.child_changed(state, key))
     other = f.engine_pod("qwen-a", "r", instance="other")
-    asyncio.run(handlers.child_changed(body=other, memo=memo, **indexes))
+    watch.handle({"type": "ADDED", "object": other})
     _drain(state)
     assert cluster.calls == []
-    asyncio.run(handlers.child_changed(body=f.engine_pod("qwen-a", "r"), memo=memo, **indexes))
-    assert len(state.queue) == 1  # the handler only queues
+    watch.handle({"type": "MODIFIED", "object": f.engine_pod("qwen-a", "r")})
+    assert len(state.queue) == 1  # the trigger only queues
     _drain(state)
     assert cluster.calls[-1][0] == "status"
 
@@ -319,7 +324,7 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
 
 
 def _ready_pods():
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     return [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -355,7 +360,7 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
 
 
 def test_a_job_name_in_the_way_is_left_for_another():
-    dis = parse_service(f.dis())
+    dis = parse_dis(f.dis())
     taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
     state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
@@ -384,7 +389,7 @@ def test_ignored_objects_are_announced_once_per_object():
 def test_the_body_is_parsed_once_into_a_resource_view():
     view = ResourceView.from_body(f.dis())
     assert isinstance(view.parsed, RevisionContext)
-    assert view.parsed.revision == revision_of(parse_service(f.dis()))
+    assert view.parsed.revision == revision_of(parse_dis(f.dis()))
     assert (view.namespace, view.name, view.uid) == ("ml", "qwen", f.DIS_UID)
     invalid = ResourceView.from_body({**f.dis(engine={"image": "x:latest"}), "status": {"a": 1}})
     assert isinstance(invalid.parsed, SpecError) and "engine.image" in str(invalid.parsed)
@@ -465,3 +470,23 @@ def test_resource_bodies_are_kept_without_managed_fields():
     state, _ = _state(cluster)
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert "managedFields" not in state.written[("ml", "qwen")]["metadata"]
+
+
+def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_once():
+    cluster = FakeCluster(body=f.dis())
+    state, events = _state(cluster)
+    state.indexes = {**_indexes(), "resources_by_key": {("ml", "qwen"): [f.dis()]}}
+    assert sync_key(state, ("ml", "qwen")) == 0.0  # queued again at once
+    assert cluster.calls == [("apply", "Deployment", "qwen")] and events == []
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert [call[:2] for call in cluster.calls[1:]] == [
+        ("apply", "Service"),
+        ("apply", "Service"),
+        ("status", "100"),
+    ]
+    # Once a status is written, a pass is whole (here: the index still shows the Deployment
+    # unapplied, as applied by this process: nothing to write).
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.written[("ml", "qwen")]]}
+    cluster.calls.clear()
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert cluster.calls == []

@@ -1,6 +1,7 @@
 """The one module that writes to the Kubernetes API.
 
-Reads come from kopf's indexes (watch streams); only writes go through here: server-side apply
+Reads come from the indexes (watch streams: kopf's of the resources, controller/watches.py of
+their children); only writes go through here: server-side apply
 of children, Job create/delete, pod readiness-gate conditions, the DIS status and the Events.
 The one read besides a conflict's re-read: an object found in the way of a create, to see who
 controls it.
@@ -50,6 +51,7 @@ class InTheWay(Exception):
 
 class Cluster:
     def __init__(self, api_client: client.ApiClient, instance: str | None = None):
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -68,6 +70,13 @@ class Cluster:
         api_client = client.ApiClient()
         api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
         return cls(api_client)
+
+    def watch_client(self) -> client.ApiClient:
+        """A client of the same cluster with a connection pool of its own: the children's
+        watches hold their connections open, the writes must not wait for one."""
+        api_client = client.ApiClient(self.api_client.configuration)
+        api_client.user_agent = self.api_client.user_agent
+        return api_client
 
     def get_dis(self, namespace: str, name: str) -> dict[str, Any]:
         """A fresh copy of a DeterministicInferenceService (only after a write conflict)."""

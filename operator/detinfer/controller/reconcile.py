@@ -83,6 +83,9 @@ class Plan:
     delete_job_uids: dict[str, str] = field(default_factory=dict)
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
     ignored: dict[str, str] = field(default_factory=dict)
+    # Only the first writes of a larger plan (sync's `deployment_first`): the next pass, queued
+    # at once, plans and makes the rest.
+    follow_up: bool = False
 
 
 @dataclass(frozen=True)
