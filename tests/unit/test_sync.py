@@ -24,13 +24,20 @@ from detinfer.controller.cluster import Cluster, Conflict, InTheWay
 from detinfer.controller.observed import (
     ChildView,
     Controller,
+    JobView,
     PodView,
     ReplicaSetView,
     ResourceView,
 )
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import RetryLater, _freshest, sync, sync_key
+from detinfer.controller.sync import (
+    UNSYNCED_RETRY_SECONDS,
+    RetryLater,
+    _freshest,
+    sync,
+    sync_key,
+)
 from detinfer.controller.watches import ChildWatch, Kind, OwnerIndex
 from tests.support import factories as f
 
@@ -41,8 +48,12 @@ POD_KIND = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
 class FakeCluster:
     """Records writes; a unit test fakes what it does not test (the API server)."""
 
-    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=()):
+    def __init__(
+        self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=(), jobs=None
+    ):
         self.calls: list[tuple] = []
+        # name -> Job as the API server holds it (read_job); the ones create_job makes too.
+        self.jobs: dict[str, dict] = dict(jobs or {})
         self.events: list[dict] = []
         self.conflicts = conflicts  # how many status writes fail with a conflict
         self.body = body
@@ -70,7 +81,12 @@ class FakeCluster:
         if self.job_exists:
             return created[name], False
         self.job_exists = True
+        self.jobs[name] = f.observed_job(job)
         return "uid-" + name, True
+
+    def read_job(self, namespace, name):
+        self.calls.append(("read_job", name))
+        return copy.deepcopy(self.jobs.get(name))
 
     def delete_job(self, namespace, name, uid):
         self.calls.append(("delete_job", name, uid))
@@ -259,6 +275,7 @@ def test_child_events_reach_their_owner_only():
     state.indexes = {**_indexes(), "pods_by_owner": pods}
     state.indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
     watch = ChildWatch(POD_KIND, pods, lambda key: handlers.child_changed(state, key))
+    pods.listed(watch)  # as after its first list
     other = f.engine_pod("qwen-a", "r", instance="other")
     watch.handle({"type": "ADDED", "object": other})
     _drain(state)
@@ -490,3 +507,150 @@ def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_onc
     cluster.calls.clear()
     assert sync_key(state, ("ml", "qwen")) is None
     assert cluster.calls == []
+
+
+# ---- a restart between the create of a validation Job and the index showing it (#13) ----
+
+
+def _validating():
+    """A first process's pass that created a validation Job and recorded it in the status: the
+    body it wrote, the Job's name, and the Job as the API server holds it."""
+    first = FakeCluster(body=f.dis())
+    state, _ = _state(first)
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    (name,) = [call[1] for call in first.calls if call[0] == "create_job"]
+    body = state.written[("ml", "qwen")]
+    assert body["status"]["validationJob"]["uid"] == "uid-" + name
+    return body, name, first.jobs[name]
+
+
+def test_a_recorded_job_the_index_lacks_is_read_by_name_not_called_gone():
+    """A restarted process remembers no Job it created, and its Jobs index may not show the
+    recorded one yet: the Job is read by name, found, and awaited; no second Job is made."""
+    body, name, job = _validating()
+    cluster = FakeCluster(body=body, jobs={name: job})
+    restarted, events = _state(cluster)  # a new process: nothing remembered
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))  # the Jobs index: empty
+    assert ("read_job", name) in cluster.calls
+    assert [call for call in cluster.calls if call[0] == "create_job"] == []
+    assert [e["reason"] for e in events] == []
+    status = restarted.written.get(("ml", "qwen"), body)["status"]
+    assert status["validationJob"]["name"] == name
+    validated = next(x for x in status["conditions"] if x["type"] == "Validated")
+    assert validated["reason"] != "CouldNotValidate"
+
+
+def test_a_recorded_job_the_api_server_does_not_have_is_gone():
+    body, name, _ = _validating()
+    cluster = FakeCluster(body=body)  # no Job of that name
+    restarted, events = _state(cluster)
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))
+    assert ("read_job", name) in cluster.calls
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+    (again,) = [call[1] for call in cluster.calls if call[0] == "create_job"]
+    assert again != name  # a new run after the lost one
+
+
+def test_a_recorded_job_whose_name_another_uid_holds_is_gone():
+    body, name, job = _validating()
+    namesake = copy.deepcopy(job)
+    namesake["metadata"]["uid"] = "uid-namesake"
+    cluster = FakeCluster(body=body, jobs={name: namesake})
+    restarted, events = _state(cluster)
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+
+
+def test_no_pass_plans_from_a_child_index_that_has_not_listed():
+    body, _, _ = _validating()
+    cluster = FakeCluster(body=body)  # the Job is gone: a pass would say so, if it ran
+    state, events = _state(cluster)
+    jobs: OwnerIndex[JobView] = OwnerIndex()
+    jobs.expect("the Jobs watch")
+    state.indexes = {
+        **_indexes(_ready_pods()),
+        "jobs_by_owner": jobs,
+        "resources_by_key": {("ml", "qwen"): [body]},
+    }
+    assert sync_key(state, ("ml", "qwen")) == UNSYNCED_RETRY_SECONDS
+    assert cluster.calls == [] and events == []
+    jobs.listed("the Jobs watch")
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+
+
+class _JobServer(http.server.BaseHTTPRequestHandler):
+    """An API server where a Job already holds every name: a create answers 409, a read
+    answers `existing`."""
+
+    existing: dict = {}
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+
+    def do_GET(self):
+        self._answer(200, self.existing)
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def _create_over(existing, job):
+    _JobServer.existing = existing
+    server = http.server.HTTPServer(("127.0.0.1", 0), _JobServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        return Cluster(client.ApiClient(configuration)).create_job(job, {})
+    finally:
+        server.shutdown()
+
+
+def test_a_create_adopts_the_same_run_an_earlier_process_made():
+    """Stopped after the create and before the status write: the next process's create of the
+    same run answers 409, and the Job there, controlled by this resource with this run's
+    template, is adopted instead of a second Job under another name."""
+    _, name, existing = _validating()
+    wanted = copy.deepcopy(existing)  # as the plan builds it: no UID, no creation time
+    del wanted["metadata"]["uid"], wanted["metadata"]["creationTimestamp"]
+    assert _create_over(existing, wanted) == ("uid-" + name, False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda job: job["metadata"]["ownerReferences"][0].update(uid="other"), id="owner"
+        ),
+        pytest.param(
+            lambda job: job["spec"]["template"]["spec"]["containers"][0]["args"].append("--x"),
+            id="args",
+        ),
+        pytest.param(
+            lambda job: job["spec"]["template"]["spec"].update(
+                initContainers=[{"name": "first", "image": "busybox"}]
+            ),
+            id="init-container",
+        ),
+        pytest.param(
+            lambda job: job["metadata"].update(deletionTimestamp="2026-11-22T10:00:00Z"),
+            id="deleting",
+        ),
+    ],
+)
+def test_a_create_never_adopts_another_job_under_the_name(change):
+    _, name, existing = _validating()
+    wanted = copy.deepcopy(existing)
+    del wanted["metadata"]["uid"], wanted["metadata"]["creationTimestamp"]
+    change(existing)
+    with pytest.raises(InTheWay) as caught:
+        _create_over(existing, wanted)
+    assert caught.value.name == name

@@ -15,6 +15,7 @@ worker at a time per key, so two passes of one resource never overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -24,9 +25,10 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
+from detinfer.api.status import JobRecord
 from detinfer.builders.common import applied_hash
 from detinfer.controller.cluster import Conflict, InTheWay
-from detinfer.controller.observed import Observed, ResourceView
+from detinfer.controller.observed import JobView, Observed, ResourceView
 from detinfer.controller.reconcile import Plan, plan
 from detinfer.controller.state import State
 
@@ -39,6 +41,8 @@ IN_THE_WAY_ATTEMPTS = 4
 ACTIONS = {"status": "UpdateStatus", "job-created": "CreateJob", "job-deleted": "DeleteJob"}
 # A pass that failed for a reason no later event is sure to fix is tried again after this long.
 RETRY_AFTER_ERROR_SECONDS = 10.0
+# A pass that finds an index not listed yet (the operator is starting) is tried again after this.
+UNSYNCED_RETRY_SECONDS = 1.0
 
 
 class RetryLater(Exception):
@@ -97,9 +101,15 @@ def sync(
         resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
         conflicts = 0
         deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
+        unsynced = [name for name, index in indexes.items() if not getattr(index, "synced", True)]
+        if unsynced:
+            # An object absent from an index that has not listed yet may exist all the same.
+            raise RetryLater(
+                f"{', '.join(sorted(unsynced))} not listed yet", UNSYNCED_RETRY_SECONDS
+            )
         for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
-            observed = gather(state, key, indexes)
             recorded = resource.status.validation_job
+            observed = with_recorded_job(state, key, gather(state, key, indexes), recorded)
             the_plan = plan(
                 resource,
                 observed,
@@ -176,6 +186,32 @@ def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Ob
         ),
         replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
     )
+
+
+def with_recorded_job(
+    state: State, key: tuple[str, str], observed: Observed, recorded: JobRecord | None
+) -> Observed:
+    """`observed` with the Job the status records, read by name when the Jobs index does not
+    show it: only a Job that the API server says is gone (or whose name another UID holds now)
+    may be called gone. The index can lag behind the status: an operator that restarted, or a
+    status written by a pass whose Job the watch has not delivered yet (this process's own
+    Jobs plan() knows from its memory, and are not read again).
+
+    A Job so read counts as running (its pod may lag in the pods index just as the Job did):
+    the watch queues the resource again when it delivers either."""
+    if (
+        recorded is None
+        or not recorded.uid
+        or any(job.uid == recorded.uid for job in observed.jobs)
+        or recorded.name in state.created_jobs[key]
+    ):
+        return observed
+    body = state.cluster.read_job(key[0], recorded.name)
+    if body is None or (body.get("metadata") or {}).get("uid") != recorded.uid:
+        return observed
+    log.info("%s/%s: validation Job %s is not in the index yet; read by name", *key, recorded.name)
+    running = dataclasses.replace(JobView.from_body(body), finished=False, failure=None)
+    return dataclasses.replace(observed, jobs=[*observed.jobs, running])
 
 
 def _execute(

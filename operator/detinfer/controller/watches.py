@@ -60,6 +60,25 @@ class OwnerIndex(Generic[V]):
         self._lock = threading.Lock()
         self._by_key: dict[Key, dict[str, V]] = {}
         self._key_of: dict[str, Key] = {}
+        # The watches that fill this index (one per namespace, or one for all) that have not
+        # completed their first list yet.
+        self._unlisted: set[object] = set()
+
+    def expect(self, source: object) -> None:
+        """`source` (a watch) fills this index: it is not synced until that one has listed."""
+        with self._lock:
+            self._unlisted.add(source)
+
+    def listed(self, source: object) -> None:
+        with self._lock:
+            self._unlisted.discard(source)
+
+    @property
+    def synced(self) -> bool:
+        """Whether every watch of this index has listed its objects once: until then an object
+        absent from the index may exist all the same, and nothing may be concluded from it."""
+        with self._lock:
+            return not self._unlisted
 
     def get(self, key: Key, default: Iterable[V] = ()) -> list[V]:
         with self._lock:
@@ -172,6 +191,7 @@ class ChildWatch(threading.Thread):
         self._version: str | None = None
         # The objects of this watch: those of another namespace's watch are not ours to drop.
         self._uids: set[str] = set()
+        index.expect(self)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -206,6 +226,7 @@ class ChildWatch(threading.Thread):
                 break
         self._version = page["metadata"]["resourceVersion"]
         changed = self._replace(objects)
+        self.index.listed(self)
         self.listed.set()
         for key in changed:
             self.changed(key)
