@@ -232,13 +232,9 @@ def test_api_server_takes_what_the_models_take(cluster: Cluster, namespace: str)
     assert parse_dis(stored).spec.validation.trials == 4
 
 
-def test_the_operator_refuses_a_quantity_the_api_server_admits(
-    cluster: Cluster, operator: Operator, namespace: str
-):
-    """1e999 follows the quantity grammar (the CRD's pattern), but Kubernetes counts pod
-    resources in 64 bits: the operator says InvalidSpec, naming the field, and creates nothing."""
-    cluster.apply(namespace, example(resources={"sharedMemorySize": "1e999"}))
-    ready = wait_for(
+def invalid_spec(cluster: Cluster, namespace: str) -> dict:
+    """The Ready condition, once the operator has said InvalidSpec there."""
+    return wait_for(
         "Ready=False InvalidSpec",
         lambda: (
             (c := cluster.condition(namespace, NAME, "Ready"))
@@ -246,6 +242,15 @@ def test_the_operator_refuses_a_quantity_the_api_server_admits(
             and c
         ),
     )
+
+
+def test_the_operator_refuses_a_quantity_the_api_server_admits(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    """1e999 follows the quantity grammar (the CRD's pattern), but Kubernetes counts pod
+    resources in 64 bits: the operator says InvalidSpec, naming the field, and creates nothing."""
+    cluster.apply(namespace, example(resources={"sharedMemorySize": "1e999"}))
+    ready = invalid_spec(cluster, namespace)
     assert ready["status"] == "False"
     assert ready["message"] == (
         "spec.resources.sharedMemorySize: Input should be at most 9223372036854775807: "
@@ -278,14 +283,7 @@ def test_the_operator_checks_what_the_crd_cannot_against_the_pinned_release(
     """The API server admits these (CEL cannot hold a flag table per release, nor compare a
     value item with the numerics); the operator says InvalidSpec and creates nothing."""
     cluster.apply(namespace, example(engine=engine))
-    ready = wait_for(
-        "Ready=False InvalidSpec",
-        lambda: (
-            (c := cluster.condition(namespace, NAME, "Ready"))
-            and c["reason"] == "InvalidSpec"
-            and c
-        ),
-    )
+    ready = invalid_spec(cluster, namespace)
     assert ready["message"] == message
     assert cluster.apps.list_namespaced_deployment(namespace).items == []
 
