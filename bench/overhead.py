@@ -30,13 +30,17 @@ from detinfer.overhead.measure import BASELINE, DETERMINISTIC, measure
 from tests.support.engines import EngineProcess
 
 
-def in_process(model: str, workloads, prompt: int, repeats: int, seed: int) -> dict:
+def in_process(
+    model: str, workloads, prompt: int, repeats: int, seed: int, device: str, dtype: str
+) -> dict:
     from detinfer.engine.main import build_engine
 
     engines = {}
     for deterministic in (False, True):
         args = EngineArgs(
             model_path=model,
+            device=device,
+            dtype=dtype,
             random_seed=seed,
             enable_deterministic_inference=deterministic,
             disable_radix_cache=True,
@@ -59,8 +63,10 @@ def in_process(model: str, workloads, prompt: int, repeats: int, seed: int) -> d
     return out
 
 
-def over_http(model: str, workloads, prompt: int, repeats: int, seed: int) -> dict:
-    common = ["--model-path", model, "--disable-radix-cache"]
+def over_http(
+    model: str, workloads, prompt: int, repeats: int, seed: int, device: str, dtype: str
+) -> dict:
+    common = ["--model-path", model, "--device", device, "--dtype", dtype, "--disable-radix-cache"]
     out = {}
     with (
         EngineProcess(*common, deterministic=True, seed=seed) as det,
@@ -90,6 +96,8 @@ def over_http(model: str, workloads, prompt: int, repeats: int, seed: int) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model-path", default="tiny")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=3, help="weight seed of both engines")
@@ -100,10 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     workloads = [tuple(int(v) for v in w.split("x")) for w in a.workloads.split(",")]
-    local = in_process(a.model_path, workloads, a.prompt_tokens, a.repeats, a.seed)
-    http = over_http(a.model_path, workloads, a.prompt_tokens, a.repeats, a.seed)
+    local = in_process(
+        a.model_path, workloads, a.prompt_tokens, a.repeats, a.seed, a.device, a.dtype
+    )
+    http = over_http(a.model_path, workloads, a.prompt_tokens, a.repeats, a.seed, a.device, a.dtype)
+    device = a.device
+    if device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
     print(
-        f"reference engine, model {a.model_path}, CPU, torch {torch.__version__}, prompt "
+        f"reference engine, model {a.model_path} ({a.dtype}), {device}, torch {torch.__version__}, prompt "
         f"{a.prompt_tokens} tokens, {a.repeats} repeats; overhead = baseline tokens/s / "
         "deterministic tokens/s - 1: median [min, max]"
     )

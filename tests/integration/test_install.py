@@ -81,7 +81,21 @@ def nobody(namespace: str) -> str:
 def test_the_operator_calls_the_api_as_its_service_account(
     cluster: Cluster, operator: InstalledOperator
 ):
-    requests = wait_for("the operator's requests", lambda: cluster.operator_requests(), timeout=30)
+    def with_dis_watch() -> list:
+        # A watch reaches the audit log when the API server writes its event, which can be a
+        # while after the operator's first lists: wait for it rather than read once.
+        found = cluster.operator_requests()
+        return (
+            found
+            if any(
+                e["verb"] == "watch"
+                and (e.get("objectRef") or {}).get("resource") == "deterministicinferenceservices"
+                for e in found
+            )
+            else []
+        )
+
+    requests = wait_for("the operator's watch of its resources", with_dis_watch, timeout=120)
     users = {e["user"]["username"] for e in requests}
     # This release's ServiceAccount (and a namespaced release's, on a kept cluster): never the
     # kubeconfig's administrator.

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from detinfer.api.base import KubeModel
 from detinfer.api.constants import TERMINATION_MESSAGE_LIMIT
+from detinfer.api.summary import parse_message
 
 OVERHEAD_SCHEMA_VERSION: Literal[1] = 1
 MAX_LEVELS = 6
@@ -112,22 +113,4 @@ class OverheadSummary(KubeModel):
     @classmethod
     def parse(cls, text: str | None) -> OverheadSummary:
         """Parse a termination message; OverheadError says what is wrong with it."""
-        if not text or not text.strip():
-            raise OverheadError("the benchmark left no summary")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OverheadError(f"the summary is not JSON ({exc.msg} at {exc.pos})") from None
-        if not isinstance(data, dict):
-            raise OverheadError("the summary is not a JSON object")
-        version = data.get("schemaVersion")
-        if version != OVERHEAD_SCHEMA_VERSION:
-            raise OverheadError(
-                f"overhead summary schemaVersion {version!r} is not {OVERHEAD_SCHEMA_VERSION}"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise OverheadError(f"summary field {where}: {first['msg']}") from None
+        return parse_message(cls, text, OVERHEAD_SCHEMA_VERSION, OverheadError, "the benchmark")

@@ -7,7 +7,7 @@ termination messages, so `to_termination_message` shortens free text until it fi
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -100,26 +100,46 @@ class ValidationSummary(KubeModel):
     @classmethod
     def parse(cls, text: str | None) -> ValidationSummary:
         """Parse a termination message; SummaryError says what is wrong with it."""
-        if not text or not text.strip():
-            raise SummaryError("the validator left no summary")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SummaryError(f"the summary is not JSON ({exc.msg} at {exc.pos})") from None
-        if not isinstance(data, dict):
-            raise SummaryError("the summary is not a JSON object")
-        version = data.get("schemaVersion")
-        if version != SUMMARY_SCHEMA_VERSION:
-            raise SummaryError(
-                f"summary schemaVersion {version!r} is not {SUMMARY_SCHEMA_VERSION}; "
-                "the validator and the operator are of different versions"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise SummaryError(f"summary field {where}: {first['msg']}") from None
+        return parse_message(
+            cls,
+            text,
+            SUMMARY_SCHEMA_VERSION,
+            SummaryError,
+            "the validator",
+            "; the validator and the operator are of different versions",
+        )
+
+
+M = TypeVar("M", bound=KubeModel)
+
+
+def parse_message(
+    model: type[M],
+    text: str | None,
+    version: int,
+    error: type[ValueError],
+    author: str,
+    version_hint: str = "",
+) -> M:
+    """A termination message as `model` (a versioned JSON contract); `error` names what is
+    wrong: no message, not a JSON object, another schemaVersion, the first invalid field."""
+    if not text or not text.strip():
+        raise error(f"{author} left no summary")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"the summary is not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise error("the summary is not a JSON object")
+    found = data.get("schemaVersion")
+    if found != version:
+        raise error(f"summary schemaVersion {found!r} is not {version}{version_hint}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise error(f"summary field {where}: {first['msg']}") from None
 
 
 def _compact(summary: ValidationSummary) -> str:
