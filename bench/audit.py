@@ -31,12 +31,6 @@ def seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile `q` (0-100) of `values`; the bench's one definition."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def latencies(entries: Iterable[dict[str, Any]], since: float, until: float) -> list[float]:
     """The API server's own time (stageTimestamp - requestReceivedTimestamp) for each completed,
     non-watch request received in [since, until] (epoch seconds), by anyone."""

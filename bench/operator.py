@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -39,8 +38,8 @@ from typing import Any
 
 from kubernetes import watch
 
-from bench import audit
-from bench.audit import percentile
+from bench import audit, timings
+from detinfer.percentile import percentile
 from tests.support import factories as f
 from tests.support.cluster import WRITE_VERBS, Cluster, Operator, wait_for
 
@@ -72,7 +71,7 @@ def bench_node(i: int) -> dict:
     }
 
 
-def service(name: str) -> dict:
+def dis_body(name: str) -> dict:
     body = f.dis(
         engine={"kind": "Reference"},
         replicas=1,
@@ -156,6 +155,17 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
         plural="deterministicinferenceservices",
     )
     ready.start()
+    # The same resources' ADDED events on a watch of this client: how long the API server takes
+    # to deliver a watch event at all, beside the operator's way to its first request.
+    added = Recorder(
+        cluster.custom.list_namespaced_custom_object,
+        lambda e: e["type"] == "ADDED",
+        group="detinfer.io",
+        version="v1alpha1",
+        namespace=namespace,
+        plural="deterministicinferenceservices",
+    )
+    added.start()
     time.sleep(1)
 
     names = [f"s{i:04d}" for i in range(size)]
@@ -164,7 +174,7 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     started = time.monotonic()
     for name in names:
         cluster.custom.create_namespaced_custom_object(
-            "detinfer.io", "v1alpha1", namespace, "deterministicinferenceservices", service(name)
+            "detinfer.io", "v1alpha1", namespace, "deterministicinferenceservices", dis_body(name)
         )
         created[name] = time.monotonic()
     create_seconds = time.monotonic() - started
@@ -192,17 +202,23 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     wait_for(f"{size} Ready resources", lambda: len(ready.seen) >= size, timeout=60 + size)
     summary_to_ready = [ready.seen[n] - written[n] for n in names]
     run_until = time.time()
-    for recorder in (deployments, replicasets, ready):
+    create_to_added = [added.seen[n] - created[n] for n in names if n in added.seen]
+    for recorder in (deployments, replicasets, ready, added):
         recorder.stop.set()
     return {
         "size": size,
+        "namespace": namespace,
+        "since": run_since,
+        "until": run_until,
         "create_seconds": create_seconds,
-        "create_p50": statistics.median(create_to_deployment),
+        "create_p50": percentile(create_to_deployment, 50),
         "create_p99": percentile(create_to_deployment, 99),
-        "kcm_p50": statistics.median(deployment_to_replicaset),
+        "kcm_p50": percentile(deployment_to_replicaset, 50),
         "kcm_p99": percentile(deployment_to_replicaset, 99),
-        "ready_p50": statistics.median(summary_to_ready),
+        "ready_p50": percentile(summary_to_ready, 50),
         "ready_p99": percentile(summary_to_ready, 99),
+        "added_p50": percentile(create_to_added, 50) if create_to_added else float("nan"),
+        "added_p99": percentile(create_to_added, 99) if create_to_added else float("nan"),
         **audit_figures(cluster, namespace, set(names), run_since, run_until),
     }
 
@@ -217,6 +233,7 @@ def audit_figures(
     created = audit.creations(entries, namespace, "deterministicinferenceservices")
     paths = audit.operator_paths(entries, namespace, names)
     queue, first_to_deployment = [], []
+    first_request = {name: path[0][0] for name, path in paths.items() if path}
     for name, path in paths.items():
         # The Deployment written: created, or applied (a create and its relabel patch before).
         applies = [
@@ -238,6 +255,36 @@ def audit_figures(
         "first_to_deployment_p50": percentile(first_to_deployment, 50) if queue else float("nan"),
         "first_to_deployment_p99": percentile(first_to_deployment, 99) if queue else float("nan"),
         "orders": [[list(order), n] for order, n in orders],
+        # For the probe's figures (probe_figures), dropped from the rows before they are shown.
+        "_created": created,
+        "_first_request": first_request,
+    }
+
+
+def watching(cluster: Cluster) -> bool:
+    """Whether the audit log shows the operator's watch of the resources as started."""
+    return any(
+        e["verb"] == "watch"
+        and (e.get("objectRef") or {}).get("resource") == "deterministicinferenceservices"
+        and e.get("stage") == "ResponseStarted"
+        for e in cluster.operator_requests()
+    )
+
+
+def probe_figures(probe_path: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """What the operator's probe recorded over the size's run (bench/timings.py)."""
+    probe = timings.read(probe_path)
+    since, until = row["since"], row["until"]
+    return {
+        "events": timings.events_per_kind(probe, since, until),
+        "loop_lag": timings.lags(probe["loop_lag"], since, until),
+        "gil_lag": timings.lags(probe["gil_lag"], since, until),
+        "kopf": timings.kopf_waits(probe, since, until),
+        "path": timings.new_resource_path(
+            probe, row["namespace"], row.pop("_created"), row.pop("_first_request")
+        ),
+        "queue_waits": timings.queue_waits(probe, since, until),
+        "cpu": timings.cpu_seconds(probe, since, until),
     }
 
 
@@ -286,6 +333,7 @@ def main() -> int:
     cluster = Cluster.up("detinfer-bench", kubeconfig)
     log_path = Path.home() / ".cache" / "detinfer" / "bench-operator.log"
     log_path.write_text("")
+    probe_path = Path.home() / ".cache" / "detinfer" / "bench-operator.probe.json"
     operator = Operator(kubeconfig, log_path)
     rows = []
     try:
@@ -304,24 +352,29 @@ def main() -> int:
         )
         for i in range(3):
             cluster.kubectl("apply", "-f", "-", stdin=json.dumps(bench_node(i)))
+        # Only the operator's process loads the probe and the sampler (bench/sampler):
+        # Operator.start copies os.environ.
+        saved = dict(os.environ)
+        probe_path.unlink(missing_ok=True)
+        os.environ["DETINFER_BENCH_PROBE"] = str(probe_path)
         if args.profile:
-            # Only the operator's process sees the sampler: Operator.start copies os.environ.
-            saved = dict(os.environ)
             os.environ["DETINFER_BENCH_SAMPLES"] = str(args.profile.resolve())
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                [str(SAMPLER), *filter(None, [saved.get("PYTHONPATH")])]
-            )
-            try:
-                operator.start()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-        else:
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(SAMPLER), *filter(None, [saved.get("PYTHONPATH")])]
+        )
+        try:
             operator.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        # kopf answers /healthz before its watch of the resources is open; a resource created
+        # before that arrives with the watch's start, which is not the operator's reaction.
+        wait_for("the operator's watch of the resources", lambda: watching(cluster), timeout=60)
         for size in sizes:
             print(f"{size} resources ...", file=sys.stderr)
             row = run_size(cluster, operator, size)
             time.sleep(10)  # let the last events settle before measuring idleness
+            row.update(probe_figures(probe_path, row))  # flushed every 5 s meanwhile
             print(f"  idle for {args.idle_seconds} s ...", file=sys.stderr)
             requests, writes = idle_requests(cluster, args.idle_seconds)
             row["idle_requests_per_min"] = requests * 60 / args.idle_seconds
@@ -371,12 +424,53 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"operator's requests at the API server p50 {r['operator_api_p50'] * 1000:.0f} ms / "
             f"p99 {r['operator_api_p99'] * 1000:.0f} ms ({r['operator_api_count']})"
         )
+        if "added_p50" in r:
+            lines.append(
+                f"    beside it, create -> the resource's ADDED event on a watch of the bench's "
+                f"own client p50 {r['added_p50']:.2f} s / p99 {r['added_p99']:.2f} s"
+            )
         for order, n in r["orders"]:
             lines.append(f"    {n} resources: " + ", ".join(order))
+    lines += ["", "inside the operator (bench/sampler/probe.py, over each size's run):"]
+    for r in rows:
+        if "path" in r:
+            lines += [f"  {r['size']}:", *probe_lines(r)]
     lines += ["", "| target (issue #13) | measured | |", "|---|---|---|"]
     for t, measured, ok in targets(rows):
         lines.append(f"| {t} | {measured} | {'met' if ok else 'not met'} |")
     return "\n".join(lines)
+
+
+def _ms(s: dict[str, float]) -> str:
+    return f"p50 {s['p50'] * 1000:.1f} / p99 {s['p99'] * 1000:.1f} / max {s['max'] * 1000:.0f} ms"
+
+
+def _s(s: dict[str, float]) -> str:
+    return f"p50 {s['p50']:.2f} / p99 {s['p99']:.2f} s"
+
+
+def probe_lines(r: dict[str, Any]) -> list[str]:
+    steps = ", ".join(f"{step} {_s(s)}" for step, s in r["path"].items())
+    events = ", ".join(
+        f"{kind} {e['events']} ({e['per_second']:.0f}/s, peak {e['peak_per_second']}/s)"
+        for kind, e in r["events"].items()
+    )
+    kopf = ", ".join(
+        f"{kind} waited {_ms(k['wait'])}, processed {_ms(k['processing'])}"
+        for kind, k in r["kopf"].items()
+        if k["wait"]["n"]
+    )
+    cpu = ", ".join(f"{group} {seconds:.1f} s" for group, seconds in sorted(r["cpu"].items()))
+    return [
+        f"    new resource, create -> first request: {steps}",
+        f"    event loop lag {_ms(r['loop_lag'])}; GIL lag {_ms(r['gil_lag'])}",
+        f"    work queue waits: front lane {_s(r['queue_waits']['front'])} "
+        f"({r['queue_waits']['front']['n']}), rest {_s(r['queue_waits']['rest'])} "
+        f"({r['queue_waits']['rest']['n']})",
+        f"    watch events: {events}",
+        f"    in kopf: {kopf or 'none'}",
+        f"    CPU: {cpu}",
+    ]
 
 
 def targets(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:

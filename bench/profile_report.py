@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.audit import percentile
+from detinfer.percentile import percentile
 
 # The innermost frames that mean a thread is not running Python: (file pattern, function).
 WAITING = {

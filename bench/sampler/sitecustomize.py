@@ -7,6 +7,9 @@ every thread's current frame (sys._current_frames) and counts the stacks per thr
 records how late each of its own wake-ups came (the time it waited for the GIL) and, at the
 end, each thread's CPU seconds from /proc. Everything is written as JSON every few seconds and
 at exit, so a killed operator still leaves its samples.
+
+With DETINFER_BENCH_PROBE set it also loads probe.py (timings of watch events, kopf's event loop,
+the work queue), which the bench always does.
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class Sampler(threading.Thread):
         tmp.write_text(json.dumps(body))
         tmp.replace(self.out)
 
+
+if os.environ.get("DETINFER_BENCH_PROBE"):
+    import probe
+
+    atexit.register(probe.install(Path(os.environ["DETINFER_BENCH_PROBE"])).flush)
 
 if os.environ.get("DETINFER_BENCH_SAMPLES"):
     _sampler = Sampler(Path(os.environ["DETINFER_BENCH_SAMPLES"]))

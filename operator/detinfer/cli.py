@@ -176,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,  # one replica (Recreate); no peering objects needed
         clusterwide=not args.namespace,
         namespaces=args.namespace,
+        # The children's watches (controller/watches.py) watch the same namespaces.
+        memo=kopf.Memo(namespaces=args.namespace or None),
         liveness_endpoint=f"http://{args.metrics_address}:{args.liveness_port}/healthz",
     )
     return 0
@@ -218,7 +220,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from detinfer.api import SpecError, parse_service
+    from detinfer.api import SpecError, parse_dis
     from detinfer.builders import render_objects
     from detinfer.config import OperatorConfig
 
@@ -266,7 +268,7 @@ def _render(args: argparse.Namespace) -> int:
             shown = name if isinstance(name, str) and name.isprintable() else None
             label = f"{path}: {shown[:63] if shown else '<unnamed>'}"
             try:
-                dis = parse_service(doc)
+                dis = parse_dis(doc)
             except SpecError as exc:
                 status = max(status, EXIT_INVALID)
                 for error in exc.errors:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from detinfer.api import parse_service, quantity
+from detinfer.api import parse_dis, quantity
 from detinfer.builders import validation_job_name
 from tests.support import factories as f
 from tests.support.chart import InstalledOperator as Operator
@@ -224,13 +224,25 @@ def test_api_server_takes_what_the_models_take(cluster: Cluster, namespace: str)
         cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
         stored = cluster.dis(namespace, f"q{i}")
         assert stored["spec"]["resources"]["memory"] == text
-        parse_service(stored)
+        parse_dis(stored)
     body = f.dis(replicas=2.0, validation={"trials": 4.0})
     body["metadata"] = {"name": "floats"}
     cluster.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(body))
     stored = cluster.dis(namespace, "floats")
     assert stored["spec"]["replicas"] == 2 and type(stored["spec"]["replicas"]) is int
-    assert parse_service(stored).spec.validation.trials == 4
+    assert parse_dis(stored).spec.validation.trials == 4
+
+
+def invalid_spec(cluster: Cluster, namespace: str) -> dict:
+    """The Ready condition, once the operator has said InvalidSpec there."""
+    return wait_for(
+        "Ready=False InvalidSpec",
+        lambda: (
+            (c := cluster.condition(namespace, NAME, "Ready"))
+            and c["reason"] == "InvalidSpec"
+            and c
+        ),
+    )
 
 
 def test_the_operator_refuses_a_quantity_the_api_server_admits(
@@ -239,14 +251,7 @@ def test_the_operator_refuses_a_quantity_the_api_server_admits(
     """1e999 follows the quantity grammar (the CRD's pattern), but Kubernetes counts pod
     resources in 64 bits: the operator says InvalidSpec, naming the field, and creates nothing."""
     cluster.apply(namespace, example(resources={"sharedMemorySize": "1e999"}))
-    ready = wait_for(
-        "Ready=False InvalidSpec",
-        lambda: (
-            (c := cluster.condition(namespace, NAME, "Ready"))
-            and c["reason"] == "InvalidSpec"
-            and c
-        ),
-    )
+    ready = invalid_spec(cluster, namespace)
     assert ready["status"] == "False"
     assert ready["message"] == (
         "spec.resources.sharedMemorySize: Input should be at most 9223372036854775807: "
@@ -279,14 +284,7 @@ def test_the_operator_checks_what_the_crd_cannot_against_the_pinned_release(
     """The API server admits these (CEL cannot hold a flag table per release, nor compare a
     value item with the numerics); the operator says InvalidSpec and creates nothing."""
     cluster.apply(namespace, example(engine=engine))
-    ready = wait_for(
-        "Ready=False InvalidSpec",
-        lambda: (
-            (c := cluster.condition(namespace, NAME, "Ready"))
-            and c["reason"] == "InvalidSpec"
-            and c
-        ),
-    )
+    ready = invalid_spec(cluster, namespace)
     assert ready["message"] == message
     assert cluster.apps.list_namespaced_deployment(namespace).items == []
 
@@ -808,7 +806,7 @@ def test_a_foreign_job_holding_the_next_validation_name_is_left_alone(
     dis = cluster.dis(namespace, NAME)
     validation = dis["status"]["validation"]
     taken = validation_job_name(
-        parse_service(dis), revision, validation["pods"], validation["lastRunTime"]
+        parse_dis(dis), revision, validation["pods"], validation["lastRunTime"]
     )
     theirs = {
         "apiVersion": "batch/v1",

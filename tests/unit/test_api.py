@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from detinfer.api import SpecError, ValidationSummary, Verdict, extra_args, parse_service
+from detinfer.api import SpecError, ValidationSummary, Verdict, extra_args, parse_dis
 from detinfer.api.base import KubeModel
 from detinfer.api.quantity import QUANTITY_PATTERN
 from detinfer.api.resource import parse_status
@@ -22,12 +22,12 @@ from tests.support import factories as f
 
 def errors_of(body) -> list[str]:
     with pytest.raises(SpecError) as info:
-        parse_service(body)
+        parse_dis(body)
     return [str(e) for e in info.value.errors]
 
 
 def test_defaults_are_explicit_and_safe():
-    dis = parse_service(f.dis())
+    dis = parse_dis(f.dis())
     assert dis.spec.engine.attention_backend == AttentionBackend.FA3
     assert dis.spec.engine.deterministic_inference.value == "Enabled"
     assert dis.spec.engine.sampling_seed == 42
@@ -43,7 +43,7 @@ def test_defaults_are_explicit_and_safe():
 
 def test_the_examples_are_valid():
     for name in ("service.yaml", "reference.yaml"):
-        parse_service(f.example(name))
+        parse_dis(f.example(name))
 
 
 # Each CEL rule: a spec that breaks it, the field path the error must name, words of the message.
@@ -211,12 +211,12 @@ def _all_models(base):
     ],
 )
 def test_harmless_extra_args_are_allowed(args):
-    dis = parse_service(f.dis(engine={"extraArgs": args}))
+    dis = parse_dis(f.dis(engine={"extraArgs": args}))
     assert dis.spec.engine.extra_args == args
 
 
 def test_unpinned_revision_and_mutable_image_are_allowed_when_asked_for():
-    parse_service(
+    parse_dis(
         f.dis(
             model={"revision": None, "allowUnpinnedRevision": True},
             engine={"image": "lmsysorg/sglang:latest", "allowMutableImage": True},
@@ -225,7 +225,7 @@ def test_unpinned_revision_and_mutable_image_are_allowed_when_asked_for():
 
 
 def test_reference_engine_may_disable_determinism_and_use_no_gpu():
-    dis = parse_service(
+    dis = parse_dis(
         f.dis(
             engine={"kind": "Reference", "deterministicInference": "Disabled"},
             resources={"gpusPerReplica": 0, "gpuProduct": None},
@@ -336,7 +336,7 @@ def test_every_error_is_reported_at_once():
 
 def test_integral_floats_are_integers_as_the_api_server_stores_them():
     # kube-apiserver takes replicas: 2.0 and stores 2; the models agree.
-    dis = parse_service(f.dis(replicas=2.0, engine={"samplingSeed": 7.0}))
+    dis = parse_dis(f.dis(replicas=2.0, engine={"samplingSeed": 7.0}))
     assert (dis.spec.replicas, dis.spec.engine.sampling_seed) == (2, 7)
     assert type(dis.spec.replicas) is int
 
@@ -351,7 +351,7 @@ INVALID_QUANTITIES += ["Gi", "1..2", "0x10", "1_000", "∞", "1e9.0"]
 @pytest.mark.parametrize("text", VALID_QUANTITIES)
 def test_quantities_kubernetes_takes_are_taken_by_the_crd_and_the_models(text):
     assert re.fullmatch(QUANTITY_PATTERN, text)
-    dis = parse_service(f.dis(resources={"memory": text, "sharedMemorySize": text}))
+    dis = parse_dis(f.dis(resources={"memory": text, "sharedMemorySize": text}))
     assert dis.spec.resources.memory == text
 
 
@@ -375,7 +375,7 @@ def test_quantities_kubernetes_refuses_are_refused_by_the_crd_and_the_models(tex
     ],
 )
 def test_quantities_beyond_what_kubernetes_counts_are_refused(field, largest, too_large):
-    parse_service(f.dis(resources={field: largest}))
+    parse_dis(f.dis(resources={field: largest}))
     errors = errors_of(f.dis(resources={field: too_large}))
     counted = "cpu in millicores" if field == "cpu" else "bytes"
     assert errors == [
@@ -408,7 +408,7 @@ def test_status_and_summary_stay_readable_after_strict_specs():
     assert parse_status(status).validation.verdict == Verdict.DETERMINISTIC
     body = f.dis()
     body["status"] = status
-    assert parse_service(body).status.observed_generation == 2
+    assert parse_dis(body).status.observed_generation == 2
     summary = ValidationSummary.parse(
         '{"schemaVersion": 1, "verdict": "Deterministic", "durationSeconds": 3, '
         '"tokensUsed": 10, "latencyP50Milliseconds": 12, "tokensPerSecond": 40.5}'
@@ -426,7 +426,7 @@ def test_metadata_as_the_api_server_sends_it_is_read_strictly_but_fully():
         managedFields=[{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
         deletionTimestamp=None,
     )
-    dis = parse_service(body)
+    dis = parse_dis(body)
     assert (dis.name, dis.namespace, dis.metadata.generation) == ("qwen", "ml", 1)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from bench import audit
 from bench.operator import targets
+from detinfer.percentile import percentile
 
 NS = "bench-100"
 
@@ -78,17 +79,25 @@ def test_latencies_are_the_servers_own_time_of_completed_non_watch_requests_in_t
     got = sorted(audit.latencies(LOG, at(0), at(2)))
     want = sorted([0.010, 0.030, 0.020, 0.005, 0.050, 0.002, 0.100, 0.001, 0.001])
     assert got == pytest.approx(want, abs=1e-6)
-    assert audit.percentile(got, 50) == pytest.approx(0.010, abs=1e-6)
-    assert audit.percentile(got, 99) == pytest.approx(0.100, abs=1e-6)
+    assert percentile(got, 50) == pytest.approx(0.010, abs=1e-6)
+    assert percentile(got, 99) == pytest.approx(0.100, abs=1e-6)
     operator_only = audit.latencies((e for e in LOG if audit.is_operator(e)), at(0), at(2))
     assert len(operator_only) == 7  # the four of s0000, s0001, other, elsewhere
 
 
-def test_percentile_is_nearest_rank():
+def test_percentile_is_nearest_rank_the_same_as_the_validators():
     values = [float(v) for v in range(1, 101)]
-    assert audit.percentile(values, 50) == 51.0  # rank round(0.5 * 99) = 50, zero-based
-    assert audit.percentile(values, 99) == 99.0
-    assert audit.percentile([3.0], 99) == 3.0
+    assert percentile(values, 50) == 50.0  # rank ceil(0.5 * 100) = 50, one-based
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile(reversed(values), 1) == 1.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == 4.0  # ceil(3.8) = 4
+    assert percentile([1.0, 2.0, 3.0, 4.0], 75) == 3.0  # ceil(3.0) = 3
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="q=101"):
+        percentile(values, 101)
 
 
 def test_operator_paths_follow_each_resource_in_the_order_received():

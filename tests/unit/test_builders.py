@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from detinfer.api import constants as c
-from detinfer.api import parse_service
+from detinfer.api import parse_dis
 from detinfer.builders import (
     Endpoint,
     build_client_service,
@@ -29,7 +29,7 @@ CONFIG = OperatorConfig(validator_image="registry.example/detinfer@" + f.DIGEST)
 
 def _with_uid(body):
     body["metadata"].update(namespace="ml", uid="11111111-2222-3333-4444-555555555555")
-    return parse_service(body)
+    return parse_dis(body)
 
 
 @pytest.mark.parametrize("example", ["service.yaml", "reference.yaml"])
@@ -45,7 +45,7 @@ def test_golden(example):
 
 
 def dis(**overrides):
-    return parse_service(f.dis(**overrides))
+    return parse_dis(f.dis(**overrides))
 
 
 def test_sglang_command_line_follows_the_spec_in_order():
@@ -427,7 +427,7 @@ def test_validation_job():
 def test_longest_name_gives_a_valid_job_name():
     body = f.dis()
     body["metadata"]["name"] = "a" * 52
-    d = parse_service(body)
+    d = parse_dis(body)
     assert len(validation_job_name(d, revision_of(d), ["p"], None)) == 63
 
 

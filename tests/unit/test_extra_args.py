@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from detinfer import sglang_flags
-from detinfer.api import SpecError, extra_args, parse_service
+from detinfer.api import SpecError, extra_args, parse_dis
 from detinfer.cli import main
 from detinfer.engine.main import build_parser
 from detinfer.engine.main import parse_args as engine_parse_args
@@ -26,7 +26,7 @@ def errors_of(args: list[str], kind: str = "SGLang", **engine) -> list[str]:
     if kind == "Reference":
         overrides = {**REFERENCE, "engine": {"kind": "Reference", "extraArgs": args}}
     with pytest.raises(SpecError) as info:
-        parse_service(f.dis(**overrides))
+        parse_dis(f.dis(**overrides))
     return [str(e) for e in info.value.errors]
 
 
@@ -34,7 +34,7 @@ def accepted(args: list[str], kind: str = "SGLang", **engine) -> list[str]:
     overrides = {"engine": {"extraArgs": args, **engine}}
     if kind == "Reference":
         overrides = {**REFERENCE, "engine": {"kind": "Reference", "extraArgs": args}}
-    return list(parse_service(f.dis(**overrides)).spec.engine.extra_args)
+    return list(parse_dis(f.dis(**overrides)).spec.engine.extra_args)
 
 
 # Each bypass found in issue #12: extraArgs, the item refused, the words of its message.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from detinfer.api import constants as c
-from detinfer.api import parse_service
+from detinfer.api import parse_dis
 from detinfer.builders import Endpoint, build_deployment, build_validation_job
 from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
 from detinfer.config import OperatorConfig
@@ -33,7 +33,7 @@ TERMINATION = Path("/tmp/pods/ml_reference-abc.termination-log")
 def _reference():
     body = f.example("reference.yaml")
     body["metadata"].update(namespace="ml", uid=f.DIS_UID)
-    return parse_service(body)
+    return parse_dis(body)
 
 
 def engine_container() -> dict:
@@ -50,7 +50,7 @@ def validator_container() -> dict:
 def test_roles_are_the_builders_commands_and_nothing_else():
     assert role_of(engine_container()) == "engine"
     assert role_of(validator_container()) == "validator"
-    sglang = build_deployment(parse_service(f.dis()))["spec"]["template"]["spec"]["containers"][0]
+    sglang = build_deployment(parse_dis(f.dis()))["spec"]["template"]["spec"]["containers"][0]
     assert role_of(sglang) is None
     assert role_of({"name": "x", "command": ["detinfer"], "args": ["render"]}) is None
     assert role_of({"name": "x"}) is None

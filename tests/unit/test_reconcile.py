@@ -792,9 +792,12 @@ def test_a_job_created_by_this_process_is_awaited_and_adopted():
         "uid": uid,
         "revision": world.revision,
     }
-    # Without that memory (another process) it is not trusted: a new name is used.
+    # Without that memory (another process) the plan does not trust it: it records no Job in
+    # flight and asks to create the run under its own name; only the create may adopt the Job
+    # there, if it is this run (Cluster.create_job), instead of making a second one.
     fresh = world.plan()
-    assert fresh.create_job["metadata"]["name"] != name
+    assert fresh.create_job["metadata"]["name"] == name
+    assert fresh.status.to_wire()["validationJob"]["uid"] == ""
 
 
 def test_a_taken_job_name_is_avoided_and_reported():

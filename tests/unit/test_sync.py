@@ -15,7 +15,7 @@ from kubernetes import client
 from prometheus_client import generate_latest
 
 from detinfer import metrics
-from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_service
+from detinfer.api import DeterministicInferenceServiceStatus, SpecError, parse_dis
 from detinfer.api import constants as c
 from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
@@ -24,23 +24,36 @@ from detinfer.controller.cluster import Cluster, Conflict, InTheWay
 from detinfer.controller.observed import (
     ChildView,
     Controller,
+    JobView,
     PodView,
     ReplicaSetView,
     ResourceView,
 )
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import RetryLater, _freshest, sync, sync_key
+from detinfer.controller.sync import (
+    UNSYNCED_RETRY_SECONDS,
+    RetryLater,
+    _freshest,
+    sync,
+    sync_key,
+)
+from detinfer.controller.watches import ChildWatch, Kind, OwnerIndex
 from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
+POD_KIND = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
 
 
 class FakeCluster:
     """Records writes; a unit test fakes what it does not test (the API server)."""
 
-    def __init__(self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=()):
+    def __init__(
+        self, conflicts: int = 0, body=None, job_exists: bool = False, foreign=(), jobs=None
+    ):
         self.calls: list[tuple] = []
+        # name -> Job as the API server holds it (read_job); the ones create_job makes too.
+        self.jobs: dict[str, dict] = dict(jobs or {})
         self.events: list[dict] = []
         self.conflicts = conflicts  # how many status writes fail with a conflict
         self.body = body
@@ -68,7 +81,12 @@ class FakeCluster:
         if self.job_exists:
             return created[name], False
         self.job_exists = True
+        self.jobs[name] = f.observed_job(job)
         return "uid-" + name, True
+
+    def read_job(self, namespace, name):
+        self.calls.append(("read_job", name))
+        return copy.deepcopy(self.jobs.get(name))
 
     def delete_job(self, namespace, name, uid):
         self.calls.append(("delete_job", name, uid))
@@ -149,7 +167,7 @@ def test_persistent_conflicts_post_nothing_and_ask_to_be_retried():
 def test_a_created_job_is_announced_even_if_the_status_write_conflicts():
     body = f.dis()
     body["status"] = {"revision": "x"}
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     pods = [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -273,23 +291,27 @@ def _drain(state):
     while len(state.queue):
         key = state.queue.get()
         try:
-            sync_key(state, key)
+            delay = sync_key(state, key)
         finally:
             state.queue.done(key)
+        if delay == 0:  # again at once, as the workers do (a follow-up pass)
+            state.queue.add(key)
 
 
 def test_child_events_reach_their_owner_only():
     cluster = FakeCluster()
     state, _ = _state(cluster)
-    indexes = _indexes()
-    indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
-    memo = kopf.Memo(state=state)
+    pods: OwnerIndex[PodView] = OwnerIndex()
+    state.indexes = {**_indexes(), "pods_by_owner": pods}
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
+    watch = ChildWatch(POD_KIND, pods, lambda key: handlers.child_changed(state, key))
+    pods.listed(watch)  # as after its first list
     other = f.engine_pod("qwen-a", "r", instance="other")
-    asyncio.run(handlers.child_changed(body=other, memo=memo, **indexes))
+    watch.handle({"type": "ADDED", "object": other})
     _drain(state)
     assert cluster.calls == []
-    asyncio.run(handlers.child_changed(body=f.engine_pod("qwen-a", "r"), memo=memo, **indexes))
-    assert len(state.queue) == 1  # the handler only queues
+    watch.handle({"type": "MODIFIED", "object": f.engine_pod("qwen-a", "r")})
+    assert len(state.queue) == 1  # the trigger only queues
     _drain(state)
     assert cluster.calls[-1][0] == "status"
 
@@ -349,7 +371,7 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
 
 
 def _ready_pods():
-    revision = revision_of(parse_service(f.dis()))
+    revision = revision_of(parse_dis(f.dis()))
     return [
         f.engine_pod("qwen-a", revision, ip="10.0.0.1"),
         f.engine_pod("qwen-b", revision, ip="10.0.0.2"),
@@ -385,7 +407,7 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
 
 
 def test_a_job_name_in_the_way_is_left_for_another():
-    dis = parse_service(f.dis())
+    dis = parse_dis(f.dis())
     taken = validation_job_name(dis, revision_of(dis), ["qwen-a", "qwen-b"], None)
     state, events = _state(FakeCluster(body=f.dis(), foreign={("Job", taken)}))
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
@@ -414,7 +436,7 @@ def test_ignored_objects_are_announced_once_per_object():
 def test_the_body_is_parsed_once_into_a_resource_view():
     view = ResourceView.from_body(f.dis())
     assert isinstance(view.parsed, RevisionContext)
-    assert view.parsed.revision == revision_of(parse_service(f.dis()))
+    assert view.parsed.revision == revision_of(parse_dis(f.dis()))
     assert (view.namespace, view.name, view.uid) == ("ml", "qwen", f.DIS_UID)
     invalid = ResourceView.from_body({**f.dis(engine={"image": "x:latest"}), "status": {"a": 1}})
     assert isinstance(invalid.parsed, SpecError) and "engine.image" in str(invalid.parsed)
@@ -495,3 +517,170 @@ def test_resource_bodies_are_kept_without_managed_fields():
     state, _ = _state(cluster)
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert "managedFields" not in state.written[("ml", "qwen")]["metadata"]
+
+
+def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_once():
+    cluster = FakeCluster(body=f.dis())
+    state, events = _state(cluster)
+    state.indexes = {**_indexes(), "resources_by_key": {("ml", "qwen"): [f.dis()]}}
+    assert sync_key(state, ("ml", "qwen")) == 0.0  # queued again at once
+    assert cluster.calls == [("apply", "Deployment", "qwen")] and events == []
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert [call[:2] for call in cluster.calls[1:]] == [
+        ("apply", "Service"),
+        ("apply", "Service"),
+        ("status", "100"),
+    ]
+    # Once a status is written, a pass is whole (here: the index still shows the Deployment
+    # unapplied, as applied by this process: nothing to write).
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.written[("ml", "qwen")]]}
+    cluster.calls.clear()
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert cluster.calls == []
+
+
+# ---- a restart between the create of a validation Job and the index showing it (#13) ----
+
+
+def _validating():
+    """A first process's pass that created a validation Job and recorded it in the status: the
+    body it wrote, the Job's name, and the Job as the API server holds it."""
+    first = FakeCluster(body=f.dis())
+    state, _ = _state(first)
+    sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
+    (name,) = [call[1] for call in first.calls if call[0] == "create_job"]
+    body = state.written[("ml", "qwen")]
+    assert body["status"]["validationJob"]["uid"] == "uid-" + name
+    return body, name, first.jobs[name]
+
+
+def test_a_recorded_job_the_index_lacks_is_read_by_name_not_called_gone():
+    """A restarted process remembers no Job it created, and its Jobs index may not show the
+    recorded one yet: the Job is read by name, found, and awaited; no second Job is made."""
+    body, name, job = _validating()
+    cluster = FakeCluster(body=body, jobs={name: job})
+    restarted, events = _state(cluster)  # a new process: nothing remembered
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))  # the Jobs index: empty
+    assert ("read_job", name) in cluster.calls
+    assert [call for call in cluster.calls if call[0] == "create_job"] == []
+    assert [e["reason"] for e in events] == []
+    status = restarted.written.get(("ml", "qwen"), body)["status"]
+    assert status["validationJob"]["name"] == name
+    validated = next(x for x in status["conditions"] if x["type"] == "Validated")
+    assert validated["reason"] != "CouldNotValidate"
+
+
+def test_a_recorded_job_the_api_server_does_not_have_is_gone():
+    body, name, _ = _validating()
+    cluster = FakeCluster(body=body)  # no Job of that name
+    restarted, events = _state(cluster)
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))
+    assert ("read_job", name) in cluster.calls
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+    (again,) = [call[1] for call in cluster.calls if call[0] == "create_job"]
+    assert again != name  # a new run after the lost one
+
+
+def test_a_recorded_job_whose_name_another_uid_holds_is_gone():
+    body, name, job = _validating()
+    namesake = copy.deepcopy(job)
+    namesake["metadata"]["uid"] = "uid-namesake"
+    cluster = FakeCluster(body=body, jobs={name: namesake})
+    restarted, events = _state(cluster)
+    sync(restarted, ("ml", "qwen"), body, _indexes(_ready_pods()))
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+
+
+def test_no_pass_plans_from_a_child_index_that_has_not_listed():
+    body, _, _ = _validating()
+    cluster = FakeCluster(body=body)  # the Job is gone: a pass would say so, if it ran
+    state, events = _state(cluster)
+    jobs: OwnerIndex[JobView] = OwnerIndex()
+    jobs.expect("the Jobs watch")
+    state.indexes = {
+        **_indexes(_ready_pods()),
+        "jobs_by_owner": jobs,
+        "resources_by_key": {("ml", "qwen"): [body]},
+    }
+    assert sync_key(state, ("ml", "qwen")) == UNSYNCED_RETRY_SECONDS
+    assert cluster.calls == [] and events == []
+    jobs.listed("the Jobs watch")
+    assert sync_key(state, ("ml", "qwen")) is None
+    assert "CouldNotValidate" in [e["reason"] for e in events]
+
+
+class _JobServer(http.server.BaseHTTPRequestHandler):
+    """An API server where a Job already holds every name: a create answers 409, a read
+    answers `existing`."""
+
+    existing: dict = {}
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+
+    def do_GET(self):
+        self._answer(200, self.existing)
+
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def _create_over(existing, job):
+    _JobServer.existing = existing
+    server = http.server.HTTPServer(("127.0.0.1", 0), _JobServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        return Cluster(client.ApiClient(configuration)).create_job(job, {})
+    finally:
+        server.shutdown()
+
+
+def test_a_create_adopts_the_same_run_an_earlier_process_made():
+    """Stopped after the create and before the status write: the next process's create of the
+    same run answers 409, and the Job there, controlled by this resource with this run's
+    template, is adopted instead of a second Job under another name."""
+    _, name, existing = _validating()
+    wanted = copy.deepcopy(existing)  # as the plan builds it: no UID, no creation time
+    del wanted["metadata"]["uid"], wanted["metadata"]["creationTimestamp"]
+    assert _create_over(existing, wanted) == ("uid-" + name, False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda job: job["metadata"]["ownerReferences"][0].update(uid="other"), id="owner"
+        ),
+        pytest.param(
+            lambda job: job["spec"]["template"]["spec"]["containers"][0]["args"].append("--x"),
+            id="args",
+        ),
+        pytest.param(
+            lambda job: job["spec"]["template"]["spec"].update(
+                initContainers=[{"name": "first", "image": "busybox"}]
+            ),
+            id="init-container",
+        ),
+        pytest.param(
+            lambda job: job["metadata"].update(deletionTimestamp="2026-11-22T10:00:00Z"),
+            id="deleting",
+        ),
+    ],
+)
+def test_a_create_never_adopts_another_job_under_the_name(change):
+    _, name, existing = _validating()
+    wanted = copy.deepcopy(existing)
+    del wanted["metadata"]["uid"], wanted["metadata"]["creationTimestamp"]
+    change(existing)
+    with pytest.raises(InTheWay) as caught:
+        _create_over(existing, wanted)
+    assert caught.value.name == name

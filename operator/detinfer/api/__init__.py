@@ -17,7 +17,7 @@ from detinfer.api.resource import (
     DeterministicInferenceService,
     FieldError,
     SpecError,
-    parse_service,
+    parse_dis,
 )
 from detinfer.api.spec import (
     AttentionBackend,
@@ -61,5 +61,5 @@ __all__ = [
     "SummaryError",
     "ValidationSummary",
     "Verdict",
-    "parse_service",
+    "parse_dis",
 ]

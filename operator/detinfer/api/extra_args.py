@@ -10,7 +10,7 @@ abbreviation. extraArgs may use the flags of the release in spec.engine.version
 Enforced twice, with the same messages: the CRD's CEL rules (built here, the same for every
 release; the API server and `detinfer render` run them) refuse refused flags, their
 abbreviations, whitespace and --config; `flag_errors` with the pinned release's flags (run by
-api.resource.parse_service, that is by render and by the operator) refuses the rest: unknown
+api.resource.parse_dis, that is by render and by the operator) refuses the rest: unknown
 flags, other abbreviations, flags that release lacks, missing or stray values.
 """
 

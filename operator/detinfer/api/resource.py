@@ -1,4 +1,4 @@
-"""The DeterministicInferenceService resource, and the one way to parse one: `parse_service`.
+"""The DeterministicInferenceService resource, and the one way to parse one: `parse_dis`.
 
 Parsing applies the pydantic bounds and then the CRD's CEL rules, so a spec that the API server
 would refuse is refused here with the same field path and message.
@@ -81,7 +81,7 @@ class SpecError(ValueError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-def parse_service(obj: Mapping[str, Any]) -> DeterministicInferenceService:
+def parse_dis(obj: Mapping[str, Any]) -> DeterministicInferenceService:
     """Parse and validate a DeterministicInferenceService object (a dict as Kubernetes has it)."""
     errors: list[FieldError] = []
     if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:

@@ -29,7 +29,7 @@ SGLANG_STARTUP_SECONDS = 3600
 
 def sglang_version(dis: DeterministicInferenceService) -> str:
     version = dis.spec.engine.version
-    if version is None:  # parse_service refuses it (the CRD's rules)
+    if version is None:  # parse_dis refuses it (the CRD's rules)
         raise ValueError("spec.engine.version is required with kind: SGLang")
     return version
 

@@ -1,9 +1,10 @@
 """The one module that writes to the Kubernetes API.
 
-Reads come from kopf's indexes (watch streams); only writes go through here: server-side apply
+Reads come from the indexes (watch streams: kopf's of the resources, controller/watches.py of
+their children); only writes go through here: server-side apply
 of children, Job create/delete, pod readiness-gate conditions, the DIS status and the Events.
-The one read besides a conflict's re-read: an object found in the way of a create, to see who
-controls it.
+The reads besides a conflict's re-read: an object found in the way of a create, to see who
+controls it, and the validation Job the status records when the Jobs index does not show it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from detinfer import __version__, connection
 from detinfer.api import constants as c
+from detinfer.controller import trust
 from detinfer.controller.observed import Controller, is_controlled_by
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class InTheWay(Exception):
 
 class Cluster:
     def __init__(self, api_client: client.ApiClient, instance: str | None = None):
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -65,6 +68,13 @@ class Cluster:
         api_client = client.ApiClient()
         api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
         return cls(api_client)
+
+    def watch_client(self) -> client.ApiClient:
+        """A client of the same cluster with a connection pool of its own: the children's
+        watches hold their connections open, the writes must not wait for one."""
+        api_client = client.ApiClient(self.api_client.configuration)
+        api_client.user_agent = self.api_client.user_agent
+        return api_client
 
     def get_dis(self, namespace: str, name: str) -> dict[str, Any]:
         """A fresh copy of a DeterministicInferenceService (only after a write conflict)."""
@@ -172,7 +182,10 @@ class Cluster:
         """Create a validation Job: (its UID, whether this call created it).
 
         A Job of that name that this process created before (`created`: name -> UID) is
-        harmless; any other raises InTheWay: validation Job names are predictable.
+        harmless, and so is the same run made by an earlier process of the operator that could
+        not record it (controlled by the same resource's UID, the same pod template:
+        trust.same_validation_run): it is adopted. Any other raises InTheWay: validation Job
+        names are predictable.
         """
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
         try:
@@ -182,9 +195,17 @@ class Cluster:
                 raise
             if name in created:
                 return created[name], False
-            existing = json.loads(
-                self.batch.read_namespaced_job(name, namespace, _preload_content=False).data
-            )
+            existing = self.read_job(namespace, name)
+            if existing is None:  # deleted since: the next pass creates it
+                raise
+            if trust.same_validation_run(existing, job):
+                log.info(
+                    "%s/%s: adopting validation Job %s, the run it is to start",
+                    namespace,
+                    name,
+                    name,
+                )
+                return existing["metadata"]["uid"], False
             raise InTheWay(
                 "Job",
                 name,
@@ -192,6 +213,18 @@ class Cluster:
                 Controller.of(existing),
             ) from None
         return json.loads(response.data)["metadata"]["uid"], True
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job by name, None if there is none: one found in the way of a create, or the one
+        the status records when the Jobs index does not show it (controller/sync.py)."""
+        try:
+            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete our Job; only that one (a precondition on its UID), never a namesake."""

@@ -1,11 +1,13 @@
-"""The kopf registrations: start-up, the indexes (the controller's only reads), and the triggers.
+"""The kopf registrations: start-up, the resources' index and their trigger; and the trigger of
+the children's watches.
 
 Every trigger only queues its resource (controller/workqueue.py) and returns; the workers run the
 same level-based `sync` of one resource (controller/sync.py) for a watch event of the resource
-(created, updated, found at start-up, deleted), one of its pods, Jobs, Services, ReplicaSets or
-its Deployment changing, or the periodic pass (controller/periodic.py). Index functions and
-triggers are coroutines: kopf runs them on its event loop, never in its thread pool, so an index
-is up to date as soon as its event arrives, whatever the workers are doing.
+(created, updated, found at start-up, deleted), a change in the view of one of its pods, Jobs,
+Services, ReplicaSets or its Deployment (controller/watches.py, outside kopf), or the periodic
+pass (controller/periodic.py). The index function and the trigger are coroutines: kopf runs them
+on its event loop, never in its thread pool, so the index is up to date as soon as its event
+arrives, whatever the workers are doing.
 """
 
 from __future__ import annotations
@@ -22,20 +24,13 @@ from detinfer.api import constants as c
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster
 from detinfer.controller.events import EventPoster
-from detinfer.controller.observed import (
-    ChildView,
-    JobView,
-    PodView,
-    ReplicaSetView,
-    owner_key,
-)
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import INDEXES, lean, sync_key
+from detinfer.controller.sync import lean, sync_key
+from detinfer.controller.watches import ChildWatches
 from detinfer.controller.workqueue import Workers
 
 DIS = (c.GROUP, c.VERSION, c.PLURAL)
-OURS = {c.LABEL_PART_OF: c.PART_OF}
 # Passes block on API calls, not the CPU: enough threads to keep the API server busy, few
 # enough not to swamp it (32 made its p99 twice as slow for everyone, docs/benchmarks.md).
 WORKERS = 16
@@ -52,6 +47,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo["events"] = EventPoster(cluster.post_event, EVENT_THREADS)
         memo["state"] = State(cluster, OperatorConfig.from_env(), memo["events"])
     state: State = memo["state"]
+    if "watches" not in memo:
+        watches = ChildWatches(
+            state.cluster.watch_client(),
+            lambda key: child_changed(state, key),
+            memo.get("namespaces"),
+        )
+        try:
+            watches.start()  # returns once every kind is listed
+        except Exception:
+            watches.stop()  # kopf tries the start-up again, with watches of its own
+            raise
+        state.children_indexes = watches.indexes
+        memo["watches"] = watches
     metrics.queue_depth.set_function(lambda: len(state.queue))
     memo["workers"] = Workers(state.queue, lambda key: sync_key(state, key), WORKERS, "detinfer")
     memo["workers"].start()
@@ -63,48 +71,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def stop(memo: kopf.Memo, **_: Any) -> None:
     memo["periodic"].stopping.set()
     memo["workers"].stop()
+    if "watches" in memo:
+        memo["watches"].stop()
     if "events" in memo:
         memo["events"].stop()
 
 
-# ---- indexes: the controller's only reads ----
+# ---- the resources' index (the children's are in controller/watches.py) ----
 
 
 @kopf.index(*DIS)
 async def resources_by_key(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict:
     # The resource is namespaced: kopf's type allows None for cluster-scoped ones only.
     return {(namespace or "", name): _plain(body)}
-
-
-@kopf.index("v1", "pods", labels=OURS)
-async def pods_by_owner(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key(body)
-    return {key: PodView.from_body(body)} if key else None
-
-
-@kopf.index("batch", "v1", "jobs", labels=OURS)
-async def jobs_by_owner(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key(body)
-    return {key: JobView.from_body(body)} if key else None
-
-
-@kopf.index("apps", "v1", "deployments", labels=OURS)
-async def deployments_by_owner(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key(body)
-    return {key: ChildView.from_body(body)} if key else None
-
-
-@kopf.index("v1", "services", labels=OURS)
-async def services_by_owner(body: kopf.Body, **_: Any) -> dict | None:
-    key = owner_key(body)
-    return {key: ChildView.from_body(body)} if key else None
-
-
-@kopf.index("apps", "v1", "replicasets", labels=OURS)
-async def replicasets_by_owner(body: kopf.Body, **_: Any) -> dict | None:
-    """The link from an engine pod to our Deployment (their labels come from its template)."""
-    key = owner_key(body)
-    return {key: ReplicaSetView.from_body(body)} if key else None
 
 
 # ---- triggers ----
@@ -126,25 +105,19 @@ async def dis_changed(
     state.queue.add((namespace or "", name), front=not body.get("status"))
 
 
-@kopf.on.event("v1", "pods", labels=OURS)
-@kopf.on.event("batch", "v1", "jobs", labels=OURS)
-@kopf.on.event("apps", "v1", "deployments", labels=OURS)
-@kopf.on.event("apps", "v1", "replicasets", labels=OURS)
-@kopf.on.event("v1", "services", labels=OURS)
-async def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    key = owner_key(body)
-    if key is None:
-        return  # not ours
-    if not kwargs["resources_by_key"].get(key):
-        return  # its resource is gone (garbage collection follows)
-    _state(memo, kwargs).queue.add(key)
+def child_changed(state: State, key: tuple[str, str]) -> None:
+    """A child's view changed (controller/watches.py): queue its resource, if it is known."""
+    resources = state.indexes["resources_by_key"] if state.indexes else None
+    if resources is not None and resources.get(key):
+        state.queue.add(key)
 
 
 def _state(memo: kopf.Memo, kwargs: Mapping[str, Any]) -> State:
-    """The shared state, holding kopf's indexes (live views) from the first trigger on."""
+    """The shared state, holding the indexes (kopf's of the resources, a live view, and the
+    children's) from the first trigger on."""
     state: State = memo["state"]
     if state.indexes is None:
-        state.indexes = {name: kwargs[name] for name in INDEXES}
+        state.indexes = {"resources_by_key": kwargs["resources_by_key"], **state.children_indexes}
     return state
 
 

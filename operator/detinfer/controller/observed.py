@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
-from detinfer.api.resource import SpecError, parse_service, parse_status
+from detinfer.api.resource import SpecError, parse_dis, parse_status
 from detinfer.api.status import DeterministicInferenceServiceStatus
 from detinfer.builders.common import RevisionContext, applied_hash
 
@@ -277,7 +277,7 @@ class ResourceView:
         raw_status = body.get("status")
         parsed: RevisionContext | SpecError
         try:
-            parsed = RevisionContext.of(parse_service(body))
+            parsed = RevisionContext.of(parse_dis(body))
         except SpecError as exc:
             parsed = exc
         return cls(

@@ -83,6 +83,9 @@ class Plan:
     delete_job_uids: dict[str, str] = field(default_factory=dict)
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
     ignored: dict[str, str] = field(default_factory=dict)
+    # Only the first writes of a larger plan (sync's `deployment_first`): the next pass, queued
+    # at once, plans and makes the rest.
+    follow_up: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,16 @@ def plan(
                 revision,
                 [p.name for p in due],
                 validation.last_run_time if validation else None,
-                {j.name for j in jobs} | set(memory.taken_job_names),
+                # A Job of ours under this run's name is this very run, created by a process
+                # that could not record it (restarted): the create adopts it if its template is
+                # this run's (Cluster.create_job), so the name is not skipped for a second Job.
+                {
+                    j.name
+                    for j in jobs
+                    if not is_controlled_by(j.controller, c.KIND, dis.metadata.uid)
+                    or (validation is not None and j.name == validation.job_name)
+                }
+                | set(memory.taken_job_names),
             )
             endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
             out.create_job = build_validation_job(context, endpoints, expected, name, config)

@@ -44,8 +44,11 @@ class State:
         # The body our last status write returned, per resource: fresher than the index until
         # the watch delivers it, so a quick second sync does not act on stale status.
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
-        # kopf's indexes, as the handlers receive them, for the periodic pass.
+        # The indexes sync reads, by name: kopf's of the resources (as the handlers receive it)
+        # and the children's (controller/watches.py); set by the first trigger.
         self.indexes: Mapping[str, Any] | None = None
+        # The children's indexes, from the start-up on (controller/watches.py).
+        self.children_indexes: Mapping[str, Any] = {}
         # Children applied but maybe not yet in the index: (namespace, kind, name) ->
         # (hash applied, hash the index showed then, UID of the resource that owns it). Saves
         # re-applying while the watch lags.

@@ -15,6 +15,7 @@ worker at a time per key, so two passes of one resource never overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -24,23 +25,15 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
+from detinfer.api.status import JobRecord
 from detinfer.builders.common import RevisionContext, applied_hash
 from detinfer.controller.cluster import Conflict, InTheWay
-from detinfer.controller.observed import Observed, ResourceView
+from detinfer.controller.observed import JobView, Observed, ResourceView
 from detinfer.controller.reconcile import Plan, plan
 from detinfer.controller.state import State
 
 log = logging.getLogger(__name__)
 
-# The kopf indexes sync reads (see handlers.py); the periodic pass keeps a reference to them.
-INDEXES = (
-    "resources_by_key",
-    "pods_by_owner",
-    "jobs_by_owner",
-    "deployments_by_owner",
-    "services_by_owner",
-    "replicasets_by_owner",
-)
 CONFLICT_ATTEMPTS = 3
 # Each child and the Job can be found in the way once per pass.
 IN_THE_WAY_ATTEMPTS = 4
@@ -48,6 +41,8 @@ IN_THE_WAY_ATTEMPTS = 4
 ACTIONS = {"status": "UpdateStatus", "job-created": "CreateJob", "job-deleted": "DeleteJob"}
 # A pass that failed for a reason no later event is sure to fix is tried again after this long.
 RETRY_AFTER_ERROR_SECONDS = 10.0
+# A pass that finds an index not listed yet (the operator is starting) is tried again after this.
+UNSYNCED_RETRY_SECONDS = 1.0
 
 
 class RetryLater(Exception):
@@ -72,7 +67,9 @@ def sync_key(state: State, key: tuple[str, str]) -> float | None:
     assert indexes is not None
     try:
         for body in bodies:  # one: names are unique in a namespace
-            sync(state, key, body, indexes)
+            done = sync(state, key, body, indexes, deployment_first=True)
+            if done.follow_up:
+                return 0.0
     except RetryLater as exc:
         log.info("%s/%s: %s (again in %ss)", *key, exc, exc.delay)
         return exc.delay
@@ -83,19 +80,36 @@ def sync_key(state: State, key: tuple[str, str]) -> float | None:
 
 
 def sync(
-    state: State, key: tuple[str, str], body: Mapping[str, Any], indexes: Mapping[str, Any]
+    state: State,
+    key: tuple[str, str],
+    body: Mapping[str, Any],
+    indexes: Mapping[str, Any],
+    deployment_first: bool = False,
 ) -> Plan:
-    """Reconcile one resource from the indexes. The caller makes sure that no other pass of the
-    same resource runs meanwhile (the work queue does)."""
+    """Reconcile one resource from the indexes; the plan carried out. The caller makes sure that
+    no other pass of the same resource runs meanwhile (the work queue does).
+
+    `deployment_first`, for a resource no pass has written a status for: when the plan applies the Deployment and writes more,
+    only the Deployment is written, and the plan says `follow_up`: the caller queues the
+    resource again for the rest (its Services, its status). The Deployment starts the slowest
+    chain (ReplicaSet, pods, scheduling, the engine's start); the Services and the status can
+    wait for one more turn, and the next new resource's Deployment then waits for one write of
+    each resource before it instead of four."""
     started = time.perf_counter()
     result = "error"
     try:
         resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
         conflicts = 0
         deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
+        unsynced = [name for name, index in indexes.items() if not getattr(index, "synced", True)]
+        if unsynced:
+            # An object absent from an index that has not listed yet may exist all the same.
+            raise RetryLater(
+                f"{', '.join(sorted(unsynced))} not listed yet", UNSYNCED_RETRY_SECONDS
+            )
         for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
-            observed = gather(state, key, indexes)
             recorded = resource.status.validation_job
+            observed = with_recorded_job(state, key, gather(state, key, indexes), recorded)
             the_plan = plan(
                 resource,
                 observed,
@@ -103,6 +117,8 @@ def sync(
                 datetime.now(UTC),
                 state.memory(key, recorded.uid if recorded else None, observed.jobs),
             )
+            if deployment_first and not resource.status_keys:
+                the_plan = _deployment_only(the_plan)
             try:
                 _execute(state, key, resource, the_plan, deleted)
                 break
@@ -136,6 +152,26 @@ def sync(
         metrics.reconcile_duration.labels(result).observe(time.perf_counter() - started)
 
 
+def _deployment_only(p: Plan) -> Plan:
+    """The plan's Deployment apply alone (follow_up), if the plan has it and more; else `p`."""
+    deployments = [obj for obj in p.apply if obj["kind"] == "Deployment"]
+    more = (
+        len(p.apply) > len(deployments)
+        or p.status is not None
+        or p.create_job is not None
+        or p.delete_jobs
+        or p.pod_conditions
+    )
+    if not deployments or not more:
+        return p
+    return Plan(
+        apply=deployments,
+        observed_hashes=p.observed_hashes,
+        created_children=p.created_children,
+        follow_up=True,
+    )
+
+
 def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Observed:
     """What the indexes show of one resource, with the children this process applied since."""
     return Observed(
@@ -150,6 +186,32 @@ def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Ob
         ),
         replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
     )
+
+
+def with_recorded_job(
+    state: State, key: tuple[str, str], observed: Observed, recorded: JobRecord | None
+) -> Observed:
+    """`observed` with the Job the status records, read by name when the Jobs index does not
+    show it: only a Job that the API server says is gone (or whose name another UID holds now)
+    may be called gone. The index can lag behind the status: an operator that restarted, or a
+    status written by a pass whose Job the watch has not delivered yet (this process's own
+    Jobs plan() knows from its memory, and are not read again).
+
+    A Job so read counts as running (its pod may lag in the pods index just as the Job did):
+    the watch queues the resource again when it delivers either."""
+    if (
+        recorded is None
+        or not recorded.uid
+        or any(job.uid == recorded.uid for job in observed.jobs)
+        or recorded.name in state.created_jobs[key]
+    ):
+        return observed
+    body = state.cluster.read_job(key[0], recorded.name)
+    if body is None or (body.get("metadata") or {}).get("uid") != recorded.uid:
+        return observed
+    log.info("%s/%s: validation Job %s is not in the index yet; read by name", *key, recorded.name)
+    running = dataclasses.replace(JobView.from_body(body), finished=False, failure=None)
+    return dataclasses.replace(observed, jobs=[*observed.jobs, running])
 
 
 def _execute(

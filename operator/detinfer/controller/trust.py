@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from detinfer.api import constants as c
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.status import JobRecord
 from detinfer.controller.observed import (
     ChildView,
+    Container,
     Controller,
     JobView,
     PodView,
@@ -159,7 +161,9 @@ def ignored_jobs(
     """Jobs with our labels that this resource does not control, and the names taken from us.
 
     A Job controlled by this resource but not recorded is one of our earlier runs (or a copy of
-    one, which is never read either): left alone without a warning.
+    one, which is never read either): left alone without a warning. One under the name of the
+    run about to start is adopted if it is that run (`same_validation_run`): an operator that
+    was stopped between the Job's create and the status write that records it.
     """
     out = {}
     for job in jobs:
@@ -212,3 +216,34 @@ def job_pods(job: JobView, pods: Sequence[PodView]) -> tuple[list[PodView], PodV
     claims = [p for p in pods if is_controlled_by(p.controller, "Job", job.uid)]
     genuine = [p for p in claims if p.containers == job.containers]
     return claims, genuine[0] if len(claims) == 1 and genuine else None
+
+
+def same_validation_run(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether the Job `existing`, found under the name of the Job `wanted` (a create answered
+    409), is that very run: controlled by the same resource (owner UID) and running the same
+    pod template (revision, endpoints, expected fingerprint, every container and init
+    container), not being deleted. Such a Job is adopted instead of making a second one for the
+    same revision: it is the one an earlier process created before it could record it.
+    """
+    if (existing.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    ours = Controller.of(wanted)
+    if ours is None or not is_controlled_by(Controller.of(existing), ours.kind, ours.uid):
+        return False
+    found, made = JobView.from_body(existing), JobView.from_body(wanted)
+    if (found.revision, found.pods, found.expected_fingerprint, found.containers) != (
+        made.revision,
+        made.pods,
+        made.expected_fingerprint,
+        made.containers,
+    ):
+        return False
+
+    def pod_spec(job: Mapping[str, Any]) -> Mapping[str, Any]:
+        return ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+    found_init, made_init = (
+        Container.all_of({"containers": pod_spec(job).get("initContainers")})
+        for job in (existing, wanted)
+    )
+    return found_init == made_init

@@ -75,10 +75,6 @@ def model_info_path(version: str) -> str:
     return "/model_info" if at_least(version, NEW_INFO_ENDPOINTS_FIRST) else "/get_model_info"
 
 
-def server_info_path(version: str) -> str:
-    return "/server_info" if at_least(version, NEW_INFO_ENDPOINTS_FIRST) else "/get_server_info"
-
-
 @dataclass(frozen=True)
 class NumericsVariable:
     """One environment variable of SGLang's deterministic numerics."""

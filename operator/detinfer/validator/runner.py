@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import secrets
 import time
 import traceback
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from detinfer.api.spec import Suite
 from detinfer.api.status import Verdict
 from detinfer.api.summary import REASON_LIMIT
+from detinfer.percentile import percentile
 from detinfer.validator.client import make_client
 from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.errors import CouldNotTest
@@ -140,8 +140,8 @@ def build_report(
         tokens_used=generated + prompt,
         prompt_tokens=prompt,
         generated_tokens=generated,
-        latency_p50_milliseconds=_ms(percentile(latencies, 0.50)),
-        latency_p95_milliseconds=_ms(percentile(latencies, 0.95)),
+        latency_p50_milliseconds=_ms(_percentile(latencies, 50)),
+        latency_p95_milliseconds=_ms(_percentile(latencies, 95)),
         tokens_per_second=round(generated / busy, 1) if busy > 0 and generated else None,
         server=common_facts([r.facts for r in runs]),
         internal_error=detail,
@@ -166,18 +166,15 @@ def _endpoint_report(run: EndpointRun, stopped: bool) -> EndpointReport:
         requests=client.requests,
         generated_tokens=client.generated_tokens,
         prompt_tokens=client.prompt_tokens,
-        latency_p50_milliseconds=_ms(percentile(client.latencies, 0.50)),
-        latency_p95_milliseconds=_ms(percentile(client.latencies, 0.95)),
+        latency_p50_milliseconds=_ms(_percentile(client.latencies, 50)),
+        latency_p95_milliseconds=_ms(_percentile(client.latencies, 95)),
         stopped_in=run.current if stopped and not run.finished else None,
     )
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """The project's percentile (detinfer/percentile.py); None for no values."""
+    return percentile(values, q) if values else None
 
 
 def _first_cause(exc: BaseException) -> BaseException:
