@@ -6,7 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
 
-from detinfer.engine.config import MODELS  # noqa: E402
+from detinfer.engine.config import (  # noqa: E402
+    ATTENTION_BACKENDS,
+    BATCH_INVARIANT_ATTENTION_BACKENDS,
+    MODELS,
+)
 from detinfer.engine.kernels import (  # noqa: E402
     BatchInvariant,
     BatchVariant,
@@ -27,6 +31,10 @@ on_every_device = pytest.mark.parametrize(
 
 def _invariant(device: str, **kw) -> BatchInvariant:
     return BatchInvariant(block_rows=64 if device == "cuda" else 32, **kw)
+
+
+# Every batch-invariant --attention-backend; `split_kv`, the test case, has tests of its own.
+invariant_backends = pytest.mark.parametrize("backend", BATCH_INVARIANT_ATTENTION_BACKENDS)
 
 
 def test_tree_sum_ignores_trailing_zero_padding_bit_for_bit():
@@ -76,8 +84,9 @@ def _attention_case(kernels, keys_pad: int, batch: int, device: str = "cpu"):
 
 
 @on_every_device
-def test_invariant_attention_ignores_padding_and_batch(device):
-    k = _invariant(device)
+@invariant_backends
+def test_invariant_attention_ignores_padding_and_batch(device, backend):
+    k = _invariant(device, attention_backend=backend)
     reference = _attention_case(k, 50, 1, device)
     for pad, batch in ((64, 1), (300, 3), (1000, 16)):
         assert torch.equal(_attention_case(k, pad, batch, device), reference)
@@ -137,13 +146,19 @@ def test_decode_steps_give_the_bits_of_a_prefill_in_any_batch_in_deterministic_m
 
 
 @on_every_device
-def test_attention_in_memory_bounded_chunks_gives_the_same_bits(device):
+@invariant_backends
+def test_attention_in_memory_bounded_chunks_gives_the_same_bits(device, backend):
     g = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(2, 4, 200, 32, generator=g).to(device) for _ in range(3))
     mask = attention_mask(torch.arange(200).repeat(2, 1), torch.tensor([200, 150]), 200)
     mask = mask.to(device)
-    whole = _invariant(device).attention(q, k, v, mask)
-    chunked = _invariant(device, max_elements=4096).attention(q, k, v, mask)
+    whole = _invariant(device, attention_backend=backend).attention(q, k, v, mask)
+    # tiled counts a query's elements per key tile, tree per key and head dimension: both
+    # here in chunks of a few queries.
+    small = 4096 if backend == "tiled" else 1 << 18
+    chunked = _invariant(device, max_elements=small, attention_backend=backend).attention(
+        q, k, v, mask
+    )
     assert torch.equal(chunked, whole)
     assert len(list(query_chunks(mask, 2 * 4 * 200, max_elements=4096 * 8))) > 1
 
@@ -215,3 +230,69 @@ def test_the_2048_character_prompt_alone_and_in_sglangs_prefix_batch_give_the_sa
         together = _prefix_prompts_logprobs(model, batch, 3)[index]
         for step, (a, b) in enumerate(zip(alone, together, strict=True)):
             assert torch.equal(a, b), (batch, step, (a - b).abs().max().item())
+
+
+# -- --attention-backend ---------------------------------------------------------------------
+
+
+def test_split_kv_the_test_case_attention_depends_on_batch_and_keys():
+    """`split_kv` is not batch-invariant although every other kernel is: a validator must
+    reject it. Alone (4 (sequence, head) pairs, 50 keys: 1 chunk; padded to 64 keys: 2 chunks)
+    against batches of 3 and 16 (12 and 64 pairs)."""
+    k = BatchInvariant(attention_backend="split_kv")
+    reference = _attention_case(k, 50, 1)
+    outs = {(pad, b): _attention_case(k, pad, b) for pad, b in ((64, 1), (300, 3), (1000, 16))}
+    assert not torch.equal(outs[64, 1], reference)
+    assert not torch.equal(outs[300, 3], reference)
+    assert all(torch.allclose(o, reference, atol=1e-5) for o in outs.values())
+
+
+def _ours_alone_and_in_a_batch(backend: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One 70-token prompt's logits over its prefill and two decode steps, alone and in a
+    batch with 8 others of its length and 2 of other lengths (other attention groups)."""
+    config = MODELS["tiny"]
+    model = Transformer(config, 5, BatchInvariant(attention_backend=backend))
+    ours = list(range(40, 110))
+    others = [[(7 * i + j) % 256 for j in range(n)] for i, n in enumerate([70] * 8 + [3, 130])]
+    runs = []
+    for batch in ([ours], [ours, *others]):
+        caches = [KVCache.empty(config, len(p) + 2, torch.float32, "cpu") for p in batch]
+        steps = [Step(p, c, logits_from=0) for p, c in zip(batch, caches, strict=True)]
+        logits = [model.forward(steps)[0]]
+        for token in (9, 10):
+            logits.append(model.forward([Step([token], c) for c in caches])[0])
+        runs.append(logits)
+    return runs[0], runs[1]
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS)
+def test_each_attention_backend_in_a_model_batch_invariant_or_the_test_case(backend):
+    alone, batched = _ours_alone_and_in_a_batch(backend)
+    same = [torch.equal(a, b) for a, b in zip(alone, batched, strict=True)]
+    if backend in BATCH_INVARIANT_ATTENTION_BACKENDS:
+        assert all(same), (backend, same)
+    else:
+        # split_kv: alone 2 key chunks (4 pairs, 70-72 keys), in the batch 1 (36 pairs).
+        assert not any(same), (backend, same)
+    for a, b in zip(alone, batched, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)  # only the last bits
+
+
+def test_the_invariant_backends_give_other_bits_than_each_other_in_the_last_places():
+    """tiled and tree add in other orders (BLAS tiles vs elementwise trees): each is the same
+    in any batch, but not the same as the other. Comparing outputs across backends is not a
+    determinism check."""
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(3, 4, 90, 32, generator=g) for _ in range(3))
+    mask = attention_mask(torch.arange(90).repeat(3, 1), torch.tensor([90, 60, 7]), 90)
+    outs = {
+        b: BatchInvariant(attention_backend=b).attention(q, k, v, mask) for b in ATTENTION_BACKENDS
+    }
+    assert not torch.equal(outs["tiled"], outs["tree"])
+    for name, out in outs.items():
+        assert torch.allclose(out, outs["tiled"], atol=1e-5), name
+
+
+def test_an_unknown_attention_backend_is_refused():
+    with pytest.raises(ValueError, match="'flash': one of tiled, tree, split_kv"):
+        BatchInvariant(attention_backend="flash")

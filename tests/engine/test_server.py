@@ -232,8 +232,22 @@ def test_openai_completions_models_and_info(deterministic):
     assert server["enable_deterministic_inference"] is True
     assert server["kernels"] == "batch-invariant"
     assert server["disable_radix_cache"] is False and server["tp_size"] == 1
-    assert server["attention_backend"] == "detinfer-reference"
+    assert server["attention_backend"] == "tiled"  # --attention-backend's default
     assert server["version"].startswith("detinfer-reference-")
+
+
+def test_server_info_reports_the_attention_backend():
+    """(tree's name is checked by the validator's --expect-attention-backend in
+    test_validator_engine.py, which would say ServerMismatch otherwise.)"""
+    backend = "split_kv"
+    with EngineProcess("--attention-backend", backend, deterministic=True) as engine:
+        server = httpx.get(f"{engine.url}/server_info", timeout=10).json()
+        out = generate(engine.url, text=PROMPT, sampling_params={**GREEDY, "max_new_tokens": 4})
+    assert server["attention_backend"] == backend
+    # The other kernels stay the mode's: split_kv is the test case inside batch-invariant ones.
+    assert server["kernels"] == "batch-invariant"
+    assert server["enable_deterministic_inference"] is True
+    assert len(out["output_ids"]) == 4
 
 
 def test_stream_sends_tokens_then_done(deterministic):

@@ -87,6 +87,35 @@ def test_a_default_mode_engine_fails_and_the_divergence_is_named(tmp_path):
     assert "batch of" in single["firstDivergence"] and "output token" in report["reason"]
 
 
+@pytest.mark.parametrize(
+    ("backend", "code", "verdict"),
+    [("tree", 0, "Deterministic"), ("split_kv", 1, "NotDeterministic")],
+)
+def test_the_validator_passes_tree_attention_and_rejects_the_split_kv_test_case(
+    tmp_path, backend, code, verdict
+):
+    """--attention-backend split_kv claims deterministic mode (and is batch-invariant in every
+    other kernel): only its outputs give it away. What the operator's backend search rests on."""
+    with EngineProcess("--attention-backend", backend, deterministic=True, seed=42) as engine:
+        got, report, output = validate(
+            tmp_path,
+            "--endpoint",
+            engine.url,
+            "--expect-deterministic-inference",
+            "on",
+            "--expect-attention-backend",
+            backend,
+            "--suites",
+            "Single",
+            *QUICK,
+        )
+    assert got == code, output
+    assert report["verdict"] == verdict
+    single = suite(report, "Single")
+    assert single["passed"] is (code == 0)
+    assert (single["uniqueOutputs"] == 1) is (code == 0), single
+
+
 def test_seeded_sampling_passes_in_deterministic_mode_and_fails_in_default_mode(tmp_path):
     with EngineProcess(deterministic=True, seed=42) as engine:
         code, report, output = validate(

@@ -342,6 +342,22 @@ def test_reference_engine_refuses_abbreviations_itself():
     assert engine_parse_args(["--revision", "abc", "--port=1234"]).port == 1234
 
 
+def test_reference_engine_attention_backends_are_one_list(capsys):
+    from detinfer.engine.config import ATTENTION_BACKENDS, EngineArgs
+
+    assert engine_parse_args([]).attention_backend == "tiled" == ATTENTION_BACKENDS[0]
+    for name in ATTENTION_BACKENDS:
+        assert engine_parse_args(["--attention-backend", name]).attention_backend == name
+    with pytest.raises(SystemExit):
+        engine_parse_args(["--attention-backend", "fa3"])
+    assert (
+        "argument --attention-backend: invalid choice: 'fa3' (choose from tiled, tree, split_kv)"
+        in capsys.readouterr().err.replace("'tiled', 'tree', 'split_kv'", "tiled, tree, split_kv")
+    )
+    with pytest.raises(ValueError, match="attention_backend 'fa3': the reference engine has"):
+        EngineArgs(attention_backend="fa3")
+
+
 def test_reference_table_is_the_parser_itself():
     parser = build_parser()
     options = {o: a.nargs for a in parser._actions for o in a.option_strings}

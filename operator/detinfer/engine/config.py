@@ -56,6 +56,25 @@ def model_config(model_path: str) -> ModelConfig:
     return MODELS[name]
 
 
+ATTENTION_BACKENDS: tuple[str, ...] = ("tiled", "tree", "split_kv")
+"""`detinfer engine --attention-backend`, the one list of the names (the first is the default).
+What they mean with --enable-deterministic-inference (engine/kernels.py; docs/engine.md):
+
+- `tiled`: products in tiles of 64 keys through the BLAS, sums over keys as trees over the
+  tiles. Batch-invariant.
+- `tree`: no BLAS; both products as elementwise products summed in pairwise trees over the
+  whole row (head dimension, then keys). Batch-invariant, slower, other bits than `tiled`.
+- `split_kv`: A TEST CASE, NOT batch-invariant: split-KV attention whose number of key chunks
+  depends on the batch (as flash decoding picks it), inside otherwise batch-invariant kernels.
+  Fast; a validator must reject it (it is there to prove that a search over backends does).
+
+In default mode every backend is the batch-variant attention of that mode: the name is
+recorded and reported, the numbers are those of default mode."""
+DEFAULT_ATTENTION_BACKEND = ATTENTION_BACKENDS[0]
+BATCH_INVARIANT_ATTENTION_BACKENDS: tuple[str, ...] = ("tiled", "tree")
+"""The backends that are batch-invariant with --enable-deterministic-inference."""
+
+
 @dataclass(frozen=True)
 class EngineArgs:
     model_path: str = "tiny"
@@ -66,6 +85,7 @@ class EngineArgs:
     dtype: str = "float32"
     random_seed: int = 0
     enable_deterministic_inference: bool = False
+    attention_backend: str = DEFAULT_ATTENTION_BACKEND
     enable_metrics: bool = False
     disable_radix_cache: bool = False
     max_running_requests: int = 64
@@ -74,6 +94,13 @@ class EngineArgs:
     max_cache_tokens: int = 65536
     """Tokens of KV kept by the prefix cache (least recently used entries go first)."""
     served_model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r}: the reference engine has "
+                f"{', '.join(ATTENTION_BACKENDS)}"
+            )
 
     @property
     def model(self) -> ModelConfig:

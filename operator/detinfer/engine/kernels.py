@@ -12,8 +12,13 @@ it uses torch's own kernels, which already behave so (cuBLAS and SDPA pick kerne
 BatchInvariant gives each reduction one fixed order, whatever the batch:
 - matmuls run in row blocks of one fixed shape (rows padded with zeros), so the BLAS sees the
   same problem for every row of every batch; tests check the bits;
-- attention's products run in tiles of a fixed number of keys (and 32 queries, or fewer where
-  the BLAS is checked to give the same bits), the sums over keys as trees over those tiles;
+- attention, by `--attention-backend` (config.ATTENTION_BACKENDS): `tiled` (the default) runs
+  its products in tiles of a fixed number of keys (and 32 queries, or fewer where the BLAS is
+  checked to give the same bits), the sums over keys as trees over those tiles; `tree` computes
+  both products elementwise and sums them as pairwise trees over the whole row (no BLAS: slower,
+  other bits than `tiled`, as invariant); `split_kv` is a TEST CASE that is not batch-invariant:
+  BatchVariant's split-KV attention (key chunks by the batch's shape) inside otherwise
+  batch-invariant kernels, for proving that a validator, or a search over backends, rejects it;
 - all other sums are pairwise trees of elementwise additions (`tree_sum`), which IEEE arithmetic
   makes exact functions of their inputs. Zeros padded after the last element fold away without
   changing a bit, so the sum over a sequence's keys is the same whether the batch pads it to 40
@@ -29,6 +34,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from detinfer.engine.config import ATTENTION_BACKENDS, DEFAULT_ATTENTION_BACKEND
 
 NEG_INF = float("-inf")
 
@@ -66,6 +73,55 @@ def query_chunks(mask: torch.Tensor, per_query: int, tile: int = 1, max_elements
         yield lo, hi, int(seen[-1]) + 1 if len(seen) else 1
 
 
+# A GPU kernel splits a reduction when there are too few rows to keep its cores busy; this
+# stands for that: 64 "cores", reduction chunks of at least 32 elements.
+CORES = 64
+MIN_CHUNK = 32
+
+
+def splits_for(rows: int, length: int) -> int:
+    """How many partial sums a batch-variant reduction of `length` elements over `rows` rows uses."""
+    return max(1, min(length // MIN_CHUNK, CORES // max(rows, 1)))
+
+
+def split_kv_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, max_elements: int
+) -> torch.Tensor:
+    """Split-KV ("flash decoding") attention: the keys in as many chunks as `splits_for` gives
+    for the (sequence, head) pairs and keys of this batch, merged by online softmax in order. A
+    sequence's result depends on its batch (how many pairs, how many keys the padding gives)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    b, h = q.shape[:2]
+    splits = splits_for(b * h, k.shape[2])
+    outs = []
+    for lo, hi, keys in query_chunks(mask, b * h * k.shape[2], max_elements=max_elements):
+        bounds = [keys * i // splits for i in range(splits + 1)]
+        out = m = denom = None
+        for a, c in itertools.pairwise(bounds):
+            if a == c:
+                continue
+            scores = (q[:, :, lo:hi] @ k[:, :, a:c].transpose(-1, -2)) * scale
+            scores = scores.masked_fill(~mask[:, None, lo:hi, a:c], NEG_INF)
+            m_c = scores.amax(-1)
+            m_c = torch.where(torch.isinf(m_c), torch.zeros_like(m_c), m_c)
+            p = torch.exp(scores - m_c[..., None])
+            l_c = p.sum(-1)
+            o_c = p @ v[:, :, a:c]
+            if out is None:
+                out, m, denom = o_c, m_c, l_c
+                continue
+            assert m is not None and denom is not None  # set with out, above
+            new_m = torch.maximum(m, m_c)
+            f_old, f_new = torch.exp(m - new_m), torch.exp(m_c - new_m)
+            out = out * f_old[..., None] + o_c * f_new[..., None]
+            denom = denom * f_old + l_c * f_new
+            m = new_m
+        # Every query sees at least one key (its own), so some key chunk ran above.
+        assert out is not None and denom is not None
+        outs.append(out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 class Kernels:
     """The interface the model uses; `name` says which flavour this is."""
 
@@ -100,13 +156,8 @@ class Kernels:
 class BatchVariant(Kernels):
     name = "batch-variant"
 
-    # A GPU kernel splits a reduction when there are too few rows to keep its cores busy; this
-    # stands for that: 64 "cores", reduction chunks of at least 32 elements.
-    CORES = 64
-    MIN_CHUNK = 32
-
     def _splits(self, rows: int, length: int) -> int:
-        return max(1, min(length // self.MIN_CHUNK, self.CORES // max(rows, 1)))
+        return splits_for(rows, length)
 
     def _split_sum(self, x: torch.Tensor, rows: int) -> torch.Tensor:
         """Sum over the last dim in `splits` partial sums added in order."""
@@ -154,34 +205,7 @@ class BatchVariant(Kernels):
             return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         # Split-KV ("flash decoding"): the number of key chunks depends on how many (sequence,
         # head) pairs there are to spread over the cores and on the number of keys.
-        splits = self._splits(b * h, k.shape[2])
-        outs = []
-        for lo, hi, keys in chunks:
-            bounds = [keys * i // splits for i in range(splits + 1)]
-            out = m = denom = None
-            for a, c in itertools.pairwise(bounds):
-                if a == c:
-                    continue
-                scores = (q[:, :, lo:hi] @ k[:, :, a:c].transpose(-1, -2)) * scale
-                scores = scores.masked_fill(~mask[:, None, lo:hi, a:c], NEG_INF)
-                m_c = scores.amax(-1)
-                m_c = torch.where(torch.isinf(m_c), torch.zeros_like(m_c), m_c)
-                p = torch.exp(scores - m_c[..., None])
-                l_c = p.sum(-1)
-                o_c = p @ v[:, :, a:c]
-                if out is None:
-                    out, m, denom = o_c, m_c, l_c
-                    continue
-                assert m is not None and denom is not None  # set with out, above
-                new_m = torch.maximum(m, m_c)
-                f_old, f_new = torch.exp(m - new_m), torch.exp(m_c - new_m)
-                out = out * f_old[..., None] + o_c * f_new[..., None]
-                denom = denom * f_old + l_c * f_new
-                m = new_m
-            # Every query sees at least one key (its own), so some key tile ran above.
-            assert out is not None and denom is not None
-            outs.append(out / denom.clamp_min(torch.finfo(denom.dtype).tiny)[..., None])
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        return split_kv_attention(q, k, v, mask, self.max_elements)
 
     def log_softmax(self, logits):
         logits = logits.float()
@@ -196,11 +220,24 @@ class BatchVariant(Kernels):
 
 
 class BatchInvariant(Kernels):
+    """Batch-invariant reductions; attention by `attention_backend` (config.ATTENTION_BACKENDS),
+    of which `split_kv` is the test case that is not batch-invariant."""
+
     name = "batch-invariant"
 
-    def __init__(self, block_rows: int = 32, max_elements: int = 1 << 23):
+    def __init__(
+        self,
+        block_rows: int = 32,
+        max_elements: int = 1 << 23,
+        attention_backend: str = DEFAULT_ATTENTION_BACKEND,
+    ):
         super().__init__(max_elements)
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend {attention_backend!r}: one of {', '.join(ATTENTION_BACKENDS)}"
+            )
         self.block_rows = block_rows
+        self.attention_backend = attention_backend
         self._tiles_agree: dict[int, bool] = {}  # by head size
 
     def linear(self, x, w):
@@ -247,7 +284,45 @@ class BatchInvariant(Kernels):
         )
 
     def attention(self, q, k, v, mask):
-        """Products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS or cuBLAS),
+        if self.attention_backend == "tree":
+            return self._tree_attention(q, k, v, mask)
+        if self.attention_backend == "split_kv":  # the test case: NOT batch-invariant
+            dtype = q.dtype
+            out = split_kv_attention(q.float(), k.float(), v.float(), mask, self.max_elements)
+            return out.to(dtype)
+        return self._tiled_attention(q, k, v, mask)
+
+    def _tree_attention(self, q, k, v, mask):
+        """`tree`: no BLAS. The scores as elementwise products summed over the head dimension in
+        a pairwise tree, the output as elementwise products summed over the keys in a pairwise
+        tree over the whole row. Masked and padded keys contribute exact zeros, which the tree
+        folds away, so a sequence's bits do not depend on how far its batch pads the keys (nor
+        on anything else of the batch: every query row is computed on its own). Moves about
+        head-dimension times the memory of `tiled`, hence slower; its bits differ from
+        `tiled`'s (other orders of addition) in the last places."""
+        b, h, _, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        dtype = q.dtype
+        q, k, v = q.float(), k.float(), v.float()
+        tiny = torch.finfo(torch.float32).tiny
+        outs = []
+        for lo, hi, keys in query_chunks(
+            mask, b * h * k.shape[2] * d, max_elements=self.max_elements
+        ):
+            kc, vc = k[:, :, None, :keys], v[:, :, None, :keys]  # [B, H, 1, keys, D]
+            scores = tree_sum(q[:, :, lo:hi, None, :] * kc) * scale  # [B, H, n, keys]
+            scores = scores.masked_fill(~mask[:, None, lo:hi, :keys], NEG_INF)
+            m = scores.amax(-1, keepdim=True)  # a max is exact in any order
+            m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+            p = torch.exp(scores - m)
+            denom = tree_sum(p)  # [B, H, n]
+            weighted = tree_sum(p[..., None] * vc, dim=3)  # [B, H, n, D]
+            outs.append(weighted / denom.clamp_min(tiny)[..., None])
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        return out.to(dtype)
+
+    def _tiled_attention(self, q, k, v, mask):
+        """`tiled`: products in tiles of one fixed shape (queries x KEY_TILE, through the BLAS or cuBLAS),
         sums over keys as pairwise trees over key tiles (elementwise trees for every product
         would move d times more memory: too slow for prompts of thousands of tokens, on a GPU
         too). A fully masked or padded key tile
@@ -310,10 +385,18 @@ class BatchInvariant(Kernels):
         return (xf / (1 + torch.exp(-xf))).to(x.dtype)
 
 
-def kernels_for(deterministic: bool, device: str) -> Kernels:
+def kernels_for(
+    deterministic: bool, device: str, attention_backend: str = DEFAULT_ATTENTION_BACKEND
+) -> Kernels:
+    """The mode's kernels. `attention_backend` picks deterministic mode's attention; default
+    mode has one attention (batch-variant) whatever the name."""
     # A GPU has the memory to compute attention for more queries at a time.
     gpu = device.startswith("cuda")
     max_elements = 1 << 26 if gpu else 1 << 23
     if deterministic:
-        return BatchInvariant(block_rows=64 if gpu else 32, max_elements=max_elements)
+        return BatchInvariant(
+            block_rows=64 if gpu else 32,
+            max_elements=max_elements,
+            attention_backend=attention_backend,
+        )
     return BatchVariant(max_elements=max_elements)

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from detinfer.engine.config import MODELS, EngineArgs, model_config
+from detinfer.engine.config import ATTENTION_BACKENDS, MODELS, EngineArgs, model_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--enable-deterministic-inference",
         action="store_true",
         help="batch-invariant reductions: the same bits whatever the batch",
+    )
+    p.add_argument(
+        "--attention-backend",
+        default=d.attention_backend,
+        choices=ATTENTION_BACKENDS,
+        help="deterministic mode's attention: tiled (the default; 64-key tiles through the BLAS, "
+        "batch-invariant), tree (elementwise pairwise trees over whole rows, no BLAS: "
+        "batch-invariant, slower, other bits than tiled), split_kv (A TEST CASE, NOT "
+        "batch-invariant even with --enable-deterministic-inference: split-KV attention whose "
+        "key chunks depend on the batch; fast; a validator must reject it). Default mode has one "
+        "batch-variant attention whatever the name; /server_info reports the name as "
+        "attention_backend",
     )
     p.add_argument("--enable-metrics", action="store_true", help="serve /metrics")
     p.add_argument("--disable-radix-cache", action="store_true", help="no prefix cache")
@@ -78,7 +90,7 @@ def build_engine(args: EngineArgs):
     model = Transformer(
         args.model,
         args.random_seed,
-        kernels_for(args.enable_deterministic_inference, args.device),
+        kernels_for(args.enable_deterministic_inference, args.device, args.attention_backend),
         device=args.device,
         dtype=args.dtype,
     )
@@ -108,11 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     engine.start()
     log.info(
-        "model %s (%d parameters, %s, %s kernels) ready in %.2f s; listening on %s:%d",
+        "model %s (%d parameters, %s, %s kernels, %s attention) ready in %.2f s; "
+        "listening on %s:%d",
         args.model_path,
         args.model.parameters(),
         args.dtype,
         engine.model.kernels.name,
+        args.attention_backend,
         time.monotonic() - started,
         args.host,
         args.port,

@@ -253,11 +253,6 @@ async def model_info(request: web.Request) -> web.Response:
     )
 
 
-ATTENTION_BACKEND = "detinfer-reference"
-"""What /server_info reports as attention_backend: the engine's own tiled attention
-(engine/kernels.py), which is none of SGLang's backends."""
-
-
 async def server_info(request: web.Request) -> web.Response:
     """Like SGLang 0.5.23's /server_info: the resolved server arguments at the top level
     (attention_backend, enable_deterministic_inference, disable_radix_cache, tp_size, ...)
@@ -267,7 +262,9 @@ async def server_info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             **asdict(engine.args),
-            "attention_backend": ATTENTION_BACKEND,
+            # --attention-backend (config.ATTENTION_BACKENDS): the engine's own attentions,
+            # none of SGLang's backends.
+            "attention_backend": engine.args.attention_backend,
             "prefill_attention_backend": None,
             "decode_attention_backend": None,
             "tp_size": 1,
