@@ -110,8 +110,8 @@ demo-down: ## stop the demo's pod runner (and the operator and engines it runs),
 	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
-bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table)
-	$(BIN)/python -m bench.engine
+bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table; BENCH_ARGS="--attention-backends tiled,tree,split_kv" side by side)
+	$(BIN)/python -m bench.engine $(BENCH_ARGS)
 
 bench-overhead: $(STAMP) ## detinfer bench's overhead over HTTP vs bench-engine's in-process figure, side by side (table)
 	$(BIN)/python -m bench.overhead $(BENCH_ARGS)
