@@ -155,10 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = backends[0]
     rates: dict[tuple[int, int, int], dict[str, list[float]]] = {}
     for workload in workloads:
+        requests, new_tokens, prompt_tokens = workload
         rates[workload] = {name: [] for name in engines}
         for _ in range(a.repeats):
             for name, engine in engines.items():
-                rates[workload][name].append(_run_batch(engine, *workload))
+                rates[workload][name].append(
+                    _run_batch(engine, requests, prompt_tokens, new_tokens)
+                )
 
     def label(w: tuple[int, int, int]) -> str:
         return f"{w[0]} x {w[1]} (prompt {w[2]})"
