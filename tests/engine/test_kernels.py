@@ -15,6 +15,7 @@ from detinfer.engine.kernels import (  # noqa: E402
     BatchInvariant,
     BatchVariant,
     attention_mask,
+    kernels_for,
     query_chunks,
     tree_sum,
 )
@@ -291,6 +292,17 @@ def test_the_invariant_backends_give_other_bits_than_each_other_in_the_last_plac
     assert not torch.equal(outs["tiled"], outs["tree"])
     for name, out in outs.items():
         assert torch.allclose(out, outs["tiled"], atol=1e-5), name
+
+
+def test_default_mode_has_one_batch_variant_attention_whatever_the_backend():
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 4, 70, 32, generator=g) for _ in range(3))
+    mask = attention_mask(torch.arange(70).repeat(2, 1), torch.tensor([70, 40]), 70)
+    kernels = {b: kernels_for(False, "cpu", b) for b in ATTENTION_BACKENDS}
+    assert all(isinstance(kern, BatchVariant) for kern in kernels.values())
+    outs = [kern.attention(q, k, v, mask) for kern in kernels.values()]
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert kernels_for(True, "cpu", "tree").attention_backend == "tree"
 
 
 def test_an_unknown_attention_backend_is_refused():
