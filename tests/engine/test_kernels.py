@@ -236,13 +236,16 @@ def test_the_2048_character_prompt_alone_and_in_sglangs_prefix_batch_give_the_sa
 # -- --attention-backend ---------------------------------------------------------------------
 
 
-def test_split_kv_the_test_case_attention_depends_on_batch_and_keys():
+@on_every_device
+def test_split_kv_the_test_case_attention_depends_on_batch_and_keys(device):
     """`split_kv` is not batch-invariant although every other kernel is: a validator must
     reject it. Alone (4 (sequence, head) pairs, 50 keys: 1 chunk; padded to 64 keys: 2 chunks)
     against batches of 3 and 16 (12 and 64 pairs)."""
-    k = BatchInvariant(attention_backend="split_kv")
-    reference = _attention_case(k, 50, 1)
-    outs = {(pad, b): _attention_case(k, pad, b) for pad, b in ((64, 1), (300, 3), (1000, 16))}
+    k = _invariant(device, attention_backend="split_kv")
+    reference = _attention_case(k, 50, 1, device)
+    outs = {
+        (pad, b): _attention_case(k, pad, b, device) for pad, b in ((64, 1), (300, 3), (1000, 16))
+    }
     assert not torch.equal(outs[64, 1], reference)
     assert not torch.equal(outs[300, 3], reference)
     assert all(torch.allclose(o, reference, atol=1e-5) for o in outs.values())
