@@ -90,7 +90,8 @@ def expectation_args(dis: DeterministicInferenceService) -> list[str]:
         str(engine.tensor_parallel_size),
     ]
     if engine.kind == EngineKind.SGLANG:
-        # The reference engine has one attention of its own; attentionBackend is SGLang's.
+        # The reference engine has attentions of its own (detinfer engine --attention-backend,
+        # engine/config.ATTENTION_BACKENDS); attentionBackend is SGLang's.
         args += ["--expect-attention-backend", engine.attention_backend.sglang_flag_value]
         if engine.version:
             # The image is pinned by digest, not by release: the server says which it is.

@@ -63,7 +63,8 @@ What they mean with --enable-deterministic-inference (engine/kernels.py; docs/en
 - `tiled`: products in tiles of 64 keys through the BLAS, sums over keys as trees over the
   tiles. Batch-invariant.
 - `tree`: no BLAS; both products as elementwise products summed in pairwise trees over the
-  whole row (head dimension, then keys). Batch-invariant, slower, other bits than `tiled`.
+  whole row (head dimension, then keys). Batch-invariant; decode as fast, prefill slower; other
+  bits than `tiled`.
 - `split_kv`: A TEST CASE, NOT batch-invariant: split-KV attention whose number of key chunks
   depends on the batch (as flash decoding picks it), inside otherwise batch-invariant kernels.
   Fast; a validator must reject it (it is there to prove that a search over backends does).

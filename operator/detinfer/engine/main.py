@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ATTENTION_BACKENDS,
         help="deterministic mode's attention: tiled (the default; 64-key tiles through the BLAS, "
         "batch-invariant), tree (elementwise pairwise trees over whole rows, no BLAS: "
-        "batch-invariant, slower, other bits than tiled), split_kv (A TEST CASE, NOT "
+        "batch-invariant, decode as fast, prefill slower, other bits than tiled), split_kv (A "
+        "TEST CASE, NOT "
         "batch-invariant even with --enable-deterministic-inference: split-KV attention whose "
         "key chunks depend on the batch; fast; a validator must reject it). Default mode has one "
         "batch-variant attention whatever the name; /server_info reports the name as "
