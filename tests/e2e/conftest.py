@@ -34,7 +34,7 @@ def operator(
     """The chart's operator; the pod runner runs every detinfer pod (operator, engines,
     validators)."""
     yield from session_operator(
-        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator"
+        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator,bench"
     )
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from detinfer.api import constants as c
 from detinfer.api import parse_dis
-from detinfer.builders import Endpoint, build_deployment, build_validation_job
+from detinfer.builders import (
+    Endpoint,
+    build_baseline_deployment,
+    build_bench_job,
+    build_deployment,
+    build_validation_job,
+)
 from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
 from detinfer.config import OperatorConfig
 from detinfer.local.pod_runner import (
@@ -47,9 +53,23 @@ def validator_container() -> dict:
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
+def bench_container() -> dict:
+    job = build_bench_job(
+        _reference(),
+        Endpoint(pod="reference-a", ip="127.1.0.7"),
+        Endpoint(pod="reference-baseline-x", ip="127.1.0.8"),
+        "reference-2",
+        CONFIG,
+    )
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_roles_are_the_builders_commands_and_nothing_else():
     assert role_of(engine_container()) == "engine"
     assert role_of(validator_container()) == "validator"
+    assert role_of(bench_container()) == "bench"
+    baseline = build_baseline_deployment(_reference())["spec"]["template"]["spec"]
+    assert role_of(baseline["containers"][0]) == "engine"
     sglang = build_deployment(parse_dis(f.dis()))["spec"]["template"]["spec"]["containers"][0]
     assert role_of(sglang) is None
     assert role_of({"name": "x", "command": ["detinfer"], "args": ["render"]}) is None
@@ -74,6 +94,16 @@ def test_a_validator_writes_its_summary_where_the_runner_reads_it():
     assert flag_value(command, "--summary-file") == str(TERMINATION)
     assert c.TERMINATION_MESSAGE_PATH not in command
     assert flag_value(command, "--endpoint") == "reference-a=http://127.1.0.7:30000"
+    assert len(command) == 4 + len(container["args"])
+
+
+def test_a_benchmark_writes_its_summary_where_the_runner_reads_it():
+    container = bench_container()
+    command = local_command(container, "bench", POD_IP, TERMINATION)
+    assert command[:4] == [sys.executable, "-m", "detinfer.cli", "bench"]
+    assert flag_value(command, "--summary-file") == str(TERMINATION)
+    assert flag_value(command, "--deterministic") == "http://127.1.0.7:30000"
+    assert flag_value(command, "--baseline") == "http://127.1.0.8:30000"
     assert len(command) == 4 + len(container["args"])
 
 

@@ -209,6 +209,8 @@ def test_metrics_follow_the_status_and_are_forgotten():
                     "lastSuccessTime": "2026-11-22T10:00:00Z",
                     "durationSeconds": 12,
                     "tokensUsed": 100,
+                    "latencyP50Milliseconds": 250,
+                    "tokensPerSecond": 90,
                     "suites": [
                         {"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True},
                         {"name": "Prefix", "samples": 4, "uniqueOutputs": 2, "passed": False},
@@ -223,7 +225,6 @@ def test_metrics_follow_the_status_and_are_forgotten():
                         {"name": "Concurrent", "samples": 4, "uniqueOutputs": 1, "passed": True},
                     ],
                 },
-                "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
                 "conditions": [
                     {
                         "type": "Ready",

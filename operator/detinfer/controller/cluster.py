@@ -2,7 +2,7 @@
 
 Reads come from the indexes (watch streams: kopf's of the resources, controller/watches.py of
 their children); only writes go through here: server-side apply
-of children, Job create/delete, pod readiness-gate conditions, the DIS status and the Events.
+of children, Job create/delete, the overhead baseline's delete, pod readiness-gate conditions, the DIS status and the Events.
 The reads besides a conflict's re-read: an object found in the way of a create, to see who
 controls it, and the validation Job the status records when the Jobs index does not show it.
 """
@@ -230,6 +230,22 @@ class Cluster:
         """Delete our Job; only that one (a precondition on its UID), never a namesake."""
         try:
             self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+                ),
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or the name is someone else's now
+                raise
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        """Delete our Deployment (the overhead baseline); only that one (a precondition on its
+        UID), never a namesake."""
+        try:
+            self.apps.delete_namespaced_deployment(
                 name,
                 namespace,
                 body=client.V1DeleteOptions(

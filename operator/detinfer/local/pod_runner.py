@@ -11,7 +11,8 @@ into the pod's status as a kubelet would:
   (GET /health_generate on the pod IP); Ready is ContainersReady and every readiness gate, as the
   kubelet computes it; a process that exits is restarted (restartPolicy Always) with
   restartCount + 1;
-- validator pods: when the process exits, the pod ends Succeeded or Failed with the exit code and
+- validator and benchmark pods (`detinfer bench`, the overhead measurement's Job): when the
+  process exits, the pod ends Succeeded or Failed with the exit code and
   the termination message the validator wrote to its summary file (`/dev/termination-log` in the
   container, a local file here), as the kubelet reads it;
 - operator pods: the process gets what the kubelet gives a pod of its ServiceAccount and nothing
@@ -68,6 +69,7 @@ from kubernetes.client.exceptions import ApiException
 from detinfer import connection
 from detinfer.api import constants as c
 from detinfer.builders.process_line import (
+    BENCH_COMMAND,
     ENGINE_COMMAND,
     HOST_FLAG,
     SUMMARY_FILE_FLAG,
@@ -83,8 +85,11 @@ OPERATOR_COMMAND = ("detinfer", "run")
 ROLES: dict[tuple[str, ...], str] = {
     ENGINE_COMMAND: "engine",
     VALIDATOR_COMMAND: "validator",
+    BENCH_COMMAND: "bench",
     OPERATOR_COMMAND: "operator",
 }
+# Roles that run once and end the pod with their exit code and termination message.
+ONE_SHOT = frozenset({"validator", "bench"})
 TOKEN_SECONDS = 3607  # what the kubelet asks for a projected ServiceAccount token
 
 
@@ -99,7 +104,7 @@ class LocalPod:
     uid: str
     ip: str
     container: dict[str, Any]
-    role: str  # "engine" | "validator" | "operator"
+    role: str  # "engine" | "validator" | "bench" | "operator"
     log_path: Path
     termination_path: Path
     gates: list[str]
@@ -120,7 +125,8 @@ class LocalPod:
 
 
 def role_of(container: dict[str, Any]) -> str | None:
-    """'engine' or 'validator' for the builders' own commands; None for anything else."""
+    """'engine', 'validator', 'bench' or 'operator' for detinfer's own commands; None for
+    anything else."""
     return ROLES.get(tuple(process_line(container)[:2]))
 
 
@@ -128,7 +134,7 @@ def local_command(
     container: dict[str, Any], role: str, ip: str, termination_path: Path
 ) -> list[str]:
     """The container's process line for this machine: this Python's detinfer; an engine listens
-    on the pod's IP, a validator writes its summary where the runner reads it."""
+    on the pod's IP, a validator or benchmark writes its summary where the runner reads it."""
     line = process_line(container)
     subcommand, args = line[1], line[2:]
     if role == "engine":
@@ -288,7 +294,7 @@ class PodRunner:
         with self.lock:
             local = self.pods.get(uid)
         if local is not None:
-            if local.role != "validator" and not local.finished:
+            if local.role not in ONE_SHOT and not local.finished:
                 self.sync_ready(local, status)
             return
         containers = spec.get("containers") or []
@@ -346,7 +352,7 @@ class PodRunner:
         with self.lock:
             self.pods[uid] = local
         self.start_process(local)
-        if role != "validator":
+        if role not in ONE_SHOT:
             self.write_container(local, ready=False)
 
     # -- processes -----------------------------------------------------------------------------
@@ -442,7 +448,7 @@ class PodRunner:
             if local.finished or local.process is None:
                 continue
             code = local.process.poll()
-            if local.role == "validator":
+            if local.role in ONE_SHOT:
                 if code is not None:
                     local.finished = True
                     self.end_validator(local, code)
