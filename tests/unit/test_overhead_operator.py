@@ -30,9 +30,12 @@ from detinfer.builders import (
     build_deployment,
     build_headless_service,
 )
+from detinfer.controller.observed import ResourceView
 from detinfer.controller.overhead import RETRY_SECONDS
+from detinfer.controller.reconcile import plan
+from detinfer.controller.trust import Memory
 from tests.support import factories as f
-from tests.unit.test_reconcile import CONFIG, World
+from tests.unit.test_reconcile import CONFIG, World, observed
 
 BASELINE_UID = "d0000000-0000-0000-0000-0000000000b1"
 BASELINE_RS_UID = "e0000000-0000-0000-0000-0000000000b1"
@@ -193,7 +196,26 @@ def overhead_summary(measured: bool = True, percent: float = 25.0) -> str:
 
 
 class OverheadWorld(World):
-    """World, plus the benchmark Job's create, the baseline's delete, and its ReplicaSet."""
+    """World, plus the benchmark Job's create, the baseline's delete, and its ReplicaSet; it
+    remembers the Jobs it created, as the operator process does (trust.Memory.created_jobs)."""
+
+    def __init__(self, body):
+        super().__init__(body)
+        self.created: dict[str, str] = {}
+
+    def plan(self):
+        return plan(
+            ResourceView.from_body(self.body),
+            observed(self),
+            CONFIG,
+            self.now,
+            memory=Memory(
+                created_jobs=dict(self.created),
+                foreign_children=self.foreign_children,
+                taken_job_names=self.taken_job_names,
+                reported=self.reported,
+            ),
+        )
 
     def step(self):
         before = set(self.children)
@@ -210,6 +232,7 @@ class OverheadWorld(World):
         if p.create_bench_job:
             name = p.create_bench_job["metadata"]["name"]
             self.jobs[name] = f.observed_job(p.create_bench_job, created="2026-11-22T11:00:00Z")
+            self.created[name] = self.jobs[name]["metadata"]["uid"]
             record = p.status.overhead_job
             assert record is not None and record.name == name
             p.status = p.status.model_copy(

@@ -186,8 +186,9 @@ class SideFigures(KubeModel):
     ttft_p95_ms: Annotated[float, Field(ge=0)]
     itl_p50_ms: Annotated[float, Field(ge=0)]
     itl_p95_ms: Annotated[float, Field(ge=0)]
-    e2e_p50_ms: Annotated[float, Field(ge=0)]
-    e2e_p95_ms: Annotated[float, Field(ge=0)]
+    # Spelt e2eP50Ms on the wire (the alias generator would write e2EP50Ms).
+    e2e_p50_ms: Annotated[float, Field(ge=0, alias="e2eP50Ms")]
+    e2e_p95_ms: Annotated[float, Field(ge=0, alias="e2eP95Ms")]
     tokens_per_second: Annotated[float, Field(ge=0)]
     """Output tokens per second: the median over the rounds of generated tokens / wall time."""
     tokens_per_second_spread: Annotated[float, Field(ge=0)]
@@ -201,7 +202,7 @@ class LevelResult(KubeModel):
     throughput_overhead_percent: float
     """How much more time the deterministic endpoint needs for the same tokens:
     (baseline tokens/s / deterministic tokens/s - 1) x 100."""
-    e2e_p50_overhead_percent: float
+    e2e_p50_overhead_percent: Annotated[float, Field(alias="e2eP50OverheadPercent")]
     """(deterministic / baseline end-to-end p50 - 1) x 100."""
     ttft_p50_overhead_percent: float
     itl_p50_overhead_percent: float

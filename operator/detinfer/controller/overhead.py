@@ -80,7 +80,9 @@ def plan_overhead(
     in_flight = next((j for j in ours if record is not None and j.uid == record.uid), None)
 
     # 1. The Job in flight: cancelled when pointless, else its result read once.
+    done_with = None  # the Job whose part is over (read or cancelled): deleted below
     if record is not None and (not spec.enabled or record.revision != revision):
+        done_with = record.name
         why = "spec.overhead.enabled is false" if not spec.enabled else "the revision changed"
         out.events.append(
             Event(
@@ -116,6 +118,7 @@ def plan_overhead(
                     )
                 )
             out.overhead_measured = True
+            done_with = record.name
             record = None
 
     # 2. A new measurement when due, on a Ready revision only.
@@ -202,8 +205,10 @@ def plan_overhead(
     if baseline is not None and record is None and not due:
         out.delete_deployments[baseline.name] = baseline.uid
     for job in ours:
-        if job.name in created_jobs or (record is not None and job.name == record.name):
+        if record is not None and job.name == record.name:
             continue
+        if job.name in created_jobs and job.name != done_with and not job.finished:
+            continue  # created by this process, its record not written yet: adopted next pass
         out.delete_jobs.append(job.name)
         out.delete_job_uids[job.name] = job.uid
     return measurement, record

@@ -4,7 +4,7 @@ kwok simulates every pod's lifecycle without running anything. For pods whose co
 detinfer's own command (`detinfer engine`, the reference engine; `detinfer validate`, the
 validator; `detinfer run`, the operator the Helm chart installs), this runs the command as a
 local process instead, with the container's environment,
-bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback), and reports its life back
+bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback; hack/cluster-up.sh), and reports its life back
 into the pod's status as a kubelet would:
 
 - engine pods: ContainersReady (and the container's `ready`) follows the readiness probe
