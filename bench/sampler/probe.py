@@ -36,7 +36,7 @@ GIL_INTERVAL = 0.01
 FLUSH_EVERY = 5.0
 
 
-def _thread_cpu() -> dict[str, float]:
+def thread_cpu() -> dict[str, float]:
     """CPU seconds (user + system) of each group of threads of this process, by name."""
     tick = os.sysconf("SC_CLK_TCK")
     by_id = {t.native_id: t.name for t in threading.enumerate()}
@@ -105,7 +105,7 @@ class Probe:
 
     def flush(self) -> None:
         with self.lock:
-            self.cpu.append((time.time(), _thread_cpu()))
+            self.cpu.append((time.time(), thread_cpu()))
             line = {
                 name: _new(name, value, self._flushed)
                 for name, value in (

@@ -23,6 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from probe import thread_cpu  # the probe's, one definition (this folder is on the path)
+
 INTERVAL = 0.01
 DEPTH = 40
 FLUSH_EVERY = 5.0
@@ -35,18 +37,6 @@ def _frame_stack(frame) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
         stack.append(f"{code.co_filename}:{code.co_name}:{frame.f_lineno}")
         frame = frame.f_back
     return tuple(reversed(stack))
-
-
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of this process, by its name."""
-    tick = os.sysconf("SC_CLK_TCK")
-    by_id = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        name = by_id.get(int(task.name), f"native-{task.name}")
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 class Sampler(threading.Thread):
@@ -78,7 +68,7 @@ class Sampler(threading.Thread):
 
     def flush(self) -> None:
         with self.lock:
-            self.cpu.update(_thread_cpu())
+            self.cpu.update(thread_cpu())
             body = {
                 "interval": INTERVAL,
                 "seconds": time.monotonic() - self.started,

@@ -253,6 +253,18 @@ def test_radix_cache_is_skipped_when_no_prefill_used_the_cache(validate_cli, mon
     )
 
 
+@pytest.mark.parametrize(("cached", "noted"), [(1, False), (2, True)])
+def test_fresh_prefills_with_cached_tokens_are_noted(validate_cli, monkeypatch, cached, noted):  # noqa: F811
+    # Every prefill, the first of a never-seen sequence included, reports `cached` tokens. One
+    # shared first id is chance (the marker's ids come from a range of 255); two are not.
+    with FakeEngine() as engine:
+        monkeypatch.setattr(FakeEngine, "cached_prefix", lambda self, prompt, limit: cached)
+        run = validate_cli("--suites", "RadixCache", endpoints=[("pod-a", engine)])
+    assert run.rc == 0, run.out
+    notes = next(s for s in run.report["suites"] if s["name"] == "RadixCache")["notes"]
+    assert any("4 prefills of never-seen sequences" in n for n in notes) is noted, notes
+
+
 # --- under traffic: no flush ---------------------------------------------------------------------
 
 
@@ -274,4 +286,4 @@ def test_each_run_sends_prompts_no_earlier_run_sent(validate_cli):  # noqa: F811
     radix = next(s for s in second.report["suites"] if s["name"] == "RadixCache")
     # Every first prefill of the second run was from scratch although the cache was full.
     assert cached_before > 0
-    assert not any("reported cached tokens" in note for note in radix["notes"]), radix["notes"]
+    assert not any("never-seen sequences" in note for note in radix["notes"]), radix["notes"]
