@@ -21,6 +21,7 @@ from detinfer.api.constants import ConditionType as T
 from detinfer.api.overhead import LevelResult, OverheadSummary, SideFigures
 from detinfer.api.resource import parse_dis, parse_status
 from detinfer.api.spec import OverheadWorkload
+from detinfer.api.timestamps import format_time
 from detinfer.builders import (
     Endpoint,
     RevisionContext,
@@ -223,6 +224,7 @@ class OverheadWorld(World):
         key = ("Deployment", "qwen-baseline")
         if key in self.children and key not in before:
             self.children[key]["metadata"]["uid"] = BASELINE_UID
+            self.children[key]["metadata"]["creationTimestamp"] = format_time(self.now)
             rs = f.replicaset(BASELINE_RS_UID, BASELINE_UID, "qwen-baseline-7c9f")
             self.replicasets[rs["metadata"]["name"]] = rs
         for name in p.delete_deployments:
@@ -449,6 +451,33 @@ def test_a_baseline_pod_our_deployment_did_not_make_is_not_measured():
     world.pods["impostor"] = pod
     world.settle()
     assert world.last.create_bench_job is None and "overheadJob" not in world.body["status"]
+
+
+@pytest.mark.parametrize("pod", [None, "unready"])
+def test_a_baseline_with_no_ready_pod_in_time_could_not_measure_and_goes(pod):
+    world = ready_world()
+    if pod:
+        world.add_baseline_pod(ready=False)
+    timeout = world.body["spec"]["overhead"].get("timeoutSeconds", 3600)
+    world.now += timedelta(seconds=timeout - 1)
+    world.settle()
+    assert world.baseline() is not None and "overhead" not in world.body["status"]
+    world.now += timedelta(seconds=1)
+    p = world.step()
+    assert p.delete_deployments == {"qwen-baseline": BASELINE_UID}
+    m = world.body["status"]["overhead"]
+    assert m["measured"] is False and "headlinePercent" not in m
+    assert "qwen-baseline had no ready pod" in m["message"]
+    assert "spec.overhead.timeoutSeconds" in m["message"]
+    warnings = [e for e in p.events if e.reason == "OverheadNotMeasured"]
+    assert warnings and warnings[0].type == "Warning"
+    # No new baseline until the retry is due; then one again.
+    world.now += timedelta(seconds=RETRY_SECONDS - 1)
+    world.settle()
+    assert world.baseline() is None
+    world.now += timedelta(seconds=1)
+    world.settle()
+    assert world.baseline() is not None
 
 
 def test_disabling_cancels_and_deletes_the_baseline():

@@ -415,7 +415,9 @@ class OverheadSpec(StrictKubeModel):
     again when the workload changes)."""
 
     timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
-    """Deadline of one benchmark Job."""
+    """Deadline of the baseline's first ready pod (counted from the baseline Deployment's
+    creation), and of the benchmark Job after it; a measurement that misses either could not
+    measure, and is tried again an hour later."""
 
     cel_rules = (
         CelRule(

@@ -241,6 +241,7 @@ class ChildView:
     # Our fields are still recorded as a create's ("Update"), not an apply's: the first apply
     # must take them over first (Cluster.apply).
     created: bool = False
+    creation_timestamp: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildView:
@@ -256,6 +257,7 @@ class ChildView:
                 == (c.FIELD_MANAGER, "Update", None)
                 for e in meta.get("managedFields") or []
             ),
+            creation_timestamp=meta.get("creationTimestamp"),
         )
 
 

@@ -117,7 +117,6 @@ def plan_overhead(
                         f"Job {record.name}: {outcome.message}"[:1024],
                     )
                 )
-            out.overhead_measured = True
             done_with = record.name
             record = None
 
@@ -173,7 +172,27 @@ def plan_overhead(
             (p for p in baseline_pods if p.revision == revision and p.can_be_validated),
             key=lambda p: p.name,
         )
-        if up:
+        started = parse_time(baseline.creation_timestamp)
+        if not up and started and now - started >= timedelta(seconds=spec.timeout_seconds):
+            # No ready baseline pod in time (no free GPUs, an image or model that will not
+            # load): could not measure, and the baseline goes instead of holding a node.
+            message = (
+                f"baseline Deployment {baseline_name} had no ready pod of revision {revision}"
+                f" within spec.overhead.timeoutSeconds ({spec.timeout_seconds} s)"
+            )
+            measurement = OverheadStatus(
+                revision=revision,
+                measured=False,
+                message=message,
+                last_run_time=format_time(now),
+                job_name="",
+                deterministic_pod="",
+                baseline_pod="",
+                workload=spec.workload,
+            )
+            out.events.append(Event("Warning", R.OVERHEAD_NOT_MEASURED, message))
+            due = False
+        elif up:
             det = sorted(validated, key=lambda p: p.name)[0]
             base = up[0]
             after = measurement.last_run_time if measurement else None

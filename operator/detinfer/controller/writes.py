@@ -41,10 +41,9 @@ class Plan:
     # Key -> why, of every object that looks like ours and is ignored (see trust.py).
     ignored: dict[str, str] = field(default_factory=dict)
     # The overhead measurement (controller/overhead.py): the benchmark Job to create, the
-    # baseline Deployments to delete (name -> UID: only that one), whether a result was read.
+    # baseline Deployments to delete (name -> UID: only that one).
     create_bench_job: dict[str, Any] | None = None
     delete_deployments: dict[str, str] = field(default_factory=dict)
-    overhead_measured: bool = False
     # Only the first writes of a larger plan (sync's `deployment_first`): the next pass, queued
     # at once, plans and makes the rest.
     follow_up: bool = False
