@@ -195,6 +195,13 @@ class InstalledOperator:
             before = self._restarts_at_stop
             wait_for("the operator's container restarted", lambda: self.restarts() > before)
             self._restarts_at_stop = None
+            # As the kubelet reports a restart: the run that ended, in lastState.
+            pod = self.pod()
+            statuses = (pod.status.container_statuses if pod else None) or []
+            last = (
+                statuses[0].last_state.terminated if statuses and statuses[0].last_state else None
+            )
+            assert last is not None and last.finished_at is not None, statuses
         self.wait_serving()
 
     def metrics(self) -> str:

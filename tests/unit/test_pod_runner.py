@@ -5,10 +5,12 @@ The e2e tests run the pod runner itself against a local cluster."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from detinfer.api import constants as c
 from detinfer.api import parse_dis
@@ -22,6 +24,7 @@ from detinfer.builders import (
 from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
 from detinfer.config import OperatorConfig
 from detinfer.local.pod_runner import (
+    LocalPod,
     PodRunner,
     ended_status,
     local_command,
@@ -163,6 +166,46 @@ def test_an_ended_container_is_reported_as_the_kubelet_does():
     terminated = failed["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "Error" and "message" not in terminated
     assert failed["containerStatuses"][0]["restartCount"] == 2
+    # A process killed by signal 9 (return code -9): exit code 128 + 9, as the kubelet says.
+    killed = ended_status("validator", "img", -9, None, "t0", "t1")["status"]
+    assert killed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+class _PodsApi:
+    """The two calls the runner makes for a container's status: read the pod, patch it."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+
+    def read_namespaced_pod(self, name, namespace):
+        return client.V1Pod(status=client.V1PodStatus(conditions=[]))
+
+    def patch_namespaced_pod_status(self, name, namespace, body):
+        self.patches.append(body)
+
+
+def test_a_restarted_container_reports_its_last_run_as_last_state(tmp_path, monkeypatch):
+    api = _PodsApi()
+    runner = PodRunner(api=api, log_dir=tmp_path)  # type: ignore[arg-type]
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+    local = LocalPod(
+        namespace="ns", name="engine-0", uid="u", ip="127.1.0.9",
+        container={"name": "engine", "image": "img"}, role="engine",
+        log_path=tmp_path / "log", termination_path=tmp_path / "term", gates=[],
+        process=process, ready=True, started_at="2026-12-03T10:00:00Z",
+    )  # fmt: skip
+    runner.pods[local.uid] = local
+    started: list[LocalPod] = []
+    monkeypatch.setattr(runner, "start_process", started.append)
+    runner.check()
+    assert started == [local] and local.restarts == 1
+    (patch,) = api.patches
+    (status,) = patch["status"]["containerStatuses"]
+    assert status["restartCount"] == 1 and status["ready"] is False
+    last = status["lastState"]["terminated"]
+    assert last["exitCode"] == 3 and last["reason"] == "Error"
+    assert last["startedAt"] == "2026-12-03T10:00:00Z" and last["finishedAt"] >= last["startedAt"]
 
 
 def test_a_pod_it_cannot_run_is_left_alone_with_an_error(tmp_path, caplog):

@@ -10,7 +10,7 @@ into the pod's status as a kubelet would:
 - engine pods: ContainersReady (and the container's `ready`) follows the readiness probe
   (GET /health_generate on the pod IP); Ready is ContainersReady and every readiness gate, as the
   kubelet computes it; a process that exits is restarted (restartPolicy Always) with
-  restartCount + 1;
+  restartCount + 1 and the run that ended as lastState.terminated (exit code, start, end);
 - validator and benchmark pods (`detinfer bench`, the overhead measurement's Job): when the
   process exits, the pod ends Succeeded or Failed with the exit code and
   the termination message the validator wrote to its summary file (`/dev/termination-log` in the
@@ -121,6 +121,8 @@ class LocalPod:
     ready: bool = False
     restarts: int = 0
     started_at: str = field(default_factory=_now)
+    # The container's previous run, as the kubelet reports it in lastState after a restart.
+    last_terminated: dict[str, Any] | None = None
     finished: bool = False
 
 
@@ -204,16 +206,12 @@ def local_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def ended_status(
-    container: str,
-    image: str,
-    exit_code: int,
-    message: str | None,
-    started_at: str,
-    finished_at: str,
-    restarts: int = 0,
+def terminated_state(
+    returncode: int, started_at: str, finished_at: str, message: str | None = None
 ) -> dict[str, Any]:
-    """The status patch the kubelet writes when a pod's only container has exited for good."""
+    """A container's `terminated` state from its process's return code (a process killed by
+    signal N has returncode -N and, as the kubelet reports it, exit code 128 + N)."""
+    exit_code = returncode if returncode >= 0 else 128 - returncode
     terminated: dict[str, Any] = {
         "exitCode": exit_code,
         "startedAt": started_at,
@@ -222,6 +220,21 @@ def ended_status(
     }
     if message:
         terminated["message"] = message
+    return terminated
+
+
+def ended_status(
+    container: str,
+    image: str,
+    returncode: int,
+    message: str | None,
+    started_at: str,
+    finished_at: str,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """The status patch the kubelet writes when a pod's only container has exited for good."""
+    terminated = terminated_state(returncode, started_at, finished_at, message)
+    exit_code = terminated["exitCode"]
     return {
         "status": {
             "phase": "Succeeded" if exit_code == 0 else "Failed",
@@ -455,6 +468,7 @@ class PodRunner:
                 continue
             if code is not None:
                 log.warning("%s/%s exited with %d; restarting", local.namespace, local.name, code)
+                local.last_terminated = terminated_state(code, local.started_at, _now())
                 local.restarts += 1
                 if local.ready:
                     local.ready = False
@@ -496,6 +510,10 @@ class PodRunner:
             )
             assert local.process is not None
             _terminate(local.process)
+            code = local.process.poll()
+            local.last_terminated = terminated_state(
+                code if code is not None else -signal.SIGKILL, local.started_at, _now()
+            )
             local.restarts += 1
             self.start_process(local)
             return False
@@ -562,7 +580,7 @@ class PodRunner:
         body = ended_status(
             local.container["name"],
             local.container.get("image", ""),
-            code if code >= 0 else 128 - code,  # killed by a signal: 128 + its number
+            code,
             message,
             local.started_at,
             _now(),
@@ -574,7 +592,7 @@ class PodRunner:
         log.info("%s/%s ended with exit code %d", local.namespace, local.name, code)
 
     def _container_status(self, local: LocalPod, ready: bool) -> dict[str, Any]:
-        return {
+        status: dict[str, Any] = {
             "name": local.container["name"],
             "image": local.container.get("image", ""),
             "imageID": "",
@@ -583,6 +601,9 @@ class PodRunner:
             "restartCount": local.restarts,
             "state": {"running": {"startedAt": local.started_at}},
         }
+        if local.last_terminated is not None:
+            status["lastState"] = {"terminated": local.last_terminated}
+        return status
 
     def _read(self, local: LocalPod) -> client.V1Pod | None:
         try:
