@@ -24,7 +24,8 @@ CLUSTER_NAME = os.environ.get("DETINFER_E2E_CLUSTER", "detinfer-e2e")
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    yield from session_cluster(CLUSTER_NAME)
+    # No CRD: the chart's `helm install` installs it, as it does for users (test_flow checks).
+    yield from session_cluster(CLUSTER_NAME, install_crd=False)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import ROOT, Cluster, free_port, wait_for
+from tests.support.cluster import ROOT, Cluster, free_port, wait_established, wait_for
 
 HELM = os.environ.get("HELM") or str(Path.home() / ".cache/detinfer/bin/current/helm")
 CHART = ROOT / "charts" / "detinfer"
@@ -254,6 +254,7 @@ def session_operator(cluster: Cluster, log_dir: Path, roles: str) -> Iterator[In
     operator = InstalledOperator(cluster, runner)
     try:
         operator.install()
+        wait_established(cluster)  # helm installs the chart's crds/ only where none is
         yield operator
     finally:
         runner.stop()
