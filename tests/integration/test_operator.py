@@ -480,9 +480,12 @@ def test_events_are_posted_by_detinfer(cluster: Cluster, operator: Operator, nam
         return found if {"ValidationStarted", "Deterministic"} <= reasons else None
 
     events = wait_for("the ValidationStarted and Deterministic Events", ours)
+    pod = operator.pod()
+    assert pod is not None
     for event in events:
         assert event["reportingController"] == "detinfer.io/operator", event
-        assert event["reportingInstance"] == socket.gethostname(), event
+        # The operator's pod name (its HOSTNAME, as the kubelet sets it), not this machine's.
+        assert event["reportingInstance"] == pod.metadata.name != socket.gethostname(), event
         assert event["regarding"]["kind"] == "DeterministicInferenceService"
         assert event["regarding"]["name"] == NAME
         assert event["action"] in ("CreateJob", "UpdateStatus", "DeleteJob"), event

@@ -140,8 +140,11 @@ def test_the_readiness_probe_is_the_containers_own():
 
 
 def test_the_container_env_goes_over_this_machines():
-    env = local_env({"env": [{"name": "HOME", "value": "/tmp"}, {"name": "N", "value": 3}]})
+    env = local_env(
+        {"env": [{"name": "HOME", "value": "/tmp"}, {"name": "N", "value": 3}]}, "engine-0"
+    )
     assert env["HOME"] == "/tmp" and env["N"] == "3"
+    assert env["HOSTNAME"] == "engine-0"
     assert "PATH" in env
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
@@ -58,8 +59,10 @@ class Cluster:
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.events = client.EventsV1Api(api_client)
-        # In a pod the host name is the pod's name: it tells the operator's replicas apart.
-        self.instance = (instance or socket.gethostname() or "detinfer")[:INSTANCE_LIMIT]
+        # In a pod the host name is the pod's name (HOSTNAME, as the kubelet sets it in every
+        # container): it tells the operator's replicas apart.
+        host = os.environ.get("HOSTNAME") or socket.gethostname()
+        self.instance = (instance or host or "detinfer")[:INSTANCE_LIMIT]
 
     @classmethod
     def connect(cls) -> Cluster:

@@ -21,7 +21,8 @@ into the pod's status as a kubelet would:
   kube-root-ca.crt ConfigMap of the pod's namespace) and the namespace, as the files token,
   ca.crt and namespace in a folder named by DETINFER_SERVICE_ACCOUNT_DIR (a local process cannot
   have /var/run/secrets/...; detinfer.connection reads that variable), and
-  KUBERNETES_SERVICE_HOST/PORT pointing at the API server. KUBECONFIG is removed from its
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server; every process gets HOSTNAME the pod's
+  name, as the kubelet sets it. KUBECONFIG is removed from its
   environment, so it cannot fall back to an administrator's kubeconfig. Its metrics and liveness
   ports (from the container's args) are bound on the pod's IP. The liveness probe is the
   container's (path, port, initialDelaySeconds, periodSeconds, failureThreshold): that many
@@ -178,12 +179,12 @@ def probe_url(probe: dict[str, Any] | None, container: dict[str, Any], ip: str) 
 
 
 def operator_env(
-    container: dict[str, Any], api_host: str, service_account_dir: Path
+    container: dict[str, Any], api_host: str, service_account_dir: Path, pod_name: str
 ) -> dict[str, str]:
     """An operator pod's environment: the container's values, the in-cluster variables, the
     ServiceAccount folder; no KUBECONFIG (the in-cluster configuration must be the only one)."""
     url = urllib.parse.urlsplit(api_host)
-    env = local_env(container)
+    env = local_env(container, pod_name)
     env.pop("KUBECONFIG", None)
     env.update(
         {
@@ -196,9 +197,12 @@ def operator_env(
     return env
 
 
-def local_env(container: dict[str, Any]) -> dict[str, str]:
-    """This machine's environment with the container's literal values over it."""
+def local_env(container: dict[str, Any], pod_name: str | None = None) -> dict[str, str]:
+    """This machine's environment with the container's literal values over it, and HOSTNAME
+    the pod's name, as the kubelet sets it in every container."""
     env = dict(os.environ)
+    if pod_name:
+        env["HOSTNAME"] = pod_name
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = str(item["value"])
@@ -423,10 +427,13 @@ class PodRunner:
         if local.role == "operator":
             assert local.service_account_dir is not None
             env = operator_env(
-                local.container, self.api.api_client.configuration.host, local.service_account_dir
+                local.container,
+                self.api.api_client.configuration.host,
+                local.service_account_dir,
+                local.name,
             )
         else:
-            env = local_env(local.container)
+            env = local_env(local.container, local.name)
         local.process = subprocess.Popen(
             local.command,
             stdout=out,
