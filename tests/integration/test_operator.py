@@ -133,7 +133,7 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
     assert cluster.condition(namespace, NAME, "Ready")["status"] == "False"
     assert cluster.condition(namespace, NAME, "Validated")["status"] == "Unknown"
     table = cluster.kubectl("get", "dis", "-n", namespace).stdout
-    assert table.split()[:8] == [
+    assert table.split()[:9] == [
         "NAME",
         "READY",
         "VALIDATED",
@@ -141,6 +141,7 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
         "SERVING",
         "UNIQUE",
         "FINGERPRINT",
+        "OVERHEAD",
         "AGE",
     ]
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
