@@ -56,7 +56,9 @@ def _logs(pod_logs) -> str:
 def test_the_chart_installed_the_crd(cluster: Cluster, operator: Operator):
     """The session's cluster had no CRD (tests/e2e/conftest.py): helm installed the chart's
     crds/ copy, byte for byte the generated CRD's spec."""
-    crd = json.loads(cluster.kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)
+    crd = json.loads(
+        cluster.kubectl("get", "crd", CRD_NAME, "-o", "json", "--show-managed-fields").stdout
+    )
     managers = {e["manager"] for e in crd["metadata"].get("managedFields") or []}
     assert "helm" in managers and "kubectl" not in managers, managers
     chart_copy = yaml.safe_load(
