@@ -77,43 +77,13 @@ def build_bench_job(
     pod_labels = context.labels(c.COMPONENT_BENCH, "detinfer-bench")
     meta = common.metadata(dis, name, dict(pod_labels))
     meta["annotations"] = {c.ANNOTATION_PODS: f"{deterministic.pod},{baseline.pod}"}
-    container = {
-        "name": c.BENCH_CONTAINER,
-        "image": config.validator_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": list(BENCH_COMMAND),
-        "args": bench_args(dis, deterministic, baseline),
-        "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "File",
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "securityContext": {**common.RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": dis.spec.overhead.timeout_seconds,
-            "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "template": {
-                "metadata": {"labels": dict(pod_labels)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    # It talks to the two engine pods only; it needs no API access.
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": common.NON_ROOT_UID,
-                        "runAsGroup": common.NON_ROOT_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                },
-            },
-        },
-    }
+    return common.one_shot_job(
+        meta,
+        pod_labels,
+        c.BENCH_CONTAINER,
+        config.validator_image,
+        list(BENCH_COMMAND),
+        bench_args(dis, deterministic, baseline),
+        dis.spec.overhead.timeout_seconds,
+        config.job_ttl_seconds,
+    )
