@@ -180,16 +180,10 @@ def plan_overhead(
                 f"baseline Deployment {baseline_name} had no ready pod of revision {revision}"
                 f" within spec.overhead.timeoutSeconds ({spec.timeout_seconds} s)"
             )
-            measurement = OverheadStatus(
-                revision=revision,
-                measured=False,
-                message=message,
-                last_run_time=format_time(now),
-                job_name="",
-                deterministic_pod="",
-                baseline_pod="",
-                workload=spec.workload,
+            no_job = OverheadJobRecord(
+                name="", uid="", revision=revision, deterministic_pod="", baseline_pod=""
             )
+            measurement = _measurement(no_job, Outcome(None, message), spec, now)
             out.events.append(Event("Warning", R.OVERHEAD_NOT_MEASURED, message))
             due = False
         elif up:
