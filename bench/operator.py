@@ -324,6 +324,13 @@ def main() -> int:
         help="sample the operator's stacks into FILE (JSON; read with bench.profile_report)",
     )
     parser.add_argument("--out", metavar="FILE", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--switch-interval",
+        metavar="SECONDS",
+        type=float,
+        help="the operator's sys.setswitchinterval (Python's default 0.005): how soon a thread "
+        "waiting for the GIL (kopf's event loop) gets it from a busy one",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -359,6 +366,8 @@ def main() -> int:
         os.environ["DETINFER_BENCH_PROBE"] = str(probe_path)
         if args.profile:
             os.environ["DETINFER_BENCH_SAMPLES"] = str(args.profile.resolve())
+        if args.switch_interval is not None:
+            os.environ["DETINFER_BENCH_SWITCH_INTERVAL"] = str(args.switch_interval)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             [str(SAMPLER), *filter(None, [saved.get("PYTHONPATH")])]
         )

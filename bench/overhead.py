@@ -6,9 +6,11 @@ For each workload (B requests x N new tokens, prompt P tokens) two measurements 
 reference engine in its two modes, back to back on this machine:
 
 - in-process, as `make bench-engine` does: B requests submitted together to the batching engine,
-  tokens/s from submit to the last finish, the two modes alternating within every repeat;
+  tokens/s from submit to the last finish, the two modes alternating within every repeat, after
+  one discarded batch of each shape per mode (a GPU's first run of a shape is slower);
 - over HTTP, as `detinfer bench` (and the benchmark Job) does: two engine servers on loopback,
-  concurrency B, B streaming requests per round, two rounds per repeat in ABBA order.
+  concurrency B, B streaming requests per round, two rounds per repeat in ABBA order, after one
+  discarded round of each workload.
 
 Each repeat gives one overhead figure per method (baseline tokens/s / deterministic - 1); the
 table shows the median and the range over the repeats, and whether the two ranges overlap.
@@ -53,6 +55,10 @@ def in_process(
     out = {}
     for requests, tokens in workloads:
         figures = []
+        # A first batch of a new shape pays for kernel selection and allocation on a GPU: one
+        # discarded run of each side first, so that the first measured side does not.
+        for deterministic in (False, True):
+            _run_batch(engines[deterministic], requests, prompt, tokens)
         for _ in range(repeats):
             base = _run_batch(engines[False], requests, prompt, tokens)
             det = _run_batch(engines[True], requests, prompt, tokens)
@@ -83,6 +89,9 @@ def over_http(
                 rounds=2,
             )
             figures = []
+            # One discarded round first (both sides), as in-process: a new shape's first run
+            # pays for kernel selection and allocation.
+            asyncio.run(measure(endpoints, workload.model_copy(update={"rounds": 1})))
             for repeat in range(repeats):
                 w = workload.model_copy(update={"seed": repeat})
                 summary = asyncio.run(measure(endpoints, w))

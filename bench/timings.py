@@ -113,7 +113,7 @@ def new_resource_path(
     queued, taken = probe["first_queued"], probe["first_taken"]
     for name, made in created.items():
         key = f"{namespace}/{name}"
-        event = dis_first.get(name)
+        event = dis_first.get(key)
         if event is not None:
             arrived, started, _ = event
             steps["watch"].append(arrived - made)

@@ -10,6 +10,10 @@
 #   DETINFER_CLUSTER_NAME  cluster name                  (default detinfer)
 #   KUBECONFIG_OUT         kubeconfig written here       (default ~/.cache/detinfer/kubeconfig)
 #   DETINFER_GPU_NODES     number of fake GPU nodes      (default 2)
+#   DETINFER_POD_NETWORK   first two octets of the nodes' pod CIDRs (default 127.1):
+#                          the pod runner binds engines to pod IPs on loopback, so two
+#                          clusters on one machine running engines at once need two
+#                          networks, or one's validator may reach the other's engine
 #   DETINFER_CACHE         cache root                    (default ~/.cache/detinfer)
 #   KWOK_WORKDIR           kwokctl state (clusters, logs, pki, etcd data)
 #                                                        (default $DETINFER_CACHE/kwok)
@@ -23,7 +27,8 @@
 # Fake nodes kwok-gpu-<i> (i = 0..N-1): annotation kwok.x-k8s.io/node=fake,
 # labels type=kwok and nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3, capacity =
 # allocatable = {nvidia.com/gpu: 8, cpu: 64, memory: 512Gi, pods: 110}, no
-# taints, spec.podCIDR 127.1.<i>.0/24 (so pods on node i get 127.1.<i>.x IPs),
+# taints, spec.podCIDR 127.1.<i>.0/24 (so pods on node i get 127.1.<i>.x IPs; 127.1 is
+# DETINFER_POD_NETWORK),
 # InternalIP 127.0.0.1 (= pod hostIP). Nodes without a podCIDR (e.g. created by
 # tests) get pod IPs from the kwok controller's default CIDR 127.2.0.0/16.
 #
@@ -39,6 +44,11 @@ source "${HACK_DIR}/versions.env"
 
 CACHE="${DETINFER_CACHE:-${HOME}/.cache/detinfer}"
 CLUSTER_NAME="${DETINFER_CLUSTER_NAME:-detinfer}"
+POD_NETWORK="${DETINFER_POD_NETWORK:-127.1}"
+[[ "${POD_NETWORK}" =~ ^127\.[0-9]{1,3}$ ]] || {
+  echo "cluster-up: DETINFER_POD_NETWORK=${POD_NETWORK}: must be 127.<0-255> (loopback)" >&2
+  exit 2
+}
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-${CACHE}/kubeconfig}"
 GPU_NODES="${DETINFER_GPU_NODES:-2}"
 export KWOK_WORKDIR="${KWOK_WORKDIR:-${CACHE}/kwok}"
@@ -153,8 +163,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
 spec:
-  podCIDR: 127.1.${i}.0/24
-  podCIDRs: ["127.1.${i}.0/24"]
+  podCIDR: ${POD_NETWORK}.${i}.0/24
+  podCIDRs: ["${POD_NETWORK}.${i}.0/24"]
 status:
   addresses:
   - {type: InternalIP, address: 127.0.0.1}

@@ -83,9 +83,11 @@ class Probe:
             return  # from the initial listing, not the watch
         self.processed[plural].append((arrived, started, ended))
         if plural == "deterministicinferenceservices":
-            name = ((raw_event.get("object") or {}).get("metadata") or {}).get("name")
-            if name and name not in self.dis_first:
-                self.dis_first[name] = (arrived, started, ended)
+            meta = (raw_event.get("object") or {}).get("metadata") or {}
+            # namespace/name: each size of the bench reuses the names in a namespace of its own.
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            if meta.get("name") and key not in self.dis_first:
+                self.dis_first[key] = (arrived, started, ended)
 
     async def _loop_lag(self) -> None:
         while True:

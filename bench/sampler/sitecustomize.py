@@ -9,7 +9,8 @@ end, each thread's CPU seconds from /proc. Everything is written as JSON every f
 at exit, so a killed operator still leaves its samples.
 
 With DETINFER_BENCH_PROBE set it also loads probe.py (timings of watch events, kopf's event loop,
-the work queue), which the bench always does.
+the work queue), which the bench always does; DETINFER_BENCH_SWITCH_INTERVAL sets the process's
+sys.setswitchinterval (bench.operator --switch-interval).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Sampler(threading.Thread):
         tmp.write_text(json.dumps(body))
         tmp.replace(self.out)
 
+
+if os.environ.get("DETINFER_BENCH_SWITCH_INTERVAL"):  # bench.operator --switch-interval
+    sys.setswitchinterval(float(os.environ["DETINFER_BENCH_SWITCH_INTERVAL"]))
 
 if os.environ.get("DETINFER_BENCH_PROBE"):
     import probe

@@ -168,6 +168,18 @@ class PrometheusRule(_Values):
     reconcileErrorsFor: str = Field(default="15m", pattern=DURATION_PATTERN)
     """`for` of DetinferReconcileErrors."""
 
+    overheadHighPercent: float = Field(default=60, gt=0)
+    """DetinferOverheadHigh fires when the last overhead measurement (spec.overhead) found a
+    throughput overhead above this, in percent; LMSYS measured SGLang's deterministic mode at
+    25-45% in most runs (docs/overhead.md)."""
+
+    overheadHighFor: str = Field(default="15m", pattern=DURATION_PATTERN)
+    """`for` of DetinferOverheadHigh."""
+
+    overheadNotMeasuredFor: str = Field(default="2h", pattern=DURATION_PATTERN)
+    """`for` of DetinferOverheadNotMeasured (the last overhead measurement could not measure;
+    the operator tries again every hour, so the default spans two tries)."""
+
 
 class Dashboard(_Values):
     enabled: bool = False

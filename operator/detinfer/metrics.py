@@ -125,6 +125,44 @@ revalidation_interval = Gauge(
     _DIS,
     registry=REGISTRY,
 )
+overhead_throughput = Gauge(
+    "detinfer_overhead_throughput_percent",
+    "What determinism costs in throughput at one concurrency level, against a baseline without "
+    "it: (baseline tokens/s / deterministic tokens/s - 1) x 100 (spec.overhead)",
+    [*_DIS, "concurrency"],
+    registry=REGISTRY,
+)
+overhead_headline = Gauge(
+    "detinfer_overhead_headline_percent",
+    "The throughput overhead at the highest concurrency level measured (kubectl's OVERHEAD)",
+    _DIS,
+    registry=REGISTRY,
+)
+overhead_tokens_per_second = Gauge(
+    "detinfer_overhead_tokens_per_second",
+    "Output tokens per second in the overhead measurement, by side (deterministic, baseline)",
+    [*_DIS, "concurrency", "side"],
+    registry=REGISTRY,
+)
+overhead_e2e_p50 = Gauge(
+    "detinfer_overhead_e2e_latency_p50_seconds",
+    "Median end-to-end request latency in the overhead measurement, by side",
+    [*_DIS, "concurrency", "side"],
+    registry=REGISTRY,
+)
+overhead_measured = Gauge(
+    "detinfer_overhead_measured",
+    "1 if the last overhead measurement measured, 0 if it could not (status.overhead.message)",
+    _DIS,
+    registry=REGISTRY,
+)
+overhead_last_run = Gauge(
+    "detinfer_overhead_last_run_timestamp_seconds",
+    "Unix time of the last overhead measurement, measured or not",
+    _DIS,
+    registry=REGISTRY,
+)
+_OVERHEAD_LEVELS = (overhead_throughput, overhead_tokens_per_second, overhead_e2e_p50)
 
 _PER_DIS = (
     validation_runs_total,
@@ -140,6 +178,10 @@ _PER_DIS = (
     condition,
     condition_reason,
     revalidation_interval,
+    *_OVERHEAD_LEVELS,
+    overhead_headline,
+    overhead_measured,
+    overhead_last_run,
 )
 _CONDITION_VALUE = {ConditionStatus.TRUE: 1, ConditionStatus.FALSE: 0, ConditionStatus.UNKNOWN: -1}
 
@@ -167,6 +209,7 @@ def observe(
             if labels[:3] == (*key, cond.type) and labels[3] != cond.reason:
                 condition_reason.remove(*labels)
         condition_reason.labels(*key, cond.type, cond.reason).set(1)
+    _observe_overhead(key, status)
     run = status.validation
     if run is None:
         return
@@ -187,10 +230,37 @@ def observe(
         validation_duration.labels(*key).set(run.duration_seconds)
     if run.tokens_used is not None:
         validation_tokens.labels(*key).set(run.tokens_used)
-    if status.overhead and status.overhead.latency_p50_milliseconds is not None:
-        latency_p50.labels(*key).set(status.overhead.latency_p50_milliseconds / 1000)
-    if status.overhead and status.overhead.tokens_per_second is not None:
-        tokens_per_second.labels(*key).set(status.overhead.tokens_per_second)
+    if run.latency_p50_milliseconds is not None:
+        latency_p50.labels(*key).set(run.latency_p50_milliseconds / 1000)
+    if run.tokens_per_second is not None:
+        tokens_per_second.labels(*key).set(run.tokens_per_second)
+
+
+def _observe_overhead(key: tuple[str, str], status: DeterministicInferenceServiceStatus) -> None:
+    """The last overhead measurement: per level and side; a level no longer measured (or a
+    measurement that could not measure) leaves no series behind."""
+    m = status.overhead
+    if m is None:
+        return
+    overhead_measured.labels(*key).set(1 if m.measured else 0)
+    if (when := parse_time(m.last_run_time)) is not None:
+        overhead_last_run.labels(*key).set(when.timestamp())
+    levels = {str(level.concurrency): level for level in m.levels} if m.measured else {}
+    for metric in _OVERHEAD_LEVELS:
+        for labels in _series_labels(metric):
+            if labels[:2] == key and labels[2] not in levels:
+                metric.remove(*labels)
+    if m.measured and m.headline_percent is not None:
+        overhead_headline.labels(*key).set(m.headline_percent)
+    elif key in _series_labels(overhead_headline):
+        overhead_headline.remove(*key)
+    for concurrency, level in levels.items():
+        overhead_throughput.labels(*key, concurrency).set(level.throughput_overhead_percent)
+        for side, figures in (("deterministic", level.deterministic), ("baseline", level.baseline)):
+            overhead_tokens_per_second.labels(*key, concurrency, side).set(
+                figures.tokens_per_second
+            )
+            overhead_e2e_p50.labels(*key, concurrency, side).set(figures.e2e_p50_ms / 1000)
 
 
 def forget(namespace: str, name: str) -> None:

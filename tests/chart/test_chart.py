@@ -235,6 +235,7 @@ EXPECTED_RULES = {
     ("apps", "deployments", "patch"),
     ("apps", "deployments", "list"),
     ("apps", "deployments", "watch"),
+    ("apps", "deployments", "delete"),
     ("", "services", "create"),
     ("", "services", "get"),
     ("", "services", "patch"),

@@ -24,7 +24,8 @@ CLUSTER_NAME = os.environ.get("DETINFER_E2E_CLUSTER", "detinfer-e2e")
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    yield from session_cluster(CLUSTER_NAME)
+    # No CRD: the chart's `helm install` installs it, as it does for users (test_flow checks).
+    yield from session_cluster(CLUSTER_NAME, install_crd=False)
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,7 @@ def operator(
     """The chart's operator; the pod runner runs every detinfer pod (operator, engines,
     validators)."""
     yield from session_operator(
-        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator"
+        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator,bench"
     )
 
 

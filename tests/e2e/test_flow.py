@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from tests.support.chart import InstalledOperator as Operator
-from tests.support.cluster import ROOT, Cluster, wait_for
+from tests.support.cluster import CRD_NAME, ROOT, Cluster, wait_for
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "reference.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]
@@ -51,6 +51,22 @@ def _logs(pod_logs) -> str:
         lines = path.read_text(errors="replace").splitlines()[-15:]
         parts.append(f"--- {path.name}\n" + "\n".join(lines))
     return "\n".join(parts)
+
+
+def test_the_chart_installed_the_crd(cluster: Cluster, operator: Operator):
+    """The session's cluster had no CRD (tests/e2e/conftest.py): helm installed the chart's
+    crds/ copy, byte for byte the generated CRD's spec."""
+    crd = json.loads(
+        cluster.kubectl("get", "crd", CRD_NAME, "-o", "json", "--show-managed-fields").stdout
+    )
+    managers = {e["manager"] for e in crd["metadata"].get("managedFields") or []}
+    assert "helm" in managers and "kubectl" not in managers, managers
+    chart_copy = yaml.safe_load(
+        (
+            ROOT / "charts" / "detinfer" / "crds" / f"detinfer.io_{CRD_NAME.split('.')[0]}.yaml"
+        ).read_text()
+    )
+    assert crd["spec"]["versions"][0]["schema"] == chart_copy["spec"]["versions"][0]["schema"]
 
 
 def test_reference_example_becomes_ready_through_a_real_validation(
@@ -120,6 +136,9 @@ def test_reference_example_becomes_ready_through_a_real_validation(
         j
         for j in jobs
         if new_pod.metadata.name in (j.metadata.annotations or {}).get("detinfer.io/pods", "")
+        # The example measures its overhead too: that Job names a pod as well.
+        and (j.spec.template.metadata.labels or {}).get("app.kubernetes.io/component")
+        == "validator"
     ]
     assert rechecks, "no validation Job for the new pod"
     args = rechecks[0].spec.template.spec.containers[0].args

@@ -107,6 +107,8 @@ def test_an_endpoint_that_fails_is_could_not_measure(tmp_path: Path):
             "--baseline",
             closed,
             *WORKLOAD,
+            "--wait-seconds",
+            "1",
             "--summary-file",
             str(summary_file),
         )

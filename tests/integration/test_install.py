@@ -78,6 +78,46 @@ def nobody(namespace: str) -> str:
     return f"system:serviceaccount:{namespace}:nobody-{uuid.uuid4().hex[:6]}"
 
 
+def test_a_request_rbac_refuses_is_caught_by_the_audit_check(
+    cluster: Cluster, operator: InstalledOperator, tmp_path
+):
+    """The check every session ends with (forbidden(): the chart's ServiceAccount was refused
+    nothing) can fail: a ServiceAccount no binding names, with a real token, is refused a list of
+    Jobs, and the audit log shows that refusal under its name."""
+    account = f"nobody-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "serviceaccount", account, "-n", NAMESPACE)
+    try:
+        token = cluster.kubectl("create", "token", account, "-n", NAMESPACE).stdout.strip()
+        admin = yaml.safe_load(cluster.kubeconfig.read_text())
+        kubeconfig = tmp_path / "nobody.kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": admin["clusters"],
+                    "users": [{"name": account, "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": account,
+                            "context": {"cluster": admin["clusters"][0]["name"], "user": account},
+                        }
+                    ],
+                    "current-context": account,
+                }
+            )
+        )
+        result = Cluster(cluster.name, kubeconfig).kubectl(
+            "get", "jobs", "-n", NAMESPACE, check=False
+        )
+        assert result.returncode != 0 and "forbidden" in result.stderr.lower(), result.stderr
+        user = f"system:serviceaccount:{NAMESPACE}:{account}"
+        refused = wait_for("the refusal in the audit log", lambda: forbidden(cluster, user))
+        assert refused == [f"list jobs in {NAMESPACE}"]
+    finally:
+        cluster.kubectl("delete", "serviceaccount", account, "-n", NAMESPACE, check=False)
+
+
 def test_the_operator_calls_the_api_as_its_service_account(
     cluster: Cluster, operator: InstalledOperator
 ):

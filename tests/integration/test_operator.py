@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -110,7 +111,8 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
     pods = running_pods(cluster, namespace, 2)
     for pod in pods:
         assert pod.spec.node_name.startswith("kwok-gpu-")
-        assert pod.status.pod_ip.startswith("127.1.")
+        # hack/cluster-up.sh: the nodes' pod CIDRs are in DETINFER_POD_NETWORK (127.1).
+        assert pod.status.pod_ip.startswith(os.environ.get("DETINFER_POD_NETWORK", "127.1") + ".")
         assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
         node = cluster.core.read_node(pod.spec.node_name)
         assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
@@ -131,7 +133,7 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
     assert cluster.condition(namespace, NAME, "Ready")["status"] == "False"
     assert cluster.condition(namespace, NAME, "Validated")["status"] == "Unknown"
     table = cluster.kubectl("get", "dis", "-n", namespace).stdout
-    assert table.split()[:8] == [
+    assert table.split()[:9] == [
         "NAME",
         "READY",
         "VALIDATED",
@@ -139,6 +141,7 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
         "SERVING",
         "UNIQUE",
         "FINGERPRINT",
+        "OVERHEAD",
         "AGE",
     ]
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
@@ -478,9 +481,12 @@ def test_events_are_posted_by_detinfer(cluster: Cluster, operator: Operator, nam
         return found if {"ValidationStarted", "Deterministic"} <= reasons else None
 
     events = wait_for("the ValidationStarted and Deterministic Events", ours)
+    pod = operator.pod()
+    assert pod is not None
     for event in events:
         assert event["reportingController"] == "detinfer.io/operator", event
-        assert event["reportingInstance"] == socket.gethostname(), event
+        # The operator's pod name (its HOSTNAME, as the kubelet sets it), not this machine's.
+        assert event["reportingInstance"] == pod.metadata.name != socket.gethostname(), event
         assert event["regarding"]["kind"] == "DeterministicInferenceService"
         assert event["regarding"]["name"] == NAME
         assert event["action"] in ("CreateJob", "UpdateStatus", "DeleteJob"), event

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import ROOT, Cluster, free_port, wait_for
+from tests.support.cluster import ROOT, Cluster, free_port, wait_established, wait_for
 
 HELM = os.environ.get("HELM") or str(Path.home() / ".cache/detinfer/bin/current/helm")
 CHART = ROOT / "charts" / "detinfer"
@@ -195,6 +195,13 @@ class InstalledOperator:
             before = self._restarts_at_stop
             wait_for("the operator's container restarted", lambda: self.restarts() > before)
             self._restarts_at_stop = None
+            # As the kubelet reports a restart: the run that ended, in lastState.
+            pod = self.pod()
+            statuses = (pod.status.container_statuses if pod else None) or []
+            last = (
+                statuses[0].last_state.terminated if statuses and statuses[0].last_state else None
+            )
+            assert last is not None and last.finished_at is not None, statuses
         self.wait_serving()
 
     def metrics(self) -> str:
@@ -247,6 +254,7 @@ def session_operator(cluster: Cluster, log_dir: Path, roles: str) -> Iterator[In
     operator = InstalledOperator(cluster, runner)
     try:
         operator.install()
+        wait_established(cluster)  # helm installs the chart's crds/ only where none is
         yield operator
     finally:
         runner.stop()

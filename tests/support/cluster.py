@@ -217,21 +217,25 @@ class Cluster:
         self.core.patch_namespaced_pod_status(pod.metadata.name, namespace, body)
 
 
-def session_cluster(name: str) -> Iterator[Cluster]:
-    """A test session's cluster with the CRD installed; deleted at the end unless
+CRD_NAME = "deterministicinferenceservices.detinfer.io"
+
+
+def wait_established(cluster: Cluster) -> None:
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+
+
+def session_cluster(name: str, install_crd: bool = True) -> Iterator[Cluster]:
+    """A test session's cluster, with the CRD applied (`install_crd`; else the chart's
+    `helm install` installs it, as it does for users); deleted at the end unless
     DETINFER_KEEP_CLUSTER is set. A cluster that cannot be built fails the tests, never skips."""
     kubeconfig = Path.home() / ".cache" / "detinfer" / f"{name}.kubeconfig"
     try:
         cluster = Cluster.up(name, kubeconfig)
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/deterministicinferenceservices.detinfer.io",
-    )
+    if install_crd:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        wait_established(cluster)
     yield cluster
     if not os.environ.get("DETINFER_KEEP_CLUSTER"):
         cluster.down()

@@ -125,6 +125,11 @@ CEL_CASES = (
             "spec.engine.attentionBackend",
             "FA4 needs SGLang 0.5.16 or later: SGLang 0.5.15.post1 refuses fa4",
         ),
+        (
+            {"overhead": {"enabled": True, "remeasureEverySeconds": 600}},
+            "spec.overhead.remeasureEverySeconds",
+            "must be 0 (once per revision) or at least 3600",
+        ),
     ]
     + [
         (

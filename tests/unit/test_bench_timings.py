@@ -18,7 +18,7 @@ def probe_file(tmp_path):
     first = {
         "arrivals": {"pods": [T0 + 0.1, T0 + 0.2, T0 + 0.3], timings.DIS: [T0 + 1.0]},
         "processed": {timings.DIS: [[T0 + 1.0, T0 + 1.5, T0 + 1.6]]},
-        "dis_first": {"s0000": [T0 + 1.0, T0 + 1.5, T0 + 1.6]},
+        "dis_first": {f"{NS}/s0000": [T0 + 1.0, T0 + 1.5, T0 + 1.6]},
         "loop_lag": [[T0 + 0.5, 0.002], [T0 + 1.5, 0.4]],
         "gil_lag": [[T0 + 0.5, 0.001]],
         "first_queued": {f"{NS}/s0000": T0 + 1.7},
@@ -70,6 +70,9 @@ def test_new_resource_path_splits_create_to_first_request(tmp_path):
         {"watch": 0.1, "kopf": 0.5, "trigger": 0.2, "queue": 1.0, "pass": 0.05}
     )
     assert path["queue"]["n"] == 1  # s0001 never arrived: no step of it is made up
+    # The same name in another size's namespace is another resource: none of its steps.
+    other = timings.new_resource_path(probe, "bench-1000", {"s0000": T0 + 0.9}, {})
+    assert other["watch"]["n"] == 0 and other["kopf"]["n"] == 0
 
 
 def test_queue_waits_by_lane_and_cpu_by_thread_group(tmp_path):

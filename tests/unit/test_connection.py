@@ -41,8 +41,9 @@ def test_the_operator_pod_runs_on_its_ip_without_a_kubeconfig(tmp_path: Path, mo
     container = {"name": "operator", "command": ["detinfer"], "args": ["run", "--metrics-port=9"]}
     line = local_command(container, "operator", "127.1.0.3", tmp_path / "t")
     assert line[-4:] == ["run", "--metrics-port=9", "--metrics-address", "127.1.0.3"]
-    env = operator_env(container, "https://127.0.0.1:32764", tmp_path)
+    env = operator_env(container, "https://127.0.0.1:32764", tmp_path, "detinfer-7d9-x2")
     assert "KUBECONFIG" not in env
+    assert env["HOSTNAME"] == "detinfer-7d9-x2"  # the pod's name, as the kubelet sets it
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     assert env["KUBERNETES_SERVICE_PORT"] == "32764"
     assert env[connection.SERVICE_ACCOUNT_DIR_ENV] == str(tmp_path)

@@ -5,17 +5,26 @@ The e2e tests run the pod runner itself against a local cluster."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from detinfer.api import constants as c
 from detinfer.api import parse_dis
-from detinfer.builders import Endpoint, build_deployment, build_validation_job
+from detinfer.builders import (
+    Endpoint,
+    build_baseline_deployment,
+    build_bench_job,
+    build_deployment,
+    build_validation_job,
+)
 from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
 from detinfer.config import OperatorConfig
 from detinfer.local.pod_runner import (
+    LocalPod,
     PodRunner,
     ended_status,
     local_command,
@@ -47,9 +56,23 @@ def validator_container() -> dict:
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
+def bench_container() -> dict:
+    job = build_bench_job(
+        _reference(),
+        Endpoint(pod="reference-a", ip="127.1.0.7"),
+        Endpoint(pod="reference-baseline-x", ip="127.1.0.8"),
+        "reference-2",
+        CONFIG,
+    )
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_roles_are_the_builders_commands_and_nothing_else():
     assert role_of(engine_container()) == "engine"
     assert role_of(validator_container()) == "validator"
+    assert role_of(bench_container()) == "bench"
+    baseline = build_baseline_deployment(_reference())["spec"]["template"]["spec"]
+    assert role_of(baseline["containers"][0]) == "engine"
     sglang = build_deployment(parse_dis(f.dis()))["spec"]["template"]["spec"]["containers"][0]
     assert role_of(sglang) is None
     assert role_of({"name": "x", "command": ["detinfer"], "args": ["render"]}) is None
@@ -74,6 +97,16 @@ def test_a_validator_writes_its_summary_where_the_runner_reads_it():
     assert flag_value(command, "--summary-file") == str(TERMINATION)
     assert c.TERMINATION_MESSAGE_PATH not in command
     assert flag_value(command, "--endpoint") == "reference-a=http://127.1.0.7:30000"
+    assert len(command) == 4 + len(container["args"])
+
+
+def test_a_benchmark_writes_its_summary_where_the_runner_reads_it():
+    container = bench_container()
+    command = local_command(container, "bench", POD_IP, TERMINATION)
+    assert command[:4] == [sys.executable, "-m", "detinfer.cli", "bench"]
+    assert flag_value(command, "--summary-file") == str(TERMINATION)
+    assert flag_value(command, "--deterministic") == "http://127.1.0.7:30000"
+    assert flag_value(command, "--baseline") == "http://127.1.0.8:30000"
     assert len(command) == 4 + len(container["args"])
 
 
@@ -107,8 +140,11 @@ def test_the_readiness_probe_is_the_containers_own():
 
 
 def test_the_container_env_goes_over_this_machines():
-    env = local_env({"env": [{"name": "HOME", "value": "/tmp"}, {"name": "N", "value": 3}]})
+    env = local_env(
+        {"env": [{"name": "HOME", "value": "/tmp"}, {"name": "N", "value": 3}]}, "engine-0"
+    )
     assert env["HOME"] == "/tmp" and env["N"] == "3"
+    assert env["HOSTNAME"] == "engine-0"
     assert "PATH" in env
 
 
@@ -133,6 +169,46 @@ def test_an_ended_container_is_reported_as_the_kubelet_does():
     terminated = failed["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "Error" and "message" not in terminated
     assert failed["containerStatuses"][0]["restartCount"] == 2
+    # A process killed by signal 9 (return code -9): exit code 128 + 9, as the kubelet says.
+    killed = ended_status("validator", "img", -9, None, "t0", "t1")["status"]
+    assert killed["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+class _PodsApi:
+    """The two calls the runner makes for a container's status: read the pod, patch it."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+
+    def read_namespaced_pod(self, name, namespace):
+        return client.V1Pod(status=client.V1PodStatus(conditions=[]))
+
+    def patch_namespaced_pod_status(self, name, namespace, body):
+        self.patches.append(body)
+
+
+def test_a_restarted_container_reports_its_last_run_as_last_state(tmp_path, monkeypatch):
+    api = _PodsApi()
+    runner = PodRunner(api=api, log_dir=tmp_path)  # type: ignore[arg-type]
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+    local = LocalPod(
+        namespace="ns", name="engine-0", uid="u", ip="127.1.0.9",
+        container={"name": "engine", "image": "img"}, role="engine",
+        log_path=tmp_path / "log", termination_path=tmp_path / "term", gates=[],
+        process=process, ready=True, started_at="2026-12-03T10:00:00Z",
+    )  # fmt: skip
+    runner.pods[local.uid] = local
+    started: list[LocalPod] = []
+    monkeypatch.setattr(runner, "start_process", started.append)
+    runner.check()
+    assert started == [local] and local.restarts == 1
+    (patch,) = api.patches
+    (status,) = patch["status"]["containerStatuses"]
+    assert status["restartCount"] == 1 and status["ready"] is False
+    last = status["lastState"]["terminated"]
+    assert last["exitCode"] == 3 and last["reason"] == "Error"
+    assert last["startedAt"] == "2026-12-03T10:00:00Z" and last["finishedAt"] >= last["startedAt"]
 
 
 def test_a_pod_it_cannot_run_is_left_alone_with_an_error(tmp_path, caplog):

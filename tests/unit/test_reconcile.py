@@ -312,11 +312,12 @@ def test_a_passing_summary_makes_pods_and_resource_ready():
     assert status["validation"]["uniqueOutputs"] == 1
     assert status["validation"]["tokensUsed"] == 4096
     assert status["validation"]["durationSeconds"] == 12
-    assert status["overhead"] == {
-        "latencyP50Milliseconds": 120,
-        "latencyP95Milliseconds": 250,
-        "tokensPerSecond": 812,
-    }
+    # The validator's own load figures are the validation's; status.overhead is the baseline's.
+    assert {
+        k: status["validation"][k]
+        for k in ("latencyP50Milliseconds", "latencyP95Milliseconds", "tokensPerSecond")
+    } == {"latencyP50Milliseconds": 120, "latencyP95Milliseconds": 250, "tokensPerSecond": 812}
+    assert "overhead" not in status
     assert status["replicas"] == {"desired": 2, "running": 2, "validated": 2}
     for type_, expected in [
         (T.READY, "True"),

@@ -7,6 +7,7 @@ import asyncio
 import copy
 import http.server
 import json
+import socket
 import threading
 
 import kopf
@@ -209,6 +210,8 @@ def test_metrics_follow_the_status_and_are_forgotten():
                     "lastSuccessTime": "2026-11-22T10:00:00Z",
                     "durationSeconds": 12,
                     "tokensUsed": 100,
+                    "latencyP50Milliseconds": 250,
+                    "tokensPerSecond": 90,
                     "suites": [
                         {"name": "Single", "samples": 4, "uniqueOutputs": 1, "passed": True},
                         {"name": "Prefix", "samples": 4, "uniqueOutputs": 2, "passed": False},
@@ -223,7 +226,6 @@ def test_metrics_follow_the_status_and_are_forgotten():
                         {"name": "Concurrent", "samples": 4, "uniqueOutputs": 1, "passed": True},
                     ],
                 },
-                "overhead": {"latencyP50Milliseconds": 250, "tokensPerSecond": 90},
                 "conditions": [
                     {
                         "type": "Ready",
@@ -684,3 +686,11 @@ def test_a_create_never_adopts_another_job_under_the_name(change):
     with pytest.raises(InTheWay) as caught:
         _create_over(existing, wanted)
     assert caught.value.name == name
+
+
+def test_the_reporting_instance_is_the_pods_hostname(monkeypatch):
+    # The kubelet sets HOSTNAME to the pod's name in every container (the pod runner too).
+    monkeypatch.setenv("HOSTNAME", "detinfer-5f7c-q2")
+    assert Cluster(client.ApiClient(client.Configuration())).instance == "detinfer-5f7c-q2"
+    monkeypatch.delenv("HOSTNAME")
+    assert Cluster(client.ApiClient(client.Configuration())).instance == socket.gethostname()

@@ -60,10 +60,11 @@ checks the list against the code.
 - apiGroups: ["detinfer.io"]
   resources: ["deterministicinferenceservices/finalizers"]
   verbs: ["update"]
-# The engine Deployment and Services: server-side apply (create, read, patch), watched.
+# The engine Deployment and Services: server-side apply (create, read, patch), watched; the
+# overhead baseline Deployment is deleted by UID once measured.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "get", "patch", "list", "watch"]
+  verbs: ["create", "get", "patch", "list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "get", "patch", "list", "watch"]

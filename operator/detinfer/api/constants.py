@@ -37,6 +37,10 @@ PART_OF = "detinfer"
 MANAGED_BY = "detinfer"
 COMPONENT_ENGINE = "engine"
 COMPONENT_VALIDATOR = "validator"
+# The temporary baseline (the same engine without determinism) and the benchmark Job that
+# measures the overhead against it: no Service of the operator selects either.
+COMPONENT_BASELINE = "baseline"
+COMPONENT_BENCH = "overhead-bench"
 
 # The pod readiness gate: an engine pod takes traffic only when this condition is True.
 READINESS_GATE = f"{GROUP}/validated"
@@ -45,6 +49,7 @@ ENGINE_PORT = 30000
 ENGINE_PORT_NAME = "http"
 ENGINE_CONTAINER = "engine"
 VALIDATOR_CONTAINER = "validator"
+BENCH_CONTAINER = "bench"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Kubernetes keeps at most this many bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -91,3 +96,8 @@ class Reason:
     VALIDATION_JOB_CANCELLED = "ValidationJobCancelled"
     # A pod or Job with our labels that this resource's own Deployment or Job did not make.
     UNTRUSTED_OBJECT = "UntrustedObject"
+    # The overhead measurement (spec.overhead), Events only: it never holds up Ready.
+    OVERHEAD_BASELINE_STARTED = "OverheadBaselineStarted"
+    OVERHEAD_MEASUREMENT_STARTED = "OverheadMeasurementStarted"
+    OVERHEAD_MEASURED = "OverheadMeasured"
+    OVERHEAD_NOT_MEASURED = "OverheadNotMeasured"

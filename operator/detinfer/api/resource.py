@@ -224,4 +224,9 @@ def parse_status(raw: Any) -> DeterministicInferenceServiceStatus:
     try:
         return DeterministicInferenceServiceStatus.model_validate(raw)
     except ValidationError:
+        overhead = raw.get("overhead")
+        if isinstance(overhead, Mapping) and "revision" not in overhead:
+            # Written by an operator older than spec.overhead (the validation's latency figures,
+            # now in status.validation): dropped, the rest kept.
+            return parse_status({k: v for k, v in raw.items() if k != "overhead"})
         return DeterministicInferenceServiceStatus()

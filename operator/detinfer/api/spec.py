@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from detinfer import sglang_flags, validation_defaults
 from detinfer.api import extra_args as extra_arg_rules
@@ -365,6 +365,72 @@ class ValidationSpec(StrictKubeModel):
     )
 
 
+MAX_LEVELS = 6
+"""Concurrency levels in one workload: the overhead summary of six still fits in 4096 bytes."""
+
+
+class OverheadWorkload(StrictKubeModel):
+    """A fixed workload, sent the same to the deterministic pod and to the baseline (the
+    benchmark Job's, and `detinfer bench`'s)."""
+
+    concurrency: Annotated[
+        list[Annotated[int, Field(ge=1, le=256)]], Field(min_length=1, max_length=MAX_LEVELS)
+    ] = [1, 8]
+    """Concurrency levels: requests in flight at once; each level is measured separately."""
+    requests: Annotated[int, Field(ge=1, le=4096)] = 32
+    """Requests per level, per round and per endpoint."""
+    input_tokens: Annotated[int, Field(ge=1, le=32768)] = 256
+    """Prompt length in tokens (token ids sent as input_ids)."""
+    output_tokens: Annotated[int, Field(ge=1, le=32768)] = 128
+    """Generated tokens per request (ignore_eos, so every request generates exactly this many)."""
+    rounds: Annotated[int, Field(ge=1, le=16)] = 3
+    """Rounds per level; the order of the two endpoints alternates from round to round, so drift
+    of the machine hits both; the spread of tokens/s over the rounds is reported."""
+    seed: Annotated[int, Field(ge=0, le=2147483647)] = 0
+    """Seeds the prompts' token ids; each round gets new prompts (no cached prefix helps either
+    side), the same for both endpoints."""
+
+    @model_validator(mode="after")
+    def _distinct_levels(self) -> OverheadWorkload:
+        if len(set(self.concurrency)) != len(self.concurrency):
+            raise ValueError(f"concurrency: {self.concurrency} repeats a level")
+        return self
+
+
+class OverheadSpec(StrictKubeModel):
+    """What determinism costs, measured by the operator on the cluster's own GPUs
+    (docs/overhead.md): once the current revision is Ready, a temporary baseline (the same image,
+    model, revision, GPUs and TP size without the determinism flag, in no Service) and a
+    benchmark Job that drives the workload against one validated pod and the baseline; the
+    figures go to status.overhead, then both are deleted. The baseline needs the GPUs of one
+    more replica while it lives. Serving never waits for it."""
+
+    enabled: bool = False
+    """Measure the overhead of each new revision (and on the schedule below)."""
+
+    workload: OverheadWorkload = OverheadWorkload()
+
+    remeasure_every_seconds: Annotated[int, Field(ge=0, le=2592000)] = 0
+    """Measure again this often (each time a baseline runs again); 0: once per revision (and
+    again when the workload changes)."""
+
+    timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    """Deadline of the baseline's first ready pod (counted from the baseline Deployment's
+    creation), and of the benchmark Job after it; a measurement that misses either could not
+    measure, and is tried again an hour later."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.remeasureEverySeconds == 0 || self.remeasureEverySeconds >= 3600",
+            message=(
+                "overhead.remeasureEverySeconds must be 0 (once per revision) or at least 3600: "
+                "every measurement runs a baseline on GPUs of its own"
+            ),
+            field_path=".remeasureEverySeconds",
+        ),
+    )
+
+
 class DeterministicInferenceServiceSpec(StrictKubeModel):
     """The desired deployment."""
 
@@ -375,6 +441,7 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
 
     resources: ResourcesSpec = ResourcesSpec()
     validation: ValidationSpec = ValidationSpec()
+    overhead: OverheadSpec = OverheadSpec()
 
     cel_rules = (
         CelRule(

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from detinfer.api.base import KubeModel
 from detinfer.api.constants import Reason
-from detinfer.api.spec import Suite
+from detinfer.api.spec import OverheadWorkload, Suite
 
 
 class ConditionStatus(StrEnum):
@@ -157,6 +157,12 @@ class ValidationStatus(KubeModel):
     suites: list[SuiteResult] = []
     server: ServerFacts | None = None
     """What the validated pods reported about themselves."""
+    latency_p50_milliseconds: Annotated[int | None, Field(ge=0)] = None
+    """Median request latency under the validator's own test load (not a comparison with
+    anything: the cost of determinism is status.overhead)."""
+    latency_p95_milliseconds: Annotated[int | None, Field(ge=0)] = None
+    tokens_per_second: Annotated[int | None, Field(ge=0)] = None
+    """Generation throughput under the validator's own test load."""
 
 
 class JobRecord(KubeModel):
@@ -172,14 +178,67 @@ class JobRecord(KubeModel):
     """Revision the Job validates."""
 
 
-class OverheadStatus(KubeModel):
-    """Latency and throughput measured by the validation."""
+class SideFigures(KubeModel):
+    """One endpoint at one concurrency level, over all rounds. Latencies in milliseconds,
+    nearest-rank percentiles over every request (TTFT, end to end) or every token gap (ITL)."""
 
-    latency_p50_milliseconds: Annotated[int | None, Field(ge=0)] = None
-    latency_p95_milliseconds: Annotated[int | None, Field(ge=0)] = None
-    tokens_per_second: Annotated[int | None, Field(ge=0)] = None
-    baseline_ratio_percent: Annotated[int | None, Field(ge=0)] = None
-    """Latency relative to the same engine without deterministic mode, where measured."""
+    ttft_p50_ms: Annotated[float, Field(ge=0)]
+    ttft_p95_ms: Annotated[float, Field(ge=0)]
+    itl_p50_ms: Annotated[float, Field(ge=0)]
+    itl_p95_ms: Annotated[float, Field(ge=0)]
+    # Spelt e2eP50Ms on the wire (the alias generator would write e2EP50Ms).
+    e2e_p50_ms: Annotated[float, Field(ge=0, alias="e2eP50Ms")]
+    e2e_p95_ms: Annotated[float, Field(ge=0, alias="e2eP95Ms")]
+    tokens_per_second: Annotated[float, Field(ge=0)]
+    """Output tokens per second: the median over the rounds of generated tokens / wall time."""
+    tokens_per_second_spread: Annotated[float, Field(ge=0)]
+    """Max minus min of the rounds' tokens/s: the run-to-run noise of this figure."""
+
+
+class LevelResult(KubeModel):
+    concurrency: Annotated[int, Field(ge=1)]
+    deterministic: SideFigures
+    baseline: SideFigures
+    throughput_overhead_percent: float
+    """How much more time the deterministic endpoint needs for the same tokens:
+    (baseline tokens/s / deterministic tokens/s - 1) x 100."""
+    e2e_p50_overhead_percent: Annotated[float, Field(alias="e2eP50OverheadPercent")]
+    """(deterministic / baseline end-to-end p50 - 1) x 100."""
+    ttft_p50_overhead_percent: float
+    itl_p50_overhead_percent: float
+
+
+class OverheadJobRecord(JobRecord):
+    """The benchmark Job in flight, as the API server returned it when the operator created it
+    (only its own pod, by UID, gives a result)."""
+
+    deterministic_pod: str
+    baseline_pod: str
+
+
+class OverheadStatus(KubeModel):
+    """The last overhead measurement (spec.overhead): the deterministic pods against a
+    temporary baseline of the same engine without determinism, on the same workload."""
+
+    revision: str
+    """Revision the measurement was made on."""
+    measured: bool
+    """False: the benchmark could not measure (message says why); no figure is given then."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+    last_run_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    job_name: str
+    deterministic_pod: str
+    """The validated pod that was measured."""
+    baseline_pod: str
+    """The temporary baseline pod it was compared with (deleted since)."""
+    workload: OverheadWorkload
+    headline_percent: float | None = None
+    """The throughput overhead at the highest concurrency level: how much more GPU time the same
+    tokens take with determinism, in percent (kubectl's OVERHEAD)."""
+    headline_concurrency: Annotated[int | None, Field(ge=1)] = None
+    levels: list[LevelResult] = []
+    """Per concurrency level: both sides' figures and the overhead ratios."""
+    duration_seconds: Annotated[int | None, Field(ge=0)] = None
 
 
 class DeterministicInferenceServiceStatus(KubeModel):
@@ -201,3 +260,5 @@ class DeterministicInferenceServiceStatus(KubeModel):
     validation_job: JobRecord | None = None
     """The validation Job in flight (cleared once its result is read)."""
     overhead: OverheadStatus | None = None
+    overhead_job: OverheadJobRecord | None = None
+    """The benchmark Job in flight (cleared once its result is read)."""

@@ -11,6 +11,12 @@ from detinfer.api.resource import DeterministicInferenceService
 from detinfer.builders.common import RevisionContext, context_of, revision_of
 from detinfer.builders.deployment import build_deployment
 from detinfer.builders.job import Endpoint, build_validation_job, validation_job_name
+from detinfer.builders.overhead import (
+    baseline_deployment_name,
+    bench_job_name,
+    build_baseline_deployment,
+    build_bench_job,
+)
 from detinfer.builders.services import build_client_service, build_headless_service
 from detinfer.config import OperatorConfig
 
@@ -46,6 +52,10 @@ def render_objects(
 __all__ = [
     "Endpoint",
     "RevisionContext",
+    "baseline_deployment_name",
+    "bench_job_name",
+    "build_baseline_deployment",
+    "build_bench_job",
     "build_children",
     "build_client_service",
     "build_deployment",

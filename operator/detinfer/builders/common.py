@@ -123,3 +123,58 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
 }
 NON_ROOT_UID = 65532
+
+
+def one_shot_job(
+    meta: dict[str, Any],
+    pod_labels: Mapping[str, str],
+    container: str,
+    image: str,
+    command: list[str],
+    args: list[str],
+    deadline_seconds: int,
+    ttl_seconds: int,
+) -> dict[str, Any]:
+    """A Job of one pod that talks to engine pods only (the validator, the benchmark): no
+    retries, no ServiceAccount token or service links, restricted Pod Security, its summary
+    as the termination message."""
+    spec = {
+        "name": container,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "args": args,
+        "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline_seconds,
+            "ttlSecondsAfterFinished": ttl_seconds,
+            "template": {
+                "metadata": {"labels": dict(pod_labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    # It talks to engine pods only; it needs no API access.
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": NON_ROOT_UID,
+                        "runAsGroup": NON_ROOT_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [spec],
+                },
+            },
+        },
+    }

@@ -34,24 +34,26 @@ def sglang_version(dis: DeterministicInferenceService) -> str:
     return version
 
 
-def engine_command(dis: DeterministicInferenceService) -> tuple[list[str], list[str]]:
-    """The container's command and args: every flag derives from the spec, extraArgs last."""
+def engine_command(
+    dis: DeterministicInferenceService, deterministic: bool = True
+) -> tuple[list[str], list[str]]:
+    """The container's command and args: every flag derives from the spec, extraArgs last.
+
+    `deterministic` False is the overhead baseline's: no --enable-deterministic-inference and,
+    for SGLang, no attention backend forced (the one it picks without determinism)."""
     spec = dis.spec
     engine = spec.engine
     args = ["--model-path", spec.model.path]
     if spec.model.revision:
         args += ["--revision", spec.model.revision]
     args += [HOST_FLAG, "0.0.0.0", "--port", str(c.ENGINE_PORT)]
-    if engine.deterministic_inference == Toggle.ENABLED:
+    if deterministic and engine.deterministic_inference == Toggle.ENABLED:
         args.append("--enable-deterministic-inference")
     if engine.kind == EngineKind.SGLANG:
         command = ["python3", "-m", "sglang.launch_server"]
-        args += [
-            "--attention-backend",
-            engine.attention_backend.sglang_flag_value,
-            "--tp-size",
-            str(engine.tensor_parallel_size),
-        ]
+        if deterministic:
+            args += ["--attention-backend", engine.attention_backend.sglang_flag_value]
+        args += ["--tp-size", str(engine.tensor_parallel_size)]
     else:
         command = list(ENGINE_COMMAND)
         args += ["--device", "cuda" if spec.resources.gpus_per_replica else "cpu"]
@@ -135,7 +137,9 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
     }
 
 
-def _environment(dis: DeterministicInferenceService) -> list[dict[str, str]]:
+def _environment(
+    dis: DeterministicInferenceService, deterministic: bool = True
+) -> list[dict[str, str]]:
     env = [
         {"name": "HF_HOME", "value": MODEL_CACHE_PATH},
         {"name": "HOME", "value": "/tmp"},
@@ -144,7 +148,8 @@ def _environment(dis: DeterministicInferenceService) -> list[dict[str, str]]:
     if engine.kind == EngineKind.SGLANG:
         version = sglang_version(dis)
         env += features.liveness_environment(version)
-        env += numerics.environment(engine.numerics, version, engine.tensor_parallel_size)
+        if deterministic:  # the batch-invariant numerics: what the baseline goes without
+            env += numerics.environment(engine.numerics, version, engine.tensor_parallel_size)
     return env
 
 
@@ -208,11 +213,29 @@ def _scheduling(dis: DeterministicInferenceService) -> dict[str, Any]:
 def build_deployment(
     target: DeterministicInferenceService | common.RevisionContext,
 ) -> dict[str, Any]:
-    context = common.context_of(target)
+    return _engine_deployment(common.context_of(target), deterministic=True)
+
+
+def baseline_deployment_name(dis: DeterministicInferenceService) -> str:
+    return f"{dis.name}-baseline"
+
+
+def build_baseline_deployment(
+    target: DeterministicInferenceService | common.RevisionContext,
+) -> dict[str, Any]:
+    """The overhead baseline: the engine Deployment's pod (image, model, revision, GPUs, TP size,
+    probes) without determinism, one replica, component `baseline`: no Service of the operator
+    selects it (their selectors name component `engine`), it has no readiness gate and is never
+    validated. It lives while one measurement runs (docs/overhead.md)."""
+    return _engine_deployment(common.context_of(target), deterministic=False)
+
+
+def _engine_deployment(context: common.RevisionContext, deterministic: bool) -> dict[str, Any]:
     dis = context.dis
     app = common.engine_app_name(dis)
-    pod_labels = context.labels(c.COMPONENT_ENGINE, app)
-    command, args = engine_command(dis)
+    component = c.COMPONENT_ENGINE if deterministic else c.COMPONENT_BASELINE
+    pod_labels = context.labels(component, app)
+    command, args = engine_command(dis, deterministic)
     volumes, mounts = _volumes(dis)
     container: dict[str, Any] = {
         "name": c.ENGINE_CONTAINER,
@@ -220,7 +243,7 @@ def build_deployment(
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "args": args,
-        "env": _environment(dis),
+        "env": _environment(dis, deterministic),
         "ports": [{"name": c.ENGINE_PORT_NAME, "containerPort": c.ENGINE_PORT, "protocol": "TCP"}],
         **_probes(dis),
         "volumeMounts": mounts,
@@ -239,19 +262,26 @@ def build_deployment(
         "volumes": volumes,
         **_scheduling(dis),
     }
+    if not deterministic:
+        del pod_spec["readinessGates"]  # never validated, never gated: in no Service
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": common.metadata(dis, dis.name, dict(pod_labels)),
+        "metadata": common.metadata(
+            dis, dis.name if deterministic else baseline_deployment_name(dis), dict(pod_labels)
+        ),
         "spec": {
-            "replicas": dis.spec.replicas,
-            "selector": {"matchLabels": common.selector_labels(dis, c.COMPONENT_ENGINE)},
+            "replicas": dis.spec.replicas if deterministic else 1,
+            "selector": {"matchLabels": common.selector_labels(dis, component)},
             # New-revision pods are all created beside the old ones and validated together;
-            # old pods keep serving until the new ones pass (maxUnavailable 0).
+            # old pods keep serving until the new ones pass (maxUnavailable 0). The baseline
+            # has nothing to keep serving: its old pod goes first (its GPUs are the new one's).
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0},
-            },
+            }
+            if deterministic
+            else {"type": "Recreate"},
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 3600,
             "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod_spec},

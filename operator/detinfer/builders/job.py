@@ -119,43 +119,13 @@ def build_validation_job(
     meta["annotations"] = {c.ANNOTATION_PODS: ",".join(sorted(e.pod for e in endpoints))}
     if expected_fingerprint:
         meta["annotations"][c.ANNOTATION_EXPECTED_FINGERPRINT] = expected_fingerprint
-    container = {
-        "name": c.VALIDATOR_CONTAINER,
-        "image": config.validator_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": list(VALIDATOR_COMMAND),
-        "args": validator_args(dis, endpoints, expected_fingerprint),
-        "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "File",
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "securityContext": {**common.RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": dis.spec.validation.timeout_seconds,
-            "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "template": {
-                "metadata": {"labels": dict(pod_labels)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    # The validator talks to the engine pods only; it needs no API access.
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": common.NON_ROOT_UID,
-                        "runAsGroup": common.NON_ROOT_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                },
-            },
-        },
-    }
+    return common.one_shot_job(
+        meta,
+        pod_labels,
+        c.VALIDATOR_CONTAINER,
+        config.validator_image,
+        list(VALIDATOR_COMMAND),
+        validator_args(dis, endpoints, expected_fingerprint),
+        dis.spec.validation.timeout_seconds,
+        config.job_ttl_seconds,
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 ENGINE_COMMAND = ("detinfer", "engine")
 VALIDATOR_COMMAND = ("detinfer", "validate")
+BENCH_COMMAND = ("detinfer", "bench")
 HOST_FLAG = "--host"
 SUMMARY_FILE_FLAG = "--summary-file"
 

@@ -2,7 +2,7 @@
 
 Reads come from the indexes (watch streams: kopf's of the resources, controller/watches.py of
 their children); only writes go through here: server-side apply
-of children, Job create/delete, pod readiness-gate conditions, the DIS status and the Events.
+of children, Job create/delete, the overhead baseline's delete, pod readiness-gate conditions, the DIS status and the Events.
 The reads besides a conflict's re-read: an object found in the way of a create, to see who
 controls it, and the validation Job the status records when the Jobs index does not show it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import uuid
 from collections.abc import Iterable, Mapping
@@ -58,8 +59,10 @@ class Cluster:
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.events = client.EventsV1Api(api_client)
-        # In a pod the host name is the pod's name: it tells the operator's replicas apart.
-        self.instance = (instance or socket.gethostname() or "detinfer")[:INSTANCE_LIMIT]
+        # In a pod the host name is the pod's name (HOSTNAME, as the kubelet sets it in every
+        # container): it tells the operator's replicas apart.
+        host = os.environ.get("HOSTNAME") or socket.gethostname()
+        self.instance = (instance or host or "detinfer")[:INSTANCE_LIMIT]
 
     @classmethod
     def connect(cls) -> Cluster:
@@ -230,6 +233,22 @@ class Cluster:
         """Delete our Job; only that one (a precondition on its UID), never a namesake."""
         try:
             self.batch.delete_namespaced_job(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+                ),
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or the name is someone else's now
+                raise
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        """Delete our Deployment (the overhead baseline); only that one (a precondition on its
+        UID), never a namesake."""
+        try:
+            self.apps.delete_namespaced_deployment(
                 name,
                 namespace,
                 body=client.V1DeleteOptions(

@@ -163,6 +163,8 @@ class JobView:
     controller: Controller | None = None
     # The containers its pod template prescribes (immutable once the Job exists).
     containers: tuple[Container, ...] = ()
+    # Its pod template's component: a validation Job's, or the overhead benchmark's.
+    component: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> JobView:
@@ -197,6 +199,7 @@ class JobView:
             uid=meta.get("uid", ""),
             controller=Controller.of(body),
             containers=containers,
+            component=template_labels.get(c.LABEL_COMPONENT),
         )
 
 
@@ -238,6 +241,7 @@ class ChildView:
     # Our fields are still recorded as a create's ("Update"), not an apply's: the first apply
     # must take them over first (Cluster.apply).
     created: bool = False
+    creation_timestamp: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildView:
@@ -253,6 +257,7 @@ class ChildView:
                 == (c.FIELD_MANAGER, "Update", None)
                 for e in meta.get("managedFields") or []
             ),
+            creation_timestamp=meta.get("creationTimestamp"),
         )
 
 

@@ -11,7 +11,7 @@ and running it twice on the same state plans the same writes (or none).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,6 @@ from detinfer.api.status import (
     ConditionStatus,
     DeterministicInferenceServiceStatus,
     JobRecord,
-    OverheadStatus,
     ReplicaCounts,
     SuiteOutcome,
     ValidationStatus,
@@ -44,48 +43,20 @@ from detinfer.controller.observed import (
     ResourceView,
     is_controlled_by,
 )
+from detinfer.controller.overhead import plan_overhead
 from detinfer.controller.trust import Memory
+from detinfer.controller.writes import Event, Plan
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH, Verdict.SERVER_MISMATCH)
 # The UID of a Job the plan creates, until the create response gives the real one.
 PENDING_UID = ""
 
+_NOT_READY = Condition(
+    type=T.READY, status=FALSE, reason=R.REPLICAS_NOT_VALIDATED, last_transition_time=""
+)
 
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-    # Posted once its write succeeded: the status write, or the Job's creation or deletion.
-    after: str = "status"  # status | job-created | job-deleted
-
-
-@dataclass
-class Plan:
-    apply: list[dict[str, Any]] = field(default_factory=list)
-    create_job: dict[str, Any] | None = None
-    delete_jobs: list[str] = field(default_factory=list)
-    # pod name -> the readiness-gate condition to set on it
-    pod_conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The whole new status, or None when it would not change.
-    status: DeterministicInferenceServiceStatus | None = None
-    events: list[Event] = field(default_factory=list)
-    # The validation result read in this pass, if any (for metrics).
-    consumed: Verdict | None = None
-    invalid: SpecError | None = None
-    # (kind, name) -> applied hash of the children as observed (controlled by this resource)
-    # when planning; a child to apply that is not here is created, not applied.
-    observed_hashes: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    # (kind, name) of the observed children whose fields are still a create's, not an apply's.
-    created_children: set[tuple[str, str]] = field(default_factory=set)
-    # Job name -> UID, for each Job in delete_jobs: deleted only if it still is that Job.
-    delete_job_uids: dict[str, str] = field(default_factory=dict)
-    # Key -> why, of every object that looks like ours and is ignored (see trust.py).
-    ignored: dict[str, str] = field(default_factory=dict)
-    # Only the first writes of a larger plan (sync's `deployment_first`): the next pass, queued
-    # at once, plans and makes the rest.
-    follow_up: bool = False
+__all__ = ["Event", "Plan", "Result", "plan", "read_result"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +92,9 @@ def plan(
         trust.own_deployment(dis, children),
         observed.replicasets,
     )
-    jobs = sorted(observed.jobs, key=lambda j: (j.created, j.name))
+    every_job = sorted(observed.jobs, key=lambda j: (j.created, j.name))
+    jobs = [j for j in every_job if j.component != c.COMPONENT_BENCH]
+    bench_jobs = [j for j in every_job if j.component == c.COMPONENT_BENCH]
     validation = old.validation
     fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
 
@@ -139,12 +112,11 @@ def plan(
         ),
         None,
     )
-    ignored |= trust.ignored_jobs(dis, jobs, memory)
+    ignored |= trust.ignored_jobs(dis, every_job, memory)
     ignored |= trust.ignored_validator_pods(dis, pods, jobs, in_flight)
 
     # 1. Read the result of the Job in flight, once; a spec change makes it pointless.
     job_running = False
-    overhead = old.overhead
     if record is not None and record.revision != revision:
         if not (in_flight is not None and in_flight.finished):
             out.delete_jobs.append(record.name)
@@ -178,7 +150,6 @@ def plan(
                 revision,
                 now,
             )
-            overhead = _overhead(result.summary) or overhead
             record = None
 
     engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
@@ -270,9 +241,26 @@ def plan(
         or (ready_before.reason, ready_before.message) != (R.CHILD_CONFLICT, conflict)
     ):
         out.events.append(Event("Warning", R.CHILD_CONFLICT, conflict[:1024]))
-    out.ignored = ignored
-    for ignored_key in sorted(set(ignored) - memory.reported):
-        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, ignored[ignored_key][:1024]))
+
+    # 5. The overhead measurement: after the conditions, which never wait for it.
+    overhead, overhead_job = plan_overhead(
+        out,
+        context,
+        old.overhead,
+        old.overhead_job,
+        ready=(cond.find(conditions, T.READY) or _NOT_READY).status == TRUE,
+        validated=[p for p in validated_current if p.can_be_validated],
+        pods=pods,
+        children=children,
+        replicasets=observed.replicasets,
+        jobs=bench_jobs,
+        memory=memory,
+        config=config,
+        now=now,
+    )
+    out.ignored = ignored | out.ignored
+    for ignored_key in sorted(set(out.ignored) - memory.reported):
+        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, out.ignored[ignored_key][:1024]))
     status = DeterministicInferenceServiceStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -287,6 +275,7 @@ def plan(
         validation=validation,
         validation_job=record,
         overhead=overhead,
+        overhead_job=overhead_job,
     )
     if status.to_wire() != old.to_wire():
         out.status = status
@@ -440,12 +429,28 @@ def _consume(
         unique_outputs=summary.max_unique_outputs if summary else None,
         suites=list(summary.suites) if summary else [],
         server=summary.server if summary else None,
+        **_load_figures(summary),
     )
     kind = "Normal" if passed else "Warning"
     reason = result.verdict.condition_reason
     out.events.append(Event(kind, reason, f"Job {job.name}: {result.message}"[:1024]))
     out.consumed = result.verdict
     return validation, fingerprint, fingerprint_revision
+
+
+def _load_figures(summary: ValidationSummary | None) -> dict[str, int | None]:
+    """Latency and throughput the validator saw under its own load, rounded."""
+
+    def rounded(value: float | None) -> int | None:
+        return None if value is None else round(value)
+
+    if summary is None:
+        return {}
+    return {
+        "latency_p50_milliseconds": rounded(summary.latency_p50_milliseconds),
+        "latency_p95_milliseconds": rounded(summary.latency_p95_milliseconds),
+        "tokens_per_second": rounded(summary.tokens_per_second),
+    }
 
 
 def _with_condition(pod: PodView, condition: Mapping[str, Any] | None) -> PodView:
@@ -511,20 +516,6 @@ def _serving_revision(engine_pods: Sequence[PodView], revision: str, previous: s
     if previous in serving:
         return previous  # type: ignore[return-value]
     return sorted(r for r in serving if r)[0]
-
-
-def _overhead(summary: ValidationSummary | None) -> OverheadStatus | None:
-    if summary is None or summary.latency_p50_milliseconds is None:
-        return None
-    return OverheadStatus(
-        latency_p50_milliseconds=round(summary.latency_p50_milliseconds),
-        latency_p95_milliseconds=round(summary.latency_p95_milliseconds)
-        if summary.latency_p95_milliseconds is not None
-        else None,
-        tokens_per_second=round(summary.tokens_per_second)
-        if summary.tokens_per_second is not None
-        else None,
-    )
 
 
 def _set_conditions(

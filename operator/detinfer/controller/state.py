@@ -133,6 +133,8 @@ class State:
         ):
             memory.pop((namespace, name), None)
         for key in [
-            k for k in self.applied if k[0] == namespace and k[2] in (name, f"{name}-pods")
+            k
+            for k in self.applied
+            if k[0] == namespace and k[2] in (name, f"{name}-pods", f"{name}-baseline")
         ]:
             del self.applied[key]

@@ -38,7 +38,12 @@ CONFLICT_ATTEMPTS = 3
 # Each child and the Job can be found in the way once per pass.
 IN_THE_WAY_ATTEMPTS = 4
 # Event.after -> the action an Event reports (events.k8s.io/v1 requires one).
-ACTIONS = {"status": "UpdateStatus", "job-created": "CreateJob", "job-deleted": "DeleteJob"}
+ACTIONS = {
+    "status": "UpdateStatus",
+    "job-created": "CreateJob",
+    "job-deleted": "DeleteJob",
+    "bench-created": "CreateJob",
+}
 # A pass that failed for a reason no later event is sure to fix is tried again after this long.
 RETRY_AFTER_ERROR_SECONDS = 10.0
 # A pass that finds an index not listed yet (the operator is starting) is tried again after this.
@@ -110,6 +115,7 @@ def sync(
         for _ in range(CONFLICT_ATTEMPTS + IN_THE_WAY_ATTEMPTS):
             recorded = resource.status.validation_job
             observed = with_recorded_job(state, key, gather(state, key, indexes), recorded)
+            observed = with_recorded_job(state, key, observed, resource.status.overhead_job)
             the_plan = plan(
                 resource,
                 observed,
@@ -161,6 +167,8 @@ def _deployment_only(p: Plan) -> Plan:
         or p.create_job is not None
         or p.delete_jobs
         or p.pod_conditions
+        or p.create_bench_job is not None
+        or p.delete_deployments
     )
     if not deployments or not more:
         return p
@@ -209,7 +217,7 @@ def with_recorded_job(
     body = state.cluster.read_job(key[0], recorded.name)
     if body is None or (body.get("metadata") or {}).get("uid") != recorded.uid:
         return observed
-    log.info("%s/%s: validation Job %s is not in the index yet; read by name", *key, recorded.name)
+    log.info("%s/%s: Job %s is not in the index yet; read by name", *key, recorded.name)
     running = dataclasses.replace(JobView.from_body(body), finished=False, failure=None)
     return dataclasses.replace(observed, jobs=[*observed.jobs, running])
 
@@ -267,6 +275,24 @@ def _execute(
         if new:  # a Job that existed already was announced when it was made
             metrics.api_writes_total.labels("create-job").inc()
             post("job-created")
+    if p.create_bench_job is not None:
+        job_name = p.create_bench_job["metadata"]["name"]
+        created = state.created_jobs[key]
+        uid, new = cluster.create_job(p.create_bench_job, {n: u for n, (u, _) in created.items()})
+        created.setdefault(job_name, (uid, time.monotonic()))
+        bench = status.overhead_job if status else None
+        if status is not None and bench is not None and bench.name == job_name:
+            status = status.model_copy(
+                update={"overhead_job": bench.model_copy(update={"uid": uid})}
+            )
+        if new:
+            metrics.api_writes_total.labels("create-job").inc()
+            post("bench-created")
+    for deployment, uid in p.delete_deployments.items():
+        cluster.delete_deployment(namespace, deployment, uid)
+        metrics.api_writes_total.labels("delete-deployment").inc()
+        # What this process applied no longer stands in for the index (State.children).
+        state.applied.pop((namespace, "Deployment", deployment), None)
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()

@@ -4,14 +4,15 @@ kwok simulates every pod's lifecycle without running anything. For pods whose co
 detinfer's own command (`detinfer engine`, the reference engine; `detinfer validate`, the
 validator; `detinfer run`, the operator the Helm chart installs), this runs the command as a
 local process instead, with the container's environment,
-bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback), and reports its life back
+bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback; hack/cluster-up.sh), and reports its life back
 into the pod's status as a kubelet would:
 
 - engine pods: ContainersReady (and the container's `ready`) follows the readiness probe
   (GET /health_generate on the pod IP); Ready is ContainersReady and every readiness gate, as the
   kubelet computes it; a process that exits is restarted (restartPolicy Always) with
-  restartCount + 1;
-- validator pods: when the process exits, the pod ends Succeeded or Failed with the exit code and
+  restartCount + 1 and the run that ended as lastState.terminated (exit code, start, end);
+- validator and benchmark pods (`detinfer bench`, the overhead measurement's Job): when the
+  process exits, the pod ends Succeeded or Failed with the exit code and
   the termination message the validator wrote to its summary file (`/dev/termination-log` in the
   container, a local file here), as the kubelet reads it;
 - operator pods: the process gets what the kubelet gives a pod of its ServiceAccount and nothing
@@ -20,7 +21,8 @@ into the pod's status as a kubelet would:
   kube-root-ca.crt ConfigMap of the pod's namespace) and the namespace, as the files token,
   ca.crt and namespace in a folder named by DETINFER_SERVICE_ACCOUNT_DIR (a local process cannot
   have /var/run/secrets/...; detinfer.connection reads that variable), and
-  KUBERNETES_SERVICE_HOST/PORT pointing at the API server. KUBECONFIG is removed from its
+  KUBERNETES_SERVICE_HOST/PORT pointing at the API server; every process gets HOSTNAME the pod's
+  name, as the kubelet sets it. KUBECONFIG is removed from its
   environment, so it cannot fall back to an administrator's kubeconfig. Its metrics and liveness
   ports (from the container's args) are bound on the pod's IP. The liveness probe is the
   container's (path, port, initialDelaySeconds, periodSeconds, failureThreshold): that many
@@ -68,6 +70,7 @@ from kubernetes.client.exceptions import ApiException
 from detinfer import connection
 from detinfer.api import constants as c
 from detinfer.builders.process_line import (
+    BENCH_COMMAND,
     ENGINE_COMMAND,
     HOST_FLAG,
     SUMMARY_FILE_FLAG,
@@ -83,8 +86,11 @@ OPERATOR_COMMAND = ("detinfer", "run")
 ROLES: dict[tuple[str, ...], str] = {
     ENGINE_COMMAND: "engine",
     VALIDATOR_COMMAND: "validator",
+    BENCH_COMMAND: "bench",
     OPERATOR_COMMAND: "operator",
 }
+# Roles that run once and end the pod with their exit code and termination message.
+ONE_SHOT = frozenset({"validator", "bench"})
 TOKEN_SECONDS = 3607  # what the kubelet asks for a projected ServiceAccount token
 
 
@@ -99,7 +105,7 @@ class LocalPod:
     uid: str
     ip: str
     container: dict[str, Any]
-    role: str  # "engine" | "validator" | "operator"
+    role: str  # "engine" | "validator" | "bench" | "operator"
     log_path: Path
     termination_path: Path
     gates: list[str]
@@ -116,11 +122,14 @@ class LocalPod:
     ready: bool = False
     restarts: int = 0
     started_at: str = field(default_factory=_now)
+    # The container's previous run, as the kubelet reports it in lastState after a restart.
+    last_terminated: dict[str, Any] | None = None
     finished: bool = False
 
 
 def role_of(container: dict[str, Any]) -> str | None:
-    """'engine' or 'validator' for the builders' own commands; None for anything else."""
+    """'engine', 'validator', 'bench' or 'operator' for detinfer's own commands; None for
+    anything else."""
     return ROLES.get(tuple(process_line(container)[:2]))
 
 
@@ -128,7 +137,7 @@ def local_command(
     container: dict[str, Any], role: str, ip: str, termination_path: Path
 ) -> list[str]:
     """The container's process line for this machine: this Python's detinfer; an engine listens
-    on the pod's IP, a validator writes its summary where the runner reads it."""
+    on the pod's IP, a validator or benchmark writes its summary where the runner reads it."""
     line = process_line(container)
     subcommand, args = line[1], line[2:]
     if role == "engine":
@@ -170,12 +179,12 @@ def probe_url(probe: dict[str, Any] | None, container: dict[str, Any], ip: str) 
 
 
 def operator_env(
-    container: dict[str, Any], api_host: str, service_account_dir: Path
+    container: dict[str, Any], api_host: str, service_account_dir: Path, pod_name: str
 ) -> dict[str, str]:
     """An operator pod's environment: the container's values, the in-cluster variables, the
     ServiceAccount folder; no KUBECONFIG (the in-cluster configuration must be the only one)."""
     url = urllib.parse.urlsplit(api_host)
-    env = local_env(container)
+    env = local_env(container, pod_name)
     env.pop("KUBECONFIG", None)
     env.update(
         {
@@ -188,9 +197,12 @@ def operator_env(
     return env
 
 
-def local_env(container: dict[str, Any]) -> dict[str, str]:
-    """This machine's environment with the container's literal values over it."""
+def local_env(container: dict[str, Any], pod_name: str | None = None) -> dict[str, str]:
+    """This machine's environment with the container's literal values over it, and HOSTNAME
+    the pod's name, as the kubelet sets it in every container."""
     env = dict(os.environ)
+    if pod_name:
+        env["HOSTNAME"] = pod_name
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = str(item["value"])
@@ -198,16 +210,12 @@ def local_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def ended_status(
-    container: str,
-    image: str,
-    exit_code: int,
-    message: str | None,
-    started_at: str,
-    finished_at: str,
-    restarts: int = 0,
+def terminated_state(
+    returncode: int, started_at: str, finished_at: str, message: str | None = None
 ) -> dict[str, Any]:
-    """The status patch the kubelet writes when a pod's only container has exited for good."""
+    """A container's `terminated` state from its process's return code (a process killed by
+    signal N has returncode -N and, as the kubelet reports it, exit code 128 + N)."""
+    exit_code = returncode if returncode >= 0 else 128 - returncode
     terminated: dict[str, Any] = {
         "exitCode": exit_code,
         "startedAt": started_at,
@@ -216,6 +224,21 @@ def ended_status(
     }
     if message:
         terminated["message"] = message
+    return terminated
+
+
+def ended_status(
+    container: str,
+    image: str,
+    returncode: int,
+    message: str | None,
+    started_at: str,
+    finished_at: str,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """The status patch the kubelet writes when a pod's only container has exited for good."""
+    terminated = terminated_state(returncode, started_at, finished_at, message)
+    exit_code = terminated["exitCode"]
     return {
         "status": {
             "phase": "Succeeded" if exit_code == 0 else "Failed",
@@ -288,7 +311,7 @@ class PodRunner:
         with self.lock:
             local = self.pods.get(uid)
         if local is not None:
-            if local.role != "validator" and not local.finished:
+            if local.role not in ONE_SHOT and not local.finished:
                 self.sync_ready(local, status)
             return
         containers = spec.get("containers") or []
@@ -346,7 +369,7 @@ class PodRunner:
         with self.lock:
             self.pods[uid] = local
         self.start_process(local)
-        if role != "validator":
+        if role not in ONE_SHOT:
             self.write_container(local, ready=False)
 
     # -- processes -----------------------------------------------------------------------------
@@ -404,10 +427,13 @@ class PodRunner:
         if local.role == "operator":
             assert local.service_account_dir is not None
             env = operator_env(
-                local.container, self.api.api_client.configuration.host, local.service_account_dir
+                local.container,
+                self.api.api_client.configuration.host,
+                local.service_account_dir,
+                local.name,
             )
         else:
-            env = local_env(local.container)
+            env = local_env(local.container, local.name)
         local.process = subprocess.Popen(
             local.command,
             stdout=out,
@@ -442,13 +468,14 @@ class PodRunner:
             if local.finished or local.process is None:
                 continue
             code = local.process.poll()
-            if local.role == "validator":
+            if local.role in ONE_SHOT:
                 if code is not None:
                     local.finished = True
                     self.end_validator(local, code)
                 continue
             if code is not None:
                 log.warning("%s/%s exited with %d; restarting", local.namespace, local.name, code)
+                local.last_terminated = terminated_state(code, local.started_at, _now())
                 local.restarts += 1
                 if local.ready:
                     local.ready = False
@@ -490,6 +517,10 @@ class PodRunner:
             )
             assert local.process is not None
             _terminate(local.process)
+            code = local.process.poll()
+            local.last_terminated = terminated_state(
+                code if code is not None else -signal.SIGKILL, local.started_at, _now()
+            )
             local.restarts += 1
             self.start_process(local)
             return False
@@ -556,7 +587,7 @@ class PodRunner:
         body = ended_status(
             local.container["name"],
             local.container.get("image", ""),
-            code if code >= 0 else 128 - code,  # killed by a signal: 128 + its number
+            code,
             message,
             local.started_at,
             _now(),
@@ -568,7 +599,7 @@ class PodRunner:
         log.info("%s/%s ended with exit code %d", local.namespace, local.name, code)
 
     def _container_status(self, local: LocalPod, ready: bool) -> dict[str, Any]:
-        return {
+        status: dict[str, Any] = {
             "name": local.container["name"],
             "image": local.container.get("image", ""),
             "imageID": "",
@@ -577,6 +608,9 @@ class PodRunner:
             "restartCount": local.restarts,
             "state": {"running": {"startedAt": local.started_at}},
         }
+        if local.last_terminated is not None:
+            status["lastState"] = {"terminated": local.last_terminated}
+        return status
 
     def _read(self, local: LocalPod) -> client.V1Pod | None:
         try:

@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS")
     parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wait this long for each endpoint's GET /health to answer 200 (default %(default)s)",
+    )
+    parser.add_argument(
         "--summary-file",
         type=Path,
         default=None,
@@ -119,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     endpoints = {DETERMINISTIC: args.deterministic, BASELINE: args.baseline}
     progress = _progress(sys.stdout)
-    summary = asyncio.run(measure(endpoints, workload, args.request_timeout, progress))
+    summary = asyncio.run(
+        measure(endpoints, workload, args.request_timeout, progress, args.wait_seconds)
+    )
     print(render(summary, endpoints))
     if args.summary_file is not None:
         args.summary_file.write_text(summary.to_termination_message())

@@ -148,6 +148,25 @@ async def drive(
     return run
 
 
+async def wait_ready(http: httpx.AsyncClient, name: str, wait_seconds: float) -> None:
+    """Poll GET /health until it answers 200 (connection errors retried, with backoff): a pod
+    the kubelet just called ready may not listen yet. CouldNotMeasure after `wait_seconds`."""
+    deadline = time.monotonic() + wait_seconds
+    delay, last = 0.1, "no answer"
+    while True:
+        try:
+            response = await http.get("/health", timeout=max(0.05, min(5.0, wait_seconds)))
+            if response.status_code == 200:
+                return
+            last = f"GET /health answered {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() + delay > deadline:
+            raise CouldNotMeasure(f"{name}: {last} (not ready after {wait_seconds:g} s)")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 def _first(group: BaseExceptionGroup) -> BaseException:
     inner = group.exceptions[0]
     return _first(inner) if isinstance(inner, BaseExceptionGroup) else inner
@@ -211,8 +230,10 @@ async def measure(
     workload: OverheadWorkload,
     request_timeout: float = 600.0,
     progress: Progress | None = None,
+    wait_seconds: float = 120.0,
 ) -> OverheadSummary:
-    """Run the workload; `endpoints` maps DETERMINISTIC and BASELINE to base URLs."""
+    """Run the workload; `endpoints` maps DETERMINISTIC and BASELINE to base URLs. Each must
+    answer GET /health within `wait_seconds` first."""
     progress = progress or Progress()
     started = time.perf_counter()
     limits = httpx.Limits(max_connections=max(workload.concurrency) + 4)
@@ -234,6 +255,8 @@ async def measure(
         # One request each first, not counted: the first request of a process pays for lazy
         # initialisation (kernels, allocator) that no later request sees.
         warm = [list(range(TOKEN_ID_RANGE[0], TOKEN_ID_RANGE[0] + 8))]
+        for side in (DETERMINISTIC, BASELINE):
+            await wait_ready(clients[side], f"{side} {endpoints[side]}", wait_seconds)
         for side in (DETERMINISTIC, BASELINE):
             await one_request(
                 clients[side], f"{side} {endpoints[side]}", warm[0], 4, Run(side, 1, -1)
