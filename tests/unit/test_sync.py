@@ -98,7 +98,7 @@ class FakeCluster:
     def post_event(self, regarding, type_, reason, note, action):
         self.events.append({"type": type_, "reason": reason, "message": note, "action": action})
 
-    def patch_status(self, namespace, name, status, old_keys, resource_version):
+    def patch_status(self, namespace, name, status, stored, resource_version):
         self.calls.append(("status", resource_version))
         if self.conflicts:
             self.conflicts -= 1
@@ -694,3 +694,33 @@ def test_the_reporting_instance_is_the_pods_hostname(monkeypatch):
     assert Cluster(client.ApiClient(client.Configuration())).instance == "detinfer-5f7c-q2"
     monkeypatch.delenv("HOSTNAME")
     assert Cluster(client.ApiClient(client.Configuration())).instance == socket.gethostname()
+
+
+def test_the_status_patch_removes_what_the_new_status_no_longer_holds_at_every_depth():
+    """A JSON merge patch merges nested objects: a nested field left out would stay (found when
+    status.attentionSearch.trying outlived the end of the search)."""
+    from detinfer.controller.cluster import replacing
+
+    stored = {
+        "revision": "r1",
+        "validationJob": {"name": "j", "uid": "u"},
+        "attentionSearch": {"trying": "SplitKV", "trials": [1, 2], "inner": {"a": 1, "b": 2}},
+        "overhead": {"measured": True, "headlinePercent": 7.0},
+    }
+    wanted = {
+        "revision": "r1",
+        "attentionSearch": {"trials": [1, 2, 3], "chosen": "Tiled", "inner": {"a": 1}},
+        "overhead": {"measured": False},
+    }
+    assert replacing(stored, wanted) == {
+        "revision": "r1",
+        "validationJob": None,
+        "attentionSearch": {
+            "trying": None,
+            "trials": [1, 2, 3],
+            "chosen": "Tiled",
+            "inner": {"a": 1, "b": None},
+        },
+        "overhead": {"measured": False, "headlinePercent": None},
+    }
+    assert replacing({}, wanted) == wanted

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,19 @@ UPGRADE_ATTEMPTS = 3
 NOTE_LIMIT = 1024
 INSTANCE_LIMIT = 128
 
+
+
+def replacing(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `stored` into `wanted`: `wanted`, with null
+    for every key of `stored` it no longer has, at every depth (a merge patch merges nested
+    objects, so a field left out would otherwise stay). Lists are replaced whole anyway."""
+    patch = dict(wanted)
+    for key, old in stored.items():
+        if key not in wanted:
+            patch[key] = None
+        elif isinstance(old, Mapping) and isinstance(wanted[key], Mapping):
+            patch[key] = replacing(old, wanted[key])
+    return patch
 
 class Conflict(Exception):
     """The object changed since it was read; the next event will bring the new state."""
@@ -279,16 +292,13 @@ class Cluster:
         namespace: str,
         name: str,
         status: Mapping[str, Any],
-        old_keys: Iterable[str],
+        stored: Mapping[str, Any],
         resource_version: str | None,
     ) -> dict[str, Any]:
         """Replace status, failing with Conflict when the object moved on since it was read.
 
-        `old_keys`: the keys of the status as stored."""
-        body: dict[str, Any] = {"status": dict(status)}
-        for key in old_keys:
-            if key not in status:
-                body["status"][key] = None  # merge patch: remove what is no longer there
+        `stored`: the status as read (at `resource_version`)."""
+        body: dict[str, Any] = {"status": replacing(stored, status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         try:

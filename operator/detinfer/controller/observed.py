@@ -274,6 +274,8 @@ class ResourceView:
     status: DeterministicInferenceServiceStatus
     # The keys of the status as stored: a merge patch must remove those no longer written.
     status_keys: frozenset[str]
+    stored_status: Mapping[str, Any]
+    """The status as read, raw: the status write removes what it no longer holds."""
     parsed: RevisionContext | SpecError
 
     @classmethod
@@ -293,6 +295,7 @@ class ResourceView:
             resource_version=meta.get("resourceVersion"),
             status=parse_status(raw_status),
             status_keys=frozenset(raw_status) if isinstance(raw_status, Mapping) else frozenset(),
+            stored_status=raw_status if isinstance(raw_status, Mapping) else {},
             parsed=parsed,
         )
 

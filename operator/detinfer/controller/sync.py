@@ -299,7 +299,7 @@ def _execute(
     if status is not None:
         state.written[key] = lean(
             cluster.patch_status(
-                namespace, name, status.to_wire(), resource.status_keys, resource.resource_version
+                namespace, name, status.to_wire(), resource.stored_status, resource.resource_version
             )
         )
         metrics.api_writes_total.labels("status").inc()
