@@ -126,6 +126,16 @@ CEL_CASES = (
             "FA4 needs SGLang 0.5.16 or later: SGLang 0.5.15.post1 refuses fa4",
         ),
         (
+            {"engine": {"attentionBackend": "Tree"}},
+            "spec.engine.attentionBackend",
+            "engine.attentionBackend Tree is a backend of the reference engine",
+        ),
+        (
+            {"engine": {"attentionBackend": "Auto"}},
+            "spec.overhead.enabled",
+            "engine.attentionBackend Auto needs overhead.enabled",
+        ),
+        (
             {"overhead": {"enabled": True, "remeasureEverySeconds": 600}},
             "spec.overhead.remeasureEverySeconds",
             "must be 0 (once per revision) or at least 3600",

@@ -446,7 +446,7 @@ def test_builders_are_pure():
         ({"attentionBackend": "FlashInfer"}, "on 1 flashinfer - 0.5.23"),
         (
             {"kind": "Reference", "deterministicInference": "Disabled"},
-            "off 1 - on -",
+            "off 1 tiled on -",
         ),
     ],
 )

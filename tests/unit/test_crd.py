@@ -142,7 +142,16 @@ def test_extra_args_item_rules_are_at_the_items_node(committed):
 def test_spec_defaults_match_the_models(committed):
     spec = committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     engine = spec["properties"]["engine"]["properties"]
-    assert engine["attentionBackend"]["enum"] == ["FA3", "FA4", "FlashInfer", "Triton"]
+    assert engine["attentionBackend"]["enum"] == [
+        "FA3",
+        "FA4",
+        "FlashInfer",
+        "Triton",
+        "Tiled",
+        "Tree",
+        "SplitKV",
+        "Auto",
+    ]
     assert engine["attentionBackend"]["default"] == "FA3"
     assert engine["version"]["enum"] == list(sglang_flags.VERSIONS)
     assert "default" not in engine["version"]

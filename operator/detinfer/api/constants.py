@@ -101,3 +101,7 @@ class Reason:
     OVERHEAD_MEASUREMENT_STARTED = "OverheadMeasurementStarted"
     OVERHEAD_MEASURED = "OverheadMeasured"
     OVERHEAD_NOT_MEASURED = "OverheadNotMeasured"
+    # engine.attentionBackend Auto (controller/search.py), Events only.
+    ATTENTION_TRIAL_STARTED = "AttentionTrialStarted"
+    ATTENTION_TRIAL_FINISHED = "AttentionTrialFinished"
+    ATTENTION_BACKEND_CHOSEN = "AttentionBackendChosen"

@@ -15,9 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from detinfer.api import extra_args, numerics
+from detinfer.api.attention import auto_candidates
 from detinfer.api.base import KubeModel, StrictKubeModel
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
-from detinfer.api.spec import DeterministicInferenceServiceSpec, EngineKind, EngineSpec
+from detinfer.api.spec import (
+    AttentionBackend,
+    DeterministicInferenceServiceSpec,
+    EngineKind,
+)
 from detinfer.api.status import DeterministicInferenceServiceStatus
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -149,7 +154,7 @@ def _parse_spec(spec_json: str) -> DeterministicInferenceServiceSpec | SpecError
         return SpecError([_pydantic_error("spec", e) for e in exc.errors()])
     errors = list(cel_errors(spec, "spec"))
     # The flag table's check after the CEL rules; where both refuse an item they say the same.
-    errors += [e for e in extra_args_errors(spec.engine, "spec.engine") if e not in errors]
+    errors += [e for e in extra_args_errors(spec, "spec.engine") if e not in errors]
     return SpecError(errors) if errors else spec
 
 
@@ -185,9 +190,11 @@ def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
                     yield from cel_errors(item, f"{child}[{i}]")
 
 
-def extra_args_errors(engine: EngineSpec, path: str) -> Iterator[FieldError]:
+def extra_args_errors(spec: DeterministicInferenceServiceSpec, path: str) -> Iterator[FieldError]:
     """extraArgs against the flags of the engine's kind and release (detinfer.api.extra_args),
-    and --chunked-prefill-size against the prefill alignment (detinfer.api.numerics)."""
+    and --chunked-prefill-size against the prefill alignment (detinfer.api.numerics) of the
+    backend, or of every backend Auto may choose."""
+    engine = spec.engine
     if engine.kind == EngineKind.REFERENCE:
         flags = extra_args.reference()
     else:
@@ -195,14 +202,23 @@ def extra_args_errors(engine: EngineSpec, path: str) -> Iterator[FieldError]:
     for index, message in extra_args.flag_errors(flags, engine.extra_args):
         yield FieldError(f"{path}.extraArgs[{index}]", message)
     if engine.kind == EngineKind.SGLANG and engine.version is not None:
-        for index, message in numerics.chunked_prefill_errors(
-            list(engine.extra_args),
-            engine.numerics,
-            engine.version,
-            engine.attention_backend.sglang_flag_value,
-            engine.attention_backend.value,
-        ):
-            yield FieldError(f"{path}.extraArgs[{index}]", message)
+        backends = (
+            auto_candidates(spec)
+            if engine.attention_backend == AttentionBackend.AUTO
+            else (engine.attention_backend,)
+        )
+        seen: set[tuple[int, str]] = set()
+        for backend in backends:
+            for index, message in numerics.chunked_prefill_errors(
+                list(engine.extra_args),
+                engine.numerics,
+                engine.version,
+                backend.flag_value,
+                backend.value,
+            ):
+                if (index, message) not in seen:
+                    seen.add((index, message))
+                    yield FieldError(f"{path}.extraArgs[{index}]", message)
 
 
 def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:

@@ -29,19 +29,43 @@ class EngineKind(StrEnum):
 
 
 class AttentionBackend(StrEnum):
-    """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x);
-    FA4 from 0.5.16 (features.FA4_FIRST)."""
+    """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x;
+    FA4 from 0.5.16, features.FA4_FIRST), the reference engine's (Tiled, Tree, SplitKV: detinfer
+    engine --attention-backend), and Auto: the operator tries each candidate and serves with
+    the cheapest that passes (controller/search.py, docs/overhead.md)."""
 
     FA3 = "FA3"
     FA4 = "FA4"
     FLASHINFER = "FlashInfer"
     TRITON = "Triton"
+    TILED = "Tiled"
+    TREE = "Tree"
+    SPLIT_KV = "SplitKV"
+    """Not batch-invariant: a planted fault, there for the search to reject (docs/engine.md)."""
+    AUTO = "Auto"
 
     @property
-    def sglang_flag_value(self) -> str:
-        return {"FA3": "fa3", "FA4": "fa4", "FlashInfer": "flashinfer", "Triton": "triton"}[
-            self.value
-        ]
+    def flag_value(self) -> str:
+        """The engine's --attention-backend value (Auto has none: the search picks one)."""
+        if self is AttentionBackend.AUTO:
+            raise ValueError("attentionBackend Auto names no backend: the search picks one")
+        return {
+            "FA3": "fa3",
+            "FA4": "fa4",
+            "FlashInfer": "flashinfer",
+            "Triton": "triton",
+            "Tiled": "tiled",
+            "Tree": "tree",
+            "SplitKV": "split_kv",
+        }[self.value]
+
+
+REFERENCE_ATTENTION_BACKENDS = (
+    AttentionBackend.TILED,
+    AttentionBackend.TREE,
+    AttentionBackend.SPLIT_KV,
+)
+"""The reference engine's, in the order Auto tries them (engine/config.ATTENTION_BACKENDS)."""
 
 
 def _supported_sglang_version(value: str) -> str:
@@ -183,8 +207,11 @@ class EngineSpec(StrictKubeModel):
     """Allow an image without a digest. A moved tag can change the outputs."""
 
     attention_backend: AttentionBackend = AttentionBackend.FA3
-    """Attention backend; one of those SGLang supports in deterministic mode. FA4 needs SGLang
-    0.5.16 or later and Blackwell (SM100) GPUs."""
+    """Attention backend. SGLang: one of those it supports in deterministic mode (FA4 needs
+    SGLang 0.5.16 or later and Blackwell (SM100) GPUs). Reference: Tiled, Tree or SplitKV (the
+    SGLang names mean Tiled, its default). Auto: try each candidate for the GPU product,
+    validate it, measure its overhead, and serve with the cheapest that passes (needs
+    overhead.enabled; status.attentionSearch; docs/overhead.md)."""
 
     numerics: NumericsSpec = NumericsSpec()
 
@@ -293,6 +320,19 @@ class EngineSpec(StrictKubeModel):
             ),
             field_path=".attentionBackend",
             reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="self.kind != 'SGLang' || !(self.attentionBackend in ['Tiled', 'Tree', 'SplitKV'])",
+            message=(
+                "engine.attentionBackend Tiled, Tree and SplitKV are backends of the reference "
+                "engine: SGLang takes FA3, FA4, FlashInfer, Triton or Auto"
+            ),
+            message_expression=(
+                "'engine.attentionBackend ' + self.attentionBackend + ' is a backend of the "
+                "reference engine: SGLang takes FA3, FA4, FlashInfer, Triton or Auto'"
+            ),
+            field_path=".attentionBackend",
+            reason="FieldValueInvalid",
         ),
         *extra_arg_rules.engine_rules(),
     )
@@ -454,5 +494,17 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
                 "every tensor-parallel rank needs its own GPU"
             ),
             field_path=".resources.gpusPerReplica",
+        ),
+        CelRule(
+            rule=(
+                "self.engine.attentionBackend != 'Auto' || (has(self.overhead) && "
+                "has(self.overhead.enabled) && self.overhead.enabled)"
+            ),
+            message=(
+                "engine.attentionBackend Auto needs overhead.enabled: the search measures the "
+                "overhead of each backend that passes"
+            ),
+            field_path=".overhead.enabled",
+            reason="FieldValueRequired",
         ),
     )

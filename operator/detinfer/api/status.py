@@ -9,7 +9,7 @@ from pydantic import Field
 
 from detinfer.api.base import KubeModel
 from detinfer.api.constants import Reason
-from detinfer.api.spec import OverheadWorkload, Suite
+from detinfer.api.spec import AttentionBackend, OverheadWorkload, Suite
 
 
 class ConditionStatus(StrEnum):
@@ -241,6 +241,39 @@ class OverheadStatus(KubeModel):
     duration_seconds: Annotated[int | None, Field(ge=0)] = None
 
 
+class AttentionTrial(KubeModel):
+    """One backend the search (engine.attentionBackend Auto) tried, once its part is over."""
+
+    backend: AttentionBackend
+    revision: str
+    """The revision the backend made (the spec with this backend instead of Auto)."""
+    verdict: Verdict
+    """The validation's verdict; CouldNotTest when no verdict came in time (then it is not
+    chosen)."""
+    overhead_percent: float | None = None
+    """The measured throughput overhead (status.overhead's headline) of a backend that passed;
+    None when it failed or could not be measured."""
+    message: Annotated[str, Field(max_length=512)] = ""
+
+
+class AttentionSearchStatus(KubeModel):
+    """engine.attentionBackend Auto: each candidate is served in turn (validated, its overhead
+    measured), then the cheapest that passed (controller/search.py, docs/overhead.md)."""
+
+    search_revision: str
+    """The revision of the spec as written (with Auto): a new one starts a new search."""
+    candidates: Annotated[list[AttentionBackend], Field(max_length=8)]
+    trials: Annotated[list[AttentionTrial], Field(max_length=8)] = []
+    trying: AttentionBackend | None = None
+    """The candidate served now for its trial; None once the search is over."""
+    trial_started_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] = (
+        None
+    )
+    chosen: AttentionBackend | None = None
+    """The cheapest backend that passed, served from the end of the search on."""
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
 class DeterministicInferenceServiceStatus(KubeModel):
     observed_generation: Annotated[int | None, Field(ge=0)] = None
     conditions: Annotated[list[Condition], Field(max_length=16)] = []
@@ -262,3 +295,5 @@ class DeterministicInferenceServiceStatus(KubeModel):
     overhead: OverheadStatus | None = None
     overhead_job: OverheadJobRecord | None = None
     """The benchmark Job in flight (cleared once its result is read)."""
+    attention_search: AttentionSearchStatus | None = None
+    """engine.attentionBackend Auto: the trials and the choice."""

@@ -6,9 +6,10 @@ from typing import Any
 
 from detinfer.api import constants as c
 from detinfer.api import numerics
+from detinfer.api.attention import effective_backend
 from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
-from detinfer.api.spec import EngineKind
+from detinfer.api.spec import AttentionBackend, EngineKind
 from detinfer.builders import common
 from detinfer.builders.process_line import ENGINE_COMMAND, HOST_FLAG
 from detinfer.sglang_flags import features
@@ -49,14 +50,19 @@ def engine_command(
     args += [HOST_FLAG, "0.0.0.0", "--port", str(c.ENGINE_PORT)]
     if deterministic and engine.deterministic_inference == Toggle.ENABLED:
         args.append("--enable-deterministic-inference")
+    backend = effective_backend(spec)
     if engine.kind == EngineKind.SGLANG:
         command = ["python3", "-m", "sglang.launch_server"]
         if deterministic:
-            args += ["--attention-backend", engine.attention_backend.sglang_flag_value]
+            args += ["--attention-backend", backend.flag_value]
         args += ["--tp-size", str(engine.tensor_parallel_size)]
     else:
         command = list(ENGINE_COMMAND)
         args += ["--device", "cuda" if spec.resources.gpus_per_replica else "cpu"]
+        if deterministic and backend != AttentionBackend.TILED:
+            # Tiled is the engine's default: left out, so existing pods' templates stay as
+            # they were (the default mode has one attention; the baseline passes none).
+            args += ["--attention-backend", backend.flag_value]
     args += ["--random-seed", str(engine.sampling_seed), "--enable-metrics"]
     if engine.kind == EngineKind.SGLANG and engine.cuda_graph == Toggle.DISABLED:
         args += features.cuda_graph_off_flags(sglang_version(dis))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
+from detinfer.api.attention import effective_backend
 from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
@@ -89,13 +90,12 @@ def expectation_args(dis: DeterministicInferenceService) -> list[str]:
         "--expect-tensor-parallel-size",
         str(engine.tensor_parallel_size),
     ]
-    if engine.kind == EngineKind.SGLANG:
-        # The reference engine has attentions of its own (detinfer engine --attention-backend,
-        # engine/config.ATTENTION_BACKENDS); attentionBackend is SGLang's.
-        args += ["--expect-attention-backend", engine.attention_backend.sglang_flag_value]
-        if engine.version:
-            # The image is pinned by digest, not by release: the server says which it is.
-            args += ["--expect-version", engine.version]
+    # What /server_info must name: SGLang's backend, or the reference engine's (Tiled, Tree,
+    # SplitKV; the SGLang names mean Tiled for it).
+    args += ["--expect-attention-backend", effective_backend(dis.spec).flag_value]
+    if engine.kind == EngineKind.SGLANG and engine.version:
+        # The image is pinned by digest, not by release: the server says which it is.
+        args += ["--expect-version", engine.version]
     if engine.radix_cache == Toggle.DISABLED:
         args += ["--expect-radix-cache", "off"]
     elif engine.kind == EngineKind.REFERENCE:

@@ -32,7 +32,13 @@ from detinfer.api.status import (
 )
 from detinfer.api.summary import SummaryError, ValidationSummary
 from detinfer.api.timestamps import format_time, parse_time
-from detinfer.builders import Endpoint, build_children, build_validation_job, validation_job_name
+from detinfer.builders import (
+    Endpoint,
+    RevisionContext,
+    build_children,
+    build_validation_job,
+    validation_job_name,
+)
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
 from detinfer.controller import trust
@@ -44,6 +50,7 @@ from detinfer.controller.observed import (
     is_controlled_by,
 )
 from detinfer.controller.overhead import plan_overhead
+from detinfer.controller.search import plan_search
 from detinfer.controller.trust import Memory
 from detinfer.controller.writes import Event, Plan
 
@@ -83,6 +90,10 @@ def plan(
         return _plan_invalid(out, resource.parsed, old, generation, now)
 
     context = resource.parsed
+    # engine.attentionBackend Auto: render the backend on trial (or chosen) instead.
+    search, rendered = plan_search(out, context.dis, old, now)
+    if rendered is not context.dis:
+        context = RevisionContext.of(rendered)
     dis, revision = context.dis, context.revision
     pods = list(observed.pods)
     children = list(observed.children)
@@ -276,6 +287,7 @@ def plan(
         validation_job=record,
         overhead=overhead,
         overhead_job=overhead_job,
+        attention_search=search,
     )
     if status.to_wire() != old.to_wire():
         out.status = status
