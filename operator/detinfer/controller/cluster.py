@@ -39,7 +39,6 @@ NOTE_LIMIT = 1024
 INSTANCE_LIMIT = 128
 
 
-
 def replacing(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON merge patch (RFC 7386) that turns `stored` into `wanted`: `wanted`, with null
     for every key of `stored` it no longer has, at every depth (a merge patch merges nested
@@ -51,6 +50,7 @@ def replacing(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str,
         elif isinstance(old, Mapping) and isinstance(wanted[key], Mapping):
             patch[key] = replacing(old, wanted[key])
     return patch
+
 
 class Conflict(Exception):
     """The object changed since it was read; the next event will bring the new state."""
