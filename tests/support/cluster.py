@@ -270,6 +270,7 @@ class Operator:
                 str(self.metrics_port),
                 "--liveness-port",
                 str(self.liveness_port),
+                "--no-scanning",  # as the chart runs it (charts/detinfer/templates/deployment.yaml)
             ],
             env=env,
             stdout=log,

@@ -30,9 +30,17 @@ class Verdict(StrEnum):
     COULD_NOT_TEST = "CouldNotTest"
 
     @property
+    def failed(self) -> bool:
+        """The engines were tested and are not what the spec asks for (not "could not test")."""
+        return self in (
+            Verdict.NOT_DETERMINISTIC,
+            Verdict.FINGERPRINT_MISMATCH,
+            Verdict.SERVER_MISMATCH,
+        )
+
+    @property
     def exit_code(self) -> int:
-        failed = {"NotDeterministic", "FingerprintMismatch", "ServerMismatch"}
-        return 0 if self is Verdict.DETERMINISTIC else 1 if self.value in failed else 2
+        return 0 if self is Verdict.DETERMINISTIC else 1 if self.failed else 2
 
     @property
     def condition_reason(self) -> str:

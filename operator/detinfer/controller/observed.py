@@ -272,11 +272,14 @@ class ResourceView:
     generation: int | None
     resource_version: str | None
     status: DeterministicInferenceServiceStatus
-    # The keys of the status as stored: a merge patch must remove those no longer written.
-    status_keys: frozenset[str]
     stored_status: Mapping[str, Any]
     """The status as read, raw: the status write removes what it no longer holds."""
     parsed: RevisionContext | SpecError
+
+    @property
+    def status_keys(self) -> frozenset[str]:
+        """The keys of the status as stored (none when it has no status yet)."""
+        return frozenset(self.stored_status)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ResourceView:
@@ -294,7 +297,6 @@ class ResourceView:
             generation=meta.get("generation"),
             resource_version=meta.get("resourceVersion"),
             status=parse_status(raw_status),
-            status_keys=frozenset(raw_status) if isinstance(raw_status, Mapping) else frozenset(),
             stored_status=raw_status if isinstance(raw_status, Mapping) else {},
             parsed=parsed,
         )

@@ -55,7 +55,7 @@ from detinfer.controller.trust import Memory
 from detinfer.controller.writes import Event, Plan
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-FAILED_VERDICTS = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH, Verdict.SERVER_MISMATCH)
+FAILED_VERDICTS = tuple(v for v in Verdict if v.failed)
 # The UID of a Job the plan creates, until the create response gives the real one.
 PENDING_UID = ""
 

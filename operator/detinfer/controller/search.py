@@ -31,7 +31,6 @@ from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders.common import revision_of
 from detinfer.controller.writes import Event, Plan
 
-FAILED = (Verdict.NOT_DETERMINISTIC, Verdict.FINGERPRINT_MISMATCH, Verdict.SERVER_MISMATCH)
 
 
 def with_backend(
@@ -119,7 +118,7 @@ def _finished_trial(
     revision = revision_of(trial_dis)
     run = old.validation if old.validation and old.validation.revision == revision else None
     measurement = old.overhead if old.overhead and old.overhead.revision == revision else None
-    if run is not None and run.verdict in FAILED:
+    if run is not None and run.verdict.failed:
         return AttentionTrial(
             backend=backend, revision=revision, verdict=run.verdict, message=run.message[:512]
         )
