@@ -306,7 +306,7 @@ def test_child_events_reach_their_owner_only():
     pods: OwnerIndex[PodView] = OwnerIndex()
     state.indexes = {**_indexes(), "pods_by_owner": pods}
     state.indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
-    watch = ChildWatch(POD_KIND, pods, lambda key: handlers.child_changed(state, key))
+    watch = ChildWatch(POD_KIND, pods, lambda key, front: handlers.child_changed(state, key, front))
     pods.listed(watch)  # as after its first list
     other = f.engine_pod("qwen-a", "r", instance="other")
     watch.handle({"type": "ADDED", "object": other})

@@ -40,7 +40,11 @@ def pod_watch(lister=list, namespace=None):
     changed: list[tuple[str, str]] = []
     index: OwnerIndex[PodView] = OwnerIndex()
     kind = Kind("pods_by_owner", "Pod", lister, lister, PodView.from_body)
-    return ChildWatch(kind, index, changed.append, namespace), index, changed
+    return (
+        ChildWatch(kind, index, lambda key, front: changed.append(key), namespace),
+        index,
+        changed,
+    )
 
 
 def test_a_view_that_does_not_change_queues_nothing():
@@ -105,7 +109,7 @@ def test_a_listed_child_gets_its_kind_which_list_items_lack():
     lister = Lister([[body]])
     index: OwnerIndex[ChildView] = OwnerIndex()
     kind = Kind("deployments_by_owner", "Deployment", lister, lister, ChildView.from_body)
-    ChildWatch(kind, index, lambda key: None)._list()
+    ChildWatch(kind, index, lambda key, front: None)._list()
     assert [(v.kind, v.name) for v in index.get(KEY)] == [("Deployment", "qwen")]
 
 
@@ -118,7 +122,7 @@ def test_a_namespaced_watch_lists_its_namespace_only():
 
     index: OwnerIndex[PodView] = OwnerIndex()
     kind = Kind("pods_by_owner", "Pod", None, namespaced, PodView.from_body)
-    ChildWatch(kind, index, lambda key: None, "ml")._list()
+    ChildWatch(kind, index, lambda key, front: None, "ml")._list()
     assert calls == ["ml"]
 
 
@@ -131,3 +135,30 @@ def test_start_waits_for_every_list_and_says_which_did_not_come():
     watches.watches = [watch]
     with pytest.raises(TimeoutError, match="pods_by_owner"):
         watches.start(timeout=0.01)
+
+
+def test_an_ended_validator_or_benchmark_pod_queues_its_resource_in_front():
+    seen: list[tuple[tuple[str, str], bool]] = []
+    index: OwnerIndex[PodView] = OwnerIndex()
+    kind = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
+    watch = ChildWatch(kind, index, lambda key, front: seen.append((key, front)))
+
+    def pod(name: str, component: str, ended: bool) -> dict:
+        body = f.engine_pod(name, "r", ready=not ended)
+        body["metadata"]["labels"][c.LABEL_COMPONENT] = component
+        if ended:
+            state = {"terminated": {"exitCode": 0, "reason": "Completed", "message": "{}"}}
+            body["status"]["containerStatuses"] = [{"name": "validator", "state": state}]
+        return body
+
+    for component in (c.COMPONENT_VALIDATOR, c.COMPONENT_BENCH):
+        seen.clear()
+        name = f"qwen-{component}"
+        watch.handle({"type": "ADDED", "object": pod(name, component, ended=False)})
+        watch.handle({"type": "MODIFIED", "object": pod(name, component, ended=True)})
+        watch.handle({"type": "DELETED", "object": pod(name, component, ended=True)})
+        assert seen == [(KEY, False), (KEY, True), (KEY, False)], component
+    # An engine pod that ends is no result: the rest lane.
+    seen.clear()
+    watch.handle({"type": "ADDED", "object": pod("qwen-a", c.COMPONENT_ENGINE, ended=True)})
+    assert seen == [(KEY, False)]

@@ -26,8 +26,23 @@ def test_new_resources_go_first_each_lane_in_order():
     q.add("new-1", front=True)
     q.add("old-2")
     q.add("new-2", front=True)
-    q.add("old-1", front=True)  # already waiting: it keeps its place
+    q.add("new-1", front=True)  # already waiting in the front lane: it keeps its place
     assert [q.get() for _ in range(4)] == ["new-1", "new-2", "old-1", "old-2"]
+
+
+def test_a_result_moves_a_waiting_key_to_the_front_and_a_held_one_comes_back_there():
+    q: WorkQueue[str] = WorkQueue()
+    for key in ("old-1", "old-2", "old-3"):
+        q.add(key)
+    q.add("old-3", front=True)  # waiting in the rest lane: moves to the front, once
+    assert len(q) == 3
+    assert q.get() == "old-3"
+    q.add("old-3")
+    q.add("old-3", front=True)  # held: comes back in the front lane when done
+    q.add("old-3")
+    q.add("new-1", front=True)
+    q.done("old-3")
+    assert [q.get() for _ in range(4)] == ["new-1", "old-3", "old-1", "old-2"]
 
 
 def test_a_key_added_while_held_comes_back_once_after_done():

@@ -50,7 +50,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "watches" not in memo:
         watches = ChildWatches(
             state.cluster.watch_client(),
-            lambda key: child_changed(state, key),
+            lambda key, front: child_changed(state, key, front),
             memo.get("namespaces"),
         )
         try:
@@ -105,11 +105,12 @@ async def dis_changed(
     state.queue.add((namespace or "", name), front=not body.get("status"))
 
 
-def child_changed(state: State, key: tuple[str, str]) -> None:
-    """A child's view changed (controller/watches.py): queue its resource, if it is known."""
+def child_changed(state: State, key: tuple[str, str], front: bool = False) -> None:
+    """A child's view changed (controller/watches.py): queue its resource, if it is known; in
+    the front lane when the change is a result (`watches.decides`)."""
     resources = state.indexes["resources_by_key"] if state.indexes else None
     if resources is not None and resources.get(key):
-        state.queue.add(key)
+        state.queue.add(key, front=front)
 
 
 def _state(memo: kopf.Memo, kwargs: Mapping[str, Any]) -> State:

@@ -32,7 +32,6 @@ from detinfer.builders.common import revision_of
 from detinfer.controller.writes import Event, Plan
 
 
-
 def with_backend(
     dis: DeterministicInferenceService, backend: AttentionBackend
 ) -> DeterministicInferenceService:

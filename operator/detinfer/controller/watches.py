@@ -9,7 +9,9 @@ resources' own events wait behind them (docs/benchmarks.md). Here one thread per
 watches with the label selector on the server, turns each object into its view
 (controller/observed.py), keeps it in an `OwnerIndex` by the resource the object's instance label
 names, and queues that resource only when the view changed: a status update that changes nothing
-the controller reads queues nothing.
+the controller reads queues nothing. A validator's or benchmark's pod that has ended queues its
+resource in the front lane (controller/workqueue.py): a verdict waits on that pass, and it should
+not wait behind the follow-up passes that the kube-controller-manager's status updates bring.
 
 The instance label only routes: what an object is worth is decided by owner UIDs
 (controller/trust.py), as before.
@@ -175,13 +177,14 @@ def kinds(api_client: client.ApiClient) -> list[Kind]:
 
 class ChildWatch(threading.Thread):
     """Lists and then watches one kind (in one namespace, or all), keeping `index` current and
-    calling `changed(key)` for every resource whose views changed."""
+    calling `changed(key, front)` for every resource whose views changed (`front`: the change
+    is a result, see `decides`)."""
 
     def __init__(
         self,
         kind: Kind,
         index: OwnerIndex[Any],
-        changed: Callable[[Key], None],
+        changed: Callable[[Key, bool], None],
         namespace: str | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"detinfer-watch-{kind.index}-{namespace or 'all'}")
@@ -229,7 +232,7 @@ class ChildWatch(threading.Thread):
         self.index.listed(self)
         self.listed.set()
         for key in changed:
-            self.changed(key)
+            self.changed(key, False)
 
     def _replace(self, objects: dict[str, tuple[Key, Any]]) -> set[Key]:
         changed: set[Key] = set()
@@ -278,8 +281,9 @@ class ChildWatch(threading.Thread):
             changed = self.index.put(uid, *view[1:]) if view else self.index.put(uid, None, None)
             if view:
                 self._uids.add(uid)
+        front = kind != "DELETED" and view is not None and decides(view[2])
         for key in changed:
-            self.changed(key)
+            self.changed(key, front)
 
     def _view(self, body: Mapping[str, Any]) -> tuple[str, Key, Any] | None:
         key = owner_key(body)
@@ -288,6 +292,16 @@ class ChildWatch(threading.Thread):
         if "kind" not in body:
             body = {**body, "kind": self.kind.kind}
         return (body.get("metadata") or {}).get("uid", ""), key, self.kind.view(body)
+
+
+def decides(view: Any) -> bool:
+    """Whether a changed view is a result the resource waits on: a validator's or a benchmark's
+    pod that has ended (its termination message holds the summary)."""
+    return (
+        isinstance(view, PodView)
+        and view.component in (c.COMPONENT_VALIDATOR, c.COMPONENT_BENCH)
+        and view.terminated is not None
+    )
 
 
 def _events(response: Any) -> Iterator[dict[str, Any]]:
@@ -302,7 +316,7 @@ class ChildWatches:
     def __init__(
         self,
         api_client: client.ApiClient,
-        changed: Callable[[Key], None],
+        changed: Callable[[Key, bool], None],
         namespaces: Iterable[str] | None = None,
     ) -> None:
         self.indexes: dict[str, OwnerIndex[Any]] = {}

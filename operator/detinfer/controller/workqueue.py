@@ -9,7 +9,9 @@ key once a delay has passed (a retry).
 
 New resources (no Deployment yet, no pass run) go to the front lane: a user's `kubectl apply`
 waits behind the first passes of other new resources only, not behind the follow-up passes of
-everything created before it. Each lane is first in, first out.
+everything created before it. So does a resource whose validator or benchmark has just ended
+(controller/watches.py): a key added to the front while it waits in the rest lane moves to the
+front. Each lane is first in, first out.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class WorkQueue(Generic[K]):
         self._lanes: tuple[deque[K], deque[K]] = (deque(), deque())  # (front, rest)
         self._waiting: set[K] = set()
         self._held: set[K] = set()
-        self._again: set[K] = set()
+        self._again: dict[K, bool] = {}  # held keys added meanwhile: front or not
         self._later: list[tuple[float, int, K]] = []  # (monotonic due time, tie breaker, key)
         self._count = itertools.count()
         self._closed = False
@@ -68,8 +70,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._held.discard(key)
             if key in self._again:
-                self._again.discard(key)
-                self._add(key, False)
+                self._add(key, self._again.pop(key))
 
     def close(self) -> None:
         with self._cond:
@@ -83,11 +84,14 @@ class WorkQueue(Generic[K]):
 
     def _add(self, key: K, front: bool) -> None:
         if key in self._held:
-            self._again.add(key)
+            self._again[key] = self._again.get(key, False) or front
         elif key not in self._waiting:
             self._waiting.add(key)
             self._lanes[0 if front else 1].append(key)
             self._cond.notify()
+        elif front and key in self._lanes[1]:
+            self._lanes[1].remove(key)  # O(n), for a result only: rare beside the other adds
+            self._lanes[0].append(key)
 
     def _release_due(self) -> None:
         now = time.monotonic()
