@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,12 +289,30 @@ def probe_figures(probe_path: Path, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def idle_requests(cluster: Cluster, seconds: int) -> tuple[int, int]:
-    """(requests, writes) by the operator in the next `seconds`, from the audit log."""
+def events_posted(operator: Operator, until: float) -> float | None:
+    """Seconds from the last Ready to no pass queued and no Event waiting to be posted
+    (detinfer_reconcile_queue_depth and detinfer_events_pending 0), once so."""
+    values = dict(
+        line.split(" ", 1)
+        for line in operator.metrics().splitlines()
+        if line.startswith(("detinfer_events_pending ", "detinfer_reconcile_queue_depth "))
+    )
+    if len(values) != 2:
+        raise AssertionError(f"the operator's metrics lack the queue or the Events: {values}")
+    if any(float(v) for v in values.values()):
+        return None
+    return max(time.time() - until, 0.001)
+
+
+def idle_requests(cluster: Cluster, seconds: int) -> tuple[int, int, list[tuple[str, int]]]:
+    """(requests, writes, the writes by verb and resource, most first) by the operator in the
+    next `seconds`, from the audit log."""
     since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     time.sleep(seconds)
     until = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-    return _count(cluster.operator_requests(since=since, until=until))
+    entries = cluster.operator_requests(since=since, until=until)
+    writes = Counter(audit.request_name(e) for e in entries if e["verb"] in WRITE_VERBS)
+    return (*_count(entries), writes.most_common())
 
 
 def operator_calls(cluster: Cluster, namespace: str) -> tuple[int, int]:
@@ -382,10 +401,19 @@ def main() -> int:
         for size in sizes:
             print(f"{size} resources ...", file=sys.stderr)
             row = run_size(cluster, operator, size)
-            time.sleep(10)  # let the last events settle before measuring idleness
+            # The Events of the last passes follow their status writes (two posting threads):
+            # idle begins once they are posted, then the last watch events settle.
+            until = row["until"]
+            row["events_posted_after"] = wait_for(
+                "the operator's Events posted",
+                lambda: events_posted(operator, until),  # noqa: B023 (called here only)
+                timeout=600,
+                interval=0.5,
+            )
+            time.sleep(10)
             row.update(probe_figures(probe_path, row))  # flushed every 5 s meanwhile
             print(f"  idle for {args.idle_seconds} s ...", file=sys.stderr)
-            requests, writes = idle_requests(cluster, args.idle_seconds)
+            requests, writes, row["idle_writes"] = idle_requests(cluster, args.idle_seconds)
             row["idle_requests_per_min"] = requests * 60 / args.idle_seconds
             row["idle_writes_per_min"] = writes * 60 / args.idle_seconds
             row["rss_peak_mib"], row["rss_now_mib"] = memory_mib(operator.process.pid)
@@ -440,6 +468,14 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
         for order, n in r["orders"]:
             lines.append(f"    {n} resources: " + ", ".join(order))
+    for r in rows:
+        lines.append(
+            f"  {r['size']}: the last Events posted {r['events_posted_after']:.1f} s after the"
+            " last Ready (idle is measured from 10 s after that)"
+        )
+        if r.get("idle_writes"):
+            what = ", ".join(f"{n} {request}" for request, n in r["idle_writes"])
+            lines.append(f"  {r['size']}: the writes while idle: {what}")
     lines += ["", "inside the operator (bench/sampler/probe.py, over each size's run):"]
     for r in rows:
         if "path" in r:

@@ -45,6 +45,11 @@ queue_depth = Gauge(
     "Resources waiting for a pass (a steady high value: the operator does not keep up)",
     registry=REGISTRY,
 )
+events_pending = Gauge(
+    "detinfer_events_pending",
+    "Events decided and not yet posted (the status is written first; Events follow)",
+    registry=REGISTRY,
+)
 api_writes_total = Counter(
     "detinfer_api_writes_total", "Writes to the Kubernetes API by kind", ["kind"], registry=REGISTRY
 )

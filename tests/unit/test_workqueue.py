@@ -154,10 +154,10 @@ def test_events_are_posted_off_the_caller_in_the_order_they_were_decided():
     poster({"name": "qwen", "namespace": "ml"}, "Normal", "First", "one", "UpdateStatus")
     poster({"name": "qwen", "namespace": "ml"}, "Normal", "Second", "two", "UpdateStatus")
     assert time.monotonic() - started < 1  # the caller did not wait for the API server
-    assert posted == []
+    assert posted == [] and len(poster) == 2  # one waits, one is being posted
     release.set()
     poster.stop()
-    assert [r for r, _ in posted] == ["First", "Second"]
+    assert [r for r, _ in posted] == ["First", "Second"] and len(poster) == 0
     assert all(isinstance(at, datetime) for _, at in posted) and posted[0][1] <= posted[1][1]
 
 

@@ -54,9 +54,16 @@ class EventPoster:
         for thread in self._threads:
             thread.join(timeout)
 
+    def __len__(self) -> int:
+        """Events handed over and not yet posted (waiting, or on their way to the API server)."""
+        return self._queue.unfinished_tasks
+
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             try:
                 self._post(*item)
             except Exception:  # the cluster's call logs API errors itself; this is a bug
                 log.exception("posting an Event failed")
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()  # the stop's None
