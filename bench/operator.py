@@ -344,6 +344,13 @@ def main() -> int:
     )
     parser.add_argument("--out", metavar="FILE", type=Path, help="also write the rows as JSON")
     parser.add_argument(
+        "--settle",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="wait this long after the operator's watch opens before the first size",
+    )
+    parser.add_argument(
         "--switch-interval",
         metavar="SECONDS",
         type=float,
@@ -398,6 +405,7 @@ def main() -> int:
         # kopf answers /healthz before its watch of the resources is open; a resource created
         # before that arrives with the watch's start, which is not the operator's reaction.
         wait_for("the operator's watch of the resources", lambda: watching(cluster), timeout=60)
+        time.sleep(args.settle)
         for size in sizes:
             print(f"{size} resources ...", file=sys.stderr)
             row = run_size(cluster, operator, size)

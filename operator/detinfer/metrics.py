@@ -191,6 +191,32 @@ _PER_DIS = (
 _CONDITION_VALUE = {ConditionStatus.TRUE: 1, ConditionStatus.FALSE: 0, ConditionStatus.UNKNOWN: -1}
 
 
+# The series each resource has, by metric, with their children: a pass reads and drops its own
+# resource's series, never a scan of every resource's, and sets a child without the metric's
+# lock (prometheus_client takes it on every labels() call). At 1000 resources the scan and the
+# lock took a third of the workers' time (docs/benchmarks.md). Only the worker that holds a
+# resource's key touches that resource's entry (controller/workqueue.py).
+_SERIES: dict[tuple[str, str], dict[Any, dict[tuple[str, ...], Any]]] = {}
+
+
+def _child(metric: Any, key: tuple[str, str], *rest: object) -> Any:
+    labels = (*key, *(str(r) for r in rest))
+    children = _SERIES.setdefault(key, {}).setdefault(metric, {})
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child
+
+
+def _series(metric: Any, key: tuple[str, str]) -> list[tuple[str, ...]]:
+    return list(_SERIES.get(key, {}).get(metric, {}))
+
+
+def _remove(metric: Any, labels: tuple[str, ...]) -> None:
+    metric.remove(*labels)
+    _SERIES.get((labels[0], labels[1]), {}).get(metric, {}).pop(labels, None)
+
+
 def observe(
     namespace: str,
     name: str,
@@ -202,24 +228,24 @@ def observe(
     revalidation interval (None: the spec is invalid, the last value stays)."""
     key = (namespace, name)
     if consumed is not None:
-        validation_runs_total.labels(*key, consumed.value).inc()
+        _child(validation_runs_total, key, consumed.value).inc()
     if revalidate_every_seconds is not None:
-        revalidation_interval.labels(*key).set(revalidate_every_seconds)
+        _child(revalidation_interval, key).set(revalidate_every_seconds)
     for state in ("desired", "running", "validated"):
-        replicas.labels(*key, state).set(getattr(status.replicas, state))
+        _child(replicas, key, state).set(getattr(status.replicas, state))
     for cond in status.conditions:
-        condition.labels(*key, cond.type).set(_CONDITION_VALUE[cond.status])
+        _child(condition, key, cond.type).set(_CONDITION_VALUE[cond.status])
         # One series per condition: the reason it had before is dropped (it goes stale).
-        for labels in _series_labels(condition_reason):
-            if labels[:3] == (*key, cond.type) and labels[3] != cond.reason:
-                condition_reason.remove(*labels)
-        condition_reason.labels(*key, cond.type, cond.reason).set(1)
+        for labels in _series(condition_reason, key):
+            if labels[2] == cond.type and labels[3] != cond.reason:
+                _remove(condition_reason, labels)
+        _child(condition_reason, key, cond.type, cond.reason).set(1)
     _observe_overhead(key, status)
     run = status.validation
     if run is None:
         return
     for suite in run.suites:
-        unique_outputs.labels(*key, suite.name.value).set(suite.unique_outputs)
+        _child(unique_outputs, key, suite.name.value).set(suite.unique_outputs)
     if run.suites:
         # One output of a suite whose outputs held no evidence is not reproducibility.
         passed = sum(
@@ -227,18 +253,18 @@ def observe(
             for s in run.suites
             if s.unique_outputs == 1 and s.outcome != SuiteOutcome.COULD_NOT_TEST
         )
-        reproducibility_ratio.labels(*key).set(passed / len(run.suites))
-    fingerprint_match.labels(*key).set(0 if run.verdict == Verdict.FINGERPRINT_MISMATCH else 1)
+        _child(reproducibility_ratio, key).set(passed / len(run.suites))
+    _child(fingerprint_match, key).set(0 if run.verdict == Verdict.FINGERPRINT_MISMATCH else 1)
     if (when := parse_time(run.last_success_time)) is not None:
-        last_success.labels(*key).set(when.timestamp())
+        _child(last_success, key).set(when.timestamp())
     if run.duration_seconds is not None:
-        validation_duration.labels(*key).set(run.duration_seconds)
+        _child(validation_duration, key).set(run.duration_seconds)
     if run.tokens_used is not None:
-        validation_tokens.labels(*key).set(run.tokens_used)
+        _child(validation_tokens, key).set(run.tokens_used)
     if run.latency_p50_milliseconds is not None:
-        latency_p50.labels(*key).set(run.latency_p50_milliseconds / 1000)
+        _child(latency_p50, key).set(run.latency_p50_milliseconds / 1000)
     if run.tokens_per_second is not None:
-        tokens_per_second.labels(*key).set(run.tokens_per_second)
+        _child(tokens_per_second, key).set(run.tokens_per_second)
 
 
 def _observe_overhead(key: tuple[str, str], status: DeterministicInferenceServiceStatus) -> None:
@@ -247,29 +273,31 @@ def _observe_overhead(key: tuple[str, str], status: DeterministicInferenceServic
     m = status.overhead
     if m is None:
         return
-    overhead_measured.labels(*key).set(1 if m.measured else 0)
+    _child(overhead_measured, key).set(1 if m.measured else 0)
     if (when := parse_time(m.last_run_time)) is not None:
-        overhead_last_run.labels(*key).set(when.timestamp())
+        _child(overhead_last_run, key).set(when.timestamp())
     levels = {str(level.concurrency): level for level in m.levels} if m.measured else {}
     for metric in _OVERHEAD_LEVELS:
-        for labels in _series_labels(metric):
-            if labels[:2] == key and labels[2] not in levels:
-                metric.remove(*labels)
+        for labels in _series(metric, key):
+            if labels[2] not in levels:
+                _remove(metric, labels)
     if m.measured and m.headline_percent is not None:
-        overhead_headline.labels(*key).set(m.headline_percent)
-    elif key in _series_labels(overhead_headline):
-        overhead_headline.remove(*key)
+        _child(overhead_headline, key).set(m.headline_percent)
+    else:
+        for labels in _series(overhead_headline, key):
+            _remove(overhead_headline, labels)
     for concurrency, level in levels.items():
-        overhead_throughput.labels(*key, concurrency).set(level.throughput_overhead_percent)
+        _child(overhead_throughput, key, concurrency).set(level.throughput_overhead_percent)
         for side, figures in (("deterministic", level.deterministic), ("baseline", level.baseline)):
-            overhead_tokens_per_second.labels(*key, concurrency, side).set(
+            _child(overhead_tokens_per_second, key, concurrency, side).set(
                 figures.tokens_per_second
             )
-            overhead_e2e_p50.labels(*key, concurrency, side).set(figures.e2e_p50_ms / 1000)
+            _child(overhead_e2e_p50, key, concurrency, side).set(figures.e2e_p50_ms / 1000)
 
 
 def forget(namespace: str, name: str) -> None:
     """Drop every series of a deleted resource."""
+    _SERIES.pop((namespace, name), None)
     for metric in _PER_DIS:
         for labels in list(_series_labels(metric)):
             if labels[:2] == (namespace, name):

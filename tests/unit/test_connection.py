@@ -47,3 +47,22 @@ def test_the_operator_pod_runs_on_its_ip_without_a_kubeconfig(tmp_path: Path, mo
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     assert env["KUBERNETES_SERVICE_PORT"] == "32764"
     assert env[connection.SERVICE_ACCOUNT_DIR_ENV] == str(tmp_path)
+
+
+def test_the_operators_client_keeps_a_connection_per_thread(tmp_path: Path, monkeypatch):
+    from detinfer.controller import handlers
+    from detinfer.controller.cluster import Cluster
+
+    monkeypatch.setattr(client.Configuration, "_default", client.Configuration._default)
+    (tmp_path / "token").write_text("abc")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv(connection.SERVICE_ACCOUNT_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    threads = handlers.WORKERS + handlers.EVENT_THREADS
+    cluster = Cluster.connect(connections=threads)
+    assert cluster.api_client.configuration.connection_pool_maxsize == threads
+    assert cluster.api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] == threads
+    # The children's watches share the configuration, with a pool of their own.
+    watches = cluster.watch_client()
+    assert watches.rest_client.pool_manager is not cluster.api_client.rest_client.pool_manager

@@ -78,10 +78,18 @@ class Cluster:
         self.instance = (instance or host or "detinfer")[:INSTANCE_LIMIT]
 
     @classmethod
-    def connect(cls) -> Cluster:
-        """In a pod: the service account; elsewhere: the current kubeconfig context."""
+    def connect(cls, connections: int | None = None) -> Cluster:
+        """In a pod: the service account; elsewhere: the current kubeconfig context.
+
+        `connections`: the most the client keeps open, one per thread that calls it. The
+        library's default is 5 per CPU of the host; with fewer than the threads, every call
+        beyond them opens a new TLS connection and closes it after (the "Connection pool is
+        full, discarding connection" warning): CPU on both ends, a handshake on the path."""
         connection.load()  # DETINFER_SERVICE_ACCOUNT_DIR, the pod's ServiceAccount, a kubeconfig
-        api_client = client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
+        api_client = client.ApiClient(configuration)
         api_client.user_agent = f"detinfer/{__version__}"  # tells our requests apart in audit logs
         return cls(api_client)
 

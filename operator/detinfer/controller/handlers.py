@@ -43,7 +43,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # detinfer posts its own Events (Cluster.post_event); any Event kopf posts names detinfer too.
     settings.posting.reporting_component = c.REPORTING_CONTROLLER
     if "state" not in memo:
-        cluster = Cluster.connect()
+        cluster = Cluster.connect(connections=WORKERS + EVENT_THREADS)
         memo["events"] = EventPoster(cluster.post_event, EVENT_THREADS)
         memo["state"] = State(cluster, OperatorConfig.from_env(), memo["events"])
     state: State = memo["state"]
