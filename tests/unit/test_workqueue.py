@@ -154,10 +154,10 @@ def test_events_are_posted_off_the_caller_in_the_order_they_were_decided():
     poster({"name": "qwen", "namespace": "ml"}, "Normal", "First", "one", "UpdateStatus")
     poster({"name": "qwen", "namespace": "ml"}, "Normal", "Second", "two", "UpdateStatus")
     assert time.monotonic() - started < 1  # the caller did not wait for the API server
-    assert posted == [] and len(poster) == 2  # one waits, one is being posted
+    assert posted == [] and poster.pending == 2  # one waits, one is being posted
     release.set()
     poster.stop()
-    assert [r for r, _ in posted] == ["First", "Second"] and len(poster) == 0
+    assert [r for r, _ in posted] == ["First", "Second"] and poster.pending == 0
     assert all(isinstance(at, datetime) for _, at in posted) and posted[0][1] <= posted[1][1]
 
 
@@ -198,3 +198,15 @@ def test_a_child_still_recorded_as_created_is_seen_so():
     ]
     assert not ChildView.from_body(body).created
     assert ChildView("Service", "qwen", "h", Controller("X", "", "u")).created is False
+
+
+def test_the_state_posts_through_the_poster_even_when_nothing_is_pending():
+    from detinfer.config import OperatorConfig
+    from detinfer.controller.state import State
+
+    posted: list[str] = []
+    poster = EventPoster(lambda regarding, type_, reason, *rest: posted.append(reason), threads=1)
+    assert poster.pending == 0
+    state = State(object(), OperatorConfig(), poster)  # type: ignore[arg-type]
+    assert state.post_event is poster  # not the cluster's own, synchronous call
+    poster.stop()

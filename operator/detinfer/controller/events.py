@@ -54,8 +54,10 @@ class EventPoster:
         for thread in self._threads:
             thread.join(timeout)
 
-    def __len__(self) -> int:
-        """Events handed over and not yet posted (waiting, or on their way to the API server)."""
+    @property
+    def pending(self) -> int:
+        """Events handed over and not yet posted (waiting, or on their way to the API server).
+        Not __len__: a poster with nothing pending must stay truthy where it is passed."""
         return self._queue.unfinished_tasks
 
     def _run(self) -> None:

@@ -61,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         state.children_indexes = watches.indexes
         memo["watches"] = watches
     metrics.queue_depth.set_function(lambda: len(state.queue))
-    metrics.events_pending.set_function(lambda: len(memo["events"]))
+    metrics.events_pending.set_function(lambda: memo["events"].pending)
     memo["workers"] = Workers(state.queue, lambda key: sync_key(state, key), WORKERS, "detinfer")
     memo["workers"].start()
     memo["periodic"] = Periodic(state)

@@ -40,7 +40,7 @@ class State:
         self.queue: WorkQueue[tuple[str, str]] = WorkQueue()
         # How Events are posted: the cluster's call itself, or (in the operator) a poster that
         # hands them to a thread of their own (controller/events.py).
-        self.post_event = post_event or cluster.post_event
+        self.post_event = post_event if post_event is not None else cluster.post_event
         # The body our last status write returned, per resource: fresher than the index until
         # the watch delivers it, so a quick second sync does not act on stale status.
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
