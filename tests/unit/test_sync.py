@@ -724,3 +724,11 @@ def test_the_status_patch_removes_what_the_new_status_no_longer_holds_at_every_d
         "overhead": {"measured": False, "headlinePercent": None},
     }
     assert replacing({}, wanted) == wanted
+
+
+def test_the_warm_up_plans_a_valid_resource_and_every_child_without_writing():
+    from detinfer.controller.sync import warm_up
+
+    the_plan = warm_up(OperatorConfig())  # no cluster: nothing it could write to
+    assert not the_plan.invalid and the_plan.status is not None
+    assert [o["kind"] for o in the_plan.apply] == ["Deployment", "Service", "Service"]

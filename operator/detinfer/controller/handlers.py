@@ -26,7 +26,7 @@ from detinfer.controller.cluster import Cluster
 from detinfer.controller.events import EventPoster
 from detinfer.controller.periodic import Periodic
 from detinfer.controller.state import State
-from detinfer.controller.sync import lean, sync_key
+from detinfer.controller.sync import lean, sync_key, warm_up
 from detinfer.controller.watches import ChildWatches
 from detinfer.controller.workqueue import Workers
 
@@ -60,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             raise
         state.children_indexes = watches.indexes
         memo["watches"] = watches
+    warm_up(state.config)  # before kopf opens the watch of the resources
     metrics.queue_depth.set_function(lambda: len(state.queue))
     metrics.events_pending.set_function(lambda: memo["events"].pending)
     memo["workers"] = Workers(state.queue, lambda key: sync_key(state, key), WORKERS, "detinfer")
