@@ -92,20 +92,23 @@ def summarize(body: dict[str, Any], top: int = 25) -> str:
 
 
 def call_sites(body: dict[str, Any], top: int = 12) -> str:
-    """The pool's time inside a reconciliation (controller/sync.py:sync), by the innermost
+    """The workers' time inside a reconciliation (controller/sync.py:sync), by the innermost
     detinfer frame and whether that frame waits on the network: which API call the time is
     spent in, or whether it waits for another thread's pass of the same resource (the lock)."""
     sites: Counter[str] = Counter()
     for thread, stack, n in body["stacks"]:
         ours = [f for f in stack if "/detinfer/" in f.rsplit(":", 2)[0]]
-        if not thread.startswith("ThreadPool") or not any(":sync:" in f for f in ours):
+        # The workers (controller/workqueue.py: detinfer-0, -1, ...) or, before the work
+        # queue, kopf's thread pool.
+        worker = group(thread) in ("detinfer-N", "ThreadPoolExecutor-N_N")
+        if not worker or not any(":sync:" in f for f in ours):
             continue
         line = ours[-1].rsplit(":", 2)[2]
         where = "network" if kind(stack[-1]) == "network" else "running or blocked"
         sites[f"{short(ours[-1])}:{line} ({where})"] += n
     total = sum(sites.values()) or 1
     seconds = total * body["interval"]
-    out = [f"pool threads inside sync: {seconds:.0f} thread-seconds, by innermost detinfer frame:"]
+    out = [f"workers inside sync: {seconds:.0f} thread-seconds, by innermost detinfer frame:"]
     for site, n in sites.most_common(top):
         out.append(f"  {n / total:6.1%} {n * body['interval']:7.1f} s  {site}")
     return "\n".join(out)

@@ -29,11 +29,21 @@ def body() -> dict:
 
 def test_call_sites_split_the_pools_time_in_sync_by_innermost_frame_and_network_wait():
     report = call_sites(body())
-    assert "pool threads inside sync: 1 thread-seconds" in report  # 90 samples of 10 ms
+    assert "workers inside sync: 1 thread-seconds" in report  # 90 samples of 10 ms
     lines = report.splitlines()[1:]
     assert "66.7%" in lines[0] and "controller/cluster.py:apply:90 (network)" in lines[0]
     assert "33.3%" in lines[1] and "controller/sync.py:sync:56 (running or blocked)" in lines[1]
     assert len(lines) == 2  # idle workers and other threads are not inside sync
+
+
+def test_the_work_queues_workers_count_as_workers_too():
+    stacks = [
+        [name.replace("ThreadPoolExecutor-0_", "detinfer-"), *rest]
+        for name, *rest in body()["stacks"]
+    ]
+    report = call_sites({**body(), "stacks": stacks})
+    assert "workers inside sync: 1 thread-seconds" in report
+    assert "controller/cluster.py:apply:90 (network)" in report
 
 
 def test_threads_group_by_role_and_leaf_frames_say_what_a_thread_waits_for():
