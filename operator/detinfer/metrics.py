@@ -169,25 +169,6 @@ overhead_last_run = Gauge(
 )
 _OVERHEAD_LEVELS = (overhead_throughput, overhead_tokens_per_second, overhead_e2e_p50)
 
-_PER_DIS = (
-    validation_runs_total,
-    unique_outputs,
-    reproducibility_ratio,
-    fingerprint_match,
-    last_success,
-    validation_duration,
-    validation_tokens,
-    latency_p50,
-    tokens_per_second,
-    replicas,
-    condition,
-    condition_reason,
-    revalidation_interval,
-    *_OVERHEAD_LEVELS,
-    overhead_headline,
-    overhead_measured,
-    overhead_last_run,
-)
 _CONDITION_VALUE = {ConditionStatus.TRUE: 1, ConditionStatus.FALSE: 0, ConditionStatus.UNKNOWN: -1}
 
 
@@ -296,13 +277,7 @@ def _observe_overhead(key: tuple[str, str], status: DeterministicInferenceServic
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop every series of a deleted resource."""
-    _SERIES.pop((namespace, name), None)
-    for metric in _PER_DIS:
-        for labels in list(_series_labels(metric)):
-            if labels[:2] == (namespace, name):
-                metric.remove(*labels)
-
-
-def _series_labels(metric: Any) -> list[tuple[str, ...]]:
-    return list(metric._metrics)  # prometheus_client keeps children keyed by label values
+    """Drop every series of a deleted resource (each was set through `_child`)."""
+    for metric, children in _SERIES.pop((namespace, name), {}).items():
+        for labels in children:
+            metric.remove(*labels)

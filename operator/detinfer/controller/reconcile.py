@@ -55,7 +55,6 @@ from detinfer.controller.trust import Memory
 from detinfer.controller.writes import Event, Plan
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-FAILED_VERDICTS = tuple(v for v in Verdict if v.failed)
 # The UID of a Job the plan creates, until the create response gives the real one.
 PENDING_UID = ""
 
@@ -402,10 +401,10 @@ def _consume(
         if name not in existing:
             continue
         if result.verdict == Verdict.DETERMINISTIC or (
-            result.verdict in FAILED_VERDICTS and failed and name not in failed
+            result.verdict.failed and failed and name not in failed
         ):
             gate = (TRUE, R.DETERMINISTIC, f"passed validation Job {job.name}")
-        elif result.verdict in FAILED_VERDICTS:
+        elif result.verdict.failed:
             gate = (FALSE, result.verdict.value, result.message[:1024])
         else:
             gate = (FALSE, R.COULD_NOT_VALIDATE, result.message[:1024])
@@ -580,12 +579,12 @@ def _set_conditions(
             R.DETERMINISTIC,
             f"every suite gave one output on {', '.join(run.pods)}; fingerprint {fingerprint}",
         )
-    elif run.verdict in FAILED_VERDICTS:
+    elif run.verdict.failed:
         put(T.VALIDATED, FALSE, run.verdict.value, run.message)
     else:
         put(T.VALIDATED, UNKNOWN, R.COULD_NOT_VALIDATE, run.message)
 
-    failed = run is not None and run.verdict in FAILED_VERDICTS
+    failed = run is not None and run.verdict.failed
     if failed:
         assert run is not None
         put(T.DEGRADED, TRUE, run.verdict.value, run.message)

@@ -278,6 +278,7 @@ class ChildWatch(threading.Thread):
         if kind == "BOOKMARK":
             return
         uid = (body.get("metadata") or {}).get("uid", "")
+        front = False
         if kind == "DELETED":
             changed = self.index.put(uid, None, None)
             self._uids.discard(uid)
@@ -286,7 +287,7 @@ class ChildWatch(threading.Thread):
             changed = self.index.put(uid, *view[1:]) if view else self.index.put(uid, None, None)
             if view:
                 self._uids.add(uid)
-        front = kind != "DELETED" and view is not None and decides(view[2])
+                front = decides(view[2])
         for key in changed:
             self.changed(key, front)
 
