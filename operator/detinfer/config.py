@@ -27,6 +27,12 @@ class OperatorConfig(BaseModel):
     """Pods of a new revision are validated together (so CrossReplica compares them) once all
     desired replicas are ready, or once the first has waited this long for the others."""
 
+    monitoring_namespace: str = Field(
+        default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"
+    )
+    """The namespace whose pods scrape the engines' /metrics (Prometheus): admitted to the
+    serving port by every resource's NetworkPolicy; empty: none beyond each resource's clients."""
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if env is None else env)
@@ -36,6 +42,7 @@ class OperatorConfig(BaseModel):
             ("job_ttl_seconds", "DETINFER_JOB_TTL_SECONDS"),
             ("retry_after_seconds", "DETINFER_RETRY_AFTER_SECONDS"),
             ("gather_seconds", "DETINFER_GATHER_SECONDS"),
+            ("monitoring_namespace", "DETINFER_MONITORING_NAMESPACE"),
         ):
             if var in env:
                 values[field] = env[var]

@@ -99,7 +99,8 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             if "$ref" in node:
                 return resolve(node, path)
         node.pop("title", None)
-        node.pop("additionalProperties", None)  # unknown fields are pruned/refused by the server
+        if isinstance(node.get("additionalProperties"), bool):  # a map keeps its value schema
+            node.pop("additionalProperties")  # unknown fields are pruned/refused by the server
         if "description" in node:
             node["description"] = " ".join(node["description"].split())
         if "properties" in node:

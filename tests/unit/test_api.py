@@ -147,7 +147,12 @@ CEL_CASES = (
             "spec.engine.extraArgs",
             f"must not contain {flag}: {why}",
         )
-        for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS, **UNSAFE_FLAGS}.items()
+        for flag, why in {
+            **MANAGED_FLAGS,
+            **NONDETERMINISTIC_FLAGS,
+            **UNSAFE_FLAGS,
+            **extra_args.CREDENTIAL_FLAGS,
+        }.items()
         for form in (flag, f"{flag}=x")
     ]
     + [
@@ -164,13 +169,37 @@ CEL_CASES = (
             "spec.engine.extraArgs[0]",
             "'--attention-backend triton' holds whitespace",
         ),
+        (
+            {"engine": {"extraArgs": ["--api-key sk-live-123"]}},
+            "spec.engine.extraArgs[0]",
+            "The item (not shown: it may hold a credential) holds whitespace",
+        ),
+        (
+            {"engine": {"version": "0.5.7", "adminApiKeySecret": {"name": "k", "key": "admin"}}},
+            "spec.engine.adminApiKeySecret",
+            "engine.adminApiKeySecret needs SGLang 0.5.8 or later",
+        ),
+        (
+            {"networkPolicy": {"clients": [{}]}},
+            "spec.networkPolicy.clients[0]",
+            "each peer needs namespaceSelector or podSelector",
+        ),
+        (
+            {"networkPolicy": {"clients": [{"podSelector": {"matchLabels": {"a b": "x"}}}]}},
+            "spec.networkPolicy.clients[0]",
+            "every matchLabels key must be a label key",
+        ),
     ]
     + [
         # Rules on each item: an abbreviation of every refused flag (a prefix one character short).
         (
             {"engine": {"extraArgs": ["--mem-fraction-static", "0.8", f"{flag[:-1]}=x"]}},
             "spec.engine.extraArgs[2]",
-            f"'{flag[:-1]}=x' is an abbreviation of {flag}, which extraArgs must not contain: {why}",
+            # A credential flag's item is not repeated (the rest may be the credential).
+            extra_args._quoted(
+                f"{flag[:-1]}=x",
+                f"is an abbreviation of {flag}, which extraArgs must not contain: {why}",
+            ),
         )
         for flag, why in extra_args.refused_flags().items()
         if flag.startswith("--")
@@ -472,3 +501,25 @@ def test_a_spec_that_is_not_json_is_refused_not_raised():
 
     body = f.dis(model={"since": datetime.date(2024, 1, 1)})
     assert errors_of(body) == ["spec: is not JSON: Object of type date is not JSON serializable"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--api-key", "sk-live-123"],
+        ["--api-key=sk-live-123"],
+        ["--api-k=sk-live-123"],
+        ["--admin-api-key", "sk-live-123"],
+        ["--admin-api=sk-live-123"],
+        ["--api-key sk-live-123"],
+        ["--ssl-keyfile-password=sk-live-123"],
+    ],
+)
+def test_a_credential_in_extra_args_is_refused_without_repeating_it(args):
+    """Every spelling is refused, and no message repeats the value (the API server's neither:
+    the CRD's rules are the same expressions)."""
+    errors = errors_of(f.dis(engine={"extraArgs": ["--mem-fraction-static", "0.8", *args]}))
+    assert errors and not any("sk-live-123" in e for e in errors), errors
+    assert any(
+        "Secret in spec.engine" in e or "password" in e or "holds whitespace" in e for e in errors
+    ), errors

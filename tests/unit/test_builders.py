@@ -20,6 +20,7 @@ from detinfer.builders import (
     validation_job_name,
 )
 from detinfer.builders.deployment import engine_command
+from detinfer.builders.process_line import ADMIN_KEY_WRAPPER
 from detinfer.config import OperatorConfig
 from tests.support import factories as f
 
@@ -62,7 +63,8 @@ def test_sglang_command_line_follows_the_spec_in_order():
             resources={"gpusPerReplica": 2},
         )
     )
-    assert command == ["python3", "-m", "sglang.launch_server"]
+    # No Secret names an admin key: the wrapper makes one in the pod (tests/unit/test_keys.py).
+    assert command == [*ADMIN_KEY_WRAPPER, "python3", "-m", "sglang.launch_server"]
     assert args == [
         "--model-path",
         "Qwen/Qwen3-8B",
@@ -214,7 +216,7 @@ def test_reference_engine_runs_detinfer_engine_on_cpu_or_gpu():
         resources={"gpusPerReplica": 0, "gpuProduct": None},
     )
     command, args = engine_command(cpu)
-    assert command == ["detinfer", "engine"]
+    assert command == [*ADMIN_KEY_WRAPPER, "detinfer", "engine"]
     assert "--enable-deterministic-inference" not in args
     assert args[args.index("--device") + 1] == "cpu"
     assert "--attention-backend" not in args and "--tp-size" not in args

@@ -17,7 +17,14 @@ from tests.support import factories as f
 def test_render_prints_every_object(capsys):
     assert main(["render", str(f.ROOT / "examples" / "service.yaml"), "-n", "ml"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["kind"] for d in docs] == ["Deployment", "Service", "Service", "Job"]
+    assert [d["kind"] for d in docs] == [
+        "Deployment",
+        "Service",
+        "Service",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Job",
+    ]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
 
 
@@ -26,7 +33,7 @@ def test_render_json(capsys):
     import json
 
     listing = json.loads(capsys.readouterr().out)
-    assert listing["kind"] == "List" and len(listing["items"]) == 4
+    assert listing["kind"] == "List" and len(listing["items"]) == 6
 
 
 def test_render_refuses_an_invalid_spec_with_the_field_path(tmp_path: Path, capsys):

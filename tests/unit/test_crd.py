@@ -57,6 +57,12 @@ def test_schema_is_structural(committed):
     }
     for path, node in _walk(schema):
         assert "type" in node, f"{path} has no type"
+        if isinstance(node.get("additionalProperties"), dict):  # a map: its values' schema
+            assert node["type"] == "object" and "properties" not in node, path
+            assert "maxProperties" in node, f"{path}: CEL cost estimation needs maxProperties"
+            assert node["additionalProperties"]["type"] == "string", path
+            assert "maxLength" in node["additionalProperties"], path
+            continue
         assert not forbidden & set(node), f"{path} uses {forbidden & set(node)}"
         if node["type"] == "object":
             assert "properties" in node, f"{path} is an object without properties"

@@ -268,8 +268,15 @@ def test_values_are_read_as_argparse_reads_them(args):
 
 
 def _proper_prefixes(flag: str) -> list[str]:
-    # "--" alone is the end of the options, refused on its own; an abbreviation has more.
-    return [flag[:n] for n in range(3, len(flag))]
+    # "--" alone is the end of the options, refused on its own; an abbreviation has more. A
+    # prefix that is an allowed flag wherever `flag` is one (--ssl-keyfile of
+    # --ssl-keyfile-password) is that flag, not an abbreviation.
+    refused = extra_args.refused_flags()
+    return [
+        flag[:n]
+        for n in range(3, len(flag))
+        if flag[:n] in refused or not extra_args._wherever(flag[:n], flag)
+    ]
 
 
 def _refused_long_flags(flags: extra_args.EngineFlags) -> list[str]:
@@ -300,7 +307,7 @@ def test_no_abbreviation_of_a_refused_flag_passes(kind, flags):
             named = [
                 e
                 for e in errors
-                if e.startswith(f"spec.engine.extraArgs[{i}]: '{token}' ")
+                if e.startswith(f"spec.engine.extraArgs[{i}]: {extra_args._quoted(token, '')}")
                 or e.startswith(f"spec.engine.extraArgs: extraArgs must not contain {option}:")
             ]
             assert named, (token, errors)
@@ -317,7 +324,7 @@ def test_the_crd_alone_refuses_every_abbreviation_of_a_refused_sglang_flag():
                 if prefix in by_name:
                     continue
                 assert any(f"is an abbreviation of {flag}," in m for m in failed), (token, failed)
-                assert all(m.startswith(f"'{token}' ") for m in failed)
+                assert all(m.startswith(extra_args._quoted(token, "")) for m in failed)
 
 
 def _engine_rules():
@@ -419,14 +426,32 @@ def test_is_value_follows_argparse():
 
 
 def test_no_flag_of_some_releases_is_a_prefix_of_a_refused_flag():
-    """The CRD's item rules exempt only flags of every release from the abbreviation rules (an
-    item rule cannot see engine.version): a flag of some releases only that is a proper prefix
-    of a refused flag would be refused there although the pinned release has it."""
+    """The CRD's item rules exempt from a refused flag's abbreviation rule only the flags of
+    every release and those of every release that has the refused flag (an item rule cannot see
+    engine.version): a flag of some other releases only that is a proper prefix of a refused
+    flag would be refused there although the pinned release has it."""
+    releases = sglang_flags.releases()
     every = extra_args.every_release_flags()
     refused = [f for f in extra_args.refused_flags() if f.startswith("--")]
     clashes = {
-        option: [f for f in refused if f.startswith(option) and f != option]
-        for option in sglang_flags.releases()
+        option: [
+            f
+            for f in refused
+            if f.startswith(option)
+            and f != option
+            and not (f in releases and set(releases[f].flags) <= set(releases[option].flags))
+        ]
+        for option in releases
         if option not in every and option not in extra_args.refused_flags()
     }
     assert {o: f for o, f in clashes.items() if f} == {}
+
+
+def test_ssl_keyfile_is_not_taken_for_an_abbreviation_of_its_password():
+    """--ssl-keyfile (0.5.10 on) stays usable; only --ssl-keyfile-password is refused."""
+    assert all(r.check("--ssl-keyfile") is None for r in extra_args.item_rules())
+    parse_dis(f.dis(engine={"extraArgs": ["--ssl-keyfile", "/keys/tls.key"]}))
+    assert errors_of(["--ssl-keyfile-password", "pw"], "SGLang") == [
+        "spec.engine.extraArgs: extraArgs must not contain --ssl-keyfile-password: "
+        + extra_args.CREDENTIAL_FLAGS["--ssl-keyfile-password"]
+    ]

@@ -21,11 +21,17 @@ from detinfer.builders import (
     build_deployment,
     build_validation_job,
 )
-from detinfer.builders.process_line import LayoutError, flag_value, with_flag_value
+from detinfer.builders.process_line import (
+    ADMIN_KEY_WRAPPER,
+    LayoutError,
+    flag_value,
+    with_flag_value,
+)
 from detinfer.config import OperatorConfig
 from detinfer.local.pod_runner import (
     LocalPod,
     PodRunner,
+    container_env,
     ended_status,
     local_command,
     local_env,
@@ -80,14 +86,50 @@ def test_roles_are_the_builders_commands_and_nothing_else():
 
 
 def test_an_engine_runs_here_as_built_but_on_the_pod_ip():
+    """Behind the admin-key wrapper as built (its script as written, this Python for python3)."""
     container = engine_container()
     command = local_command(container, "engine", POD_IP, TERMINATION)
     built = [*container["command"], *container["args"]]
-    assert command[:4] == [sys.executable, "-m", "detinfer.cli", "engine"]
-    assert command[4:] == with_flag_value(built[2:], "--host", POD_IP)
+    wrapper = len(ADMIN_KEY_WRAPPER)
+    assert built[:wrapper] == list(ADMIN_KEY_WRAPPER)
+    assert command[:wrapper] == [sys.executable, *ADMIN_KEY_WRAPPER[1:]]
+    inner = command[wrapper:]
+    assert inner[:4] == [sys.executable, "-m", "detinfer.cli", "engine"]
+    assert inner[4:] == with_flag_value(built[wrapper + 2 :], "--host", POD_IP)
     assert flag_value(command, "--host") == POD_IP
     assert "0.0.0.0" not in command
     assert flag_value(command, "--random-seed") == "42"
+
+
+def test_secret_keys_fill_the_environment_and_args_as_the_kubelet_does():
+    container = {
+        "name": "engine",
+        "command": ["detinfer", "engine"],
+        "args": [
+            "--host",
+            "0.0.0.0",
+            "--api-key",
+            "$(DETINFER_API_KEY)",
+            "--x",
+            "$(UNSET)",
+            "$$(A)",
+        ],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {
+                "name": "DETINFER_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "keys", "key": "client"}},
+            },
+        ],
+    }
+    env = container_env(container, {"keys": {"client": "sk-local"}})
+    assert env == {"HOME": "/tmp", "DETINFER_API_KEY": "sk-local"}
+    command = local_command(container, "engine", POD_IP, TERMINATION, env)
+    assert flag_value(command, "--api-key") == "sk-local"
+    assert command[-3:] == ["--x", "$(UNSET)", "$(A)"]  # unknown names stay; $$ is a $
+    assert local_env(container, "pod", env)["DETINFER_API_KEY"] == "sk-local"
+    with pytest.raises(LayoutError, match="no key 'client' in Secret 'keys'"):
+        container_env(container, {})
 
 
 def test_a_validator_writes_its_summary_where_the_runner_reads_it():

@@ -38,6 +38,7 @@ def writes(p: Plan) -> int:
         + (p.create_job is not None)
         + len(p.delete_jobs)
         + len(p.pod_conditions)
+        + len(p.delete_policies)
         + (p.status is not None)
     )
 
@@ -98,6 +99,9 @@ class World:
                 self.replicasets[rs["metadata"]["name"]] = rs
         for name in p.delete_jobs:
             self.jobs.pop(name, None)
+        for name, uid in p.delete_policies.items():
+            if self.children[("NetworkPolicy", name)]["metadata"]["uid"] == uid:
+                del self.children[("NetworkPolicy", name)]
         if p.create_job:
             created = T0 + timedelta(seconds=len(self.jobs))
             name = p.create_job["metadata"]["name"]
@@ -198,6 +202,8 @@ def test_first_visit_applies_children_and_sets_every_condition():
         ("Deployment", "qwen"),
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
+        ("NetworkPolicy", "qwen-engine"),
+        ("NetworkPolicy", "qwen-baseline"),
     ]
     assert p.create_job is None
     types = {x["type"]: (x["status"], x["reason"]) for x in p.status.to_wire()["conditions"]}
@@ -863,6 +869,8 @@ def test_a_foreign_deployment_is_left_untouched_and_named():
     assert [(o["kind"], o["metadata"]["name"]) for o in p.apply] == [
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
+        ("NetworkPolicy", "qwen-engine"),
+        ("NetworkPolicy", "qwen-baseline"),
     ]
     assert world.children[("Deployment", "qwen")] == foreign
     ready = world.condition(T.READY)
@@ -929,3 +937,29 @@ def test_an_engine_pod_claiming_our_replicaset_with_other_containers_is_ignored(
     (message,) = warnings(p)
     assert message.startswith("pod impostor has the engine labels of qwen but claims ReplicaSet")
     assert "does not run its containers" in message
+
+
+def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
+    world = World(f.dis())
+    world.settle()
+    assert {k for k in world.children if k[0] == "NetworkPolicy"} == {
+        ("NetworkPolicy", "qwen-engine"),
+        ("NetworkPolicy", "qwen-baseline"),
+    }
+    # A namesake someone else controls is never deleted.
+    world.children[("NetworkPolicy", "qwen-other")] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "qwen-other", "uid": "uid-theirs", "labels": {"app": "theirs"}},
+    }
+    world.body["spec"]["networkPolicy"] = {"enabled": False}
+    world.body["metadata"]["generation"] = 2
+    p = world.step()
+    assert p.delete_policies == {
+        "qwen-engine": "uid-qwen-engine",
+        "qwen-baseline": "uid-qwen-baseline",
+    }
+    assert {k for k in world.children if k[0] == "NetworkPolicy"} == {
+        ("NetworkPolicy", "qwen-other")
+    }
+    assert world.step().delete_policies == {}

@@ -124,6 +124,7 @@ def _indexes(pods=()):
         if pods
         else {},
         "services_by_owner": {},
+        "networkpolicies_by_owner": {},
         "replicasets_by_owner": {("ml", "qwen"): [ReplicaSetView.from_body(f.replicaset())]},
     }
 
@@ -141,7 +142,8 @@ def test_sync_writes_children_then_status_then_events():
     fixed = f.dis()
     fixed["metadata"]["generation"] = 2  # the user's fix is a new generation
     sync(state, ("ml", "qwen"), fixed, _indexes())
-    assert [call[0] for call in cluster.calls] == ["apply", "apply", "apply", "status"]
+    # The Deployment, the two Services, the two NetworkPolicies, the status.
+    assert [call[0] for call in cluster.calls] == [*["apply"] * 5, "status"]
 
 
 def test_a_conflict_is_retried_from_a_fresh_read_and_announced_once():
@@ -322,7 +324,13 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     state, _ = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     applied = {k[1:]: v[0] for k, v in state.applied.items()}
-    assert set(applied) == {("Service", "qwen-pods"), ("Service", "qwen"), ("Deployment", "qwen")}
+    assert set(applied) == {
+        ("Service", "qwen-pods"),
+        ("Service", "qwen"),
+        ("Deployment", "qwen"),
+        ("NetworkPolicy", "qwen-engine"),
+        ("NetworkPolicy", "qwen-baseline"),
+    }
     state.cluster.calls.clear()
     # The watch has not delivered the children yet: nothing is applied twice.
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
@@ -332,8 +340,8 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     assert state.children("ml", indexed) == indexed
     assert state.applied == {}
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
-    services = [child for child in indexed if child.kind == "Service"]
-    changed = [ChildView("Deployment", "qwen", "edited", OWNED), *services]
+    others = [child for child in indexed if child.kind != "Deployment"]
+    changed = [ChildView("Deployment", "qwen", "edited", OWNED), *others]
     indexes = _indexes()
     indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
     indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}
@@ -395,7 +403,12 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
     applies = [c for c in state.cluster.calls if c[0] == "apply"]
     # The create found it; the pass planned again without it.
     assert applies[0] == ("apply", "Deployment", "qwen")
-    assert applies[1:] == [("apply", "Service", "qwen-pods"), ("apply", "Service", "qwen")]
+    assert applies[1:] == [
+        ("apply", "Service", "qwen-pods"),
+        ("apply", "Service", "qwen"),
+        ("apply", "NetworkPolicy", "qwen-engine"),
+        ("apply", "NetworkPolicy", "qwen-baseline"),
+    ]
     status = state.written[("ml", "qwen")]["status"]
     ready = next(x for x in status["conditions"] if x["type"] == "Ready")
     assert ready["reason"] == "ChildConflict" and "Deployment qwen exists" in ready["message"]
@@ -531,6 +544,8 @@ def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_onc
     assert [call[:2] for call in cluster.calls[1:]] == [
         ("apply", "Service"),
         ("apply", "Service"),
+        ("apply", "NetworkPolicy"),
+        ("apply", "NetworkPolicy"),
         ("status", "100"),
     ]
     # Once a status is written, a pass is whole (here: the index still shows the Deployment
@@ -731,4 +746,10 @@ def test_the_warm_up_plans_a_valid_resource_and_every_child_without_writing():
 
     the_plan = warm_up(OperatorConfig())  # no cluster: nothing it could write to
     assert not the_plan.invalid and the_plan.status is not None
-    assert [o["kind"] for o in the_plan.apply] == ["Deployment", "Service", "Service"]
+    assert [o["kind"] for o in the_plan.apply] == [
+        "Deployment",
+        "Service",
+        "Service",
+        "NetworkPolicy",
+        "NetworkPolicy",
+    ]

@@ -51,6 +51,11 @@ ENGINE_CONTAINER = "engine"
 VALIDATOR_CONTAINER = "validator"
 BENCH_CONTAINER = "bench"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# The keys' environment variables: the kubelet fills them from the Secrets the spec names
+# (valueFrom.secretKeyRef) and expands $(NAME) in the engine's args; the validator and the
+# benchmark read the client key from the same variable.
+API_KEY_ENV = "DETINFER_API_KEY"
+ADMIN_API_KEY_ENV = "DETINFER_ADMIN_API_KEY"
 # Kubernetes keeps at most this many bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 

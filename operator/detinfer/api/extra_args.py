@@ -60,6 +60,17 @@ UNSAFE_FLAGS: dict[str, str] = {
     "--config": "SGLang would read more flags from that file, unchecked",
     "--help": "the engine would print its help and exit instead of serving",
 }
+# Flags whose value is a credential: in extraArgs it would be a literal in the Deployment's args,
+# readable by anyone who may read the pod, the Deployment or this resource.
+CREDENTIAL_FLAGS: dict[str, str] = {
+    "--api-key": "a key in extraArgs is readable by anyone who may read the pods or this "
+    "resource; name its Secret in spec.engine.apiKeySecret instead",
+    "--admin-api-key": "a key in extraArgs is readable by anyone who may read the pods or this "
+    "resource; name its Secret in spec.engine.adminApiKeySecret instead (unset, each pod makes "
+    "its own)",
+    "--ssl-keyfile-password": "a password in extraArgs is readable by anyone who may read the "
+    "pods or this resource, and detinfer serves the engine over plain HTTP inside the cluster",
+}
 SAMPLING_BACKEND = "--sampling-backend"
 # Deterministic mode forces the pytorch sampler; any other sampler breaks it.
 SAMPLING_BACKEND_WHY = "deterministic inference needs the pytorch sampler"
@@ -91,6 +102,7 @@ def _with_aliases(flags: dict[str, str]) -> dict[str, str]:
 MANAGED_FLAGS = _with_aliases(MANAGED_FLAGS)
 NONDETERMINISTIC_FLAGS = _with_aliases(NONDETERMINISTIC_FLAGS)
 UNSAFE_FLAGS = _with_aliases(UNSAFE_FLAGS)
+CREDENTIAL_FLAGS = _with_aliases(CREDENTIAL_FLAGS)
 
 
 @functools.cache
@@ -108,6 +120,7 @@ def refused_flags() -> dict[str, str]:
         **MANAGED_FLAGS,
         **NONDETERMINISTIC_FLAGS,
         **UNSAFE_FLAGS,
+        **CREDENTIAL_FLAGS,
         **sampling_backend_flags(),
     }
 
@@ -125,8 +138,38 @@ WHITESPACE_REFUSED = (
 )
 
 
+def _prefixes_pattern(flag: str) -> str:
+    """RE2 for `flag` or any prefix of it ("--" and at least one more character)."""
+    if not re.fullmatch(r"--[a-z0-9][a-z0-9-]+", flag):  # nothing to escape, in RE2 or CEL
+        raise ValueError(f"unexpected flag name {flag!r}")
+    nested = ""
+    for char in reversed(flag[3:]):
+        nested = f"({char}{nested})?"
+    return f"{flag[2]}{nested}"
+
+
+# An item that is a credential flag or an abbreviation of one, alone or with a value after "="
+# or whitespace: its messages never repeat it, since the rest may be the credential itself.
+CREDENTIAL_ITEM = (
+    "^--("
+    + "|".join(_prefixes_pattern(f) for f in sorted(CREDENTIAL_FLAGS) if f.startswith("--"))
+    + f")(=|{_WHITESPACE}|$)"
+)
+HIDDEN_ITEM = "The item (not shown: it may hold a credential)"
+
+
 def _quoted(token: str, message: str) -> str:
+    if re.search(CREDENTIAL_ITEM, token):
+        return f"{HIDDEN_ITEM} {message}"
     return f"'{token}' {message}"
+
+
+def _quoted_cel(message: str) -> str:
+    """A messageExpression that says what _quoted says."""
+    return (
+        f"self.matches('{CREDENTIAL_ITEM}') ? \"{HIDDEN_ITEM} {message}\" : "
+        f'"\'" + self + "\' {message}"'
+    )
 
 
 # ---- the CRD's rules ----
@@ -171,13 +214,30 @@ def engine_rules() -> tuple[CelRule, ...]:
     sampling = sampling_backend_flags()
     exact = {
         flag: why
-        for flag, why in {**MANAGED_FLAGS, **NONDETERMINISTIC_FLAGS, **UNSAFE_FLAGS}.items()
+        for flag, why in {
+            **MANAGED_FLAGS,
+            **NONDETERMINISTIC_FLAGS,
+            **UNSAFE_FLAGS,
+            **CREDENTIAL_FLAGS,
+        }.items()
         if flag not in sampling
     }
     return (
         *(_flag_rule(flag, why) for flag, why in exact.items()),
         *(_sampling_backend_rule(flag) for flag in sampling),
         REFERENCE_DEVICE_RULE,
+    )
+
+
+def _wherever(option: str, flag: str) -> bool:
+    """Whether `option` is a flag of every release, or of every release that has `flag`."""
+    releases = sglang_flags.releases()
+    if option in every_release_flags():
+        return True
+    return (
+        option in releases
+        and flag in releases
+        and set(releases[flag].flags) <= set(releases[option].flags)
     )
 
 
@@ -194,10 +254,14 @@ def _prefix_pattern(flag: str) -> str:
 
 
 def _abbreviation_rule(flag: str, why: str) -> CelRule:
-    # A flag of every release that is itself a prefix of `flag` is that flag, not an
-    # abbreviation (argparse takes exact names first).
+    # A flag that is itself a prefix of `flag` is that flag, not an abbreviation (argparse takes
+    # exact names first), in every release that has it: the rule (which cannot see
+    # engine.version) exempts those of every release, and those of every release that has
+    # `flag` (--ssl-keyfile beside --ssl-keyfile-password, both from 0.5.10).
     exact = sorted(
-        o for o in every_release_flags() if o != flag and flag.startswith(o) and o.startswith("--")
+        o
+        for o in sglang_flags.releases()
+        if o != flag and flag.startswith(o) and o.startswith("--") and _wherever(o, flag)
     )
     rule = f"!self.matches('{_prefix_pattern(flag)}')"
     for other in exact:
@@ -206,7 +270,7 @@ def _abbreviation_rule(flag: str, why: str) -> CelRule:
     return CelRule(
         rule=rule,
         message=message,
-        message_expression=f'"\'" + self + "\' {message}"',
+        message_expression=_quoted_cel(message),
         reason="FieldValueForbidden",
     )
 
@@ -214,7 +278,7 @@ def _abbreviation_rule(flag: str, why: str) -> CelRule:
 WHITESPACE_RULE = CelRule(
     rule=f"!self.startsWith('-') || !self.matches('{_WHITESPACE}')",
     message=WHITESPACE_REFUSED,
-    message_expression=f'"\'" + self + "\' {WHITESPACE_REFUSED}"',
+    message_expression=_quoted_cel(WHITESPACE_REFUSED),
     reason="FieldValueForbidden",
 )
 

@@ -20,6 +20,7 @@ __all__ = ["MANAGED_FLAGS", "NONDETERMINISTIC_FLAGS", "UNSAFE_FLAGS"]
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 FINGERPRINT_PATTERN = r"^sha256:[0-9a-f]{64}$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 IMAGE_DIGEST_RE = "@sha256:[0-9a-f]{64}$"
 
 
@@ -153,6 +154,17 @@ class ModelSpec(StrictKubeModel):
     )
 
 
+class SecretKeySelector(StrictKubeModel):
+    """A key of a Secret in the resource's namespace. The operator never reads it: the kubelet
+    puts its value into the pods' environment (valueFrom.secretKeyRef)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+    """The Secret's name."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
+    """The key in the Secret's data."""
+
+
 TILE = Field(ge=16, le=1048576)
 
 
@@ -234,6 +246,19 @@ class EngineSpec(StrictKubeModel):
     deterministic_inference: Toggle = Toggle.ENABLED
     """--enable-deterministic-inference. Disabled is allowed only for kind Reference, to show
     what the validator catches."""
+
+    api_key_secret: SecretKeySelector | None = None
+    """The client API key (SGLang --api-key), from a Secret: every request but /health*,
+    /ready* and /metrics must then send it (Authorization: Bearer). The engine gets it through
+    its environment, and so do the validation and benchmark Jobs; it is never an argument or in
+    a report. Before SGLang 0.5.8 it is also the only key of the admin endpoints."""
+
+    admin_api_key_secret: SecretKeySelector | None = None
+    """The admin API key (SGLang --admin-api-key, from 0.5.8), from a Secret: the only key that
+    opens the admin endpoints (weight updates, LoRA adapters, internal state, logging, cache).
+    Unset: each pod makes a random one when it starts, which is never written to the API.
+    SGLang also answers it on /server_info to any caller it serves
+    (docs/architecture.md#threat-model)."""
 
     extra_args: Annotated[
         list[
@@ -333,6 +358,21 @@ class EngineSpec(StrictKubeModel):
             ),
             field_path=".attentionBackend",
             reason="FieldValueInvalid",
+        ),
+        CelRule(
+            rule=(
+                "!has(self.adminApiKeySecret) || self.kind == 'Reference' || "
+                "(has(self.version) && self.version in ["
+                + ", ".join(f"'{v}'" for v in features.admin_key_versions())
+                + "])"
+            ),
+            message=(
+                f"engine.adminApiKeySecret needs SGLang {features.ADMIN_API_KEY_FIRST} or later: "
+                "earlier releases have no --admin-api-key (there apiKeySecret opens the admin "
+                "endpoints)"
+            ),
+            field_path=".adminApiKeySecret",
+            reason="FieldValueForbidden",
         ),
         *extra_arg_rules.engine_rules(),
     )
@@ -471,6 +511,62 @@ class OverheadSpec(StrictKubeModel):
     )
 
 
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+class LabelSelector(StrictKubeModel):
+    """Labels an object must all carry (a Kubernetes label selector's matchLabels)."""
+
+    match_labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]],
+        Field(max_length=16),
+    ] = {}
+    """Label keys and values; empty: every object."""
+
+
+class ClientPeer(StrictKubeModel):
+    """Pods that may call the serving port, as a NetworkPolicy peer: podSelector alone selects
+    pods in the resource's namespace, namespaceSelector alone every pod of those namespaces,
+    both the selected pods of the selected namespaces."""
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.namespaceSelector) || has(self.podSelector)",
+            message="networkPolicy.clients: each peer needs namespaceSelector or podSelector",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule=" && ".join(
+                f"(!has(self.{s}) || self.{s}.matchLabels.all(k, size(k) <= 253 && "
+                f"k.matches('{LABEL_KEY_PATTERN}')))"
+                for s in ("namespaceSelector", "podSelector")
+            ),
+            message="networkPolicy.clients: every matchLabels key must be a label key "
+            "([prefix/]name, the name at most 63 characters)",
+        ),
+    )
+
+
+class NetworkPolicySpec(StrictKubeModel):
+    """NetworkPolicies that admit only the clients, the resource's own Jobs and the metrics
+    scrape to its engine pods, and only its benchmark Job to its baseline pods. They take
+    effect where the cluster's network plugin enforces NetworkPolicies."""
+
+    enabled: bool = True
+    """Make them (and delete them when set to false)."""
+
+    clients: Annotated[list[ClientPeer], Field(max_length=16)] = []
+    """Who may call the serving port; empty: every pod in the resource's namespace. The
+    resource's validation and benchmark Jobs, the operator's namespace and the chart's
+    monitoring namespace are admitted in any case."""
+
+
 class DeterministicInferenceServiceSpec(StrictKubeModel):
     """The desired deployment."""
 
@@ -482,6 +578,7 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
     resources: ResourcesSpec = ResourcesSpec()
     validation: ValidationSpec = ValidationSpec()
     overhead: OverheadSpec = OverheadSpec()
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
 
     cel_rules = (
         CelRule(

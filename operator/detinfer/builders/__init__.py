@@ -11,6 +11,7 @@ from detinfer.api.resource import DeterministicInferenceService
 from detinfer.builders.common import RevisionContext, context_of, revision_of
 from detinfer.builders.deployment import build_deployment
 from detinfer.builders.job import Endpoint, build_validation_job, validation_job_name
+from detinfer.builders.network_policy import build_network_policies
 from detinfer.builders.overhead import (
     baseline_deployment_name,
     bench_job_name,
@@ -22,7 +23,9 @@ from detinfer.config import OperatorConfig
 
 
 def build_children(
-    target: DeterministicInferenceService | RevisionContext, serving_revision: str
+    target: DeterministicInferenceService | RevisionContext,
+    serving_revision: str,
+    config: OperatorConfig,
 ) -> list[dict[str, Any]]:
     """The long-lived children, in the order they are applied: the Deployment first, because
     its pods take longest to come up."""
@@ -31,6 +34,7 @@ def build_children(
         build_deployment(context),
         build_headless_service(context),
         build_client_service(context, serving_revision),
+        *build_network_policies(context, config),
     ]
 
 
@@ -46,7 +50,7 @@ def render_objects(
     expected = dis.spec.validation.expected_fingerprint
     name = validation_job_name(dis, context.revision, [e.pod for e in endpoints], None)
     job = build_validation_job(context, endpoints, expected, name, config)
-    return [*build_children(context, context.revision), job]
+    return [*build_children(context, context.revision, config), job]
 
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "build_client_service",
     "build_deployment",
     "build_headless_service",
+    "build_network_policies",
     "build_validation_job",
     "render_objects",
     "revision_of",

@@ -25,7 +25,8 @@ def revision_of(dis: DeterministicInferenceService) -> str:
     """Hash of every spec field that can change the outputs.
 
     Replicas, resources other than the GPU product, and the validation settings are left out:
-    changing them must not restart or re-validate the pods. The SGLang release and its numerics
+    changing them must not restart or re-validate the pods. Nor are the key Secrets: new pods that
+    only take new keys are held to the recorded fingerprint like any other new pod. The SGLang release and its numerics
     are in (engine.version, engine.numerics: they change the outputs); the reference engine
     reads no numerics, so they are left out for it. The recipe counts changes to how a spec
     becomes pods (2: the numerics environment, the per-release flags and probes).
@@ -33,6 +34,9 @@ def revision_of(dis: DeterministicInferenceService) -> str:
     spec = dis.spec.to_wire()
     engine = dict(spec["engine"])
     engine.pop("allowMutableImage", None)
+    # Which Secrets hold the keys changes who may call, not what the engine computes.
+    engine.pop("apiKeySecret", None)
+    engine.pop("adminApiKeySecret", None)
     if dis.spec.engine.kind == EngineKind.REFERENCE:
         engine.pop("numerics", None)
     return stable_hash(
@@ -134,16 +138,18 @@ def one_shot_job(
     args: list[str],
     deadline_seconds: int,
     ttl_seconds: int,
+    env: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """A Job of one pod that talks to engine pods only (the validator, the benchmark): no
     retries, no ServiceAccount token or service links, restricted Pod Security, its summary
-    as the termination message."""
-    spec = {
+    as the termination message; `env` carries the engines' client key, if any."""
+    spec: dict[str, Any] = {
         "name": container,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "args": args,
+        **({"env": env} if env else {}),
         "terminationMessagePath": c.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
         "resources": {

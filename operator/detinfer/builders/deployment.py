@@ -8,10 +8,16 @@ from detinfer.api import constants as c
 from detinfer.api import numerics
 from detinfer.api.attention import effective_backend
 from detinfer.api.base import Toggle
+from detinfer.api.keys import has_admin_key
 from detinfer.api.resource import DeterministicInferenceService
-from detinfer.api.spec import AttentionBackend, EngineKind
+from detinfer.api.spec import AttentionBackend, EngineKind, SecretKeySelector
 from detinfer.builders import common
-from detinfer.builders.process_line import ENGINE_COMMAND, HOST_FLAG
+from detinfer.builders.process_line import (
+    ADMIN_KEY_FLAG,
+    ADMIN_KEY_WRAPPER,
+    ENGINE_COMMAND,
+    HOST_FLAG,
+)
 from detinfer.sglang_flags import features
 
 MODEL_CACHE_PATH = "/var/cache/detinfer/models"
@@ -68,7 +74,39 @@ def engine_command(
         args += features.cuda_graph_off_flags(sglang_version(dis))
     if engine.radix_cache == Toggle.DISABLED:
         args.append("--disable-radix-cache")
-    return command, args + list(engine.extra_args)
+    args += list(engine.extra_args)
+    # The keys last, as $(VAR) the kubelet expands from the environment (key_environment):
+    # never a literal. Without a Secret for it, the admin key is made in the pod at start.
+    if engine.api_key_secret:
+        args += ["--api-key", f"$({c.API_KEY_ENV})"]
+    if has_admin_key(engine):
+        if engine.admin_api_key_secret:
+            args += [ADMIN_KEY_FLAG, f"$({c.ADMIN_API_KEY_ENV})"]
+        else:
+            command = [*ADMIN_KEY_WRAPPER, *command]
+    return command, args
+
+
+def secret_env(name: str, secret: SecretKeySelector) -> dict[str, Any]:
+    return {
+        "name": name,
+        "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+    }
+
+
+def client_key_environment(dis: DeterministicInferenceService) -> list[dict[str, Any]]:
+    """The client key, for the engine and for the Jobs that call it."""
+    secret = dis.spec.engine.api_key_secret
+    return [secret_env(c.API_KEY_ENV, secret)] if secret else []
+
+
+def key_environment(dis: DeterministicInferenceService) -> list[dict[str, Any]]:
+    """The engine's keys, from the Secrets the spec names; the operator never reads them."""
+    env = client_key_environment(dis)
+    admin = dis.spec.engine.admin_api_key_secret
+    if admin and has_admin_key(dis.spec.engine):
+        env.append(secret_env(c.ADMIN_API_KEY_ENV, admin))
+    return env
 
 
 def _resources(dis: DeterministicInferenceService) -> dict[str, Any]:
@@ -116,6 +154,8 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
             },
         }
     period = 10
+    version = sglang_version(dis)
+    liveness = features.liveness_path(version, dis.spec.engine.api_key_secret is not None)
     return {
         # /health_generate runs one real generation, so a pod is "up" only when it can serve.
         "startupProbe": {
@@ -133,11 +173,14 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
         # Liveness must not generate: SGLang's /health does by default and can take 20 s on a
         # loaded server. From 0.5.6 the operator turns that off (features.liveness_environment),
         # before it probes /get_model_info; both answer from the HTTP process without the
-        # scheduler. A pod is restarted only after two minutes without an answer.
+        # scheduler. A pod is restarted only after two minutes without an answer. Before 0.5.6
+        # with a client key, /get_model_info needs the key: /health then, which generates there.
         "livenessProbe": {
-            **http(features.liveness_path(sglang_version(dis))),
+            **http(liveness),
             "periodSeconds": 20,
-            "timeoutSeconds": 10,
+            "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS
+            if liveness == "/health" and features.liveness_generates(version)
+            else 10,
             "failureThreshold": 6,
         },
     }
@@ -145,8 +188,8 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
 
 def _environment(
     dis: DeterministicInferenceService, deterministic: bool = True
-) -> list[dict[str, str]]:
-    env = [
+) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": MODEL_CACHE_PATH},
         {"name": "HOME", "value": "/tmp"},
     ]
@@ -156,7 +199,7 @@ def _environment(
         env += features.liveness_environment(version)
         if deterministic:  # the batch-invariant numerics: what the baseline goes without
             env += numerics.environment(engine.numerics, version, engine.tensor_parallel_size)
-    return env
+    return env + key_environment(dis)
 
 
 def _security_context(dis: DeterministicInferenceService) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
 from detinfer.builders import common
+from detinfer.builders.deployment import client_key_environment
 from detinfer.builders.process_line import SUMMARY_FILE_FLAG, VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
 
@@ -128,4 +129,5 @@ def build_validation_job(
         validator_args(dis, endpoints, expected_fingerprint),
         dis.spec.validation.timeout_seconds,
         config.job_ttl_seconds,
+        client_key_environment(dis),
     )

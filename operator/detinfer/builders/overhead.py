@@ -12,7 +12,11 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.builders import common
-from detinfer.builders.deployment import baseline_deployment_name, build_baseline_deployment
+from detinfer.builders.deployment import (
+    baseline_deployment_name,
+    build_baseline_deployment,
+    client_key_environment,
+)
 from detinfer.builders.job import Endpoint
 from detinfer.builders.process_line import BENCH_COMMAND, SUMMARY_FILE_FLAG
 from detinfer.config import OperatorConfig
@@ -86,4 +90,5 @@ def build_bench_job(
         bench_args(dis, deterministic, baseline),
         dis.spec.overhead.timeout_seconds,
         config.job_ttl_seconds,
+        client_key_environment(dis),
     )

@@ -70,6 +70,7 @@ class Cluster:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.events = client.EventsV1Api(api_client)
         # In a pod the host name is the pod's name (HOSTNAME, as the kubelet sets it in every
@@ -154,6 +155,12 @@ class Cluster:
                 "create": self.apps.create_namespaced_deployment,
                 "read": self.apps.read_namespaced_deployment,
                 "patch": self.apps.patch_namespaced_deployment,
+            }
+        if kind == "NetworkPolicy":
+            return {
+                "create": self.networking.create_namespaced_network_policy,
+                "read": self.networking.read_namespaced_network_policy,
+                "patch": self.networking.patch_namespaced_network_policy,
             }
         return {
             "create": self.core.create_namespaced_service,
@@ -268,18 +275,11 @@ class Cluster:
     def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
         """Delete our Deployment (the overhead baseline); only that one (a precondition on its
         UID), never a namesake."""
-        try:
-            self.apps.delete_namespaced_deployment(
-                name,
-                namespace,
-                body=client.V1DeleteOptions(
-                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
-                ),
-                _preload_content=False,
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):  # gone, or the name is someone else's now
-                raise
+        _delete_by_uid(self.apps.delete_namespaced_deployment, namespace, name, uid)
+
+    def delete_network_policy(self, namespace: str, name: str, uid: str) -> None:
+        """Delete our NetworkPolicy (spec.networkPolicy turned off), by UID as above."""
+        _delete_by_uid(self.networking.delete_namespaced_network_policy, namespace, name, uid)
 
     def set_pod_condition(self, namespace: str, pod: str, condition: Mapping[str, Any]) -> None:
         """Set one condition on pods/status; a strategic merge keeps the kubelet's conditions."""
@@ -361,3 +361,18 @@ class Cluster:
                 reason,
                 exc,
             )
+
+
+def _delete_by_uid(delete: Any, namespace: str, name: str, uid: str) -> None:
+    try:
+        delete(
+            name,
+            namespace,
+            body=client.V1DeleteOptions(
+                propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+            ),
+            _preload_content=False,
+        )
+    except ApiException as exc:
+        if exc.status not in (404, 409):  # gone, or the name is someone else's now
+            raise

@@ -205,7 +205,7 @@ def plan(
     # 3. Children, with the client Service on the revision that serves now. A child whose name
     # someone else holds is never applied.
     serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
-    wanted = build_children(context, serving_revision)
+    wanted = build_children(context, serving_revision, config)
     foreign = trust.foreign_children(
         dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
     )
@@ -217,6 +217,14 @@ def plan(
     out.observed_hashes = applied_hashes
     out.created_children = {
         (ch.kind, ch.name) for ch in children if ch.created and (ch.kind, ch.name) in applied_hashes
+    }
+    wanted_keys = {(ch["kind"], ch["metadata"]["name"]) for ch in wanted}
+    out.delete_policies = {
+        ch.name: ch.uid
+        for ch in children
+        if ch.kind == "NetworkPolicy"
+        and (ch.kind, ch.name) not in wanted_keys
+        and is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
     }
     for child in wanted:
         child_key = (child["kind"], child["metadata"]["name"])

@@ -135,6 +135,7 @@ class State:
         for key in [
             k
             for k in self.applied
-            if k[0] == namespace and k[2] in (name, f"{name}-pods", f"{name}-baseline")
+            if k[0] == namespace
+            and k[2] in (name, f"{name}-pods", f"{name}-baseline", f"{name}-engine")
         ]:
             del self.applied[key]

@@ -202,6 +202,7 @@ def _deployment_only(p: Plan) -> Plan:
         or p.pod_conditions
         or p.create_bench_job is not None
         or p.delete_deployments
+        or p.delete_policies
     )
     if not deployments or not more:
         return p
@@ -223,6 +224,7 @@ def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Ob
             [
                 *indexes["deployments_by_owner"].get(key, []),
                 *indexes["services_by_owner"].get(key, []),
+                *indexes["networkpolicies_by_owner"].get(key, []),
             ],
         ),
         replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
@@ -326,6 +328,10 @@ def _execute(
         metrics.api_writes_total.labels("delete-deployment").inc()
         # What this process applied no longer stands in for the index (State.children).
         state.applied.pop((namespace, "Deployment", deployment), None)
+    for policy, uid in p.delete_policies.items():
+        cluster.delete_network_policy(namespace, policy, uid)
+        metrics.api_writes_total.labels("delete-networkpolicy").inc()
+        state.applied.pop((namespace, "NetworkPolicy", policy), None)
     for pod, condition in p.pod_conditions.items():
         cluster.set_pod_condition(namespace, pod, condition)
         metrics.api_writes_total.labels("pod-condition").inc()

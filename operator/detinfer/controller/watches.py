@@ -1,5 +1,5 @@
-"""The children's watches and indexes: pods, Jobs, ReplicaSets, Deployments and Services with our
-label, watched outside kopf.
+"""The children's watches and indexes: pods, Jobs, ReplicaSets, Deployments, Services and
+NetworkPolicies with our label, watched outside kopf.
 
 These kinds bring most of the watch events (an engine pod alone changes five or six times on
 its way to Ready, a Deployment and its ReplicaSet with every status update of the
@@ -140,6 +140,7 @@ def kinds(api_client: client.ApiClient) -> list[Kind]:
         core=client.CoreV1Api(api_client),
         apps=client.AppsV1Api(api_client),
         batch=client.BatchV1Api(api_client),
+        networking=client.NetworkingV1Api(api_client),
     )
     return [
         Kind(
@@ -168,6 +169,13 @@ def kinds(api_client: client.ApiClient) -> list[Kind]:
             "Service",
             api.core.list_service_for_all_namespaces,
             api.core.list_namespaced_service,
+            ChildView.from_body,
+        ),
+        Kind(
+            "networkpolicies_by_owner",
+            "NetworkPolicy",
+            api.networking.list_network_policy_for_all_namespaces,
+            api.networking.list_namespaced_network_policy,
             ChildView.from_body,
         ),
         Kind(

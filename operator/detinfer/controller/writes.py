@@ -44,6 +44,8 @@ class Plan:
     # baseline Deployments to delete (name -> UID: only that one).
     create_bench_job: dict[str, Any] | None = None
     delete_deployments: dict[str, str] = field(default_factory=dict)
+    # NetworkPolicies of this resource no longer wanted (spec.networkPolicy off): name -> UID.
+    delete_policies: dict[str, str] = field(default_factory=dict)
     # Only the first writes of a larger plan (sync's `deployment_first`): the next pass, queued
     # at once, plans and makes the rest.
     follow_up: bool = False

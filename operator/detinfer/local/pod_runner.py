@@ -50,6 +50,7 @@ the pod, not run wrongly.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import logging
 import os
@@ -59,6 +60,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ from kubernetes.client.exceptions import ApiException
 from detinfer import connection
 from detinfer.api import constants as c
 from detinfer.builders.process_line import (
+    ADMIN_KEY_WRAPPER,
     BENCH_COMMAND,
     ENGINE_COMMAND,
     HOST_FLAG,
@@ -78,6 +81,7 @@ from detinfer.builders.process_line import (
     LayoutError,
     flag_value,
     process_line,
+    unwrapped,
     with_flag_value,
 )
 
@@ -110,6 +114,7 @@ class LocalPod:
     termination_path: Path
     gates: list[str]
     command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the container's own (container_env)
     probe_url: str | None = None  # engines: readiness; the operator: liveness
     liveness: dict[str, Any] = field(default_factory=dict)  # the operator's probe settings
     liveness_failures: int = 0
@@ -130,15 +135,21 @@ class LocalPod:
 def role_of(container: dict[str, Any]) -> str | None:
     """'engine', 'validator', 'bench' or 'operator' for detinfer's own commands; None for
     anything else."""
-    return ROLES.get(tuple(process_line(container)[:2]))
+    return ROLES.get(tuple(unwrapped(process_line(container))[0][:2]))
 
 
 def local_command(
-    container: dict[str, Any], role: str, ip: str, termination_path: Path
+    container: dict[str, Any],
+    role: str,
+    ip: str,
+    termination_path: Path,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
-    """The container's process line for this machine: this Python's detinfer; an engine listens
-    on the pod's IP, a validator or benchmark writes its summary where the runner reads it."""
-    line = process_line(container)
+    """The container's process line for this machine: this Python's detinfer, with $(VAR)
+    expanded from the container's `env` as the kubelet does; an engine listens on the pod's IP,
+    a validator or benchmark writes its summary where the runner reads it. An engine behind the
+    admin-key wrapper runs behind the same wrapper, which makes its key here."""
+    line, wrapped = unwrapped([expand(word, env or {}) for word in process_line(container)])
     subcommand, args = line[1], line[2:]
     if role == "engine":
         args = with_flag_value(args, HOST_FLAG, ip)
@@ -152,7 +163,50 @@ def local_command(
                 f"{SUMMARY_FILE_FLAG} is {summary!r}, not {c.TERMINATION_MESSAGE_PATH!r}"
             )
         args = with_flag_value(args, SUMMARY_FILE_FLAG, str(termination_path))
-    return [sys.executable, "-m", "detinfer.cli", subcommand, *args]
+    local = [sys.executable, "-m", "detinfer.cli", subcommand, *args]
+    return [sys.executable, *ADMIN_KEY_WRAPPER[1:], *local] if wrapped else local
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' expansion of a container's command and args: $(NAME) becomes the value of
+    the container's variable NAME where it has one and stays as written where not, $$ is a $
+    (k8s.io/kubernetes third_party/forked/golang/expansion)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            if text[i + 1] == "$":
+                out.append("$")
+                i += 2
+                continue
+            if text[i + 1] == "(" and (end := text.find(")", i + 2)) != -1:
+                name = text[i + 2 : end]
+                out.append(env[name] if name in env else text[i : end + 1])
+                i = end + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def container_env(container: dict[str, Any], secrets: Mapping[str, Mapping[str, str]]) -> dict:
+    """The container's own variables (the kubelet's view: literal values and Secret keys, no
+    host environment), the Secrets' data given decoded by name. A missing Secret or key raises
+    LayoutError, as the kubelet refuses to start such a container."""
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+            continue
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is None:
+            raise LayoutError(f"env {item.get('name')!r} has a valueFrom this runner cannot fill")
+        data = secrets.get(ref["name"])
+        if data is None or ref["key"] not in data:
+            raise LayoutError(
+                f"env {item['name']!r}: no key {ref['key']!r} in Secret {ref['name']!r}"
+            )
+        env[item["name"]] = data[ref["key"]]
+    return env
 
 
 def readiness_url(container: dict[str, Any], ip: str) -> str:
@@ -179,12 +233,16 @@ def probe_url(probe: dict[str, Any] | None, container: dict[str, Any], ip: str) 
 
 
 def operator_env(
-    container: dict[str, Any], api_host: str, service_account_dir: Path, pod_name: str
+    container: dict[str, Any],
+    api_host: str,
+    service_account_dir: Path,
+    pod_name: str,
+    own: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """An operator pod's environment: the container's values, the in-cluster variables, the
     ServiceAccount folder; no KUBECONFIG (the in-cluster configuration must be the only one)."""
     url = urllib.parse.urlsplit(api_host)
-    env = local_env(container, pod_name)
+    env = local_env(container, pod_name, own)
     env.pop("KUBECONFIG", None)
     env.update(
         {
@@ -197,15 +255,18 @@ def operator_env(
     return env
 
 
-def local_env(container: dict[str, Any], pod_name: str | None = None) -> dict[str, str]:
-    """This machine's environment with the container's literal values over it, and HOSTNAME
-    the pod's name, as the kubelet sets it in every container."""
+def local_env(
+    container: dict[str, Any], pod_name: str | None = None, own: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """This machine's environment with the container's variables over it (`own`: those
+    container_env resolved; the literal values when not given), and HOSTNAME the pod's name, as
+    the kubelet sets it in every container."""
     env = dict(os.environ)
     if pod_name:
         env["HOSTNAME"] = pod_name
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
+    if own is None:
+        own = {i["name"]: str(i["value"]) for i in container.get("env") or [] if "value" in i}
+    env.update(own)
     env.setdefault("OMP_NUM_THREADS", "1")  # many small processes on few cores
     return env
 
@@ -328,7 +389,8 @@ class PodRunner:
         ip = status["podIP"]
         termination_path = self.log_dir / f"{stem}.termination-log"
         try:
-            command = local_command(containers[0], role, ip, termination_path)
+            env = container_env(containers[0], self.secrets(meta["namespace"], containers[0]))
+            command = local_command(containers[0], role, ip, termination_path, env)
             if role == "engine":
                 url: str | None = readiness_url(containers[0], ip)
             elif role == "operator":
@@ -349,6 +411,7 @@ class PodRunner:
             termination_path=termination_path,
             gates=[g["conditionType"] for g in spec.get("readinessGates") or []],
             command=command,
+            env=env,
             probe_url=url,
             liveness=containers[0].get("livenessProbe") or {},
             service_account=spec.get("serviceAccountName") or "default",
@@ -372,7 +435,23 @@ class PodRunner:
         if role not in ONE_SHOT:
             self.write_container(local, ready=False)
 
-    # -- processes -----------------------------------------------------------------------------
+    def secrets(self, namespace: str, container: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """The Secrets the container's env names, decoded (as the kubelet reads them for it)."""
+        out: dict[str, dict[str, str]] = {}
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None or ref["name"] in out:
+                continue
+            try:
+                secret = self.api.read_namespaced_secret(ref["name"], namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                continue  # container_env names what is missing
+            out[ref["name"]] = {
+                k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()
+            }
+        return out
 
     # -- the operator's ServiceAccount, as the kubelet projects it ----------------------------
 
@@ -431,9 +510,10 @@ class PodRunner:
                 self.api.api_client.configuration.host,
                 local.service_account_dir,
                 local.name,
+                local.env,
             )
         else:
-            env = local_env(local.container, local.name)
+            env = local_env(local.container, local.name, local.env)
         local.process = subprocess.Popen(
             local.command,
             stdout=out,

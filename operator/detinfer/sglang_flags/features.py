@@ -15,6 +15,9 @@ from detinfer.sglang_flags.table import VERSIONS
 # from 0.5.20), which --enable-deterministic-inference checks the attention backend against,
 # holds "fa4" from 0.5.16 on.
 FA4_FIRST = "0.5.16"
+# --admin-api-key was added in 0.5.8 (srt/server_args.py; the auth levels in srt/utils/auth.py):
+# before it, --api-key is the only key and also opens the admin endpoints.
+ADMIN_API_KEY_FIRST = "0.5.8"
 # /model_info and /server_info were added in 0.5.6 (srt/entrypoints/http_server.py); earlier
 # releases have only /get_model_info and /get_server_info, which later ones keep as aliases.
 NEW_INFO_ENDPOINTS_FIRST = "0.5.6"
@@ -40,6 +43,15 @@ def fa4_versions() -> tuple[str, ...]:
     return VERSIONS[index(FA4_FIRST) :]
 
 
+def admin_key_versions() -> tuple[str, ...]:
+    """The releases that have --admin-api-key."""
+    return VERSIONS[index(ADMIN_API_KEY_FIRST) :]
+
+
+def has_admin_key(version: str) -> bool:
+    return at_least(version, ADMIN_API_KEY_FIRST)
+
+
 def cuda_graph_off_flags(version: str) -> list[str]:
     """How `version` spells "no CUDA graphs"."""
     from detinfer.sglang_flags import by_version
@@ -58,11 +70,19 @@ HEALTH_WITHOUT_GENERATION_FIRST = "0.5.6"
 HEALTH_GENERATION_VARIABLE = "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"
 
 
-def liveness_path(version: str) -> str:
-    """An endpoint of `version` that never generates (with liveness_environment)."""
-    if at_least(version, HEALTH_WITHOUT_GENERATION_FIRST):
+def liveness_path(version: str, client_key: bool = False) -> str:
+    """An endpoint of `version` that never generates (with liveness_environment), and needs no
+    key. With a client key before 0.5.6 there is none: /get_model_info then needs the key, and
+    the probe takes /health, which generates there."""
+    if at_least(version, HEALTH_WITHOUT_GENERATION_FIRST) or client_key:
         return "/health"
     return model_info_path(version)
+
+
+def liveness_generates(version: str) -> bool:
+    """Whether /health generates a token in `version` (a probe must then wait past SGLang's
+    own 20 s)."""
+    return not at_least(version, HEALTH_WITHOUT_GENERATION_FIRST)
 
 
 def liveness_environment(version: str) -> list[dict[str, str]]:
