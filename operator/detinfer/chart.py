@@ -211,6 +211,18 @@ class Monitoring(_Values):
     """The Grafana dashboard (a plain ConfigMap: no CRD needed)."""
 
 
+class NetworkPolicy(_Values):
+    monitoringNamespace: str = Field(default="", pattern=f"^$|{NAMESPACE_PATTERN}")
+    """The namespace of the Prometheus that scrapes the engines (and the operator): every
+    DIS's engine NetworkPolicy admits it to the engine port, where /metrics is served
+    (DETINFER_MONITORING_NAMESPACE); empty: only each DIS's own clients reach them."""
+
+    operator: bool = False
+    """A NetworkPolicy for the operator's pod: ingress to its metrics port from
+    monitoringNamespace only (none when it is empty), nothing else. Its liveness probe comes
+    from the node's kubelet, which most network plugins always admit; check yours."""
+
+
 class ChartValues(_Values):
     image: Image = Image()
     """The operator's image (it also holds the validator)."""
@@ -256,6 +268,10 @@ class ChartValues(_Values):
 
     monitoring: Monitoring = Monitoring()
     """Prometheus Operator objects, each off by default (docs/install.md#monitoring)."""
+
+    networkPolicy: NetworkPolicy = NetworkPolicy()
+    """Who may reach the engines and the operator (docs/architecture.md#threat-model); each
+    DIS's own NetworkPolicies are set in its spec.networkPolicy."""
 
 
 # The namespace items' pattern: a Field on list[str] cannot carry it in pydantic's schema.

@@ -192,6 +192,7 @@ def test_operator_deployment():
         "DETINFER_JOB_TTL_SECONDS",
         "DETINFER_RETRY_AFTER_SECONDS",
         "DETINFER_GATHER_SECONDS",
+        "DETINFER_MONITORING_NAMESPACE",
     }
     # The metrics Service selects the operator's pod, on its metrics port.
     (service,) = of_kind(docs, "Service")
@@ -241,6 +242,12 @@ EXPECTED_RULES = {
     ("", "services", "patch"),
     ("", "services", "list"),
     ("", "services", "watch"),
+    ("networking.k8s.io", "networkpolicies", "create"),
+    ("networking.k8s.io", "networkpolicies", "get"),
+    ("networking.k8s.io", "networkpolicies", "patch"),
+    ("networking.k8s.io", "networkpolicies", "list"),
+    ("networking.k8s.io", "networkpolicies", "watch"),
+    ("networking.k8s.io", "networkpolicies", "delete"),
     ("apps", "replicasets", "list"),
     ("apps", "replicasets", "watch"),
     ("batch", "jobs", "create"),
@@ -313,6 +320,7 @@ API_GROUPS = {
     "core": "",
     "apps": "apps",
     "batch": "batch",
+    "networking": "networking.k8s.io",
     "events": "events.k8s.io",
     "custom": c.GROUP,
 }
@@ -327,6 +335,7 @@ RESOURCES = {
     "pod": "pods",
     "pod_status": "pods/status",
     "replica_set": "replicasets",
+    "network_policy": "networkpolicies",
     "event": "events",
     "custom_object": c.PLURAL,
     "custom_object_status": f"{c.PLURAL}/status",
@@ -432,3 +441,40 @@ def test_notes_say_what_to_do_next(tmp_path: Path):
     )
     assert "WARNING" not in pinned
     assert "It watches the namespaces a, b only." in pinned
+
+
+# ---- NetworkPolicies (issue #27) ----
+
+
+def test_no_operator_network_policy_unless_asked():
+    assert of_kind(render(), "NetworkPolicy") == []
+    env = of_kind(render(), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "DETINFER_MONITORING_NAMESPACE", "value": ""} in env
+
+
+def test_operator_network_policy_admits_the_monitoring_namespace_to_metrics_only():
+    docs = render(
+        "--set", "networkPolicy.operator=true", "--set", "networkPolicy.monitoringNamespace=mon"
+    )
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    pod = of_kind(docs, "Deployment")[0]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+            ],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
+    env = pod["spec"]["containers"][0]["env"]
+    assert {"name": "DETINFER_MONITORING_NAMESPACE", "value": "mon"} in env
+    # Without a monitoring namespace nothing may come in.
+    (closed,) = of_kind(render("--set", "networkPolicy.operator=true"), "NetworkPolicy")
+    assert closed["spec"]["ingress"] == []
+
+
+def test_schema_refuses_a_monitoring_namespace_that_is_no_name():
+    result = template("--set", "networkPolicy.monitoringNamespace=Mon_1")
+    assert result.returncode != 0 and "at '/networkPolicy/monitoringNamespace'" in result.stderr

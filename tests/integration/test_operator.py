@@ -392,6 +392,43 @@ def test_deleting_the_resource_collects_every_child(
     wait_for("garbage collection of every child", gone, timeout=60)
 
 
+def test_network_policies_follow_the_spec_and_spare_a_namesake(
+    cluster: Cluster, operator: Operator, namespace: str
+):
+    """The API server takes the operator's NetworkPolicies as built; switched off, only ours go,
+    by UID (issue #27)."""
+    cluster.apply(namespace, example())
+
+    def policies() -> dict[str, dict]:
+        items = cluster.get("networkpolicy", namespace)["items"]
+        return {i["metadata"]["name"]: i for i in items}
+
+    wait_for(
+        "both NetworkPolicies", lambda: {f"{NAME}-engine", f"{NAME}-baseline"} <= set(policies())
+    )
+    engine = policies()[f"{NAME}-engine"]
+    assert (
+        engine["metadata"]["ownerReferences"][0]["uid"]
+        == cluster.dis(namespace, NAME)["metadata"]["uid"]
+    )
+    assert engine["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "engine"
+    assert engine["spec"]["ingress"][0]["ports"] == [{"port": 30000, "protocol": "TCP"}]
+    # Someone's own policy in the namespace, with our labels even: never ours to delete.
+    theirs = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{NAME}-theirs", "labels": engine["metadata"]["labels"]},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    cluster.apply(namespace, theirs)
+    cluster.apply(namespace, example(networkPolicy={"enabled": False}))
+    wait_for(
+        "ours deleted, theirs kept",
+        lambda: set(policies()) == {f"{NAME}-theirs"} or None,
+        timeout=30,
+    )
+
+
 def test_operator_restart_converges(cluster: Cluster, operator: Operator, namespace: str):
     cluster.apply(namespace, example(replicas=1))
     wait_for(

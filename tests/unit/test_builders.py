@@ -245,7 +245,7 @@ def test_deployment_gpus_affinity_gate_probes_and_shm():
     assert pod["readinessGates"] == [{"conditionType": "detinfer.io/validated"}]
     assert container["startupProbe"]["httpGet"]["path"] == "/health_generate"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health_generate"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["exec"]["command"][-3] == "http://127.0.0.1:30000/model_info"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
@@ -263,18 +263,19 @@ def test_deployment_gpus_affinity_gate_probes_and_shm():
     [
         ("0.5.3", "/get_model_info", None),
         ("0.5.5.post3", "/get_model_info", None),  # its switch does not work
-        ("0.5.6", "/health", "false"),
-        ("0.5.23", "/health", "false"),
+        ("0.5.6", "/model_info", "false"),
+        ("0.5.23", "/model_info", "false"),
     ],
 )
 def test_sglang_probes(version, path, generation):
-    """Liveness never generates (SGLang's /health does, unless switched off); startup and
-    readiness generate one token and wait past SGLang's own 20 s; startup allows an hour for a
-    70B download."""
+    """Liveness never generates (it reads model_info, which answers from the HTTP process);
+    startup and readiness generate one token and wait past SGLang's own 20 s; startup allows an
+    hour for a 70B download."""
     container = build_deployment(dis(engine={"version": version}))["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert container["livenessProbe"]["httpGet"]["path"] == path
+    command = container["livenessProbe"]["exec"]["command"]
+    assert command[-3:] == [f"http://127.0.0.1:30000{path}", "Qwen/Qwen3-8B", "default"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env.get("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION") == generation
     for probe in ("startupProbe", "readinessProbe"):
@@ -290,7 +291,7 @@ def test_reference_probes_stay_fast_on_endpoints_it_serves():
     container = build_deployment(
         dis(engine={"kind": "Reference"}, resources={"gpusPerReplica": 0, "gpuProduct": None})
     )["spec"]["template"]["spec"]["containers"][0]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["exec"]["command"][-3] == "http://127.0.0.1:30000/model_info"
     assert container["startupProbe"]["periodSeconds"] == 2
 
 

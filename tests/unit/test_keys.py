@@ -213,3 +213,71 @@ def test_named_clients_replace_the_namespace_but_never_the_jobs():
 
 def test_no_policies_when_switched_off():
     assert build_network_policies(dis(networkPolicy={"enabled": False}), CONFIG) == []
+
+
+# ---- the liveness probe that notices a weight swap ----
+
+
+def _run_probe(command: list[str], env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, *command[1:]], capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+@pytest.fixture
+def model_info_server():
+    """A scripted /model_info on 127.0.0.1 that requires a bearer key."""
+    import http.server
+    import threading
+
+    state = {"info": {"model_path": "Qwen/Qwen3-8B", "weight_version": "default"}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != "Bearer k1":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps(state["info"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], state
+    server.shutdown()
+
+
+def test_the_liveness_probe_fails_once_model_info_changes(model_info_server):
+    """The probe's own code against a server: it passes as started, fails on a swapped model or
+    weight version (saying what it saw), and fails without the key the container has."""
+    from detinfer.builders.process_line import probe_url_on
+
+    port, state = model_info_server
+    container = _container(dis(engine={"apiKeySecret": CLIENT}))
+    command = container["livenessProbe"]["exec"]["command"]
+    command = probe_url_on(command, "127.0.0.1")
+    command[-3] = command[-3].replace(":30000", f":{port}")
+    env = {"PATH": "/usr/bin:/bin", c.API_KEY_ENV: "k1"}
+    assert _run_probe(command, env).returncode == 0
+    assert _run_probe(command, {"PATH": "/usr/bin:/bin"}).returncode != 0  # 401 without the key
+    state["info"] = {"model_path": "Qwen/Qwen3-8B", "weight_version": "rl-step-7"}
+    swapped = _run_probe(command, env)
+    assert swapped.returncode == 1 and "weight_version 'rl-step-7'" in swapped.stderr
+    state["info"] = {"model_path": "/tmp/other", "weight_version": "default"}
+    assert _run_probe(command, env).returncode == 1
+    # A release whose model_info has no weight_version is held to the model path alone.
+    state["info"] = {"model_path": "Qwen/Qwen3-8B"}
+    assert _run_probe(command, env).returncode == 0
+
+
+def test_the_probe_expects_the_weight_version_extra_args_set():
+    container = _container(dis(engine={"extraArgs": ["--weight-version", "v7"]}))
+    assert container["livenessProbe"]["exec"]["command"][-1] == "v7"
+    container = _container(dis(engine={"extraArgs": ["--weight-version=v8"]}))
+    assert container["livenessProbe"]["exec"]["command"][-1] == "v8"

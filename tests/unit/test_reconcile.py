@@ -11,6 +11,8 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.builders.common import applied_hash
@@ -213,6 +215,7 @@ def test_first_visit_applies_children_and_sets_every_condition():
         T.AVAILABLE: ("False", "NoValidatedReplicas"),
         T.PROGRESSING: ("True", "WaitingForPods"),
         T.READY: ("False", "WaitingForPods"),
+        T.ADMIN_ENDPOINTS_CLOSED: ("True", "AdminKey"),
     }
     assert all(x["observedGeneration"] == 1 for x in p.status.to_wire()["conditions"])
     assert p.status.to_wire()["observedGeneration"] == 1
@@ -628,10 +631,11 @@ def test_unschedulable_pods_are_reported():
 def test_scaled_to_zero():
     world = World(f.dis(replicas=0))
     world.settle()
-    assert {x["reason"] for x in world.body["status"]["conditions"]} <= {
-        "ScaledToZero",
-        "AsExpected",
-    }
+    assert {
+        x["reason"]
+        for x in world.body["status"]["conditions"]
+        if x["type"] != T.ADMIN_ENDPOINTS_CLOSED
+    } <= {"ScaledToZero", "AsExpected"}
     assert world.condition(T.READY)["status"] == "False"
 
 
@@ -963,3 +967,32 @@ def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
         ("NetworkPolicy", "qwen-other")
     }
     assert world.step().delete_policies == {}
+
+
+@pytest.mark.parametrize(
+    ("engine", "status", "reason", "words"),
+    [
+        ({}, "True", "AdminKey", "made in each pod when it starts and given to nobody"),
+        (
+            {"adminApiKeySecret": {"name": "keys", "key": "admin"}},
+            "True",
+            "AdminKey",
+            "from Secret keys key admin",
+        ),
+        ({"version": "0.5.7"}, "False", "Open", "anyone who reaches a pod can change"),
+        (
+            {"version": "0.5.7", "apiKeySecret": {"name": "keys", "key": "client"}},
+            "False",
+            "ClientKey",
+            "every client holding the key in Secret keys",
+        ),
+    ],
+)
+def test_the_condition_says_who_can_open_the_admin_endpoints(engine, status, reason, words):
+    world = World(f.dis(engine=engine))
+    world.settle()
+    admin = world.condition(T.ADMIN_ENDPOINTS_CLOSED)
+    assert (admin["status"], admin["reason"]) == (status, reason)
+    assert words in admin["message"]
+    # It never holds Ready up, nor sets it.
+    assert world.condition(T.READY)["reason"] != reason

@@ -68,6 +68,10 @@ checks the list against the code.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "get", "patch", "list", "watch"]
+# Each DIS's NetworkPolicies: server-side apply, watched; deleted by UID when switched off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "get", "patch", "list", "watch", "delete"]
 # The Deployment's ReplicaSets link engine pods to it: watched only.
 - apiGroups: ["apps"]
   resources: ["replicasets"]

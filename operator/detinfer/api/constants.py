@@ -68,8 +68,10 @@ class ConditionType:
     VALIDATED = "Validated"
     READY = "Ready"
     DEGRADED = "Degraded"
+    # Who can open the engines' admin endpoints (api/keys.py); it never holds up Ready.
+    ADMIN_ENDPOINTS_CLOSED = "AdminEndpointsClosed"
 
-    ALL = (PROGRESSING, AVAILABLE, VALIDATED, READY, DEGRADED)
+    ALL = (PROGRESSING, AVAILABLE, VALIDATED, READY, DEGRADED, ADMIN_ENDPOINTS_CLOSED)
 
 
 class Reason:
@@ -93,6 +95,7 @@ class Reason:
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     NO_VALIDATED_REPLICAS = "NoValidatedReplicas"
     AS_EXPECTED = "AsExpected"
+    # AdminEndpointsClosed has the values of api.keys.AdminAccess as its reasons.
     # An object of a child's name exists and is not controlled by this resource.
     CHILD_CONFLICT = "ChildConflict"
     # Events only.

@@ -17,6 +17,7 @@ from detinfer.builders.process_line import (
     ADMIN_KEY_WRAPPER,
     ENGINE_COMMAND,
     HOST_FLAG,
+    model_info_probe,
 )
 from detinfer.sglang_flags import features
 
@@ -127,6 +128,38 @@ def _resources(dis: DeterministicInferenceService) -> dict[str, Any]:
     return out
 
 
+WEIGHT_VERSION_FLAG = "--weight-version"
+DEFAULT_WEIGHT_VERSION = "default"  # SGLang's ServerArgs.weight_version
+
+
+def expected_weight_version(dis: DeterministicInferenceService) -> str:
+    """The weight version /model_info must report: extraArgs' --weight-version, else SGLang's
+    default (the last one given wins, as in argparse)."""
+    version = DEFAULT_WEIGHT_VERSION
+    args = list(dis.spec.engine.extra_args)
+    for i, arg in enumerate(args):
+        if arg == WEIGHT_VERSION_FLAG and i + 1 < len(args):
+            version = args[i + 1]
+        elif arg.startswith(WEIGHT_VERSION_FLAG + "="):
+            version = arg.split("=", 1)[1]
+    return version
+
+
+def _model_info_liveness(
+    dis: DeterministicInferenceService, path: str, period: int, threshold: int
+) -> dict[str, Any]:
+    """Liveness that also notices a weight swap (process_line.MODEL_INFO_PROBE)."""
+    command = model_info_probe(
+        path, dis.spec.model.path, expected_weight_version(dis), c.ENGINE_PORT
+    )
+    return {
+        "exec": {"command": command},
+        "periodSeconds": period,
+        "timeoutSeconds": 10,
+        "failureThreshold": threshold,
+    }
+
+
 def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
     def http(path: str) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
@@ -146,16 +179,11 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
                 "timeoutSeconds": 5,
                 "failureThreshold": 3,
             },
-            "livenessProbe": {
-                **http("/health"),
-                "periodSeconds": 15,
-                "timeoutSeconds": 10,
-                "failureThreshold": 4,
-            },
+            # The reference engine's /model_info answers from its event loop at once.
+            "livenessProbe": _model_info_liveness(dis, "/model_info", period=5, threshold=3),
         }
     period = 10
     version = sglang_version(dis)
-    liveness = features.liveness_path(version, dis.spec.engine.api_key_secret is not None)
     return {
         # /health_generate runs one real generation, so a pod is "up" only when it can serve.
         "startupProbe": {
@@ -170,19 +198,12 @@ def _probes(dis: DeterministicInferenceService) -> dict[str, Any]:
             "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS,
             "failureThreshold": 3,
         },
-        # Liveness must not generate: SGLang's /health does by default and can take 20 s on a
-        # loaded server. From 0.5.6 the operator turns that off (features.liveness_environment),
-        # before it probes /get_model_info; both answer from the HTTP process without the
-        # scheduler. A pod is restarted only after two minutes without an answer. Before 0.5.6
-        # with a client key, /get_model_info needs the key: /health then, which generates there.
-        "livenessProbe": {
-            **http(liveness),
-            "periodSeconds": 20,
-            "timeoutSeconds": SGLANG_HEALTH_GENERATE_TIMEOUT_SECONDS
-            if liveness == "/health" and features.liveness_generates(version)
-            else 10,
-            "failureThreshold": 6,
-        },
+        # Liveness must not generate (SGLang's /health does by default and can take 20 s on a
+        # loaded server): model_info answers from the HTTP process without the scheduler, and
+        # tells a weight swap. A pod is restarted only after two minutes of failures.
+        "livenessProbe": _model_info_liveness(
+            dis, features.model_info_path(version), period=20, threshold=6
+        ),
     }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from detinfer.api import constants as c
+
 ENGINE_COMMAND = ("detinfer", "engine")
 VALIDATOR_COMMAND = ("detinfer", "validate")
 BENCH_COMMAND = ("detinfer", "bench")
@@ -25,6 +27,48 @@ SUMMARY_FILE_FLAG = "--summary-file"
 
 class LayoutError(ValueError):
     """A process line that is not laid out as the builders write it."""
+
+
+# The engines' liveness probe (exec, in the engine's container): GET model_info on the pod's own
+# port, with the client key when the container has one, and fail unless the model path and the
+# weight version are the ones the pod was started with. A weight update changes them (SGLang's
+# /model_info reports "the model a weight update swapped in"), so a pod changed behind its
+# verdict is restarted with its pinned weights, and validated again, within minutes of the
+# change instead of at the next revalidation. Unreachable: fails, as an httpGet probe would.
+MODEL_INFO_PROBE = (
+    "python3",
+    "-c",
+    "import json, os, sys, urllib.request\n"
+    "url, path, version = sys.argv[1:4]\n"
+    f"key = os.environ.get('{c.API_KEY_ENV}')\n"
+    "headers = {'Authorization': 'Bearer ' + key} if key else {}\n"
+    "info = json.load(urllib.request.urlopen(urllib.request.Request(url, headers=headers), "
+    "timeout=8))\n"
+    "seen = (info.get('model_path'), info.get('weight_version', version))\n"
+    "if seen != (path, version):\n"
+    "    sys.exit(f'model_info says model_path {seen[0]!r}, weight_version {seen[1]!r}; "
+    "the pod was started with {path!r}, {version!r}')\n",
+)
+PROBE_URL_INDEX = len(MODEL_INFO_PROBE)
+
+
+def model_info_probe(path: str, model_path: str, weight_version: str, port: int) -> list[str]:
+    """The probe's command for an engine serving on `port` at `path` (/model_info, or
+    /get_model_info before SGLang 0.5.6)."""
+    return [*MODEL_INFO_PROBE, f"http://127.0.0.1:{port}{path}", model_path, weight_version]
+
+
+def probe_url_on(command: Sequence[str], host: str) -> list[str]:
+    """The probe's command with its URL's host replaced (the local pod runner's engines listen
+    on the pod's IP, not in a network namespace of their own)."""
+    n = PROBE_URL_INDEX
+    if tuple(command[:n]) != MODEL_INFO_PROBE or len(command) != n + 3:
+        raise LayoutError("the exec probe is not the model_info probe the builders write")
+    url = command[n]
+    prefix = "http://127.0.0.1:"
+    if not url.startswith(prefix):
+        raise LayoutError(f"the model_info probe's URL {url!r} is not on 127.0.0.1")
+    return [*command[:n], f"http://{host}:{url[len(prefix) :]}", *command[n + 1 :]]
 
 
 def process_line(container: Mapping[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.api.constants import Reason as R
+from detinfer.api.keys import AdminAccess, admin_access
 from detinfer.api.resource import DeterministicInferenceService, SpecError
 from detinfer.api.spec import FingerprintPolicy
 from detinfer.api.status import (
@@ -53,6 +54,7 @@ from detinfer.controller.overhead import plan_overhead
 from detinfer.controller.search import plan_search
 from detinfer.controller.trust import Memory
 from detinfer.controller.writes import Event, Plan
+from detinfer.sglang_flags import features
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 # The UID of a Job the plan creates, until the create response gives the real one.
@@ -562,6 +564,7 @@ def _set_conditions(
     def put(type_: str, value: ConditionStatus, reason: str, message: str) -> None:
         cond.set_condition(conds, type_, value, reason, message, generation, now)
 
+    put(T.ADMIN_ENDPOINTS_CLOSED, *_admin_endpoints(dis))
     if desired == 0:
         for type_ in (T.PROGRESSING, T.AVAILABLE, T.READY):
             put(type_, FALSE, R.SCALED_TO_ZERO, "spec.replicas is 0")
@@ -682,3 +685,42 @@ def _plan_invalid(
     if status.to_wire() != old.to_wire():
         out.status = status
     return out
+
+
+def _admin_endpoints(dis: DeterministicInferenceService) -> tuple[ConditionStatus, str, str]:
+    """AdminEndpointsClosed: who can change a validated pod's weights, adapters or logging."""
+    engine = dis.spec.engine
+    access = admin_access(engine)
+    release = f"SGLang {engine.version}"
+    if access == AdminAccess.ADMIN_KEY:
+        secret = engine.admin_api_key_secret
+        source = (
+            f"from Secret {secret.name} key {secret.key}"
+            if secret
+            else "made in each pod when it starts and given to nobody"
+        )
+        return (
+            TRUE,
+            access.value,
+            f"the admin endpoints (weight updates, LoRA adapters, internal state, logging, "
+            f"cache) take only the admin key, {source}; SGLang also answers it on /server_info "
+            "to the callers it serves, so who reaches the pods decides "
+            "(docs/architecture.md#threat-model)",
+        )
+    if access == AdminAccess.CLIENT_KEY:
+        secret = engine.api_key_secret
+        assert secret is not None
+        return (
+            FALSE,
+            access.value,
+            f"{release} has no --admin-api-key: every client holding the key in Secret "
+            f"{secret.name} can change the pods' weights and adapters; SGLang "
+            f"{features.ADMIN_API_KEY_FIRST} and later close them with an admin key",
+        )
+    return (
+        FALSE,
+        access.value,
+        f"{release} has no --admin-api-key and spec.engine.apiKeySecret is unset: anyone who "
+        "reaches a pod can change its weights and adapters; set apiKeySecret (its key then "
+        f"opens them) or run SGLang {features.ADMIN_API_KEY_FIRST} or later",
+    )

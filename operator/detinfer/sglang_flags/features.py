@@ -66,23 +66,10 @@ def cuda_graph_off_flags(version: str) -> list[str]:
 # (srt/entrypoints/http_server.py, srt/environ.py). 0.5.5.post3 added the variable but tests the
 # EnvBool object itself (`not envs.SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION`, always false), so
 # it works from 0.5.6. /health is exempt from --api-key (add_api_key_middleware), /model_info not.
+# The liveness probe reads model_info (builders/deployment.py); the variable keeps /health cheap
+# for whatever else polls it (a load balancer's health check, say).
 HEALTH_WITHOUT_GENERATION_FIRST = "0.5.6"
 HEALTH_GENERATION_VARIABLE = "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"
-
-
-def liveness_path(version: str, client_key: bool = False) -> str:
-    """An endpoint of `version` that never generates (with liveness_environment), and needs no
-    key. With a client key before 0.5.6 there is none: /get_model_info then needs the key, and
-    the probe takes /health, which generates there."""
-    if at_least(version, HEALTH_WITHOUT_GENERATION_FIRST) or client_key:
-        return "/health"
-    return model_info_path(version)
-
-
-def liveness_generates(version: str) -> bool:
-    """Whether /health generates a token in `version` (a probe must then wait past SGLang's
-    own 20 s)."""
-    return not at_least(version, HEALTH_WITHOUT_GENERATION_FIRST)
 
 
 def liveness_environment(version: str) -> list[dict[str, str]]:
