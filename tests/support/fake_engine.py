@@ -3,7 +3,8 @@
 It speaks the subset of SGLang's API the validator uses (and OpenAI's /v1/completions). Its
 "model" is a hash: the output tokens and logprobs of a prompt are a function of the prompt and
 `model_seed` only, so it is deterministic unless a `variance` makes some outputs depend on the
-batch, the concurrency or the cache, or a `fault` makes it misbehave.
+batch, the concurrency or the cache, or a `fault` makes it misbehave. With `api_key` it
+answers 401 as SGLang's --api-key does; `swap_model_info` plays a weight update mid-run.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ SGLANG_SERVER_INFO: dict[str, Any] = {
     "tp_size": 1,
 }
 """A deterministic SGLang's /server_info, the fields the validator reads."""
+OPEN_PATHS = ("/health", "/health_generate", "/ready", "/metrics")
+"""What SGLang's --api-key leaves open (srt/utils/auth.py in 0.5.23)."""
 
 
 class FakeEngine:
@@ -77,11 +80,17 @@ class FakeEngine:
         model_path: str = "fake/model",
         server_info: dict[str, Any] | None = None,
         info_names: str = "both",
+        model_info: dict[str, Any] | None = None,
+        swap_model_info: tuple[int, dict[str, Any]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         """`server_info`: what GET /server_info answers (SGLANG_SERVER_INFO updated with it; a
         value of None leaves that key out); `info_names`: "both" (SGLang 0.5.23: /server_info,
         /model_info and their deprecated /get_* names), "old" (only /get_*, as releases before
-        them) or "none" (404 for all four)."""
+        them) or "none" (404 for all four); `model_info`: what GET /model_info answers, updated
+        the same way; `swap_model_info`: (n, fields): after n POST /generate requests,
+        /model_info answers with `fields` too, as after a weight update; `api_key`: every path
+        but OPEN_PATHS answers 401 without `Authorization: Bearer <api_key>`."""
         assert variance in (None, *VARIANCES), variance
         assert fault in (None, *FAULTS), fault
         self.model_seed = model_seed
@@ -95,6 +104,12 @@ class FakeEngine:
         self.model_path = model_path
         merged = {**SGLANG_SERVER_INFO, **(server_info or {})}
         self.server_info = {k: v for k, v in merged.items() if v is not None}
+        given = {"model_path": model_path, "weight_version": "default", **(model_info or {})}
+        self.model_info = {"is_generation": True, **given}
+        self.swap_model_info = swap_model_info
+        self.api_key = api_key
+        self.refused: list[str] = []
+        """The paths answered 401 for want of the key, in order."""
         assert info_names in ("both", "old", "none"), info_names
         self.info_names = info_names
         self.lock = threading.Lock()
@@ -137,6 +152,19 @@ class FakeEngine:
     def url(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def current_model_info(self) -> dict[str, Any]:
+        info = dict(self.model_info)
+        if self.swap_model_info is not None and self.generate_requests > self.swap_model_info[0]:
+            info.update(self.swap_model_info[1])
+        return {k: v for k, v in info.items() if v is not None}
+
+    def authorized(self, path: str, header: str | None) -> bool:
+        if self.api_key is None or path in OPEN_PATHS or header == f"Bearer {self.api_key}":
+            return True
+        with self.lock:
+            self.refused.append(path)
+        return False
 
     def info_paths(self, name: str) -> tuple[str, ...]:
         old = "/get_" + name.removeprefix("/")
@@ -252,12 +280,23 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
+    def _authorized(self) -> bool:
+        """SGLang's answer to a request without the key (401), or True."""
+        if self.engine.authorized(self.path, self.headers.get("Authorization")):
+            return True
+        if self.command == "POST":
+            self._body()  # read, so that the connection stays usable
+        self._send(401, {"error": "Unauthorized"})
+        return False
+
     def do_GET(self) -> None:
         e = self.engine
+        if not self._authorized():
+            return
         if self.path == "/health":
             self._send(503 if e.fault == "health-503" else 200, {})
         elif self.path in e.info_paths("/model_info"):
-            self._send(200, {"model_path": e.model_path, "is_generation": True})
+            self._send(200, e.current_model_info())
         elif self.path in e.info_paths("/server_info"):
             self._send(200, e.server_info)
         elif self.path == "/v1/models":
@@ -267,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         e = self.engine
+        if not self._authorized():
+            return
         body = self._body()
         if self.path == "/flush_cache":
             if e.fault == "flush-400":
@@ -396,7 +437,26 @@ class _Handler(BaseHTTPRequestHandler):
         if faulty and e.fault == "redirect":
             self._send(302, outputs[0] if single else outputs, location="http://127.0.0.1:1/login")
             return
+        if body.get("stream") and single:
+            self._stream(outputs[0])
+            return
         self._send(200, outputs[0] if single else outputs)
+
+    def _stream(self, output: dict[str, Any]) -> None:
+        """SGLang's streamed /generate (what `detinfer bench` reads): one server-sent event per
+        token with the running completion_tokens, then [DONE]."""
+        n = output["meta_info"]["completion_tokens"]
+        events = [
+            {"text": output["text"][: k + 1], "meta_info": {"completion_tokens": k + 1}}
+            for k in range(n)
+        ]
+        lines = [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]
+        data = "".join(lines).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _completions(self, body: dict[str, Any], concurrent: bool, faulty: bool) -> None:
         e = self.engine

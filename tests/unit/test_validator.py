@@ -123,7 +123,9 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
         "radixCache": True,
         "tensorParallelSize": 1,
     }
-    assert endpoint["serverFacts"] == facts == run.report["server"]
+    # The report's facts add /model_info's; the summary's ServerFacts has no room for them.
+    model = {"modelPath": "fake/model", "weightVersion": "default"}
+    assert endpoint["serverFacts"] == {**facts, **model} == run.report["server"]
     assert run.summary.server is not None and run.summary.server.to_wire() == facts
     radix = next(s for s in run.report["suites"] if s["name"] == "RadixCache")
     assert "pod-a: 16 of 16 second prefills used the cache" in radix["notes"][0]

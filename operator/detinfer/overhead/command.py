@@ -3,7 +3,9 @@
     detinfer bench --deterministic http://10.0.0.5:30000 --baseline http://10.0.0.6:30000 \
         --concurrency 1,8 --requests 32 --input-tokens 256 --output-tokens 128 --rounds 3
 
-Exit 0: measured; 2: could not measure (an endpoint failed; the reason names it). The summary
+Exit 0: measured; 2: could not measure (an endpoint failed or refused the client key; the reason
+names it). A key-protected engine's key comes from DETINFER_API_KEY or --api-key-file
+(detinfer.client_key), never from an argument. The summary
 (JSON, under 4096 bytes) goes to --summary-file when given: the benchmark Job points it at
 /dev/termination-log.
 """
@@ -18,6 +20,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from detinfer import client_key
 from detinfer.api.overhead import LevelResult, OverheadSummary, OverheadWorkload
 from detinfer.overhead.measure import BASELINE, DETERMINISTIC, Progress, Run, measure
 
@@ -91,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write the JSON summary here (the Job: /dev/termination-log)",
     )
+    client_key.add_argument(parser)
 
 
 def workload_from(args: argparse.Namespace) -> OverheadWorkload:
@@ -121,13 +125,16 @@ def workload_from(args: argparse.Namespace) -> OverheadWorkload:
 def run(args: argparse.Namespace) -> int:
     try:
         workload = workload_from(args)
-    except ValueError as exc:
+        key = client_key.read_client_key(args.api_key_file)
+    except ValueError as exc:  # ClientKeyError included: it names the path, never the key
         print(f"detinfer bench: {exc}", file=sys.stderr)
         return 2
     endpoints = {DETERMINISTIC: args.deterministic, BASELINE: args.baseline}
     progress = _progress(sys.stdout)
+    if key is not None:
+        print(f"detinfer bench: {key}")
     summary = asyncio.run(
-        measure(endpoints, workload, args.request_timeout, progress, args.wait_seconds)
+        measure(endpoints, workload, args.request_timeout, progress, args.wait_seconds, key)
     )
     print(render(summary, endpoints))
     if args.summary_file is not None:

@@ -5,6 +5,7 @@ generate exactly the same number of tokens. Time to first token is the arrival o
 chunk that carries a token; the inter-token latency is each later chunk's gap divided by the
 tokens it added; end to end is the last chunk. Per level and round, both endpoints get the same
 prompts (new ones every round), one after the other, and the order alternates between rounds.
+A client key (detinfer.client_key) goes on every request; a 401 or 403 is could not measure.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from detinfer.api.overhead import (
     OverheadWorkload,
     SideFigures,
 )
+from detinfer.client_key import ClientKey, refusal
 from detinfer.validator.runner import percentile
 
 DETERMINISTIC, BASELINE = "deterministic", "baseline"
@@ -81,6 +83,7 @@ async def one_request(
     last_time, last_tokens, first = started, 0, None
     try:
         async with http.stream("POST", "/generate", json=body) as response:
+            _raise_if_refused(http, name, "POST /generate", response.status_code)
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")[:160]
                 raise CouldNotMeasure(
@@ -115,6 +118,14 @@ async def one_request(
         )
     run.e2e.append(last_time - started)
     run.tokens += last_tokens
+
+
+def _raise_if_refused(http: httpx.AsyncClient, name: str, request: str, status: int) -> None:
+    """A 401 or 403: the engine wants another key. The client carries the key's header, so it
+    knows whether one was sent."""
+    why = refusal(request, status, "authorization" in http.headers)
+    if why is not None:
+        raise CouldNotMeasure(f"{name}: {why}")
 
 
 async def drive(
@@ -158,6 +169,7 @@ async def wait_ready(http: httpx.AsyncClient, name: str, wait_seconds: float) ->
             response = await http.get("/health", timeout=max(0.05, min(5.0, wait_seconds)))
             if response.status_code == 200:
                 return
+            _raise_if_refused(http, name, "GET /health", response.status_code)
             last = f"GET /health answered {response.status_code}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
@@ -231,9 +243,10 @@ async def measure(
     request_timeout: float = 600.0,
     progress: Progress | None = None,
     wait_seconds: float = 120.0,
+    api_key: ClientKey | None = None,
 ) -> OverheadSummary:
     """Run the workload; `endpoints` maps DETERMINISTIC and BASELINE to base URLs. Each must
-    answer GET /health within `wait_seconds` first."""
+    answer GET /health within `wait_seconds` first. `api_key` goes on every request."""
     progress = progress or Progress()
     started = time.perf_counter()
     limits = httpx.Limits(max_connections=max(workload.concurrency) + 4)
@@ -244,6 +257,7 @@ async def measure(
             limits=limits,
             trust_env=False,
             follow_redirects=False,
+            headers=api_key.headers() if api_key else None,
         )
         for side, url in endpoints.items()
     }

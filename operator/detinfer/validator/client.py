@@ -3,7 +3,7 @@
 Every answer is checked against the protocol before anything compares it: a wrong number of
 outputs, logprobs that do not match the tokens, too many tokens, or a body that is not JSON
 raise ProtocolError, and a transport failure or any answer but 2xx (a redirect included: none
-is followed) raises CouldNotTest. Either ends the run with "could not test", never with a
+is followed) raises CouldNotTest; a 401 or 403 says whether a client key was sent. Either ends the run with "could not test", never with a
 determinism verdict. An output that is well-formed but shorter than asked, where the request
 could not stop early, is marked `cut_short` for the suites to judge.
 """
@@ -19,10 +19,11 @@ from typing import Any, TypeGuard
 
 import httpx
 
+from detinfer.client_key import refusal
 from detinfer.validator.compare import Basis, Output, Prompt
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
 from detinfer.validator.errors import CouldNotTest, ProtocolError
-from detinfer.validator.server_facts import MODEL_INFO_PATHS, SERVER_INFO_PATHS
+from detinfer.validator.server_facts import MODEL_INFO_PATHS, SERVER_INFO_PATHS, kept
 
 HEALTH_PROBE_SECONDS = 5.0
 _SNIPPET = 160
@@ -57,8 +58,10 @@ class EngineClient:
         self.url = endpoint.url
         self.config = config
         self.request_timeout = config.request_timeout_seconds
+        self.key_sent = config.api_key is not None
         self._http = httpx.AsyncClient(
             base_url=endpoint.url,
+            headers=config.api_key.headers() if config.api_key else None,
             timeout=httpx.Timeout(config.request_timeout_seconds),
             limits=httpx.Limits(max_connections=max(32, 2 * config.trials)),
             trust_env=False,  # pod-to-pod traffic never goes through a proxy
@@ -92,6 +95,7 @@ class EngineClient:
                 )
                 if response.status_code == 200:
                     return
+                self._raise_if_refused("GET", "/health", response)
                 if response.status_code == 404 and await self._ready_without_health():
                     return
                 last = f"GET /health answered HTTP {response.status_code}"
@@ -106,28 +110,47 @@ class EngineClient:
         return False
 
     async def server_info(self) -> dict[str, Any]:
-        """What the server says about itself; best effort, errors are recorded, not raised."""
+        """What the server says about itself, its named fields only (server_facts.KEPT_FIELDS);
+        best effort: errors are recorded, not raised, but for a refusal (401, 403)."""
         return {}
 
-    async def _get_info(self, *paths: str) -> Any:
-        """The first of `paths` that does not answer 404 (a newer name, then its old one)."""
+    async def model_info(self) -> dict[str, Any] | None:
+        """/model_info's named fields, or {"error": why not}; None where the protocol has none."""
+        return None
+
+    async def _get_info(self, *paths: str) -> tuple[Any, str | None]:
+        """(the answer, None) of the first of `paths` that does not answer 404 (a newer name,
+        then its old one), or (None, why not). Never a snippet of the body: an info answer may
+        hold secrets."""
         path, tried = paths[0], []
         for path in paths:
             try:
                 response = await self._http.get(path)
             except httpx.HTTPError as exc:
-                return {"error": self._transport_error("GET", path, exc)}
+                return None, self._transport_error("GET", path, exc)
             if response.status_code != 404:
                 break
             tried.append(f"GET {path} answered HTTP 404")
         else:
-            return {"error": ", ".join(tried)}
+            return None, ", ".join(tried)
+        self._raise_if_refused("GET", path, response)
         if response.status_code != 200:
-            return {"error": f"GET {path} answered HTTP {response.status_code}"}
+            return None, f"GET {path} answered HTTP {response.status_code}"
         try:
-            return response.json()
+            return response.json(), None
         except ValueError:
-            return {"error": f"GET {path} answered invalid JSON: {_snippet(response.text)}"}
+            return None, f"GET {path} answered invalid JSON ({len(response.content)} bytes)"
+
+    async def _read_kept(self, paths: tuple[str, ...]) -> dict[str, Any]:
+        """The named fields of the answer to `paths`, or {"error": why not}."""
+        answer, error = await self._get_info(*paths)
+        return {"error": error} if error is not None else kept(answer, paths[0])
+
+    def _raise_if_refused(self, method: str, path: str, response: httpx.Response) -> None:
+        """A 401 or 403: the server wants another key, which no retry will bring."""
+        why = refusal(f"{method} {path}", response.status_code, self.key_sent)
+        if why is not None:
+            raise CouldNotTest(f"{self.name}: {why}")
 
     # --- generation -----------------------------------------------------------------------------
 
@@ -155,6 +178,7 @@ class EngineClient:
             raise CouldNotTest(f"{self.name}: {self._transport_error('POST', path, exc)}") from None
         self.latencies.append(time.perf_counter() - started)
         self.requests += 1
+        self._raise_if_refused("POST", path, response)
         if not 200 <= response.status_code < 300:
             raise CouldNotTest(
                 f"{self.name}: POST {path} answered HTTP {response.status_code}"
@@ -220,9 +244,12 @@ class SGLangClient(EngineClient):
 
     async def server_info(self) -> dict[str, Any]:
         return {
-            "modelInfo": await self._get_info(*MODEL_INFO_PATHS),
-            "serverInfo": await self._get_info(*SERVER_INFO_PATHS),
+            "modelInfo": await self.model_info(),
+            "serverInfo": await self._read_kept(SERVER_INFO_PATHS),
         }
+
+    async def model_info(self) -> dict[str, Any]:
+        return await self._read_kept(MODEL_INFO_PATHS)
 
     def _body(
         self, prompt: Prompt | list[Prompt], sampling: Sampling, logprob_start_len: int | None
@@ -378,20 +405,22 @@ class OpenAIClient(EngineClient):
             response = await self._http.get("/v1/models", timeout=HEALTH_PROBE_SECONDS)
         except httpx.HTTPError:
             return False
+        self._raise_if_refused("GET", "/v1/models", response)
         return response.status_code == 200
 
     async def server_info(self) -> dict[str, Any]:
-        models = await self._get_info("/v1/models")
+        """The model name: given (--model) or the first of GET /v1/models; nothing else."""
         if self.model is None:
+            models, error = await self._get_info("/v1/models")
             data = models.get("data") if isinstance(models, dict) else None
             first = data[0] if isinstance(data, list) and data else None
             if not isinstance(first, dict) or not isinstance(first.get("id"), str):
                 raise CouldNotTest(
                     f"{self.name}: cannot tell the model name from GET /v1/models "
-                    f"({_snippet(json.dumps(models))}); pass --model"
+                    f"({error or _snippet(json.dumps(models))}); pass --model"
                 )
             self.model = first["id"]
-        return {"models": models, "model": self.model}
+        return {"model": self.model}
 
     def _body(self, prompt: str | list[str], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -17,6 +17,7 @@ from typing import IO
 
 from detinfer.api.status import Verdict
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
+from detinfer.client_key import ClientKey, ClientKeyError, read_client_key
 from detinfer.validator.config import Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.report import Report
@@ -50,8 +51,18 @@ def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
             tensor_parallel_size=args.expect_tensor_parallel_size,
             deterministic_inference=_on_off(args.expect_deterministic_inference),
             radix_cache=_on_off(args.expect_radix_cache),
+            model_path=args.expect_model_path,
+            weight_version=args.expect_weight_version,
         ),
+        api_key=_client_key(args.api_key_file),
     )
+
+
+def _client_key(key_file: Path | None) -> ClientKey | None:
+    try:
+        return read_client_key(key_file)
+    except ClientKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _on_off(value: str | None) -> bool | None:
@@ -66,6 +77,7 @@ def run_command(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         config = config_from_args(args)
         if args.plan:
             terminal.line(render_plan(config))
+            terminal.line(_key_line(config.api_key))
             return 0
         terminal.line(_banner(config))
         report = asyncio.run(run_validation(config, terminal.progress()))
@@ -151,11 +163,19 @@ def render_plan(config: ValidatorConfig) -> str:
     )
 
 
+def _key_line(key: ClientKey | None) -> str:
+    """Whether the requests will carry a key, and from where; never the key."""
+    if key is None:
+        return "client key: none (the engines must not need one)"
+    return f"client key: sent as a bearer key on every request, from {key.source}"
+
+
 def _banner(config: ValidatorConfig) -> str:
     names = ", ".join(e.name for e in config.endpoint_specs)
     suites = ",".join(s.value for s in config.suite_list) or "none"
+    key = f"; {config.api_key}" if config.api_key else ""
     return (
         f"detinfer validate: {config.protocol.value} on {names}; suites {suites}; "
         f"{config.trials} trials, {config.max_new_tokens} new tokens, seed "
-        f"{config.sampling_seed}, temperature {config.temperature:g}"
+        f"{config.sampling_seed}, temperature {config.temperature:g}{key}"
     )

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from detinfer import validation_defaults
 from detinfer.api.spec import FINGERPRINT_PATTERN, Suite
+from detinfer.client_key import ClientKey
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.options import (
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
@@ -158,7 +159,9 @@ class ValidatorConfig:
     model: str | None = None
     """The `model` field of OpenAI requests; by default the first id of GET /v1/models."""
     expect: Expectations = field(default_factory=Expectations)
-    """What each endpoint's GET /server_info must say (--expect-*)."""
+    """What each endpoint's GET /server_info and /model_info must say (--expect-*)."""
+    api_key: ClientKey | None = None
+    """Sent as a bearer key on every request (DETINFER_API_KEY or --api-key-file)."""
 
     def __post_init__(self) -> None:
         endpoints = tuple(
@@ -233,6 +236,8 @@ class ValidatorConfig:
             "requestTimeoutSeconds": self.request_timeout_seconds,
             "waitSeconds": self.wait_seconds,
             "model": self.model,
+            # Where the key came from, never the key.
+            "clientKey": self.api_key.source if self.api_key else None,
             **self.expect.options(),
         }
 
@@ -244,7 +249,7 @@ _BACKEND_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 def _check_expectations(expect: Expectations, protocol: Protocol) -> None:
     if expect.given and protocol != Protocol.SGLANG:
         raise ConfigError(
-            "--expect-*: only the sglang protocol reads GET /server_info; "
+            "--expect-*: only the sglang protocol reads GET /server_info and /model_info; "
             f"--protocol is {protocol.value}"
         )
     if expect.version is not None and not _VERSION_RE.match(expect.version):
@@ -254,6 +259,12 @@ def _check_expectations(expect: Expectations, protocol: Protocol) -> None:
             f"--expect-attention-backend {expect.attention_backend!r} is not an SGLang "
             "--attention-backend value (lower case, like fa3)"
         )
+    for option, value in (
+        ("--expect-model-path", expect.model_path),
+        ("--expect-weight-version", expect.weight_version),
+    ):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{option} {value!r}: give the value /model_info must report")
     if expect.tensor_parallel_size is not None:
         _at_least("--expect-tensor-parallel-size", expect.tensor_parallel_size, 1)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detinfer import validation_defaults
+from detinfer import client_key, validation_defaults
 
 DEFAULT_TEMPERATURE = 0.0
 DEFAULT_TIMEOUT_SECONDS = float(validation_defaults.TIMEOUT_SECONDS)
@@ -83,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "expectations",
         "what the deployment asked for; an endpoint whose GET /server_info says otherwise fails "
         "(ServerMismatch, exit 1) and the suites do not run; one that does not say cannot be "
-        "tested (exit 2). SGLang protocol only.",
+        "tested (exit 2). GET /model_info is read before and after the suites: a model path or "
+        "weight version other than expected, or one that changed in between, is a "
+        "ServerMismatch; one it does not report is noted. SGLang protocol only.",
     )
     expect.add_argument("--expect-version", metavar="VERSION", help="SGLang version, e.g. 0.5.23")
     expect.add_argument(
@@ -101,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     expect.add_argument(
         "--expect-radix-cache", choices=ON_OFF, help="whether the radix (prefix) cache is on"
+    )
+    expect.add_argument(
+        "--expect-model-path", metavar="PATH", help="model_path of /model_info (--model-path)"
+    )
+    expect.add_argument(
+        "--expect-weight-version",
+        metavar="VERSION",
+        help="weight_version of /model_info (SGLang's --weight-version, or a weight update's)",
     )
     parser.add_argument(
         "--timeout-seconds",
@@ -123,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", help="OpenAI protocol: the model name (default: the first of /v1/models)"
     )
+    client_key.add_argument(parser)
     parser.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")
     parser.add_argument(
         "--summary-file",

@@ -17,6 +17,7 @@ from detinfer.api.base import KubeModel
 from detinfer.api.spec import Suite
 from detinfer.api.status import ServerFacts, SuiteFindings, SuiteOutcome, SuiteResult, Verdict
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
+from detinfer.validator.server_facts import EngineFacts
 from detinfer.validator.suites import SuiteRecord, clip
 
 REPORT_SCHEMA_VERSION: Literal[1] = 1
@@ -130,13 +131,18 @@ class EndpointReport(KubeModel):
     compared_on: str | None = None
     """tokenIds+logprobs, tokenIds, tokens+logprobs, tokens or text: what was compared."""
     server: dict[str, Any] = {}
-    """What GET /model_info and /server_info (or their old names /get_model_info and
-    /get_server_info; or /v1/models) said."""
-    server_facts: ServerFacts | None = None
-    """The facts in /server_info: version, attention backend, deterministic inference, radix
-    cache, TP size."""
+    """The named fields (server_facts.KEPT_FIELDS) of what GET /model_info and /server_info (or
+    their old names /get_model_info and /get_server_info) said, and /model_info again after the
+    suites; or the model of /v1/models. Nothing else of those answers: /server_info carries
+    the server's keys and command line."""
+    server_facts: EngineFacts | None = None
+    """The facts in /server_info (version, attention backend, deterministic inference, radix
+    cache, TP size) and /model_info (model path, weight version)."""
     mismatches: list[str] = []
-    """How /server_info contradicts the expectations (--expect-*)."""
+    """How /server_info and /model_info contradict the expectations (--expect-*), and how the
+    model changed during the run."""
+    unchecked: list[str] = []
+    """Expectations of /model_info the server's answers could not confirm (noted, no failure)."""
     suites: list[SuiteReport] = []
     requests: int = 0
     generated_tokens: int = 0
@@ -186,8 +192,8 @@ class Report(KubeModel):
     latency_p95_milliseconds: float | None = None
     tokens_per_second: float | None = None
     """Generated tokens per second of the suites, over all endpoints at once."""
-    server: ServerFacts | None = None
-    """The facts of /server_info that every endpoint agrees on."""
+    server: EngineFacts | None = None
+    """The facts of /server_info and /model_info that every endpoint agrees on."""
     cache_nonce: str | None = None
     """The run's text at the start of the Prefix and RadixCache prompts (never seen before)."""
     internal_error: str | None = None
@@ -213,8 +219,13 @@ class Report(KubeModel):
             latency_p50_milliseconds=self.latency_p50_milliseconds,
             latency_p95_milliseconds=self.latency_p95_milliseconds,
             tokens_per_second=self.tokens_per_second,
-            server=self.server if self.server and self.server.to_wire() else None,
+            server=self._summary_facts(),
         )
+
+    def _summary_facts(self) -> ServerFacts | None:
+        """The summary's ServerFacts (api/status.py) have no room for the model's fields."""
+        facts = self.server.to_server_facts() if self.server else None
+        return facts if facts and facts.to_wire() else None
 
     def to_json(self) -> str:
         return json.dumps(self.to_wire(), indent=2, sort_keys=False, default=str) + "\n"

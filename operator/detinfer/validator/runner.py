@@ -58,6 +58,11 @@ async def run_validation(config: ValidatorConfig, progress: Progress | None = No
                     async with asyncio.TaskGroup() as group:
                         for run in runs:
                             group.create_task(run.run_suites())
+                    # After every endpoint's suites: a weight update during the run (on any
+                    # endpoint, CrossReplica compares them all) leaves no output as evidence.
+                    async with asyncio.TaskGroup() as group:
+                        for run in runs:
+                            group.create_task(run.confirm_model())
     except BaseException as exc:  # every failure becomes a CouldNotTest report
         if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise
@@ -102,12 +107,15 @@ def build_report(
         verdict, reason, failed = Verdict.COULD_NOT_TEST, f"could not test: {error}", []
         common = None
     elif mismatched:
-        # No suite ran anywhere, so no endpoint passed: all of them fail (fail closed).
+        # No suite ran anywhere, or they ran on a model that changed under them: no endpoint
+        # passed, all of them fail (fail closed).
         verdict, failed, common = Verdict.SERVER_MISMATCH, [r.name for r in runs], None
+        after = any(r.records for r in runs)
         reason = clip(
             "server mismatch: "
             + "; ".join(f"{r.name}: {', '.join(r.mismatches)}" for r in mismatched)
-            + "; the suites did not run",
+            + ("; found after the suites, whose outputs are no evidence" if after else "")
+            + ("" if after else "; the suites did not run"),
             REASON_LIMIT,
         )
     else:
@@ -161,6 +169,7 @@ def _endpoint_report(run: EndpointRun, stopped: bool) -> EndpointReport:
         server=run.info,
         server_facts=run.facts,
         mismatches=list(run.mismatches),
+        unchecked=list(run.unchecked),
         # A suite cut off by an error has only part of its samples: left out of the tally.
         suites=[SuiteReport.of(r) for r in run.records if r.complete],
         requests=client.requests,

@@ -7,12 +7,25 @@ srt/utils/common.py): `attention_backend`, `enable_deterministic_inference`,
 `disable_radix_cache` (SGLang sets it itself with FlashInfer in deterministic mode), `tp_size`,
 and `version`. These are what the server really runs with, whatever its command line said; a
 value other than the spec's is a wrong deployment, which no determinism verdict may hide.
+
+`GET /model_info` (`/get_model_info` before 0.5.6) says which model is loaded: `model_path` and
+`weight_version`, which SGLang's weight-update endpoints change while the server runs (the
+`model_info` handler in http_server.py). It is read before the suites and again after them:
+outputs compared across a weight swap prove nothing about either model.
+
+Only named fields are kept (KEPT_FIELDS): /server_info also answers `api_key`,
+`admin_api_key`, `ssl_keyfile_password` and `launch_command` (the whole command line, flag
+values included) in plain text (`build_server_info` in srt/utils/common.py; ServerArgs'
+`resolved_dict` hides only the watermark fields), and nothing of an answer but the named fields
+may reach the report, the summary, the terminal or a log.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
 
 from detinfer.api.status import ServerFacts
 
@@ -21,6 +34,50 @@ SERVER_INFO_PATHS = ("/server_info", "/get_server_info")
 MODEL_INFO_PATHS = ("/model_info", "/get_model_info")
 FACT_LIMIT = 64
 """Characters kept of a reported string (ServerFacts' limit)."""
+VALUE_LIMIT = 1024
+"""Characters kept of a named field's value in the report (a model path may be long)."""
+KEPT_FIELDS: dict[str, tuple[str, ...]] = {
+    SERVER_INFO_PATHS[0]: (
+        "version",
+        "attention_backend",
+        "prefill_attention_backend",
+        "decode_attention_backend",
+        "enable_deterministic_inference",
+        "disable_radix_cache",
+        "tp_size",
+    ),
+    MODEL_INFO_PATHS[0]: ("model_path", "weight_version"),
+}
+"""The fields of each answer that the validator reads, the only ones it keeps."""
+MODEL_FIELDS = (("model path", "model_path"), ("weight version", "weight_version"))
+"""The /model_info fields held to --expect-model-path and --expect-weight-version, and that
+must not change during a run."""
+
+
+class EngineFacts(ServerFacts):
+    """ServerFacts and what /model_info says of the model loaded. The summary's and the
+    status's ServerFacts (api/status.py) do not carry the model's two (`to_server_facts`)."""
+
+    model_path: Annotated[str | None, Field(max_length=FACT_LIMIT)] = None
+    weight_version: Annotated[str | None, Field(max_length=FACT_LIMIT)] = None
+
+    def to_server_facts(self) -> ServerFacts:
+        return ServerFacts.model_validate(self.model_dump(include=set(ServerFacts.model_fields)))
+
+
+def kept(answer: Any, path: str) -> dict[str, Any]:
+    """The named fields of an answer to `path` (KEPT_FIELDS), each a JSON scalar (a long
+    string clipped); everything else is dropped, secrets included."""
+    if not isinstance(answer, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key in KEPT_FIELDS[path]:
+        value = answer.get(key)
+        if isinstance(value, str):
+            out[key] = value[:VALUE_LIMIT]
+        elif isinstance(value, bool | int | float):
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -33,10 +90,20 @@ class Expectations:
     tensor_parallel_size: int | None = None
     deterministic_inference: bool | None = None
     radix_cache: bool | None = None
+    model_path: str | None = None
+    """/model_info's model_path: SGLang's --model-path."""
+    weight_version: str | None = None
+    """/model_info's weight_version (SGLang's --weight-version, or what a weight update set)."""
 
     @property
     def given(self) -> bool:
         return any(v is not None for v in self.__dict__.values())
+
+    @property
+    def server_given(self) -> bool:
+        """Whether anything of /server_info is expected (the model's fields are /model_info's)."""
+        model = {field for _, field in MODEL_FIELDS}
+        return any(v is not None for k, v in self.__dict__.items() if k not in model)
 
     def options(self) -> dict[str, object]:
         return {
@@ -45,7 +112,25 @@ class Expectations:
             "expectTensorParallelSize": self.tensor_parallel_size,
             "expectDeterministicInference": self.deterministic_inference,
             "expectRadixCache": self.radix_cache,
+            "expectModelPath": self.model_path,
+            "expectWeightVersion": self.weight_version,
         }
+
+
+def _text(info: dict[str, Any], key: str) -> str | None:
+    value = info.get(key)
+    # Clipped: the summary that carries it must stay under 4096 bytes.
+    return value[:FACT_LIMIT] if isinstance(value, str) and value else None
+
+
+def engine_facts(server_info: Any, model_info: Any) -> EngineFacts:
+    """The facts of both answers; a field an answer lacks (or gives as another type) is None."""
+    model = model_info if isinstance(model_info, dict) else {}
+    return EngineFacts(
+        **facts_of(server_info).model_dump(),
+        model_path=_text(model, "model_path"),
+        weight_version=_text(model, "weight_version"),
+    )
 
 
 def facts_of(info: Any) -> ServerFacts:
@@ -55,9 +140,7 @@ def facts_of(info: Any) -> ServerFacts:
         return ServerFacts()
 
     def text(key: str) -> str | None:
-        value = info.get(key)
-        # Clipped: the summary that carries it must stay under 4096 bytes.
-        return value[:FACT_LIMIT] if isinstance(value, str) and value else None
+        return _text(info, key)
 
     def flag(key: str) -> bool | None:
         value = info.get(key)
@@ -139,7 +222,46 @@ def check(info: Any, expected: Expectations) -> tuple[list[str], list[str]]:
     return wrong, unknown
 
 
-def common_facts(facts: list[ServerFacts]) -> ServerFacts | None:
+def check_model(
+    info: dict[str, Any], expected: Expectations, when: str = ""
+) -> tuple[list[str], list[str]]:
+    """(contradictions, unknowns) of a /model_info answer (its kept fields, or {"error": ...})
+    against --expect-model-path and --expect-weight-version; `when` says which reading a
+    contradiction was found in. An unknown is an expected field the answer lacks."""
+    wrong: list[str] = []
+    unknown: list[str] = []
+    error = info.get("error")
+    for name, field in MODEL_FIELDS:
+        want = getattr(expected, field)
+        if want is None:
+            continue
+        found = info.get(field)
+        if error is not None:
+            unknown.append(f"{name} (expected {want}; {error})")
+        elif not isinstance(found, str) or not found:
+            unknown.append(f"{name} (expected {want}; /model_info has no {field})")
+        elif found != want:
+            wrong.append(f"{name}{when}: expected {want}, found {found} (/model_info {field})")
+    return wrong, unknown
+
+
+def model_changes(first: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """How /model_info's model fields differ between two readings of one run (a weight update
+    in between); nothing where either reading failed."""
+    if "error" in first or "error" in last:
+        return []
+    return [
+        f"{name} changed during the run: {first.get(field)} at the start, "
+        f"{last.get(field)} at the end (/model_info {field})"
+        for name, field in MODEL_FIELDS
+        if first.get(field) != last.get(field)
+    ]
+
+
+F = TypeVar("F", bound=ServerFacts)
+
+
+def common_facts(facts: list[F]) -> F | None:
     """The facts every endpoint agrees on; a field on which they differ is left out (None)."""
     if not facts:
         return None
@@ -148,4 +270,4 @@ def common_facts(facts: list[ServerFacts]) -> ServerFacts | None:
         for key, value in other.model_dump().items():
             if first.get(key) != value:
                 first[key] = None
-    return ServerFacts.model_validate(first)
+    return type(facts[0]).model_validate(first)

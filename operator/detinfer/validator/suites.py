@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from detinfer.api.spec import Suite
-from detinfer.api.status import ServerFacts, SuiteOutcome
+from detinfer.api.status import SuiteOutcome
 from detinfer.validator.client import EngineClient, Sampling
 from detinfer.validator.compare import Output, Prompt, describe_divergence, fingerprint
 from detinfer.validator.config import ValidatorConfig
@@ -48,7 +48,13 @@ from detinfer.validator.schedule import (
     single_batches,
     unseeded_batches,
 )
-from detinfer.validator.server_facts import check, facts_of
+from detinfer.validator.server_facts import (
+    EngineFacts,
+    check,
+    check_model,
+    engine_facts,
+    model_changes,
+)
 
 FIRST_DIVERGENCE_LIMIT = 512
 
@@ -182,9 +188,13 @@ class EndpointRun:
         self.records: list[SuiteRecord] = []
         self.fingerprint: str | None = None
         self.info: dict[str, Any] = {}
-        self.facts = ServerFacts()
+        """The named fields of what the server said about itself (server_facts.KEPT_FIELDS)."""
+        self.facts = EngineFacts()
         self.mismatches: list[str] = []
-        """How the server contradicts the expectations (--expect-*); the suites do not run."""
+        """How the server contradicts the expectations (--expect-*), or how its model changed
+        during the run: the verdict is ServerMismatch."""
+        self.unchecked: list[str] = []
+        """Expectations of /model_info that the server's answers could not confirm."""
         self.current = "the wait for GET /health"
         self.sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
 
@@ -195,21 +205,50 @@ class EndpointRun:
         self.info = await self.client.server_info()
         reported = self.info.get("serverInfo")
         error = reported.get("error") if isinstance(reported, dict) else None
-        self.facts = facts_of(reported) if error is None else ServerFacts()
+        self.facts = engine_facts(None if error else reported, self.info.get("modelInfo"))
+        self._check_model(self.info.get("modelInfo"), "")
+        if self.config.expect.server_given:
+            self._check_server(reported, error)
+
+    def _check_server(self, reported: Any, error: str | None) -> None:
+        """/server_info against the expectations: a fact it does not report cannot be checked."""
         expect = self.config.expect
-        if not expect.given:
-            return
         if reported is None or error is not None:
             raise CouldNotTest(
                 f"{self.name}: cannot check the deployment (--expect-*): "
                 f"{error or 'the protocol has no /server_info'}"
             )
-        self.mismatches, unknown = check(reported, expect)
+        wrong, unknown = check(reported, expect)
+        self.mismatches.extend(wrong)
         if unknown and not self.mismatches:
             raise CouldNotTest(
                 f"{self.name}: cannot check the deployment: the server does not report "
                 + "; ".join(unknown)
             )
+
+    def _check_model(self, model_info: dict[str, Any] | None, when: str) -> None:
+        """/model_info against the expectations; what it lacks is noted, not a failure (older
+        releases have no weight_version)."""
+        if model_info is None:
+            return
+        wrong, unknown = check_model(model_info, self.config.expect, when)
+        self.mismatches.extend(wrong)
+        self.unchecked.extend(u for u in unknown if u not in self.unchecked)
+
+    async def confirm_model(self) -> None:
+        """Read /model_info again after the suites: the model must still be the expected one,
+        and the one of the first reading (no weight update in between)."""
+        self.current = "the request for model information"
+        last = await self.client.model_info()
+        self.current = "done"
+        first = self.info.get("modelInfo")
+        if last is None or first is None:
+            return
+        self.info["modelInfoAtEnd"] = last
+        self._check_model(last, " at the end of the run")
+        self.mismatches.extend(model_changes(first, last))
+        if "error" in last and "error" not in first:
+            self.unchecked.append(f"that the model did not change ({last['error']})")
 
     async def run_suites(self) -> None:
         await self._step(FINGERPRINT, run_fingerprint)

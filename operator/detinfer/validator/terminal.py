@@ -83,6 +83,8 @@ def summary_lines(report: Report) -> list[str]:
             + (f", model {model}" if model else "")
             + f", compared on {endpoint.compared_on or 'nothing yet'}, fingerprint {fp}"
         )
+        if endpoint.unchecked:
+            lines.append(f"{endpoint.name}: not confirmed: {'; '.join(endpoint.unchecked)}")
     lat = (
         f"latency p50 {report.latency_p50_milliseconds:.1f} ms, "
         f"p95 {report.latency_p95_milliseconds:.1f} ms; "
