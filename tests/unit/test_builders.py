@@ -470,3 +470,15 @@ def test_the_validator_holds_each_server_to_the_spec(engine, expected):
         )
     )
     assert got == expected
+
+
+def test_the_validator_holds_model_info_to_the_spec():
+    """/model_info's model path and weight version, as the liveness probe holds them too."""
+    from detinfer.builders.job import expectation_args
+
+    args = expectation_args(dis(engine={"extraArgs": ["--weight-version", "v3"]}))
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--expect-model-path"] == "Qwen/Qwen3-8B"
+    assert options["--expect-weight-version"] == "v3"
+    plain = expectation_args(dis())
+    assert plain[plain.index("--expect-weight-version") + 1] == "default"

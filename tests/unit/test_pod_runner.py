@@ -35,6 +35,7 @@ from detinfer.local.pod_runner import (
     ended_status,
     local_command,
     local_env,
+    local_liveness,
     readiness_url,
     role_of,
 )
@@ -116,6 +117,7 @@ def test_secret_keys_fill_the_environment_and_args_as_the_kubelet_does():
         ],
         "env": [
             {"name": "HOME", "value": "/tmp"},
+            {"name": "EMPTY"},  # value "" as the API server hands it back
             {
                 "name": "DETINFER_API_KEY",
                 "valueFrom": {"secretKeyRef": {"name": "keys", "key": "client"}},
@@ -123,7 +125,7 @@ def test_secret_keys_fill_the_environment_and_args_as_the_kubelet_does():
         ],
     }
     env = container_env(container, {"keys": {"client": "sk-local"}})
-    assert env == {"HOME": "/tmp", "DETINFER_API_KEY": "sk-local"}
+    assert env == {"HOME": "/tmp", "EMPTY": "", "DETINFER_API_KEY": "sk-local"}
     command = local_command(container, "engine", POD_IP, TERMINATION, env)
     assert flag_value(command, "--api-key") == "sk-local"
     assert command[-3:] == ["--x", "$(UNSET)", "$(A)"]  # unknown names stay; $$ is a $
@@ -269,3 +271,30 @@ def test_a_pod_it_cannot_run_is_left_alone_with_an_error(tmp_path, caplog):
     assert runner.pods == {}
     assert "not running ml/odd: --host is missing" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_engine_failing_its_exec_liveness_probe_is_restarted(tmp_path, monkeypatch):
+    """The builders' model_info probe, run here: a pod whose model_info no longer matches is
+    killed and restarted after failureThreshold failures, once per period, as the kubelet does."""
+    container = engine_container()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    local = LocalPod(
+        namespace="ns", name="engine-0", uid="u", ip="127.0.0.1", container=container,
+        role="engine", log_path=tmp_path / "log", termination_path=tmp_path / "term", gates=[],
+        process=process, ready=True,
+        liveness={**container["livenessProbe"], "periodSeconds": 0},
+        # Nothing listens on this port: the probe fails as a swapped pod's would.
+        liveness_command=local_liveness(container, "127.0.0.1"),
+    )  # fmt: skip
+    assert local.liveness_command is not None
+    assert local.liveness_command[0] == sys.executable
+    assert local.liveness_command[-3] == "http://127.0.0.1:30000/model_info"
+    runner = PodRunner(api=_PodsApi(), log_dir=tmp_path)  # type: ignore[arg-type]
+    started: list[LocalPod] = []
+    monkeypatch.setattr(runner, "start_process", started.append)
+    threshold = container["livenessProbe"]["failureThreshold"]
+    results = [runner.check_engine_liveness(local) for _ in range(threshold)]
+    assert results == [True] * (threshold - 1) + [False]
+    assert started == [local] and local.restarts == 1 and process.poll() is not None

@@ -996,3 +996,31 @@ def test_the_condition_says_who_can_open_the_admin_endpoints(engine, status, rea
     assert words in admin["message"]
     # It never holds Ready up, nor sets it.
     assert world.condition(T.READY)["reason"] != reason
+
+
+def test_a_pod_whose_engine_restarted_after_its_verdict_is_validated_again_once():
+    """The model_info liveness probe restarts a pod whose weights were swapped: the restarted
+    process is validated again (against the recorded fingerprint), keeping its gate meanwhile
+    as a periodic revalidation does; one run, not a loop."""
+    world = validated_world()
+    fingerprint = world.body["status"]["fingerprint"]
+    assert world.step().create_job is None
+    restarted = (world.now + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.pods["qwen-a"]["status"]["containerStatuses"] = [
+        {"name": "engine", "restartCount": 1, "state": {"running": {"startedAt": restarted}}}
+    ]
+    world.now += timedelta(seconds=30)
+    p = world.step()
+    assert p.create_job is not None
+    args = p.create_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--expected-fingerprint") + 1] == fingerprint
+    assert world.gate("qwen-a")["status"] == "True"  # it serves while it is checked again
+    world.settle()
+    world.now += timedelta(seconds=30)
+    world.finish_job(0, f.summary())
+    world.settle()
+    assert world.gate("qwen-a")["status"] == "True"
+    jobs = len(world.jobs)
+    world.now += timedelta(seconds=120)
+    world.settle()
+    assert len(world.jobs) == jobs, "a restart is validated once, not in a loop"

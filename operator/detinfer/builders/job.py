@@ -12,7 +12,7 @@ from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
 from detinfer.builders import common
-from detinfer.builders.deployment import client_key_environment
+from detinfer.builders.deployment import client_key_environment, expected_weight_version
 from detinfer.builders.process_line import SUMMARY_FILE_FLAG, VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
 
@@ -97,6 +97,13 @@ def expectation_args(dis: DeterministicInferenceService) -> list[str]:
     if engine.kind == EngineKind.SGLANG and engine.version:
         # The image is pinned by digest, not by release: the server says which it is.
         args += ["--expect-version", engine.version]
+    # What /model_info must say, before and after the suites: a weight update changes it.
+    args += [
+        "--expect-model-path",
+        dis.spec.model.path,
+        "--expect-weight-version",
+        expected_weight_version(dis),
+    ]
     if engine.radix_cache == Toggle.DISABLED:
         args += ["--expect-radix-cache", "off"]
     elif engine.kind == EngineKind.REFERENCE:

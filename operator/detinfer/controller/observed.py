@@ -90,6 +90,9 @@ class PodView:
     terminated: Terminated | None
     # When the containers last became ready (ContainersReady lastTransitionTime).
     ready_since: str | None = None
+    # When the engine container's current run started (state.running.startedAt): later than
+    # the pod's verdict means the process that was validated is gone.
+    running_since: str | None = None
     uid: str = ""
     controller: Controller | None = None
     containers: tuple[Container, ...] = ()
@@ -143,6 +146,13 @@ class PodView:
             job_name=next((labels[k] for k in JOB_NAME_LABELS if k in labels), None),
             terminated=terminated,
             ready_since=(conditions.get("ContainersReady") or {}).get("lastTransitionTime"),
+            running_since=next(
+                (
+                    ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+                    for cs in status.get("containerStatuses") or []
+                ),
+                None,
+            ),
             uid=meta.get("uid", ""),
             controller=Controller.of(body),
             containers=Container.all_of(body.get("spec")),

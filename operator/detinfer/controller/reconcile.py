@@ -500,11 +500,21 @@ def _due_pods(
         if validation is not None and validation.revision == revision
         else set()
     )
+    last_run = parse_time(validation.last_run_time) if validation is not None else None
     due = []
     for pod in ready:
         gate = pod.validated
         if gate is None:
             if pod.name not in just_run:
+                due.append(pod)
+        elif gate.get("status") == "True":
+            # Its engine restarted after the verdict (the model_info liveness probe restarts a
+            # pod whose weights were swapped): the process that passed is gone.
+            verdict = parse_time(gate.get("lastTransitionTime"))
+            if pod.name in just_run and last_run is not None:
+                verdict = max(verdict, last_run) if verdict is not None else last_run
+            started = parse_time(pod.running_since)
+            if started is not None and verdict is not None and started > verdict:
                 due.append(pod)
         elif gate.get("status") != "True" and gate.get("reason") == R.COULD_NOT_VALIDATE:
             since = parse_time(gate.get("lastTransitionTime"))

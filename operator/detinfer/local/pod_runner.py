@@ -10,7 +10,12 @@ into the pod's status as a kubelet would:
 - engine pods: ContainersReady (and the container's `ready`) follows the readiness probe
   (GET /health_generate on the pod IP); Ready is ContainersReady and every readiness gate, as the
   kubelet computes it; a process that exits is restarted (restartPolicy Always) with
-  restartCount + 1 and the run that ended as lastState.terminated (exit code, start, end);
+  restartCount + 1 and the run that ended as lastState.terminated (exit code, start, end); the
+  exec liveness probe (the builders' model_info probe, run here with this Python against the
+  pod's IP, in the container's environment) restarts it after failureThreshold failures;
+- every container's environment is the kubelet's: literal values and Secret keys
+  (valueFrom.secretKeyRef, read with the runner's own credentials), and $(VAR) in its command and
+  args expanded from them; an engine behind the builders' admin-key wrapper runs behind it here;
 - validator and benchmark pods (`detinfer bench`, the overhead measurement's Job): when the
   process exits, the pod ends Succeeded or Failed with the exit code and
   the termination message the validator wrote to its summary file (`/dev/termination-log` in the
@@ -80,6 +85,7 @@ from detinfer.builders.process_line import (
     VALIDATOR_COMMAND,
     LayoutError,
     flag_value,
+    probe_url_on,
     process_line,
     unwrapped,
     with_flag_value,
@@ -116,7 +122,9 @@ class LocalPod:
     command: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # the container's own (container_env)
     probe_url: str | None = None  # engines: readiness; the operator: liveness
-    liveness: dict[str, Any] = field(default_factory=dict)  # the operator's probe settings
+    liveness: dict[str, Any] = field(default_factory=dict)  # the liveness probe's settings
+    # Engines: the liveness probe's exec command, on this machine (process_line.probe_url_on).
+    liveness_command: list[str] | None = None
     liveness_failures: int = 0
     last_liveness: float = 0.0
     started_mono: float = 0.0
@@ -197,7 +205,10 @@ def container_env(container: dict[str, Any], secrets: Mapping[str, Mapping[str, 
         if "value" in item:
             env[item["name"]] = str(item["value"])
             continue
-        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if "valueFrom" not in item:  # an empty value: the API server omits it
+            env[item["name"]] = ""
+            continue
+        ref = item["valueFrom"].get("secretKeyRef")
         if ref is None:
             raise LayoutError(f"env {item.get('name')!r} has a valueFrom this runner cannot fill")
         data = secrets.get(ref["name"])
@@ -215,6 +226,14 @@ def readiness_url(container: dict[str, Any], ip: str) -> str:
     if not (container.get("readinessProbe") or {}).get("httpGet"):
         raise LayoutError(f"container {container.get('name')!r} has no httpGet readiness probe")
     return probe_url(container.get("readinessProbe"), container, ip)
+
+
+def local_liveness(container: dict[str, Any], ip: str) -> list[str] | None:
+    """An engine's exec liveness probe as it runs here: this Python, the pod's IP."""
+    command = ((container.get("livenessProbe") or {}).get("exec") or {}).get("command")
+    if not command:
+        return None
+    return [sys.executable, *probe_url_on(command, ip)[1:]]
 
 
 def probe_url(probe: dict[str, Any] | None, container: dict[str, Any], ip: str) -> str:
@@ -265,7 +284,11 @@ def local_env(
     if pod_name:
         env["HOSTNAME"] = pod_name
     if own is None:
-        own = {i["name"]: str(i["value"]) for i in container.get("env") or [] if "value" in i}
+        own = {
+            i["name"]: str(i.get("value", ""))
+            for i in container.get("env") or []
+            if "valueFrom" not in i
+        }
     env.update(own)
     env.setdefault("OMP_NUM_THREADS", "1")  # many small processes on few cores
     return env
@@ -391,8 +414,10 @@ class PodRunner:
         try:
             env = container_env(containers[0], self.secrets(meta["namespace"], containers[0]))
             command = local_command(containers[0], role, ip, termination_path, env)
+            liveness_command = None
             if role == "engine":
                 url: str | None = readiness_url(containers[0], ip)
+                liveness_command = local_liveness(containers[0], ip)
             elif role == "operator":
                 url = probe_url(containers[0].get("livenessProbe"), containers[0], ip)
             else:
@@ -414,6 +439,7 @@ class PodRunner:
             env=env,
             probe_url=url,
             liveness=containers[0].get("livenessProbe") or {},
+            liveness_command=liveness_command,
             service_account=spec.get("serviceAccountName") or "default",
         )
         if role == "operator":
@@ -562,7 +588,12 @@ class PodRunner:
                     self.write_container(local, ready=False)
                 self.start_process(local)
                 continue
-            ready = self.check_operator(local) if local.role == "operator" else self.probe(local)
+            if local.role == "operator":
+                ready = self.check_operator(local)
+            else:
+                # Both probes, each on its own, as the kubelet runs them.
+                alive = self.check_engine_liveness(local)
+                ready = alive and self.probe(local)
             if ready != local.ready:
                 local.ready = ready
                 self.write_container(local, ready=ready)
@@ -576,35 +607,66 @@ class PodRunner:
                 self.write_service_account(local)
             except ApiException as exc:
                 log.warning("renewing the token of %s/%s: %s", local.namespace, local.name, exc)
+        period = float(local.liveness.get("periodSeconds", 10))
+        recent = time.monotonic() - local.last_liveness < period
+        if local.ready and not local.liveness_failures and recent:
+            return True  # probed every periodSeconds once it answers; every second before
+        ok = self.probe(local)
+        return self.count_liveness(local, ok) and ok
+
+    def check_engine_liveness(self, local: LocalPod) -> bool:
+        """An engine's exec liveness probe, once per periodSeconds: False once it restarted the
+        process (after failureThreshold failures in a row), True otherwise."""
+        if local.liveness_command is None:
+            return True
+        if time.monotonic() - local.last_liveness < float(local.liveness.get("periodSeconds", 10)):
+            return True
+        try:
+            result = subprocess.run(
+                local.liveness_command,
+                capture_output=True,
+                text=True,
+                env=local_env(local.container, local.name, local.env),
+                timeout=float(local.liveness.get("timeoutSeconds", 1)),
+            )
+            ok, output = result.returncode == 0, (result.stdout + result.stderr).strip()
+        except subprocess.TimeoutExpired:
+            ok, output = False, "timed out"
+        if not ok:
+            log.warning("%s/%s: liveness probe failed: %s", local.namespace, local.name, output)
+        return self.count_liveness(local, ok, force=True)
+
+    def count_liveness(self, local: LocalPod, ok: bool, force: bool = False) -> bool:
+        """Count one liveness result (a failure counts once per periodSeconds, after
+        initialDelaySeconds, or at once with `force`: the caller probed once per period); at
+        failureThreshold failures in a row, kill and restart the process as the kubelet does,
+        and return False."""
         now = time.monotonic()
         delay = float(local.liveness.get("initialDelaySeconds", 0))
         period = float(local.liveness.get("periodSeconds", 10))
-        if local.ready and not local.liveness_failures and now - local.last_liveness < period:
-            return True  # probed every periodSeconds once it answers; every second before
-        ok = self.probe(local)
         if ok:
             local.liveness_failures = 0
             local.last_liveness = now
-        elif now - local.started_mono >= delay and now - local.last_liveness >= period:
+        elif now - local.started_mono >= delay and (force or now - local.last_liveness >= period):
             local.liveness_failures += 1
             local.last_liveness = now
-        if local.liveness_failures >= int(local.liveness.get("failureThreshold", 3)):
-            log.warning(
-                "%s/%s failed its liveness probe %d times; restarting it",
-                local.namespace,
-                local.name,
-                local.liveness_failures,
-            )
-            assert local.process is not None
-            _terminate(local.process)
-            code = local.process.poll()
-            local.last_terminated = terminated_state(
-                code if code is not None else -signal.SIGKILL, local.started_at, _now()
-            )
-            local.restarts += 1
-            self.start_process(local)
-            return False
-        return ok
+        if local.liveness_failures < int(local.liveness.get("failureThreshold", 3)):
+            return True
+        log.warning(
+            "%s/%s failed its liveness probe %d times; restarting it",
+            local.namespace,
+            local.name,
+            local.liveness_failures,
+        )
+        assert local.process is not None
+        _terminate(local.process)
+        code = local.process.poll()
+        local.last_terminated = terminated_state(
+            code if code is not None else -signal.SIGKILL, local.started_at, _now()
+        )
+        local.restarts += 1
+        self.start_process(local)
+        return False
 
     def probe(self, local: LocalPod) -> bool:
         if local.probe_url is None:
