@@ -30,12 +30,10 @@ class AuthLevel(enum.Enum):
 
 
 def _bearer_is(authorization: str | None, key: str) -> bool:
-    """`Bearer <key>` with the scheme in any case and exactly one space after it (SGLang splits
-    at the first space), compared in constant time."""
-    if not authorization:
-        return False
-    scheme, space, token = authorization.partition(" ")
-    return bool(space) and scheme.lower() == "bearer" and secrets.compare_digest(token, key)
+    """`Bearer <key>`, the scheme in any case, the key all after the first space (SGLang splits
+    there: a second space belongs to the key), compared in constant time."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(token, key)
 
 
 def refusal(
