@@ -95,6 +95,17 @@ class EngineArgs:
     max_cache_tokens: int = 65536
     """Tokens of KV kept by the prefix cache (least recently used entries go first)."""
     served_model_name: str | None = None
+    api_key: str | None = None
+    """SGLang's --api-key: every endpoint but the health, readiness and metrics ones needs it (the
+    admin endpoints take the admin key instead where one is set; engine/auth.py)."""
+    admin_api_key: str | None = None
+    """SGLang's --admin-api-key: the admin endpoints (weight updates, LoRA, /flush_cache) need it.
+    Both keys come back in plain text from /server_info, as SGLang 0.5.23's do (server.py)."""
+    weight_version: str = "default"
+    """SGLang's --weight-version: what /model_info reports until a weight update names another."""
+    enable_lora: bool = False
+    """SGLang's --enable-lora: without it /load_lora_adapter and requests naming an adapter are
+    refused, as SGLang 0.5.23 refuses them."""
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:
@@ -106,3 +117,43 @@ class EngineArgs:
     @property
     def model(self) -> ModelConfig:
         return model_config(self.model_path)
+
+
+SEED_MARK = "@seed="
+"""How a model path names weights other than --random-seed's: the reference engine has no weight
+files, so `tiny@seed=7` (in /update_weights_from_disk's model_path) is the tiny model with the
+weights that seed 7 draws."""
+
+
+def weights_of(model_path: str, default_seed: int) -> tuple[ModelConfig, int]:
+    """The configuration and weight seed a model path names: `tiny` (or `/models/tiny`) with
+    `default_seed`, `tiny@seed=7` with seed 7."""
+    path, mark, seed = model_path.partition(SEED_MARK)
+    if path.rstrip("/").rsplit("/", 1)[-1] not in MODELS:
+        raise ValueError(
+            f"model_path {model_path!r}: the reference engine has the models "
+            f"{', '.join(sorted(MODELS))} (weights of another seed: tiny{SEED_MARK}7)"
+        )
+    if not mark:
+        return model_config(path), default_seed
+    if not (seed.isascii() and seed.isdigit()) or int(seed) >= 2**63:
+        raise ValueError(
+            f"model_path {model_path!r}: the seed after {SEED_MARK!r} must be an integer from 0 "
+            f"to 2^63 - 1, not {seed!r}"
+        )
+    return model_config(path), int(seed)
+
+
+@dataclass(frozen=True)
+class ServedWeights:
+    """What /model_info reports of the weights being served. A weight update replaces it: as
+    SGLang's TokenizerManager does (_update_model_path_info), the new model_path becomes the
+    served model name too, and the weight version moves only when the update names one."""
+
+    model_path: str
+    served_model_name: str
+    weight_version: str
+
+    @classmethod
+    def at_start(cls, args: EngineArgs) -> ServedWeights:
+        return cls(args.model_path, args.served_model_name or args.model_path, args.weight_version)

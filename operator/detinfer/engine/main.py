@@ -58,6 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prefill-tokens", type=int, default=d.max_prefill_tokens)
     p.add_argument("--max-cache-tokens", type=int, default=d.max_cache_tokens)
     p.add_argument("--served-model-name", default=d.served_model_name)
+    p.add_argument(
+        "--api-key",
+        default=d.api_key,
+        help="as SGLang's: every endpoint but /health*, /ready* and /metrics* needs "
+        "'Authorization: Bearer KEY' (the admin endpoints the admin key, where one is set). "
+        "/server_info reports it in plain text, as SGLang 0.5.23 does",
+    )
+    p.add_argument(
+        "--admin-api-key",
+        default=d.admin_api_key,
+        help="as SGLang's: the admin endpoints (/update_weights_from_disk, /update_weight_version, "
+        "/load_lora_adapter, /unload_lora_adapter, /flush_cache) need it and do not take "
+        "--api-key. /server_info reports it in plain text, as SGLang 0.5.23 does",
+    )
+    p.add_argument(
+        "--weight-version",
+        default=d.weight_version,
+        help="reported by /model_info until a weight update names another",
+    )
+    p.add_argument(
+        "--enable-lora",
+        action="store_true",
+        help="as SGLang's: allow /load_lora_adapter and requests naming an adapter (lora_path)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -102,6 +126,7 @@ def build_engine(args: EngineArgs):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.monotonic()
     try:
@@ -133,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.port,
     )
     web.run_app(
-        build_app(engine, metrics),
+        # As SGLang's launch_command: the arguments joined by spaces, keys included.
+        build_app(engine, metrics, launch_command=" ".join(argv)),
         host=args.host,
         port=args.port,
         print=None,

@@ -11,6 +11,7 @@ import torch
 
 from detinfer.engine.config import ModelConfig
 from detinfer.engine.kernels import Kernels, attention_mask
+from detinfer.engine.lora import LoraAdapter
 from detinfer.engine.tokenizer import EOS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,6 +61,8 @@ class Step:
     cache: KVCache
     logits_from: int = -1
     """Return logits for the new tokens from this index on (default: only the last one)."""
+    lora: LoraAdapter | None = None
+    """The adapter the sequence runs with (None: the base model)."""
 
 
 class Transformer:
@@ -143,6 +146,7 @@ class Transformer:
         for g in groups:  # room for the new tokens, and as far as the group's keys are read
             for i in g.members:
                 steps[i].cache.reserve(g.keys)
+        adapted = _rows_by_adapter(steps, counts, firsts, self.device)
         cos, sin = self.cos[positions], self.sin[positions]
         h, hd = c.heads, c.head_dim
 
@@ -166,7 +170,11 @@ class Transformer:
                 )
                 qb[g.row_seq, :, g.row_off] = q[g.rows]
                 attn[g.rows] = kern.attention(qb, kb, vb, g.mask)[g.row_seq, :, g.row_off]
-            x = x + kern.linear(attn.reshape(-1, c.hidden), layer["wo"])
+            attn = attn.reshape(-1, c.hidden)
+            projected = kern.linear(attn, layer["wo"])
+            for adapter, rows in adapted:
+                projected[rows] += adapter.delta(kern, li, attn[rows])
+            x = x + projected
             y = kern.rms_norm(x, layer["mlp_norm"], c.norm_eps)
             gated = kern.silu(kern.linear(y, layer["w_gate"])) * kern.linear(y, layer["w_up"])
             x = x + kern.linear(gated, layer["w_down"])
@@ -186,6 +194,17 @@ class Transformer:
             out.append(logits[row : row + m])
             row += m
         return out
+
+
+def _rows_by_adapter(
+    steps: list[Step], counts: list[int], firsts: list[int], device
+) -> list[tuple[LoraAdapter, torch.Tensor]]:
+    """Each adapter in the batch and the rows of the sequences that run with it."""
+    rows: dict[str, tuple[LoraAdapter, list[int]]] = {}
+    for s, n, r in zip(steps, counts, firsts, strict=True):
+        if s.lora is not None:
+            rows.setdefault(s.lora.id, (s.lora, []))[1].extend(range(r, r + n))
+    return [(a, torch.tensor(ids, device=device)) for a, ids in rows.values()]
 
 
 def _group_by_length(counts: list[int], kv_lens: list[int]) -> list[list[int]]:

@@ -1,4 +1,8 @@
-"""Checking request bodies of the SGLang and OpenAI APIs: a BadRequest names the field and value."""
+"""Checking request bodies of the SGLang and OpenAI APIs: a BadRequest names the field and value.
+
+The admin endpoints' bodies take the fields of SGLang 0.5.23's request types
+(python/sglang/srt/managers/io_struct.py) that the reference engine acts on; any other field is
+refused, so a client never believes a field did something here that it did not."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ GENERATE_FIELDS = {
     "logprob_start_len",
     "stream",
     "rid",
+    "lora_path",
 }
 SAMPLING_FIELDS = {
     "temperature",
@@ -61,6 +66,8 @@ class Prompt:
     seed: int | None
     return_logprob: bool
     logprob_start_len: int
+    lora_path: str | None = None
+    """The name of the LoRA adapter it runs with, as SGLang's /generate takes it."""
 
 
 def parse_body(raw: bytes) -> Any:
@@ -246,6 +253,7 @@ def generate_prompts(body: Any, config: ModelConfig) -> tuple[list[Prompt], bool
     stream = _bool(body.get("stream", False), "stream")
     if stream and len(id_lists) > 1:
         raise BadRequest("stream: the reference engine streams single prompts only")
+    adapters = _lora_paths(body.get("lora_path"), len(id_lists))
     prompts = []
     for i, (ids, p) in enumerate(zip(id_lists, params, strict=True)):
         _check_length(ids, p, config, i if batched else None)
@@ -253,8 +261,22 @@ def generate_prompts(body: Any, config: ModelConfig) -> tuple[list[Prompt], bool
             raise BadRequest(
                 f"logprob_start_len: {start} is not below the prompt's {len(ids)} tokens"
             )
-        prompts.append(Prompt(ids, p, p.sampling_seed, return_logprob, start))
+        prompts.append(Prompt(ids, p, p.sampling_seed, return_logprob, start, adapters[i]))
     return prompts, batched, stream
+
+
+def _lora_paths(raw: Any, prompts: int) -> list[str | None]:
+    """lora_path: one adapter name for every prompt, or a list with one (or null) per prompt."""
+    if raw is None or isinstance(raw, str):
+        return [raw] * prompts
+    if not isinstance(raw, list) or len(raw) != prompts:
+        raise BadRequest(
+            f"lora_path: {_short(raw)} is not an adapter name or a list of {prompts} of them"
+        )
+    for i, name in enumerate(raw):
+        if name is not None and not isinstance(name, str):
+            raise BadRequest(f"lora_path[{i}]: {_short(name)} is not an adapter name")
+    return raw
 
 
 def _check_length(ids: list[int], p: SamplingParams, config: ModelConfig, index: int | None):
@@ -310,3 +332,57 @@ def completion_prompts(body: Any, config: ModelConfig) -> tuple[list[Prompt], in
         _check_length(ids, params, config, i)
         prompts.append(Prompt(ids, params, params.sampling_seed, logprobs is not None, -1))
     return prompts, logprobs
+
+
+@dataclass(frozen=True)
+class UpdateWeights:
+    """POST /update_weights_from_disk (SGLang's UpdateWeightFromDiskReqInput)."""
+
+    model_path: str
+    weight_version: str | None
+    abort_all_requests: bool
+
+
+def _admin_body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body {_short(body)} is not a JSON object")
+    _unknown(body, allowed, "")
+    return body
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    if name not in body:
+        raise BadRequest(f"{name}: required")
+    value = body[name]
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name}: {_short(value)} is not a non-empty string")
+    return value
+
+
+def update_weights_request(body: Any) -> UpdateWeights:
+    body = _admin_body(body, {"model_path", "weight_version", "abort_all_requests"})
+    version = None if body.get("weight_version") is None else _string(body, "weight_version")
+    return UpdateWeights(
+        _string(body, "model_path"),
+        version,
+        _bool(body.get("abort_all_requests", False), "abort_all_requests"),
+    )
+
+
+def weight_version_request(body: Any) -> tuple[str, bool]:
+    """POST /update_weight_version: (new_version, abort_all_requests; SGLang's default true)."""
+    body = _admin_body(body, {"new_version", "abort_all_requests"})
+    return _string(body, "new_version"), _bool(
+        body.get("abort_all_requests", True), "abort_all_requests"
+    )
+
+
+def load_lora_request(body: Any) -> tuple[str, str]:
+    """POST /load_lora_adapter: (lora_name, lora_path)."""
+    body = _admin_body(body, {"lora_name", "lora_path"})
+    return _string(body, "lora_name"), _string(body, "lora_path")
+
+
+def unload_lora_request(body: Any) -> str:
+    """POST /unload_lora_adapter: lora_name."""
+    return _string(_admin_body(body, {"lora_name"}), "lora_name")

@@ -5,7 +5,8 @@ advances every running sequence by one token (one decode batch). Which sequences
 therefore depends on when requests arrive, which is exactly how production traffic makes a
 batch-variant engine nondeterministic. The waiting queue is bounded; a full queue is refused
 (the server answers 503). Finished sequences leave their KV in a prefix cache that later requests
-reuse and /flush_cache empties.
+reuse and /flush_cache empties. Changes that need the engine idle (a weight swap) run on the
+engine's thread between steps, once the requests before them have finished (`when_idle`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from detinfer.engine.config import EngineArgs
+from detinfer.engine.config import EngineArgs, ServedWeights
+from detinfer.engine.lora import LoraAdapter
 from detinfer.engine.model import KVCache, Step, Transformer
 from detinfer.engine.sampling import SamplingParams, choose
 from detinfer.engine.tokenizer import EOS
@@ -60,6 +63,7 @@ class Request:
     default mode the seed is not used at all (SGLang passes none to its sampler then)."""
     return_logprob: bool = False
     logprob_start_len: int = -1
+    lora: LoraAdapter | None = None
     rid: str = field(default_factory=lambda: f"req-{next(_ids)}")
     # Filled in by the engine thread.
     output: list[int] = field(default_factory=list)
@@ -76,6 +80,9 @@ class Request:
     finished_at: float | None = None
     streaming: bool = False
     """Whether its client streams (SGLang's metrics label it is_streaming)."""
+    weight_version: str | None = None
+    """The weight version its tokens come from (SGLang's meta_info.weight_version); set at
+    prefill."""
 
     @property
     def done(self) -> bool:
@@ -83,35 +90,38 @@ class Request:
 
 
 class PrefixCache:
-    """Finished sequences' KV by their tokens; a new request reuses the longest common prefix."""
+    """Finished sequences' KV by their tokens; a new request reuses the longest common prefix made
+    with the same adapter (an adapter changes every layer's KV after the first)."""
 
     def __init__(self, max_tokens: int):
         self.max_tokens = max_tokens
-        self.entries: OrderedDict[int, tuple[torch.Tensor, KVCache]] = OrderedDict()
+        self.entries: OrderedDict[int, tuple[torch.Tensor, KVCache, str | None]] = OrderedDict()
         self.tokens = 0
         self._keys = itertools.count()
         self.hits = 0
         self.lookups = 0
 
-    def insert(self, tokens: list[int], cache: KVCache) -> None:
+    def insert(self, tokens: list[int], cache: KVCache, lora_id: str | None = None) -> None:
         if not tokens or len(tokens) > self.max_tokens:
             return
-        self.entries[next(self._keys)] = (torch.tensor(tokens), cache)
+        self.entries[next(self._keys)] = (torch.tensor(tokens), cache, lora_id)
         self.tokens += len(tokens)
         while self.tokens > self.max_tokens:
-            _, (old, _) = self.entries.popitem(last=False)
+            _, (old, _, _) = self.entries.popitem(last=False)
             self.tokens -= len(old)
 
-    def match(self, tokens: list[int], limit: int) -> tuple[int, KVCache | None]:
+    def match(
+        self, tokens: list[int], limit: int, lora_id: str | None = None
+    ) -> tuple[int, KVCache | None]:
         """Longest cached prefix of `tokens`, at most `limit` long, and a copy of its KV."""
         self.lookups += len(tokens)
         if limit <= 0 or not self.entries:
             return 0, None
         query = torch.tensor(tokens[:limit])
         best, best_key = 0, None
-        for key, (stored, _) in self.entries.items():
+        for key, (stored, _, made_with) in self.entries.items():
             n = min(len(stored), len(query))
-            if n <= best or int(stored[0]) != int(query[0]):
+            if n <= best or made_with != lora_id or int(stored[0]) != int(query[0]):
                 continue
             differ = (stored[:n] != query[:n]).nonzero()
             length = int(differ[0]) if len(differ) else n
@@ -132,10 +142,20 @@ class PrefixCache:
         return self.hits / self.lookups if self.lookups else 0.0
 
 
+@dataclass
+class _Change:
+    """Something to run on the engine thread while no request runs (`Engine.when_idle`)."""
+
+    run: Callable[[], None]
+    done: Future[None]
+
+
 class Engine:
     def __init__(self, model: Transformer, args: EngineArgs, metrics=None):
         self.model = model
         self.args = args
+        self.served = ServedWeights.at_start(args)
+        """Replaced whole (never mutated), so a reader on another thread sees one or the other."""
         self.metrics = metrics
         self.prefix_cache = None if args.disable_radix_cache else PrefixCache(args.max_cache_tokens)
         self._cv = threading.Condition()
@@ -143,6 +163,9 @@ class Engine:
         self._running: list[Request] = []
         self._admitted: list[Request] = []
         """Requests taken from the queue whose prefill is running (in neither list above)."""
+        self._changes: deque[_Change] = deque()
+        self._held: deque[Request] = deque()
+        """Requests submitted while a change waits: they start after it (with the new weights)."""
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.generated_tokens = 0
@@ -166,16 +189,17 @@ class Engine:
         with self._cv:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
-            if len(self._waiting) + len(requests) > self.args.max_queued_requests:
+            waiting = len(self._waiting) + len(self._held)
+            if waiting + len(requests) > self.args.max_queued_requests:
                 raise Overloaded(
-                    f"{len(self._waiting)} requests are waiting and --max-queued-requests is "
+                    f"{waiting} requests are waiting and --max-queued-requests is "
                     f"{self.args.max_queued_requests}"
                 )
             if self.args.enable_deterministic_inference:
                 for r in requests:
                     if r.seed is None:
                         r.seed = DETERMINISTIC_DEFAULT_SEED
-            self._waiting.extend(requests)
+            (self._held if self._changes else self._waiting).extend(requests)
             self._cv.notify_all()
 
     def abort(self, request: Request) -> None:
@@ -184,10 +208,56 @@ class Engine:
             request.aborted = True
             self._cv.notify_all()
 
+    def abort_all(self) -> None:
+        """Abort every request submitted so far (SGLang's abort_all_requests)."""
+        with self._cv:
+            for r in [*self._waiting, *self._held, *self._admitted, *self._running]:
+                r.aborted = True
+            self._cv.notify_all()
+
+    def when_idle(self, run: Callable[[], None]) -> Future[None]:
+        """Run `run` on the engine thread once the requests submitted before this call have
+        finished; requests submitted after it wait, and start after it. This is what SGLang's
+        weight updates get from its model-update lock (TokenizerManager.update_weights_from_disk
+        takes it as a writer, every generate request holds it as a reader to its end, and waiting
+        writers go first): a request runs all on the old weights or all on the new ones."""
+        change = _Change(run, Future())
+        with self._cv:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            self._changes.append(change)
+            self._cv.notify_all()
+        return change.done
+
+    def replace_weights(
+        self, model: Transformer, model_path: str, version: str | None
+    ) -> Future[None]:
+        """Serve `model` from the next idle moment on (`when_idle`); the prefix cache, made with
+        the old weights, is emptied (SGLang's flush_cache after an update, on by default)."""
+
+        def swap() -> None:
+            self.model = model
+            if self.prefix_cache is not None:
+                self.prefix_cache.flush()
+            self.served = replace(
+                self.served,
+                model_path=model_path,
+                served_model_name=model_path,
+                weight_version=self.served.weight_version if version is None else version,
+            )
+
+        return self.when_idle(swap)
+
+    def set_weight_version(self, version: str) -> None:
+        """Report another weight version (the weights stay); under the lock that weight swaps
+        also replace `served` under, so neither undoes the other."""
+        with self._cv:
+            self.served = replace(self.served, weight_version=version)
+
     def flush_cache(self) -> bool:
         """Empty the prefix cache, only while no request runs or waits (as SGLang does)."""
         with self._cv:
-            if self._waiting or self._running or self._admitted:
+            if self._waiting or self._held or self._running or self._admitted:
                 return False
             if self.prefix_cache is not None:
                 self.prefix_cache.flush()
@@ -195,20 +265,23 @@ class Engine:
 
     @property
     def queue_depth(self) -> tuple[int, int]:
-        return len(self._running), len(self._waiting)
+        return len(self._running), len(self._waiting) + len(self._held)
 
     # -- the engine thread -------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not (self._stopping or self._waiting or self._running):
+                while not (self._stopping or self._waiting or self._running or self._changes):
                     self._cv.wait()
                 if self._stopping:
                     break
                 for r in [r for r in self._waiting if r.aborted]:
                     self._waiting.remove(r)
                     self._finish(r, {"type": "abort"})
+                if self._changes and not (self._waiting or self._running):
+                    self._apply_changes()
+                    continue
                 admitted = self._admit()
                 self._admitted = admitted
             for r in [r for r in self._running if r.aborted]:
@@ -229,8 +302,23 @@ class Engine:
             with self._cv:
                 self._admitted = []
             self._publish()
-        for r in [*self._waiting, *self._running]:
+        for r in [*self._waiting, *self._held, *self._running]:
             r.emit(Event("error", r, "the server is shutting down"))
+        for change in self._changes:
+            change.done.set_exception(ShuttingDown("the server is shutting down"))
+
+    def _apply_changes(self) -> None:
+        """Run the waiting changes (the engine is idle), then let the held requests in."""
+        while self._changes:
+            change = self._changes.popleft()
+            try:
+                change.run()
+            except Exception as exc:  # the caller answers for it; the engine keeps serving
+                change.done.set_exception(exc)
+            else:
+                change.done.set_result(None)
+        self._waiting.extend(self._held)
+        self._held.clear()
 
     def _admit(self) -> list[Request]:
         admitted: list[Request] = []
@@ -301,9 +389,11 @@ class Engine:
         if r.return_logprob and r.logprob_start_len >= 0:
             # Input logprobs need the logits of every position from logprob_start_len - 1 on.
             limit = min(limit, max(r.logprob_start_len, 1) - 1)
+        r.weight_version = self.served.weight_version
+        lora_id = r.lora.id if r.lora is not None else None
         cached, cache = (0, None)
         if self.prefix_cache is not None:
-            cached, cache = self.prefix_cache.match(r.prompt, limit)
+            cached, cache = self.prefix_cache.match(r.prompt, limit, lora_id)
         if cache is None:
             cache = KVCache.empty(
                 self.model.config,
@@ -316,7 +406,7 @@ class Engine:
         logits_from = -1
         if r.return_logprob and r.logprob_start_len >= 0:
             logits_from = max(r.logprob_start_len, 1) - 1 - cached
-        return Step(r.prompt[cached:], cache, logits_from)
+        return Step(r.prompt[cached:], cache, logits_from, r.lora)
 
     def _input_logprobs(self, r: Request, step: Step, lp: torch.Tensor) -> None:
         """Logprob of each prompt token from logprob_start_len on (the first token has none)."""
@@ -341,7 +431,7 @@ class Engine:
         ):
             with self._cv:
                 tokens = (r.prompt + r.output)[: r.cache.length]
-                self.prefix_cache.insert(tokens, r.cache)
+                self.prefix_cache.insert(tokens, r.cache, r.lora.id if r.lora else None)
         r.cache = None
         if self.metrics is not None:
             self.metrics.finished(r)

@@ -20,14 +20,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detinfer import __version__
-from detinfer.engine import protocol
-from detinfer.engine.config import EngineArgs
+from detinfer.engine import admin, protocol
+from detinfer.engine.auth import AuthLevel, Handler, auth_middleware
+from detinfer.engine.keys import ENGINE_KEY, LAUNCH_COMMAND_KEY, LORAS_KEY
+from detinfer.engine.lora import LoraAdapter, LoraRegistry
 from detinfer.engine.sampling import SamplingParams
 from detinfer.engine.scheduler import Engine, Event, Overloaded, Request, ShuttingDown
 from detinfer.engine.tokenizer import BOS, decode, token_text
 
 log = logging.getLogger("detinfer.engine")
-ENGINE_KEY = web.AppKey("engine", Engine)
 HEALTH_TIMEOUT_SECONDS = 20.0
 
 
@@ -46,7 +47,13 @@ class EngineFailed(RuntimeError):
 class _Tracker:
     """Requests of one HTTP call and the queue their events arrive on."""
 
-    def __init__(self, engine: Engine, prompts: list[protocol.Prompt], streaming: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        prompts: list[protocol.Prompt],
+        streaming: bool = False,
+        adapters: list[LoraAdapter | None] | None = None,
+    ):
         loop = asyncio.get_running_loop()
         self.engine = engine
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -63,8 +70,9 @@ class _Tracker:
                 return_logprob=p.return_logprob,
                 logprob_start_len=p.logprob_start_len,
                 streaming=streaming,
+                lora=adapter,
             )
-            for p in prompts
+            for p, adapter in zip(prompts, adapters or [None] * len(prompts), strict=True)
         ]
 
     def submit(self) -> None:
@@ -87,11 +95,14 @@ class _Tracker:
 
 @contextlib.asynccontextmanager
 async def _tracked(
-    engine: Engine, prompts: list[protocol.Prompt], streaming: bool = False
+    engine: Engine,
+    prompts: list[protocol.Prompt],
+    streaming: bool = False,
+    adapters: list[LoraAdapter | None] | None = None,
 ) -> AsyncIterator[_Tracker]:
     """Submit the prompts together; whatever happens to the handler (the client left, an error),
     requests still running are aborted so their slots are freed."""
-    tracker = _Tracker(engine, prompts, streaming)
+    tracker = _Tracker(engine, prompts, streaming, adapters)
     tracker.submit()
     try:
         yield tracker
@@ -109,6 +120,7 @@ def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
         "prompt_tokens": len(r.prompt),
         "completion_tokens": len(output),
         "cached_tokens": r.cached_tokens,
+        "weight_version": r.weight_version,
         "e2e_latency": round((r.finished_at or time.monotonic()) - r.created, 6),
     }
     if r.return_logprob:
@@ -124,10 +136,18 @@ def generate_result(r: Request, upto: int | None = None) -> dict[str, Any]:
     return {"text": decode(output), "output_ids": list(output), "meta_info": meta}
 
 
+def _adapters(registry: LoraRegistry, prompts: list[protocol.Prompt]) -> list[LoraAdapter | None]:
+    try:
+        return [registry.resolve(p.lora_path) for p in prompts]
+    except ValueError as exc:
+        raise protocol.BadRequest(str(exc)) from None
+
+
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     prompts, batched, stream = protocol.generate_prompts(await _body(request), engine.model.config)
-    async with _tracked(engine, prompts, stream) as tracker:
+    adapters = _adapters(request.app[LORAS_KEY], prompts)
+    async with _tracked(engine, prompts, stream, adapters) as tracker:
         if stream:
             return await _stream(request, tracker)
         await tracker.finished()
@@ -185,7 +205,7 @@ async def completions(request: web.Request) -> web.Response:
             "id": f"cmpl-{tracker.requests[0].rid}",
             "object": "text_completion",
             "created": int(time.time()),
-            "model": _served_name(engine.args),
+            "model": engine.served.served_model_name,
             "choices": choices,
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -225,22 +245,19 @@ async def flush_cache(request: web.Request) -> web.Response:
     return web.Response(text="Cache flushed.\n")
 
 
-def _served_name(args: EngineArgs) -> str:
-    return args.served_model_name or args.model_path
-
-
 async def model_info(request: web.Request) -> web.Response:
-    """SGLang's /model_info fields (0.5.23's http_server.py), then the reference's own."""
+    """SGLang's /model_info fields (0.5.23's http_server.py), then the reference's own. A weight
+    update moves model_path, served_model_name and weight_version here, not in /server_info."""
     engine = request.app[ENGINE_KEY]
-    args, config = engine.args, engine.model.config
+    args, config, served = engine.args, engine.model.config, engine.served
     return web.json_response(
         {
-            "model_path": args.model_path,
-            "served_model_name": _served_name(args),
+            "model_path": served.model_path,
+            "served_model_name": served.served_model_name,
             "tokenizer_path": "byte-level",
             "is_generation": True,
             "preferred_sampling_params": None,
-            "weight_version": "default",
+            "weight_version": served.weight_version,
             "model_type": "detinfer-reference",
             "architectures": ["DetinferReferenceForCausalLM"],
             "revision": args.revision,
@@ -255,13 +272,21 @@ async def model_info(request: web.Request) -> web.Response:
 
 async def server_info(request: web.Request) -> web.Response:
     """Like SGLang 0.5.23's /server_info: the resolved server arguments at the top level
-    (attention_backend, enable_deterministic_inference, disable_radix_cache, tp_size, ...)
-    and `version`, then the live state."""
+    (attention_backend, enable_deterministic_inference, disable_radix_cache, tp_size, ...),
+    `launch_command` and `version`, then the live state.
+
+    Secrets included, on purpose: SGLang 0.5.23 answers `ServerArgs.resolved_dict()` here
+    (build_server_info in python/sglang/srt/utils/common.py), which redacts only the watermark
+    fields (python/sglang/srt/server_args.py, sampling/watermarking/core.py), so `api_key` and
+    `admin_api_key` come back in plain text, and in `launch_command` too, to anyone who may call
+    this NORMAL-level endpoint: with only --admin-api-key set, to everyone. The reference engine
+    answers the same, so an attack played on it finds what it would find on SGLang."""
     engine = request.app[ENGINE_KEY]
     running, queued = engine.queue_depth
     return web.json_response(
         {
             **asdict(engine.args),
+            "launch_command": request.app[LAUNCH_COMMAND_KEY],
             # --attention-backend (config.ATTENTION_BACKENDS): the engine's own attentions,
             # none of SGLang's backends.
             "attention_backend": engine.args.attention_backend,
@@ -281,20 +306,26 @@ async def server_info(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    args = request.app[ENGINE_KEY].args
-    return web.json_response(
+    """The served model, then the loaded LoRA adapters with it as their parent (as SGLang)."""
+    served = request.app[ENGINE_KEY].served
+    registry = request.app[LORAS_KEY]
+    base = {
+        "id": served.served_model_name,
+        "object": "model",
+        "owned_by": "detinfer",
+        "root": served.served_model_name,
+    }
+    adapters = [
         {
-            "object": "list",
-            "data": [
-                {
-                    "id": _served_name(args),
-                    "object": "model",
-                    "owned_by": "detinfer",
-                    "root": args.model_path,
-                }
-            ],
+            "id": name,
+            "object": "model",
+            "owned_by": "detinfer",
+            "root": path,
+            "parent": served.served_model_name,
         }
-    )
+        for name, path in registry.paths().items()
+    ]
+    return web.json_response({"object": "list", "data": [base, *adapters]})
 
 
 def metrics_handler(registry):
@@ -325,23 +356,47 @@ async def errors(request: web.Request, handler):
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def build_app(engine: Engine, metrics=None) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=16 * 1024 * 1024)
-    app[ENGINE_KEY] = engine
-    app.router.add_post("/generate", generate)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/health_generate", health_generate)
-    app.router.add_post("/flush_cache", flush_cache)
-    app.router.add_get("/flush_cache", flush_cache)
+NORMAL, ADMIN_OPTIONAL = AuthLevel.NORMAL, AuthLevel.ADMIN_OPTIONAL
+ROUTES: tuple[tuple[str, str, Handler, AuthLevel], ...] = (
+    # Each route at the level SGLang 0.5.23 gives it (@auth_level in http_server.py; no
+    # decorator: NORMAL); tests/engine/test_auth.py reads them from there and compares.
+    ("POST", "/generate", generate, NORMAL),
+    ("POST", "/v1/completions", completions, NORMAL),
+    ("GET", "/v1/models", models, NORMAL),
+    ("GET", "/health", health, NORMAL),
+    ("GET", "/health_generate", health_generate, NORMAL),
+    ("POST", "/flush_cache", flush_cache, ADMIN_OPTIONAL),
+    ("GET", "/flush_cache", flush_cache, ADMIN_OPTIONAL),
     # SGLang 0.5.23 names them /model_info and /server_info; the /get_* names are its
     # deprecated aliases, which older validators and clients still ask for.
-    for path in ("/model_info", "/get_model_info"):
-        app.router.add_get(path, model_info)
-    for path in ("/server_info", "/get_server_info"):
-        app.router.add_get(path, server_info)
-    if metrics is not None:
+    ("GET", "/model_info", model_info, NORMAL),
+    ("GET", "/get_model_info", model_info, NORMAL),
+    ("GET", "/server_info", server_info, NORMAL),
+    ("GET", "/get_server_info", server_info, NORMAL),
+    ("POST", "/update_weights_from_disk", admin.update_weights_from_disk, ADMIN_OPTIONAL),
+    ("POST", "/update_weight_version", admin.update_weight_version, ADMIN_OPTIONAL),
+    ("POST", "/load_lora_adapter", admin.load_lora_adapter, ADMIN_OPTIONAL),
+    ("POST", "/unload_lora_adapter", admin.unload_lora_adapter, ADMIN_OPTIONAL),
+)
+
+
+def build_app(engine: Engine, metrics=None, launch_command: str = "") -> web.Application:
+    """The server; `launch_command` is the engine's arguments as given (/server_info)."""
+    args = engine.args
+    levels = {handler: level for _, _, handler, level in ROUTES}
+    auth = auth_middleware(args.api_key, args.admin_api_key, levels)
+    app = web.Application(middlewares=[auth, errors], client_max_size=16 * 1024 * 1024)
+    app[ENGINE_KEY] = engine
+    app[LORAS_KEY] = LoraRegistry(
+        args.enable_lora, engine.model.config, engine.model.device, engine.model.dtype
+    )
+    app[LAUNCH_COMMAND_KEY] = launch_command
+    for method, path, handler, _ in ROUTES:
+        if method == "GET":  # and HEAD, as SGLang's GET routes answer it
+            app.router.add_get(path, handler)
+        else:
+            app.router.add_route(method, path, handler)
+    if metrics is not None:  # NORMAL, and open whatever the keys (a /metrics path)
         app.router.add_get("/metrics", metrics_handler(metrics.registry))
 
     async def stop_engine(app: web.Application) -> None:
