@@ -120,7 +120,16 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
 
     dis = cluster.dis(namespace, NAME)
     conditions = {c["type"]: c for c in dis["status"]["conditions"]}
-    assert set(conditions) == {"Progressing", "Available", "Validated", "Ready", "Degraded"}
+    assert set(conditions) == {
+        "Progressing",
+        "Available",
+        "Validated",
+        "Ready",
+        "Degraded",
+        "AdminEndpointsClosed",
+    }
+    # The example names an admin key Secret (SGLang 0.5.23 has --admin-api-key).
+    assert conditions["AdminEndpointsClosed"]["reason"] == "AdminKey"
     assert all(c["observedGeneration"] == 1 for c in conditions.values())
     revision = dis["status"]["revision"]
     job = the_job(cluster, namespace, revision)

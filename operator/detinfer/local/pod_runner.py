@@ -157,7 +157,7 @@ def local_command(
     expanded from the container's `env` as the kubelet does; an engine listens on the pod's IP,
     a validator or benchmark writes its summary where the runner reads it. An engine behind the
     admin-key wrapper runs behind the same wrapper, which makes its key here."""
-    line, wrapped = unwrapped([expand(word, env or {}) for word in process_line(container)])
+    line, wrapped = unwrapped(process_line(container))
     subcommand, args = line[1], line[2:]
     if role == "engine":
         args = with_flag_value(args, HOST_FLAG, ip)
@@ -171,6 +171,8 @@ def local_command(
                 f"{SUMMARY_FILE_FLAG} is {summary!r}, not {c.TERMINATION_MESSAGE_PATH!r}"
             )
         args = with_flag_value(args, SUMMARY_FILE_FLAG, str(termination_path))
+    # Expanded last: a layout error above quotes the line, and must not quote a key.
+    args = [expand(word, env or {}) for word in args]
     local = [sys.executable, "-m", "detinfer.cli", subcommand, *args]
     return [sys.executable, *ADMIN_KEY_WRAPPER[1:], *local] if wrapped else local
 
