@@ -57,7 +57,8 @@ def _condition(cluster: Cluster, ns: str, type_: str) -> dict[str, Any]:
 
 def _ready(cluster: Cluster, ns: str) -> dict[str, Any] | None:
     dis = cluster.dis(ns, NAME)
-    ready = next((c for c in dis["status"].get("conditions", []) if c["type"] == "Ready"), {})
+    conditions = (dis.get("status") or {}).get("conditions", [])
+    ready = next((c for c in conditions if c["type"] == "Ready"), {})
     return dis if ready.get("status") == "True" else None
 
 

@@ -351,3 +351,50 @@ def test_an_engine_that_dies_mid_run_could_not_test(tmp_path):
     assert code == 2, output
     assert report["verdict"] == "CouldNotTest"
     assert report["reason"], report
+
+
+def test_a_swap_behind_the_verdict_fails_the_next_run(tmp_path):
+    """Issue #27 on a real engine, the validator's side: a pod passes and records a fingerprint;
+    someone holding the admin key swaps its weights; the next run, as the operator's Job makes
+    it (the recorded fingerprint, /model_info held to the spec), fails the pod, naming the
+    swapped model. Without the /model_info check the outputs alone still fail it."""
+    import httpx
+
+    admin = "admin-" + "7" * 20
+    client = "client-" + "3" * 20
+    with EngineProcess(
+        "--api-key", client, "--admin-api-key", admin, deterministic=True, seed=42
+    ) as engine:
+        env = {**__import__("os").environ, "DETINFER_API_KEY": client}
+        expect = ["--expect-model-path", "tiny", "--expect-weight-version", "default"]
+        first = subprocess.run(
+            [sys.executable, "-m", "detinfer.cli", "validate", "--endpoint", engine.url,
+             "--suites", "Single", *QUICK, *expect, "--report", str(tmp_path / "first.json")],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert first.returncode == 0, first.stdout + first.stderr
+        fingerprint = json.loads((tmp_path / "first.json").read_text())["fingerprint"]
+        swap = httpx.post(
+            f"{engine.url}/update_weights_from_disk",
+            json={"model_path": "tiny@seed=7"},
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=60,
+        )
+        assert swap.status_code == 200 and swap.json()["success"], swap.text
+        runs = {}
+        for name, extra in (("checked", expect), ("outputs-only", [])):
+            report = tmp_path / f"{name}.json"
+            done = subprocess.run(
+                [sys.executable, "-m", "detinfer.cli", "validate", "--endpoint", engine.url,
+                 "--suites", "Single", *QUICK, *extra, "--expected-fingerprint", fingerprint,
+                 "--report", str(report)],
+                capture_output=True, text=True, timeout=300, env=env,
+            )  # fmt: skip
+            output = done.stdout + done.stderr
+            assert "Traceback" not in output and client not in output and admin not in output
+            runs[name] = (done.returncode, json.loads(report.read_text()), output)
+    code, report, output = runs["checked"]
+    assert code == 1 and report["verdict"] == "ServerMismatch", output
+    assert "tiny@seed=7" in output
+    code, report, output = runs["outputs-only"]
+    assert code == 1 and report["verdict"] == "FingerprintMismatch", output
