@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-API_KEY_ENV = "DETINFER_API_KEY"
+from detinfer.api.constants import API_KEY_ENV
+
 API_KEY_FILE_OPTION = "--api-key-file"
 REFUSED_STATUSES = frozenset({401, 403})
 
