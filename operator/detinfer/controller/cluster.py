@@ -259,18 +259,7 @@ class Cluster:
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete our Job; only that one (a precondition on its UID), never a namesake."""
-        try:
-            self.batch.delete_namespaced_job(
-                name,
-                namespace,
-                body=client.V1DeleteOptions(
-                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
-                ),
-                _preload_content=False,
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):  # gone, or the name is someone else's now
-                raise
+        _delete_by_uid(self.batch.delete_namespaced_job, namespace, name, uid)
 
     def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
         """Delete our Deployment (the overhead baseline); only that one (a precondition on its
@@ -364,6 +353,7 @@ class Cluster:
 
 
 def _delete_by_uid(delete: Any, namespace: str, name: str, uid: str) -> None:
+    """Delete with a precondition on the UID, in the background; gone already is fine."""
     try:
         delete(
             name,
