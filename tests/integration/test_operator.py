@@ -63,6 +63,11 @@ def reason(cluster: Cluster, namespace: str, type_: str, name: str = NAME) -> st
     return cond["reason"] if cond else None
 
 
+def _with_status(cluster: Cluster, namespace: str, name: str = NAME) -> dict | None:
+    dis = cluster.dis(namespace, name)
+    return dis if (dis.get("status") or {}).get("conditions") else None
+
+
 def gate(pod) -> dict | None:
     return next(
         (c.to_dict() for c in pod.status.conditions or [] if c.type == "detinfer.io/validated"),
@@ -118,7 +123,8 @@ def test_example_becomes_pods_on_gpu_nodes(cluster: Cluster, operator: Operator,
         assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
         assert pod.spec.readiness_gates[0].condition_type == "detinfer.io/validated"
 
-    dis = cluster.dis(namespace, NAME)
+    # kwok runs pods within a second: the first status may still be on its way.
+    dis = wait_for("the first status", lambda: _with_status(cluster, namespace))
     conditions = {c["type"]: c for c in dis["status"]["conditions"]}
     assert set(conditions) == {
         "Progressing",
