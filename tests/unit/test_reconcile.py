@@ -972,7 +972,7 @@ def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
 @pytest.mark.parametrize(
     ("engine", "status", "reason", "words"),
     [
-        ({}, "True", "AdminKey", "made in each pod when it starts and given to nobody"),
+        ({}, "True", "AdminKey", "made in each pod when it starts and written nowhere the API serves"),
         (
             {"adminApiKeySecret": {"name": "keys", "key": "admin"}},
             "True",

@@ -707,14 +707,14 @@ def _admin_endpoints(dis: DeterministicInferenceService) -> tuple[ConditionStatu
         source = (
             f"from Secret {secret.name} key {secret.key}"
             if secret
-            else "made in each pod when it starts and given to nobody"
+            else "made in each pod when it starts and written nowhere the API serves"
         )
         return (
             TRUE,
             access.value,
             f"the admin endpoints (weight updates, LoRA adapters, internal state, logging, "
-            f"cache) take only the admin key, {source}; SGLang also answers it on /server_info "
-            "to the callers it serves, so who reaches the pods decides "
+            f"cache) take only the admin key, {source}; but SGLang answers it on /server_info "
+            "to every caller it serves, so who reaches the pods decides "
             "(docs/architecture.md#threat-model)",
         )
     if access == AdminAccess.CLIENT_KEY:
