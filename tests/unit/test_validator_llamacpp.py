@@ -8,6 +8,7 @@ tests/engines/test_llamacpp.py runs the same code against the real server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -20,9 +21,10 @@ from detinfer.validator.client import (
     Sampling,
     describe_requests,
 )
-from detinfer.validator.compare import Basis
+from detinfer.validator.compare import Basis, describe_divergence
 from detinfer.validator.config import Protocol, ValidatorConfig
 from detinfer.validator.errors import ConfigError, ProtocolError
+from detinfer.validator.evidence import Evidence
 from detinfer.validator.terminal import compared_words
 
 GREEDY = Sampling(3, 0.0, 42)
@@ -69,12 +71,9 @@ def test_a_completion_gives_token_ids_logprobs_and_the_cache_count():
         (completion(tokens=None), "has no tokens list of integers (return_tokens was asked)"),
         (completion(completion_probabilities=None), "has no completion_probabilities list"),
         (
-            completion(completion_probabilities=probs((5, 6), (-1.0, -2.0))),
-            "has 2 completion_probabilities for 3 tokens",
-        ),
-        (
             completion(completion_probabilities=probs((5, 9, 7), (-1.0, -2.0, -3.0))),
-            "disagree at token 1 (6 vs 9)",
+            "has completion_probabilities (ids [5, 9, 7] (3)) that are not its tokens "
+            "([5, 6, 7] (3)) with some left out",
         ),
         (completion(truncated=True), "the server truncated the prompt"),
         (completion(index=1), "has index 1 where 0 was due"),
@@ -84,6 +83,17 @@ def test_a_completion_gives_token_ids_logprobs_and_the_cache_count():
 def test_a_completion_that_breaks_the_protocol_cannot_be_tested(answer, words):
     with pytest.raises(ProtocolError, match=re.escape(words)):
         llamacpp()._parse(answer, "w", GREEDY, 0)
+
+
+def test_a_token_llama_cpp_gave_no_entry_for_is_a_gap_not_a_fault():
+    """llama-server leaves out the entry of a token that ends inside a UTF-8 character
+    (measured: 31 entries for 32 tokens); its logprob is neither compared nor missing evidence."""
+    answer = completion(completion_probabilities=probs((5, 7), (-1.0, -3.0)))
+    out = llamacpp()._parse(answer, "w", GREEDY, 0)
+    assert (out.logprobs, out.logprob_gaps) == ((-1.0, None, -3.0), (1,))
+    evidence = Evidence()
+    evidence.add(("p",), out, "sample")
+    assert (evidence.tokens, evidence.logprobs, evidence.missing) == (3, 2, None)
 
 
 def test_log_zero_and_null_logprobs_are_not_finite_evidence():
@@ -137,6 +147,27 @@ def test_the_openai_protocol_reads_the_chat_shaped_logprobs_of_llama_server():
     out = openai()._parse(choice, "w", GREEDY)
     assert out.basis == Basis.TOKEN_IDS
     assert out.tokens == (5, 6, 7) and out.logprobs == (-1.5, -0.25, -2.0)
+
+
+def test_a_token_llama_server_does_not_list_in_the_chat_shape_still_counts_and_its_text_is_compared():
+    """Measured: 31 entries for 32 tokens with finish reason length; the entries spell the text."""
+    content = [
+        {"id": 1, "token": "a", "logprob": -1.0},
+        {"id": 3, "token": "\u00e9b", "logprob": -2.0},
+    ]
+    choice = {"text": "a\u00e9b", "finish_reason": "length", "logprobs": {"content": content}}
+    out = openai()._parse(choice, "w", GREEDY)
+    assert (out.tokens, out.unlisted_tokens, out.completion_tokens, out.cut_short) == (
+        (1, 3),
+        1,
+        3,
+        None,
+    )
+    other = dataclasses.replace(out, text="a\u00e8b")
+    assert describe_divergence(out, other) == "text differs at character 1: '\u00e9b' vs '\u00e8b'"
+    short = {**choice, "text": "ab"}
+    with pytest.raises(ProtocolError, match="stopped at the length limit after 2 of 3 tokens"):
+        openai()._parse(short, "w", GREEDY)
 
 
 def test_chat_shaped_logprobs_without_ids_are_compared_on_token_strings():

@@ -501,27 +501,30 @@ class OpenAIClient(EngineClient):
         raw = choice.get("logprobs")
         tokens: tuple[int, ...] | tuple[str, ...] | None = None
         logprobs: tuple[float | None, ...] | None = None
-        basis = Basis.TEXT
+        basis, unlisted = Basis.TEXT, 0
         if raw is not None:
             if not isinstance(raw, dict):
                 raise self._bad(where, f"has logprobs that are {_kind(raw)}, not an object")
             if "content" in raw:
-                tokens, logprobs = self._chat_logprobs(raw["content"], where)
+                tokens, logprobs, strings = self._chat_logprobs(raw["content"], where)
                 basis = Basis.TOKEN_IDS if _are_ids(tokens) else Basis.TOKENS
+                unlisted = _unlisted(strings, text, finish, sampling.max_new_tokens)
             else:
                 tokens, logprobs = self._legacy_logprobs(raw, where)
                 basis = Basis.TEXT if tokens is None else Basis.TOKENS
         self._check_shape(where, basis, logprobs is not None)
         cut_short = None
         if tokens is not None:
-            cut_short = _check_length(self, where, len(tokens), finish, sampling.max_new_tokens)
+            n = len(tokens) + unlisted
+            cut_short = _check_length(self, where, n, finish, sampling.max_new_tokens)
         return Output(
             text=text,
             tokens=tokens,
             logprobs=logprobs,
             finish_reason=finish,
-            completion_tokens=len(tokens) if tokens is not None else 0,
+            completion_tokens=len(tokens) + unlisted if tokens is not None else 0,
             basis=basis,
+            unlisted_tokens=unlisted,
             cut_short=cut_short,
         )
 
@@ -549,9 +552,10 @@ class OpenAIClient(EngineClient):
 
     def _chat_logprobs(
         self, content: Any, where: str
-    ) -> tuple[tuple[int, ...] | tuple[str, ...], tuple[float | None, ...]]:
+    ) -> tuple[tuple[int, ...] | tuple[str, ...], tuple[float | None, ...], tuple[str, ...]]:
         """The chat shape, which llama-server's /v1/completions answers too:
-        `content: [{"id", "token", "logprob", ...}]`; ids where every entry has one."""
+        `content: [{"id", "token", "logprob", ...}]`; ids where every entry has one, the
+        logprobs, and the entries' token strings."""
         entries = _token_entries(content)
         if entries is None:
             raise self._bad(
@@ -560,7 +564,7 @@ class OpenAIClient(EngineClient):
                 "integer id, and a logprob",
             )
         ids, strings, values = entries
-        return (ids if ids is not None else strings), values
+        return (ids if ids is not None else strings), values, strings
 
     def _count_usage(self, data: dict[str, Any], outputs: list[Output]) -> None:
         usage = data.get("usage")
@@ -682,17 +686,12 @@ class LlamaCppClient(EngineClient):
                 "has no completion_probabilities list of objects with an id and a logprob "
                 "(n_probs was asked)",
             )
-        logprobs = entries[2]
-        if len(logprob_ids) != len(ids):
-            raise self._bad(
-                where, f"has {len(logprob_ids)} completion_probabilities for {len(ids)} tokens"
-            )
-        if logprob_ids != tuple(ids):
-            k = next(i for i, (a, b) in enumerate(zip(ids, logprob_ids, strict=True)) if a != b)
+        logprobs, gaps = _align(tuple(ids), logprob_ids, entries[2])
+        if logprobs is None:
             raise self._bad(
                 where,
-                f"has tokens and completion_probabilities that disagree at token {k} "
-                f"({ids[k]} vs {logprob_ids[k]})",
+                f"has completion_probabilities (ids {_clip_ids(logprob_ids)}) that are not its "
+                f"tokens ({_clip_ids(ids)}) with some left out",
             )
         self._check_shape(where, Basis.TOKEN_IDS, True)
         stop_type = item.get("stop_type")
@@ -715,8 +714,39 @@ class LlamaCppClient(EngineClient):
             prompt_tokens=prompt_tokens,
             cached_tokens=cached if _is_int(cached) else None,
             basis=Basis.TOKEN_IDS,
+            logprob_gaps=gaps,
             cut_short=cut_short,
         )
+
+
+def _align(
+    ids: tuple[int, ...], entry_ids: tuple[int, ...], values: tuple[float | None, ...]
+) -> tuple[tuple[float | None, ...] | None, tuple[int, ...]]:
+    """The logprob of each token, None where llama.cpp left the token's entry out, and those
+    positions; (None, ()) when the entries are not the tokens with some left out.
+
+    llama-server adds a token's entry to completion_probabilities only once its text is
+    complete UTF-8 (`process_token` in tools/server/server-context.cpp): a token that ends
+    inside a character has none. Which tokens those are depends on the tokens alone, so two
+    outputs with the same tokens have the same gaps."""
+    out: list[float | None] = []
+    gaps: list[int] = []
+    j = 0
+    for i, tid in enumerate(ids):
+        if j < len(entry_ids) and entry_ids[j] == tid:
+            out.append(values[j])
+            j += 1
+        else:
+            out.append(None)
+            gaps.append(i)
+    if j != len(entry_ids):
+        return None, ()
+    return tuple(out), tuple(gaps)
+
+
+def _clip_ids(ids: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)})"
 
 
 LLAMACPP_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
@@ -812,6 +842,17 @@ def _logprob_entries(value: Any, *, allow_null: bool) -> list[tuple[float | None
             return None
         out.append((lp, entry[1]))
     return out
+
+
+def _unlisted(strings: tuple[str, ...], text: str, finish: str | None, max_new: int) -> int:
+    """Tokens an output has but its chat-shaped logprobs do not list: llama-server lists a token
+    only once its text is complete UTF-8, and the next entry's string carries the held-back
+    bytes (`process_token` in tools/server/server-context.cpp). Only where the output says it
+    reached the length limit and the entries still spell its whole text is that what happened;
+    anything else stays a short output for the length rules to judge."""
+    if finish != "length" or len(strings) >= max_new or "".join(strings) != text:
+        return 0
+    return max_new - len(strings)
 
 
 LOG_ZERO = -3.4028234663852886e38

@@ -22,6 +22,9 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
 
 from detinfer.engines.llamacpp import vocab_file
 
+OUTPUT_STD = 0.2
+"""Of the output projection's weights: logits of standard deviation about 0.2 * sqrt(hidden)."""
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -70,8 +73,8 @@ def tokenizer_fields(vocab: Path) -> list[tuple[str, object, GGUFValueType, GGUF
 
 def write_model(out: Path, vocab: Path, seed: int, shape: ModelShape = ModelShape()) -> Path:
     """Write the model to `out`: 2-D weights in f16 (what llama.cpp's f16 files hold), norms in
-    f32, the output projection tied to the token embedding (llama.cpp's fallback when a file
-    has no `output.weight`), which halves the file: the vocabulary dominates its size."""
+    f32. The output projection is its own matrix: tied to the token embedding, a model this
+    shallow repeats its input token forever (the embedding dominates the residual)."""
     shape.check()
     fields = tokenizer_fields(vocab)
     n_vocab = len(next(value for name, value, *_ in fields if name == "tokenizer.ggml.tokens"))  # type: ignore[arg-type]
@@ -97,10 +100,12 @@ def write_model(out: Path, vocab: Path, seed: int, shape: ModelShape = ModelShap
     for name, value, kind, item in fields:
         writer.add_key_value(name, value, kind, sub_type=item)
 
-    # Embeddings of unit scale and 1/sqrt(fan-in) elsewhere keep activations of order 1, so
-    # the logits spread over a few units: greedy picks vary and logprobs are far from uniform.
+    # Embeddings of unit scale and 1/sqrt(fan-in) elsewhere keep activations of order 1; the
+    # output's scale spreads the logits over a few units, so greedy picks vary and the top two
+    # are often close, as in a trained model (where last-bit noise can flip a token).
     writer.add_tensor("token_embd.weight", matrix(n_vocab, shape.hidden, 1.0))
     writer.add_tensor("output_norm.weight", np.ones(shape.hidden, dtype=np.float32))
+    writer.add_tensor("output.weight", matrix(n_vocab, shape.hidden, OUTPUT_STD))
     for i in range(shape.layers):
         std, kv = shape.hidden**-0.5, shape.kv_heads * head
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(shape.hidden, dtype=np.float32))
