@@ -19,10 +19,13 @@ HELM ?= $(CACHE)/bin/current/helm
 PROMTOOL ?= $(CACHE)/bin/current/promtool
 # The Prometheus server of the e2e monitoring test, from the same package (hack/get-promtool.sh).
 PROMETHEUS ?= $(CACHE)/bin/current/prometheus
+# llama.cpp's llama-server, built by hack/build-llama-server.sh from the pinned llama-cpp-python sdist.
+LLAMA_CPP_PYTHON_VERSION := $(shell sed -n 's/^LLAMA_CPP_PYTHON_VERSION=//p' hack/versions.env)
+LLAMA_SERVER ?= $(CACHE)/llama.cpp/$(LLAMA_CPP_PYTHON_VERSION)/bin/llama-server
 # The base of `make images`, pinned by digest (hack/build-images.sh refuses a tag).
 PYTHON_BASE ?=
 
-.PHONY: help install test unit engine e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
+.PHONY: help install test unit engine engines llama-server e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead
 
 help: ## list the targets
@@ -38,7 +41,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv: the operator, the engine (torch), the validator and the test tools
 
-test: $(STAMP) verify unit chart engine integration e2e ## everything CI runs: generated files, lint, unit, chart, engine, integration and e2e tests
+test: $(STAMP) verify unit chart engine engines integration e2e ## everything CI runs: generated files, lint, unit, chart, engine, engines, integration and e2e tests
 
 unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
@@ -58,6 +61,13 @@ e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod ru
 	@test -x $(HELM) || hack/build-binaries.sh helm
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
 	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
+
+engines: $(STAMP) ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server (built on first use, then cached)
+	@test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh
+	LLAMA_SERVER=$(LLAMA_SERVER) DETINFER_CACHE=$(CACHE) $(BIN)/python -m pytest tests/engines -q
+
+llama-server: ## build llama.cpp's llama-server (CPU) from the pinned llama-cpp-python sdist into $(CACHE)/llama.cpp (skips what exists)
+	DETINFER_CACHE=$(CACHE) hack/build-llama-server.sh
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached), the operator installed by its chart
 	@test -x $(HELM) || hack/build-binaries.sh helm

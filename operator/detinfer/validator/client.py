@@ -1,4 +1,5 @@
-"""Talking to one engine over HTTP: SGLang's /generate or OpenAI's /v1/completions.
+"""Talking to one engine over HTTP: SGLang's /generate, OpenAI's /v1/completions or llama.cpp's
+/completion.
 
 Every answer is checked against the protocol before anything compares it: a wrong number of
 outputs, logprobs that do not match the tokens, too many tokens, or a body that is not JSON
@@ -23,7 +24,12 @@ from detinfer.client_key import refusal
 from detinfer.validator.compare import Basis, Output, Prompt
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
 from detinfer.validator.errors import CouldNotTest, ProtocolError
-from detinfer.validator.server_facts import MODEL_INFO_PATHS, SERVER_INFO_PATHS, kept
+from detinfer.validator.server_facts import (
+    MODEL_INFO_PATHS,
+    PROPS_PATHS,
+    SERVER_INFO_PATHS,
+    kept,
+)
 
 HEALTH_PROBE_SECONDS = 5.0
 _SNIPPET = 160
@@ -52,6 +58,10 @@ class EngineClient:
     accepts_token_ids = False
     asks_ignore_eos = False
     """Whether requests carry ignore_eos, so that an output shorter than asked is a violation."""
+    gives_prompt_logprobs = False
+    """Whether a request can ask for the logprobs of prompt positions (RadixCache compares them)."""
+    cached_tokens_field = ""
+    """Where an answer says how many prompt tokens came from the cache (RadixCache's notes)."""
 
     def __init__(self, endpoint: EndpointSpec, config: ValidatorConfig) -> None:
         self.name = endpoint.name
@@ -241,6 +251,8 @@ class SGLangClient(EngineClient):
     protocol = Protocol.SGLANG
     accepts_token_ids = True
     asks_ignore_eos = True
+    gives_prompt_logprobs = True
+    cached_tokens_field = "meta_info.cached_tokens"
 
     async def server_info(self) -> dict[str, Any]:
         return {
@@ -251,8 +263,9 @@ class SGLangClient(EngineClient):
     async def model_info(self) -> dict[str, Any]:
         return await self._read_kept(MODEL_INFO_PATHS)
 
-    def _body(
-        self, prompt: Prompt | list[Prompt], sampling: Sampling, logprob_start_len: int | None
+    @staticmethod
+    def body(
+        prompt: Prompt | list[Prompt], sampling: Sampling, logprob_start_len: int | None
     ) -> dict[str, Any]:
         prompts = prompt if isinstance(prompt, list) else [prompt]
         if all(isinstance(p, str) for p in prompts):
@@ -287,7 +300,7 @@ class SGLangClient(EngineClient):
         *,
         logprob_start_len: int | None = None,
     ) -> list[Output]:
-        data = await self._post("/generate", self._body(list(prompts), sampling, logprob_start_len))
+        data = await self._post("/generate", self.body(list(prompts), sampling, logprob_start_len))
         where = f"POST /generate (a batch of {len(prompts)})"
         if isinstance(data, dict) and "error" in data:
             raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
@@ -301,7 +314,7 @@ class SGLangClient(EngineClient):
         ]
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
-        data = await self._post("/generate", self._body(prompt, sampling, None))
+        data = await self._post("/generate", self.body(prompt, sampling, None))
         return self._parse(data, "POST /generate", sampling, None)
 
     def _parse(
@@ -422,9 +435,10 @@ class OpenAIClient(EngineClient):
             self.model = first["id"]
         return {"model": self.model}
 
-    def _body(self, prompt: str | list[str], sampling: Sampling) -> dict[str, Any]:
+    @staticmethod
+    def body(prompt: str | list[str], sampling: Sampling, model: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model or "default",
+            "model": model or "default",
             "prompt": prompt,
             "max_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature,
@@ -444,7 +458,7 @@ class OpenAIClient(EngineClient):
         logprob_start_len: int | None = None,
     ) -> list[Output]:
         texts = [_text_prompt(p) for p in prompts]
-        data = await self._post("/v1/completions", self._body(texts, sampling))
+        data = await self._post("/v1/completions", self.body(texts, sampling, self.model))
         where = f"POST /v1/completions (a batch of {len(prompts)})"
         choices = self._choices(data, where, len(prompts))
         outputs = [
@@ -455,7 +469,9 @@ class OpenAIClient(EngineClient):
         return outputs
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
-        data = await self._post("/v1/completions", self._body(_text_prompt(prompt), sampling))
+        data = await self._post(
+            "/v1/completions", self.body(_text_prompt(prompt), sampling, self.model)
+        )
         where = "POST /v1/completions"
         output = self._parse(self._choices(data, where, 1)[0], f"{where}: choice 0", sampling)
         self._count_usage(data, [output])
@@ -483,44 +499,72 @@ class OpenAIClient(EngineClient):
         finish = choice.get("finish_reason")
         finish = finish if isinstance(finish, str) else None
         raw = choice.get("logprobs")
-        tokens: tuple[str, ...] | None = None
+        tokens: tuple[int, ...] | tuple[str, ...] | None = None
         logprobs: tuple[float | None, ...] | None = None
+        basis, unlisted = Basis.TEXT, 0
         if raw is not None:
             if not isinstance(raw, dict):
                 raise self._bad(where, f"has logprobs that are {_kind(raw)}, not an object")
-            raw_tokens = raw.get("tokens")
-            if raw_tokens is not None:
-                if not isinstance(raw_tokens, list) or not all(
-                    isinstance(t, str) for t in raw_tokens
-                ):
-                    raise self._bad(where, "has logprobs.tokens that are not a list of strings")
-                tokens = tuple(raw_tokens)
-                raw_values = raw.get("token_logprobs")
-                if raw_values is not None:
-                    if not isinstance(raw_values, list) or not all(
-                        v is None or _is_number(v) for v in raw_values
-                    ):
-                        raise self._bad(where, "has logprobs.token_logprobs that are not numbers")
-                    if len(raw_values) != len(tokens):
-                        raise self._bad(
-                            where,
-                            f"has {len(raw_values)} token_logprobs for {len(tokens)} tokens",
-                        )
-                    logprobs = tuple(raw_values)
-        basis = Basis.TEXT if tokens is None else Basis.TOKENS
+            if "content" in raw:
+                tokens, logprobs, strings = self._chat_logprobs(raw["content"], where)
+                basis = Basis.TOKEN_IDS if _are_ids(tokens) else Basis.TOKENS
+                unlisted = _unlisted(strings, text, finish, sampling.max_new_tokens)
+            else:
+                tokens, logprobs = self._legacy_logprobs(raw, where)
+                basis = Basis.TEXT if tokens is None else Basis.TOKENS
         self._check_shape(where, basis, logprobs is not None)
         cut_short = None
         if tokens is not None:
-            cut_short = _check_length(self, where, len(tokens), finish, sampling.max_new_tokens)
+            n = len(tokens) + unlisted
+            cut_short = _check_length(self, where, n, finish, sampling.max_new_tokens)
         return Output(
             text=text,
             tokens=tokens,
             logprobs=logprobs,
             finish_reason=finish,
-            completion_tokens=len(tokens) if tokens is not None else 0,
+            completion_tokens=len(tokens) + unlisted if tokens is not None else 0,
             basis=basis,
+            unlisted_tokens=unlisted,
             cut_short=cut_short,
         )
+
+    def _legacy_logprobs(
+        self, raw: dict[str, Any], where: str
+    ) -> tuple[tuple[str, ...] | None, tuple[float | None, ...] | None]:
+        """The completions shape: `tokens` (strings) and `token_logprobs`."""
+        raw_tokens = raw.get("tokens")
+        if raw_tokens is None:
+            return None, None
+        if not isinstance(raw_tokens, list) or not all(isinstance(t, str) for t in raw_tokens):
+            raise self._bad(where, "has logprobs.tokens that are not a list of strings")
+        raw_values = raw.get("token_logprobs")
+        if raw_values is None:
+            return tuple(raw_tokens), None
+        if not isinstance(raw_values, list) or not all(
+            v is None or _is_number(v) for v in raw_values
+        ):
+            raise self._bad(where, "has logprobs.token_logprobs that are not numbers")
+        if len(raw_values) != len(raw_tokens):
+            raise self._bad(
+                where, f"has {len(raw_values)} token_logprobs for {len(raw_tokens)} tokens"
+            )
+        return tuple(raw_tokens), tuple(_logprob(v) for v in raw_values)
+
+    def _chat_logprobs(
+        self, content: Any, where: str
+    ) -> tuple[tuple[int, ...] | tuple[str, ...], tuple[float | None, ...], tuple[str, ...]]:
+        """The chat shape, which llama-server's /v1/completions answers too:
+        `content: [{"id", "token", "logprob", ...}]`; ids where every entry has one, the
+        logprobs, and the entries' token strings."""
+        entries = _token_entries(content)
+        if entries is None:
+            raise self._bad(
+                where,
+                "has logprobs.content that is not a list of objects with a token string or an "
+                "integer id, and a logprob",
+            )
+        ids, strings, values = entries
+        return (ids if ids is not None else strings), values, strings
 
     def _count_usage(self, data: dict[str, Any], outputs: list[Output]) -> None:
         usage = data.get("usage")
@@ -533,9 +577,207 @@ class OpenAIClient(EngineClient):
         self.prompt_tokens += prompt if _is_int(prompt) else 0
 
 
+class LlamaCppClient(EngineClient):
+    """llama.cpp's own API (tools/server): POST /completion, GET /props.
+
+    A request asks for the generated ids (`return_tokens`) and the logprob of each (`n_probs`
+    1: `completion_probabilities`, computed from the logits before sampling), with
+    `ignore_eos` and no stop strings, so every sample has as many tokens as asked. A list of
+    prompts is one request that llama-server turns into one task per prompt and spreads over
+    its slots (`--parallel`): with several slots they decode together, in one batch."""
+
+    protocol = Protocol.LLAMACPP
+    accepts_token_ids = True
+    asks_ignore_eos = True
+    cached_tokens_field = "timings.cache_n"
+
+    async def server_info(self) -> dict[str, Any]:
+        return {"props": await self._read_kept(PROPS_PATHS)}
+
+    @staticmethod
+    def body(
+        prompt: Prompt | list[Prompt], sampling: Sampling, cache_prompt: bool
+    ) -> dict[str, Any]:
+        """A token-id prompt is a list of ints and several prompts a list of those or of
+        strings: never mixed, which llama.cpp would read as one prompt of text and ids."""
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if len({isinstance(p, str) for p in prompts}) > 1:
+            raise ValueError("a batch mixes text and token-id prompts")
+        value: Any = (
+            [p if isinstance(p, str) else list(p) for p in prompt]
+            if isinstance(prompt, list)
+            else (prompt if isinstance(prompt, str) else list(prompt))
+        )
+        greedy = sampling.temperature == 0
+        body: dict[str, Any] = {
+            "prompt": value,
+            "n_predict": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            # Greedy: the one candidate the guides recommend. Sampling: no top-k and no min-p
+            # (llama-server's defaults are 40 and 0.05, and --top-k 1 on its command line
+            # would make every sample greedy), so that top_p alone shapes it, as elsewhere.
+            "top_k": 1 if greedy else 0,
+            "min_p": 0.0,
+            "ignore_eos": True,
+            "cache_prompt": cache_prompt,
+            "return_tokens": True,
+            "n_probs": 1,
+            "stream": False,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.top_p < 1.0:
+            body["top_p"] = sampling.top_p
+        return body
+
+    @property
+    def _cache_prompt(self) -> bool:
+        return bool(self.config.sends_cache_prompt)
+
+    async def generate(
+        self,
+        prompts: Sequence[Prompt],
+        sampling: Sampling,
+        *,
+        logprob_start_len: int | None = None,
+    ) -> list[Output]:
+        # llama.cpp gives no prompt logprobs; RadixCache compares the outputs alone here.
+        data = await self._post(
+            "/completion", self.body(list(prompts), sampling, self._cache_prompt)
+        )
+        where = f"POST /completion (a batch of {len(prompts)})"
+        if isinstance(data, dict) and "error" in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
+        # One prompt in a list is answered as one object, not a list of one.
+        items = [data] if len(prompts) == 1 and isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise self._bad(where, f"answered {_kind(data)}, not a list of {len(prompts)} outputs")
+        if len(items) != len(prompts):
+            raise self._bad(where, f"answered {len(items)} outputs for {len(prompts)} prompts")
+        return [
+            self._parse(item, f"{where}: output {i + 1}", sampling, i)
+            for i, item in enumerate(items)
+        ]
+
+    async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
+        data = await self._post("/completion", self.body(prompt, sampling, self._cache_prompt))
+        return self._parse(data, "POST /completion", sampling, 0)
+
+    def _parse(self, item: Any, where: str, sampling: Sampling, index: int) -> Output:
+        if not isinstance(item, dict):
+            raise self._bad(where, f"is {_kind(item)}, not a JSON object")
+        if "error" in item:
+            raise self._bad(where, f"is an error: {_snippet(json.dumps(item['error']))}")
+        if item.get("index", index) != index:
+            raise self._bad(where, f"has index {item.get('index')!r} where {index} was due")
+        if item.get("truncated") is True:
+            raise self._bad(where, "says the server truncated the prompt to fit its context")
+        text = item.get("content", "")
+        if not isinstance(text, str):
+            raise self._bad(where, f"has a content that is {_kind(text)}, not a string")
+        ids = item.get("tokens")
+        if not isinstance(ids, list) or not all(_is_int(t) for t in ids):
+            raise self._bad(where, "has no tokens list of integers (return_tokens was asked)")
+        entries = _token_entries(item.get("completion_probabilities"))
+        logprob_ids = entries[0] if entries is not None else None
+        if entries is None or logprob_ids is None:
+            raise self._bad(
+                where,
+                "has no completion_probabilities list of objects with an id and a logprob "
+                "(n_probs was asked)",
+            )
+        logprobs, gaps = _align(tuple(ids), logprob_ids, entries[2])
+        if logprobs is None:
+            raise self._bad(
+                where,
+                f"has completion_probabilities (ids {_clip_ids(logprob_ids)}) that are not its "
+                f"tokens ({_clip_ids(ids)}) with some left out",
+            )
+        self._check_shape(where, Basis.TOKEN_IDS, True)
+        stop_type = item.get("stop_type")
+        finish = LLAMACPP_FINISH.get(stop_type) if isinstance(stop_type, str) else None
+        cut_short = _check_length(self, where, len(ids), finish, sampling.max_new_tokens)
+        timings = item.get("timings")
+        cached = timings.get("cache_n") if isinstance(timings, dict) else None
+        completion = item.get("tokens_predicted")
+        completion = completion if _is_int(completion) else len(ids)
+        prompt_tokens = item.get("tokens_evaluated")
+        prompt_tokens = prompt_tokens if _is_int(prompt_tokens) else 0
+        self.generated_tokens += completion
+        self.prompt_tokens += prompt_tokens
+        return Output(
+            text=text,
+            tokens=tuple(ids),
+            logprobs=logprobs,
+            finish_reason=finish,
+            completion_tokens=completion,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached if _is_int(cached) else None,
+            basis=Basis.TOKEN_IDS,
+            logprob_gaps=gaps,
+            cut_short=cut_short,
+        )
+
+
+def _align(
+    ids: tuple[int, ...], entry_ids: tuple[int, ...], values: tuple[float | None, ...]
+) -> tuple[tuple[float | None, ...] | None, tuple[int, ...]]:
+    """The logprob of each token, None where llama.cpp left the token's entry out, and those
+    positions; (None, ()) when the entries are not the tokens with some left out.
+
+    llama-server adds a token's entry to completion_probabilities only once its text is
+    complete UTF-8 (`process_token` in tools/server/server-context.cpp): a token that ends
+    inside a character has none. Which tokens those are depends on the tokens alone, so two
+    outputs with the same tokens have the same gaps."""
+    out: list[float | None] = []
+    gaps: list[int] = []
+    j = 0
+    for i, tid in enumerate(ids):
+        if j < len(entry_ids) and entry_ids[j] == tid:
+            out.append(values[j])
+            j += 1
+        else:
+            out.append(None)
+            gaps.append(i)
+    if j != len(entry_ids):
+        return None, ()
+    return tuple(out), tuple(gaps)
+
+
+def _clip_ids(ids: Sequence[int], limit: int = 8) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return f"[{shown}{', ...' if len(ids) > limit else ''}] ({len(ids)})"
+
+
+LLAMACPP_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
+"""llama.cpp's stop_type as a finish reason; `none` (not stopped) has none."""
+
+
+def describe_requests(config: ValidatorConfig) -> str:
+    """What a greedy request of the suites looks like on the wire, made by the code that sends
+    it (the probe's text shortened), for --plan."""
+    sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
+    prompt = "<prompt>"
+    if config.protocol == Protocol.OPENAI:
+        path, body = "/v1/completions", OpenAIClient.body(prompt, sampling, config.model)
+    elif config.protocol == Protocol.LLAMACPP:
+        cache = bool(config.sends_cache_prompt)
+        path, body = "/completion", LlamaCppClient.body(prompt, sampling, cache)
+    else:
+        path, body = "/generate", SGLangClient.body(prompt, sampling, None)
+    where = "a batch sends a list of prompts" + (
+        " (one task per prompt, spread over the server's slots)"
+        if config.protocol == Protocol.LLAMACPP
+        else ""
+    )
+    return f"requests: POST {path} {json.dumps(body)}; {where}"
+
+
 def make_client(endpoint: EndpointSpec, config: ValidatorConfig) -> EngineClient:
     if config.protocol == Protocol.OPENAI:
         return OpenAIClient(endpoint, config)
+    if config.protocol == Protocol.LLAMACPP:
+        return LlamaCppClient(endpoint, config)
     return SGLangClient(endpoint, config)
 
 
@@ -600,6 +842,61 @@ def _logprob_entries(value: Any, *, allow_null: bool) -> list[tuple[float | None
             return None
         out.append((lp, entry[1]))
     return out
+
+
+def _unlisted(strings: tuple[str, ...], text: str, finish: str | None, max_new: int) -> int:
+    """Tokens an output has but its chat-shaped logprobs do not list: llama-server lists a token
+    only once its text is complete UTF-8, and the next entry's string carries the held-back
+    bytes (`process_token` in tools/server/server-context.cpp). Only where the output says it
+    reached the length limit and the entries still spell its whole text is that what happened;
+    anything else stays a short output for the length rules to judge."""
+    if finish != "length" or len(strings) >= max_new or "".join(strings) != text:
+        return 0
+    return max_new - len(strings)
+
+
+LOG_ZERO = -3.4028234663852886e38
+"""How llama.cpp writes the log of a probability 0: the lowest float32, because its JSON
+library turns -inf into null (`completion_token_output::logarithm` in tools/server/server-task.cpp).
+Read back as -inf, so that the evidence rules see a probability 0 for what it is."""
+
+
+def _logprob(value: float | None) -> float | None:
+    if value is not None and value <= LOG_ZERO:
+        return float("-inf")
+    return value
+
+
+def _token_entries(
+    content: Any,
+) -> tuple[tuple[int, ...] | None, tuple[str, ...], tuple[float | None, ...]] | None:
+    """(ids or None, token strings, logprobs) of `[{"id", "token", "logprob"}, ...]` (llama.cpp's
+    completion_probabilities and the chat logprobs shape); None when it is not that shape. A
+    null logprob (how llama.cpp's JSON writes NaN) is kept, then judged as no evidence."""
+    if not isinstance(content, list):
+        return None
+    ids: list[int] = []
+    strings: list[str] = []
+    values: list[float | None] = []
+    for entry in content:
+        if not isinstance(entry, dict):
+            return None
+        token, value, tid = entry.get("token"), entry.get("logprob"), entry.get("id")
+        if not isinstance(token, str) or not (value is None or _is_number(value)):
+            return None
+        if tid is not None and not _is_int(tid):
+            return None
+        strings.append(token)
+        values.append(_logprob(value))
+        if tid is not None:
+            ids.append(tid)
+    if ids and len(ids) != len(strings):
+        return None  # ids for some tokens and not others: no consistent basis
+    return (tuple(ids) if ids or not strings else None), tuple(strings), tuple(values)
+
+
+def _are_ids(tokens: tuple[int, ...] | tuple[str, ...]) -> TypeGuard[tuple[int, ...]]:
+    return all(_is_int(t) for t in tokens)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

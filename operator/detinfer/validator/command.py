@@ -18,6 +18,7 @@ from typing import IO
 from detinfer.api.status import Verdict
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.client_key import ClientKey, ClientKeyError, read_client_key
+from detinfer.validator.client import describe_requests
 from detinfer.validator.config import Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
 from detinfer.validator.report import Report
@@ -55,6 +56,7 @@ def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
             weight_version=args.expect_weight_version,
         ),
         api_key=_client_key(args.api_key_file),
+        cache_prompt=_on_off(args.cache_prompt),
     )
 
 
@@ -77,6 +79,7 @@ def run_command(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         config = config_from_args(args)
         if args.plan:
             terminal.line(render_plan(config))
+            terminal.line(describe_requests(config))
             terminal.line(_key_line(config.api_key))
             return 0
         terminal.line(_banner(config))
@@ -174,8 +177,10 @@ def _banner(config: ValidatorConfig) -> str:
     names = ", ".join(e.name for e in config.endpoint_specs)
     suites = ",".join(s.value for s in config.suite_list) or "none"
     key = f"; {config.api_key}" if config.api_key else ""
+    cache = config.sends_cache_prompt
+    cache_prompt = "" if cache is None else f", cache_prompt {'on' if cache else 'off'}"
     return (
         f"detinfer validate: {config.protocol.value} on {names}; suites {suites}; "
         f"{config.trials} trials, {config.max_new_tokens} new tokens, seed "
-        f"{config.sampling_seed}, temperature {config.temperature:g}{key}"
+        f"{config.sampling_seed}, temperature {config.temperature:g}{cache_prompt}{key}"
     )

@@ -44,6 +44,14 @@ class Output:
     prompt_tokens: int = 0
     cached_tokens: int | None = None
     basis: Basis = Basis.TOKEN_IDS
+    logprob_gaps: tuple[int, ...] = ()
+    """Output positions the server gave no logprob for, and says so by leaving them out
+    (llama.cpp drops the entry of a token that ends inside a UTF-8 character); their logprob
+    is None, neither compared nor a fault."""
+    unlisted_tokens: int = 0
+    """Tokens the server generated but did not list (llama-server's chat-shaped logprobs leave
+    out a token that ends inside a UTF-8 character, at an unknown position); the text, which
+    holds them, is then compared too."""
     cut_short: str | None = None
     """Why the output has fewer tokens than asked where the request could not stop early
     (e.g. `1 of 64 tokens, finish reason 'stop' although ignore_eos was asked`); such an output
@@ -60,7 +68,8 @@ class Output:
             else tuple((float_bits(lp), tid) for lp, tid in self.input_logprobs)
         )
         logprobs = None if self.logprobs is None else tuple(float_bits(x) for x in self.logprobs)
-        return ("tokens", self.tokens, logprobs, inputs)
+        text = self.text if self.unlisted_tokens else None
+        return ("tokens", self.tokens, logprobs, inputs, text)
 
 
 def float_bits(value: float | None) -> int | None:
@@ -134,6 +143,9 @@ def describe_divergence(reference: Output, other: Output) -> str | None:
                 f"{len(a)} vs {len(b)} output tokens "
                 f"(finish reason {reference.finish_reason} vs {other.finish_reason})"
             )
+    if not parts and reference.text != other.text:
+        # Only the text differs: a token the server did not list (unlisted_tokens).
+        parts.append(_text_divergence(reference.text, other.text))
     return "; ".join(parts) or "outputs differ"
 
 

@@ -35,6 +35,8 @@ class Protocol(StrEnum):
     """SGLang's native API: POST /generate (token ids and logprobs), GET /server_info."""
     OPENAI = "openai"
     """POST /v1/completions with seed and logprobs (vLLM, llama.cpp, TGI, TensorRT-LLM, SGLang)."""
+    LLAMACPP = "llamacpp"
+    """llama.cpp's own POST /completion: token ids (return_tokens) and logprobs (n_probs)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class ValidatorConfig:
     """What each endpoint's GET /server_info and /model_info must say (--expect-*)."""
     api_key: ClientKey | None = None
     """Sent as a bearer key on every request (DETINFER_API_KEY or --api-key-file)."""
+    cache_prompt: bool | None = None
+    """llama.cpp's `cache_prompt` on every request (--cache-prompt); None: the llamacpp
+    protocol sends true, llama-server's own default, and other protocols send nothing."""
 
     def __post_init__(self) -> None:
         endpoints = tuple(
@@ -206,6 +211,18 @@ class ValidatorConfig:
             )
 
         _check_expectations(self.expect, self.protocol)
+        if self.cache_prompt is not None and self.protocol != Protocol.LLAMACPP:
+            raise ConfigError(
+                "--cache-prompt: only the llamacpp protocol sends cache_prompt; "
+                f"--protocol is {self.protocol.value}"
+            )
+
+    @property
+    def sends_cache_prompt(self) -> bool | None:
+        """The `cache_prompt` every llamacpp request carries; None for other protocols."""
+        if self.protocol != Protocol.LLAMACPP:
+            return None
+        return True if self.cache_prompt is None else self.cache_prompt
 
     @property
     def batch_size_bound(self) -> int:
@@ -236,6 +253,7 @@ class ValidatorConfig:
             "requestTimeoutSeconds": self.request_timeout_seconds,
             "waitSeconds": self.wait_seconds,
             "model": self.model,
+            "cachePrompt": self.sends_cache_prompt,
             # Where the key came from, never the key.
             "clientKey": self.api_key.source if self.api_key else None,
             **self.expect.options(),

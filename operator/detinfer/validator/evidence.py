@@ -50,6 +50,8 @@ class Evidence:
             if self.first_cut_short is None:
                 self.first_cut_short = f"{label}: {output.cut_short}"
         for i, value in enumerate(output.logprobs or ()):
+            if i in output.logprob_gaps:
+                continue
             self._logprob(value, (key, "output", i), f"{label}: {_show(value)} at output token {i}")
         for i, (value, _) in enumerate(output.input_logprobs or ()):
             position = output.logprob_start + i

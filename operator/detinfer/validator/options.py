@@ -15,7 +15,7 @@ DEFAULT_TEMPERATURE = 0.0
 DEFAULT_TIMEOUT_SECONDS = float(validation_defaults.TIMEOUT_SECONDS)
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 300.0
 DEFAULT_WAIT_SECONDS = 120.0
-PROTOCOLS = ("sglang", "openai")
+PROTOCOLS = ("sglang", "openai", "llamacpp")
 ON_OFF = ("on", "off")
 
 
@@ -33,8 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default=PROTOCOLS[0],
-        help="sglang: POST /generate (token ids, logprobs, cache flush); openai: "
-        "POST /v1/completions (token strings and logprobs; no RadixCache); default %(default)s",
+        help="sglang: POST /generate (token ids and logprobs); openai: POST /v1/completions "
+        "(token ids and logprobs where the server gives them in the chat shape, else token "
+        "strings and logprobs, else text; no RadixCache); llamacpp: llama.cpp's POST /completion "
+        "(token ids and logprobs; RadixCache without prompt logprobs); default %(default)s",
+    )
+    parser.add_argument(
+        "--cache-prompt",
+        choices=ON_OFF,
+        help="llamacpp protocol: cache_prompt of every request (llama-server reuses a slot's "
+        "KV cache for a shared prefix); default on, the server's own default",
     )
     parser.add_argument(
         "--suites",

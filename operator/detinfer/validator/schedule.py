@@ -216,6 +216,8 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
         elif suite == Suite.RADIX_CACHE:
             if config.protocol == Protocol.OPENAI:
                 plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with the OpenAI protocol"))
+            elif config.sends_cache_prompt is False:
+                plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with --cache-prompt off"))
             else:
                 plans.append(
                     SuitePlan(

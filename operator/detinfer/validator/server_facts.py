@@ -32,6 +32,8 @@ from detinfer.api.status import ServerFacts
 SERVER_INFO_PATHS = ("/server_info", "/get_server_info")
 """Asked in this order; the second only when the first answers 404."""
 MODEL_INFO_PATHS = ("/model_info", "/get_model_info")
+PROPS_PATHS = ("/props",)
+"""llama-server's properties (tools/server/server-context.cpp, `get_props`)."""
 FACT_LIMIT = 64
 """Characters kept of a reported string (ServerFacts' limit)."""
 VALUE_LIMIT = 1024
@@ -47,6 +49,8 @@ KEPT_FIELDS: dict[str, tuple[str, ...]] = {
         "tp_size",
     ),
     MODEL_INFO_PATHS[0]: ("model_path", "weight_version"),
+    # The slots decide how requests batch; build_info names the llama.cpp commit.
+    PROPS_PATHS[0]: ("total_slots", "model_path", "build_info"),
 }
 """The fields of each answer that the validator reads, the only ones it keeps."""
 MODEL_FIELDS = (("model path", "model_path"), ("weight version", "weight_version"))

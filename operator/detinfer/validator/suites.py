@@ -326,6 +326,11 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
     if not run.client.accepts_token_ids:
         tally.record.skipped = "the OpenAI protocol cannot send token ids"
         return
+    if run.config.sends_cache_prompt is False:
+        tally.record.skipped = (
+            "prefix cache off: --cache-prompt off asks llama-server not to reuse its cache"
+        )
+        return
     if run.facts.radix_cache is False:
         # Nothing would come from the cache: a pass would rest on nothing.
         tally.record.skipped = (
@@ -362,14 +367,17 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         # The marker's ids come from a range of 255, so one shared first id with some cached
         # sequence is chance; more than one means the server saw this start before.
         stale += (scratch.cached_tokens or 0) > 1
-    tally.record.notes.append(
-        f"{hits} of {trials} second prefills used the cache (meta_info.cached_tokens > 0)"
-    )
+    field = run.client.cached_tokens_field
+    tally.record.notes.append(f"{hits} of {trials} second prefills used the cache ({field} > 0)")
+    if not run.client.gives_prompt_logprobs:
+        tally.record.notes.append(
+            f"the {run.client.protocol.value} protocol gives no prompt logprobs: the prefills' "
+            "output tokens and logprobs were compared"
+        )
     if hits == 0:
         # Cached and uncached prefills were never compared: not a pass.
         tally.record.skipped = (
-            f"prefix cache off: none of {trials} second prefills used the cache "
-            "(meta_info.cached_tokens 0)"
+            f"prefix cache off: none of {trials} second prefills used the cache ({field} 0)"
         )
     if stale:
         tally.record.notes.append(

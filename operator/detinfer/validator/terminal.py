@@ -23,7 +23,8 @@ SUITE_COLUMNS = (
     "seconds",
     "first divergence / note",
 )
-"""compared: output tokens compared; tokens: tokens generated."""
+"""compared: output tokens compared (characters, `N chars`, where a server gave text only);
+tokens: tokens generated."""
 RESULT_WORDS = {
     SuiteOutcome.PASSED: "passed",
     SuiteOutcome.FAILED: "FAILED",
@@ -44,7 +45,11 @@ def suite_row(suite: SuiteReport) -> tuple[str, ...]:
         suite.name,
         str(suite.samples),
         str(suite.unique_outputs),
-        str(suite.tokens_compared),
+        (
+            f"{suite.characters_compared} chars"
+            if suite.characters_compared and not suite.tokens_compared
+            else str(suite.tokens_compared)
+        ),
         RESULT_WORDS[suite.outcome],
         str(suite.generated_tokens),
         f"{suite.seconds:.1f}",
@@ -93,12 +98,30 @@ def summary_lines(report: Report) -> list[str]:
         else ""
     )
     tps = f"{report.tokens_per_second:.0f} tokens/s; " if report.tokens_per_second else ""
-    compared = f"{report.tokens_compared} tokens and {report.logprobs_compared} logprobs compared; "
+    compared = (
+        compared_words(report.tokens_compared, report.logprobs_compared, report.characters_compared)
+        + "; "
+    )
     lines.append(
         f"{compared}{lat}{tps}{report.generated_tokens} tokens generated, {report.prompt_tokens} prompt "
         f"tokens, {report.requests} requests in {report.duration_seconds:.1f} s"
     )
     return lines
+
+
+def compared_words(tokens: int, logprobs: int, characters: int | None) -> str:
+    """What was compared, in words, naming only what there was: a run on text alone says how
+    many characters, not "0 tokens and 0 logprobs" (issue #28)."""
+    parts = []
+    if tokens or not characters:
+        parts.append(f"{tokens} tokens")
+    if logprobs:
+        parts.append(f"{logprobs} logprobs")
+    if characters:
+        parts.append(f"{characters} characters of text")
+    if len(parts) == 1 and tokens and not characters:
+        return f"{parts[0]} compared (no logprobs)"
+    return " and ".join(parts) + " compared"
 
 
 def _model_of(server: dict[str, Any]) -> str | None:
@@ -115,8 +138,12 @@ def describe_record(record: SuiteRecord) -> str:
         return f"skipped: {record.skipped}"
     line = (
         f"{record.samples} samples, {record.unique_outputs} unique, "
-        f"{record.evidence.tokens} tokens and {record.evidence.logprobs} logprobs compared, "
-        f"{RESULT_WORDS[outcome]}, {record.generated_tokens} tokens generated, "
+        + compared_words(
+            record.evidence.tokens,
+            record.evidence.logprobs,
+            record.evidence.characters if record.evidence.text_only else None,
+        )
+        + f", {RESULT_WORDS[outcome]}, {record.generated_tokens} tokens generated, "
         f"{record.seconds:.1f} s"
     )
     if record.first_divergence:
