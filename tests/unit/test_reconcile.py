@@ -972,7 +972,12 @@ def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
 @pytest.mark.parametrize(
     ("engine", "status", "reason", "words"),
     [
-        ({}, "True", "AdminKey", "made in each pod when it starts and written nowhere the API serves"),
+        (
+            {},
+            "True",
+            "AdminKey",
+            "made in each pod when it starts and written nowhere the API serves",
+        ),
         (
             {"adminApiKeySecret": {"name": "keys", "key": "admin"}},
             "True",
