@@ -412,7 +412,8 @@ def test_network_policies_follow_the_spec_and_spare_a_namesake(
 ):
     """The API server takes the operator's NetworkPolicies as built; switched off, only ours go,
     by UID (issue #27)."""
-    cluster.apply(namespace, example())
+    # With spec.overhead: the baseline pods' policy too.
+    cluster.apply(namespace, example(overhead={"enabled": True}))
 
     def policies() -> dict[str, dict]:
         items = cluster.get("networkpolicy", namespace)["items"]
@@ -436,7 +437,7 @@ def test_network_policies_follow_the_spec_and_spare_a_namesake(
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
     }
     cluster.apply(namespace, theirs)
-    cluster.apply(namespace, example(networkPolicy={"enabled": False}))
+    cluster.apply(namespace, example(overhead={"enabled": True}, networkPolicy={"enabled": False}))
     wait_for(
         "ours deleted, theirs kept",
         lambda: set(policies()) == {f"{NAME}-theirs"} or None,

@@ -22,7 +22,6 @@ def test_render_prints_every_object(capsys):
         "Service",
         "Service",
         "NetworkPolicy",
-        "NetworkPolicy",
         "Job",
     ]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)

@@ -181,7 +181,7 @@ def _own(component: str) -> dict:
 
 def test_engine_pods_admit_their_namespace_their_jobs_and_monitoring():
     config = OperatorConfig(monitoring_namespace="monitoring")
-    engine, baseline = build_network_policies(dis(), config)
+    engine, baseline = build_network_policies(dis(overhead={"enabled": True}), config)
     assert engine["spec"]["podSelector"]["matchLabels"][c.LABEL_COMPONENT] == c.COMPONENT_ENGINE
     assert engine["spec"]["policyTypes"] == ["Ingress"]
     assert _ingress(engine) == [
@@ -202,13 +202,19 @@ def test_named_clients_replace_the_namespace_but_never_the_jobs():
         {"podSelector": {"matchLabels": {"app": "gateway"}}},
         {"namespaceSelector": {"matchLabels": {"team": "rl"}}, "podSelector": {}},
     ]
-    engine, _ = build_network_policies(dis(networkPolicy={"clients": clients}), CONFIG)
+    (engine,) = build_network_policies(dis(networkPolicy={"clients": clients}), CONFIG)
     assert _ingress(engine) == [
         {"podSelector": {"matchLabels": {"app": "gateway"}}},
         {"namespaceSelector": {"matchLabels": {"team": "rl"}}, "podSelector": {}},
         _own(c.COMPONENT_VALIDATOR),
         _own(c.COMPONENT_BENCH),
     ]
+
+
+def test_no_baseline_policy_without_a_baseline():
+    """Only spec.overhead runs a baseline: without it, no policy for pods that never exist."""
+    policies = build_network_policies(dis(), CONFIG)
+    assert [p["metadata"]["name"] for p in policies] == ["qwen-engine"]
 
 
 def test_no_policies_when_switched_off():

@@ -205,7 +205,6 @@ def test_first_visit_applies_children_and_sets_every_condition():
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
         ("NetworkPolicy", "qwen-engine"),
-        ("NetworkPolicy", "qwen-baseline"),
     ]
     assert p.create_job is None
     types = {x["type"]: (x["status"], x["reason"]) for x in p.status.to_wire()["conditions"]}
@@ -874,7 +873,6 @@ def test_a_foreign_deployment_is_left_untouched_and_named():
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
         ("NetworkPolicy", "qwen-engine"),
-        ("NetworkPolicy", "qwen-baseline"),
     ]
     assert world.children[("Deployment", "qwen")] == foreign
     ready = world.condition(T.READY)
@@ -946,9 +944,9 @@ def test_an_engine_pod_claiming_our_replicaset_with_other_containers_is_ignored(
 def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
     world = World(f.dis())
     world.settle()
+    # The baseline's policy only where spec.overhead runs a baseline.
     assert {k for k in world.children if k[0] == "NetworkPolicy"} == {
-        ("NetworkPolicy", "qwen-engine"),
-        ("NetworkPolicy", "qwen-baseline"),
+        ("NetworkPolicy", "qwen-engine")
     }
     # A namesake someone else controls is never deleted.
     world.children[("NetworkPolicy", "qwen-other")] = {
@@ -959,10 +957,7 @@ def test_network_policies_are_made_by_default_and_deleted_when_switched_off():
     world.body["spec"]["networkPolicy"] = {"enabled": False}
     world.body["metadata"]["generation"] = 2
     p = world.step()
-    assert p.delete_policies == {
-        "qwen-engine": "uid-qwen-engine",
-        "qwen-baseline": "uid-qwen-baseline",
-    }
+    assert p.delete_policies == {"qwen-engine": "uid-qwen-engine"}
     assert {k for k in world.children if k[0] == "NetworkPolicy"} == {
         ("NetworkPolicy", "qwen-other")
     }

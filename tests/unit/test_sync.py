@@ -142,8 +142,8 @@ def test_sync_writes_children_then_status_then_events():
     fixed = f.dis()
     fixed["metadata"]["generation"] = 2  # the user's fix is a new generation
     sync(state, ("ml", "qwen"), fixed, _indexes())
-    # The Deployment, the two Services, the two NetworkPolicies, the status.
-    assert [call[0] for call in cluster.calls] == [*["apply"] * 5, "status"]
+    # The Deployment, the two Services, the engines' NetworkPolicy, the status.
+    assert [call[0] for call in cluster.calls] == [*["apply"] * 4, "status"]
 
 
 def test_a_conflict_is_retried_from_a_fresh_read_and_announced_once():
@@ -329,7 +329,6 @@ def test_applied_children_stand_in_until_the_index_catches_up():
         ("Service", "qwen"),
         ("Deployment", "qwen"),
         ("NetworkPolicy", "qwen-engine"),
-        ("NetworkPolicy", "qwen-baseline"),
     }
     state.cluster.calls.clear()
     # The watch has not delivered the children yet: nothing is applied twice.
@@ -407,7 +406,6 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
         ("apply", "Service", "qwen-pods"),
         ("apply", "Service", "qwen"),
         ("apply", "NetworkPolicy", "qwen-engine"),
-        ("apply", "NetworkPolicy", "qwen-baseline"),
     ]
     status = state.written[("ml", "qwen")]["status"]
     ready = next(x for x in status["conditions"] if x["type"] == "Ready")
@@ -544,7 +542,6 @@ def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_onc
     assert [call[:2] for call in cluster.calls[1:]] == [
         ("apply", "Service"),
         ("apply", "Service"),
-        ("apply", "NetworkPolicy"),
         ("apply", "NetworkPolicy"),
         ("status", "100"),
     ]
@@ -746,6 +743,7 @@ def test_the_warm_up_plans_a_valid_resource_and_every_child_without_writing():
 
     the_plan = warm_up(OperatorConfig())  # no cluster: nothing it could write to
     assert not the_plan.invalid and the_plan.status is not None
+    # The made-up resource measures its overhead: the baseline's policy too.
     assert [o["kind"] for o in the_plan.apply] == [
         "Deployment",
         "Service",

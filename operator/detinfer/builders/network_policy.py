@@ -4,7 +4,7 @@ Engine pods serve generation, the admin endpoints and /metrics on one port (SGLa
 http_server.py), so the policy admits the port as a whole: to the clients the spec names (by
 default the pods of the resource's namespace), the resource's own validation and benchmark Jobs,
 and the monitoring namespace the operator is told of. Baseline pods, which only the benchmark
-calls, admit the benchmark Job alone. Only ingress is restricted. A NetworkPolicy selects pods
+calls, admit the benchmark Job alone (a policy made only where spec.overhead runs a baseline). Only ingress is restricted. A NetworkPolicy selects pods
 by labels, which anyone who may create pods in the namespace can wear: it keeps other namespaces
 out, while the admin key keeps out callers inside (docs/architecture.md#threat-model).
 """
@@ -74,7 +74,9 @@ def _policy(
 def build_network_policies(
     target: DeterministicInferenceService | common.RevisionContext, config: OperatorConfig
 ) -> list[dict[str, Any]]:
-    """The engine pods' policy and the baseline pods' (none when spec.networkPolicy is off)."""
+    """The engine pods' policy, and the baseline pods' where spec.overhead runs a baseline (none
+    when spec.networkPolicy is off). Only what exists needs one: every policy is a create and a
+    watch event per resource (docs/benchmarks.md, runs of 2026-12-07)."""
     context = common.context_of(target)
     dis = context.dis
     if not dis.spec.network_policy.enabled:
@@ -93,12 +95,8 @@ def build_network_policies(
                 }
             }
         )
-    return [
-        _policy(context, engine_policy_name(dis), c.COMPONENT_ENGINE, engine_peers),
-        _policy(
-            context,
-            baseline_policy_name(dis),
-            c.COMPONENT_BASELINE,
-            [_own_pods(dis, c.COMPONENT_BENCH)],
-        ),
-    ]
+    policies = [_policy(context, engine_policy_name(dis), c.COMPONENT_ENGINE, engine_peers)]
+    if dis.spec.overhead.enabled:
+        bench = [_own_pods(dis, c.COMPONENT_BENCH)]
+        policies.append(_policy(context, baseline_policy_name(dis), c.COMPONENT_BASELINE, bench))
+    return policies
