@@ -21,8 +21,61 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class EngineProcess:
+class ServerProcess:
+    """A server as a process of this machine: `args`, its output to `log`, up once GET /health
+    answers 200 at `url`; a context manager that stops it on the way out."""
+
+    name = "server"
+    url: str
+    args: list[str]
+    log: Path | None
+    process: subprocess.Popen | None
+
+    def launch(self, env: dict[str, str] | None, timeout: float) -> None:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}: {self.args}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout} s")
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.launch(None, timeout)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class EngineProcess(ServerProcess):
     """`detinfer engine --model-path tiny ...` on 127.0.0.1; a context manager."""
+
+    name = "engine"
 
     def __init__(
         self,
@@ -57,37 +110,6 @@ class EngineProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> EngineProcess:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         threads = str(self.threads) if self.threads else os.environ.get("OMP_NUM_THREADS", "1")
-        env = {**os.environ, "OMP_NUM_THREADS": threads}
-        self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.process.returncode}: {self.args}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"engine did not answer /health within {timeout} s")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> EngineProcess:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.launch({**os.environ, "OMP_NUM_THREADS": threads}, timeout)
+        return self

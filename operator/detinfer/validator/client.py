@@ -214,6 +214,16 @@ class EngineClient:
             return f"{method} {path}: the response was cut off or malformed ({detail})"
         return f"{method} {path} failed: {type(exc).__name__}: {detail}"
 
+    def _outputs(self, data: Any, where: str, n: int) -> list[Any]:
+        """A batch's answer: a list of `n` outputs, or a ProtocolError saying what came instead."""
+        if isinstance(data, dict) and "error" in data:
+            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
+        if not isinstance(data, list):
+            raise self._bad(where, f"answered {_kind(data)}, not a list of {n} outputs")
+        if len(data) != n:
+            raise self._bad(where, f"answered {len(data)} outputs for {n} prompts")
+        return data
+
     def _bad(self, where: str, what: str) -> ProtocolError:
         return ProtocolError(f"{self.name}: {where} {what}")
 
@@ -302,15 +312,9 @@ class SGLangClient(EngineClient):
     ) -> list[Output]:
         data = await self._post("/generate", self.body(list(prompts), sampling, logprob_start_len))
         where = f"POST /generate (a batch of {len(prompts)})"
-        if isinstance(data, dict) and "error" in data:
-            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
-        if not isinstance(data, list):
-            raise self._bad(where, f"answered {_kind(data)}, not a list of {len(prompts)} outputs")
-        if len(data) != len(prompts):
-            raise self._bad(where, f"answered {len(data)} outputs for {len(prompts)} prompts")
         return [
             self._parse(item, f"{where}: output {i + 1}", sampling, logprob_start_len)
-            for i, item in enumerate(data)
+            for i, item in enumerate(self._outputs(data, where, len(prompts)))
         ]
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
@@ -646,17 +650,11 @@ class LlamaCppClient(EngineClient):
             "/completion", self.body(list(prompts), sampling, self._cache_prompt)
         )
         where = f"POST /completion (a batch of {len(prompts)})"
-        if isinstance(data, dict) and "error" in data:
-            raise self._bad(where, f"answered an error: {_snippet(json.dumps(data['error']))}")
-        # One prompt in a list is answered as one object, not a list of one.
-        items = [data] if len(prompts) == 1 and isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise self._bad(where, f"answered {_kind(data)}, not a list of {len(prompts)} outputs")
-        if len(items) != len(prompts):
-            raise self._bad(where, f"answered {len(items)} outputs for {len(prompts)} prompts")
+        if len(prompts) == 1 and isinstance(data, dict) and "error" not in data:
+            data = [data]  # one prompt in a list is answered as one object, not a list of one
         return [
             self._parse(item, f"{where}: output {i + 1}", sampling, i)
-            for i, item in enumerate(items)
+            for i, item in enumerate(self._outputs(data, where, len(prompts)))
         ]
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
