@@ -22,10 +22,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """A server as a process of this machine: `args`, its output to `log`, up once GET /health
-    answers 200 at `url`; a context manager that stops it on the way out."""
+    """A server as a process of this machine: `args`, its output to `log`, up once GET
+    `health_path` (/health unless a server has none) answers 200 at `url`; a context manager
+    that stops it on the way out."""
 
     name = "server"
+    health_path = "/health"
     url: str
     args: list[str]
     log: Path | None
@@ -41,13 +43,13 @@ class ServerProcess:
                     f"{self.name} exited with {self.process.returncode}: {self.args}"
                 )
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.health_path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer /health within {timeout} s")
+        raise RuntimeError(f"{self.name} did not answer {self.health_path} within {timeout} s")
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.launch(None, timeout)
