@@ -2,15 +2,16 @@
 
     python -m bench.engines [--engines llama.cpp,...] [--repeats 3] [--json out.json]
 
-For each engine found in ~/.cache/detinfer (built by `make engines`), each row starts the real
-server on loopback with one setting (the guides' recommended one, the engine's defaults, more
-slots, the prompt cache on or off), runs `detinfer validate` with one protocol and the same
-suites for every row (`--trials 4 --max-new-tokens 16 --max-batch-size 9` unless given), and
-stops the server. With `--repeats N` each row runs N times, each on a freshly started server:
-the table gives the verdict of each run (so a verdict that changes between runs shows), the
-most distinct outputs, the first divergence of the first run that diverged, what was
-compared, and the median and range of the run's seconds. The commands that redo a row are
-printed under the table. An engine that is not built is listed with the reason, not run.
+For each engine found in ~/.cache/detinfer (built by `make engines`: llama.cpp's llama-server,
+Ollama), each row starts the real server on loopback with one setting (the guides' recommended
+one, the engine's defaults, more slots, the prompt cache on or off), runs `detinfer validate`
+with one protocol and the same suites for every row (`--trials 4 --max-new-tokens 16
+--max-batch-size 9` unless given), and stops the server. With `--repeats N` each row runs N
+times, each on a freshly started server: the table gives the verdict of each run (so a verdict
+that changes between runs shows), the most distinct outputs, the first divergence of the first
+run that diverged, what was compared, and the median and range of the run's seconds. The
+commands that redo a row are printed under the table. An engine that is not built is listed
+with the reason, not run.
 
 The machine's load shows in the seconds; compare them only within one run of this bench.
 """
@@ -116,7 +117,74 @@ def llamacpp() -> Engine:
     return engine
 
 
-ENGINES: dict[str, Callable[[], Engine]] = {"llama.cpp": llamacpp}
+def ollama() -> Engine:
+    from detinfer.engines.llamacpp import vocab_file
+    from detinfer.engines.llamacpp.model import write_model
+    from detinfer.engines.ollama import MODEL_NAME, OLLAMA_VERSION
+    from tests.support.ollama import OllamaServer, ollama_path
+
+    binary = ollama_path()
+    engine = Engine("Ollama", f"ollama {OLLAMA_VERSION}", None)
+    if not binary.is_file():
+        engine.missing = f"{binary} is missing: make ollama"
+        return engine
+    if not vocab_file().is_file():
+        engine.missing = f"{vocab_file()} is missing: make llama-server (the model's tokenizer)"
+        return engine
+
+    def server(
+        parallel: int, new_engine: bool
+    ) -> Callable[[Path], AbstractContextManager[ServerProcess]]:
+        @contextmanager
+        def start(scratch: Path) -> Iterator[ServerProcess]:
+            model = scratch / "tiny.gguf"
+            if not model.exists():
+                write_model(model, vocab_file(), seed=0)
+            work = scratch / f"ollama-{time.monotonic_ns()}"
+            work.mkdir()
+            ollama = OllamaServer(model, work, parallel=parallel, log=work / "ollama.log")
+            if new_engine:
+                ollama.env["OLLAMA_NEW_ENGINE"] = "1"
+            with ollama as s:
+                yield s
+
+        return start
+
+    def hand(parallel: int, new_engine: bool) -> str:
+        return (
+            "python -m detinfer.engines.llamacpp.model --out tiny.gguf --seed 0; a Modelfile "
+            "(FROM ./tiny.gguf, TEMPLATE {{ .Prompt }}, PARAMETER seed 42, temperature 0, top_k 1, "
+            f"num_ctx 8192, num_thread 2); OLLAMA_HOST=127.0.0.1:PORT OLLAMA_MODELS=models "
+            f"OLLAMA_NUM_PARALLEL={parallel} OLLAMA_KEEP_ALIVE=-1 OLLAMA_NO_CLOUD=1"
+            + (" OLLAMA_NEW_ENGINE=1" if new_engine else "")
+            + f" {binary} serve; {binary} create {MODEL_NAME} -f Modelfile"
+        )
+
+    for slots, new_engine in ((1, False), (4, False), (1, True), (4, True)):
+        engine.rows.append(
+            Row(
+                f"OLLAMA_NUM_PARALLEL={slots}"
+                + (", OLLAMA_NEW_ENGINE=1" if new_engine else ", llama.cpp runner"),
+                "ollama",
+                server(slots, new_engine),
+                (),
+                hand(slots, new_engine),
+            )
+        )
+    for protocol in ("openai-chat", "openai"):
+        engine.rows.append(
+            Row(
+                "OLLAMA_NUM_PARALLEL=1, llama.cpp runner",
+                protocol,
+                server(1, False),
+                (),
+                hand(1, False),
+            )
+        )
+    return engine
+
+
+ENGINES: dict[str, Callable[[], Engine]] = {"llama.cpp": llamacpp, "ollama": ollama}
 
 
 def validate(url: str, row: Row, scratch: Path, common: Sequence[str]) -> Result:
