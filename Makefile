@@ -26,7 +26,8 @@ LLAMA_SERVER ?= $(CACHE)/llama.cpp/$(LLAMA_CPP_PYTHON_VERSION)/bin/llama-server
 PYTHON_BASE ?=
 
 .PHONY: help install test unit engine engines llama-server e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
-	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead
+	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead \
+	engine-servers bench-engines
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,9 +63,14 @@ e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod ru
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
 	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
 
-engines: $(STAMP) ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server (built on first use, then cached)
-	@test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh
+engines: $(STAMP) engine-servers ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server (built on first use, then cached)
 	LLAMA_SERVER=$(LLAMA_SERVER) DETINFER_CACHE=$(CACHE) $(BIN)/python -m pytest tests/engines -q
+
+engine-servers: $(STAMP) ## build or install the third-party servers that are missing from $(CACHE) (each keyed by version)
+	@test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh
+
+bench-engines: $(STAMP) engine-servers ## detinfer validate against every real third-party server, each setting on a fresh server (table; BENCH_ARGS="--repeats 3")
+	DETINFER_CACHE=$(CACHE) $(BIN)/python -m bench.engines $(BENCH_ARGS)
 
 llama-server: ## build llama.cpp's llama-server (CPU) from the pinned llama-cpp-python sdist into $(CACHE)/llama.cpp (skips what exists)
 	DETINFER_CACHE=$(CACHE) hack/build-llama-server.sh

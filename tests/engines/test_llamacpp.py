@@ -163,6 +163,25 @@ def test_the_openai_protocol_compares_llama_servers_ids_and_logprobs(tmp_path, o
     )
 
 
+def test_the_chat_protocol_sees_the_prompt_cache_as_the_native_one_does(tmp_path, one_slot):
+    """`--protocol openai-chat` (/v1/chat/completions, one prompt per request, so a batch is
+    requests at once, queued by the one slot): llama-server adds token ids to the chat logprobs,
+    so ids and logprobs are compared. Repeats of one prompt agree (Single); a prompt whose
+    prefix is cached (cache_prompt is on by default) gives other logprobs from output token 0,
+    as on /completion. The answers name one backend, llama.cpp's build (system_fingerprint)."""
+    code, report, output = validate(
+        tmp_path, one_slot.url, "--protocol", "openai-chat", "--suites", "Single,Prefix"
+    )
+    assert code == 1, output
+    assert report["comparedOn"] == "tokenIds+logprobs"
+    ran = suites(report)
+    assert ran["Single"]["outcome"] == "Passed" and ran["Single"]["logprobsCompared"] > 0
+    assert ran["Prefix"]["outcome"] == "Failed"
+    assert "logprob of output token 0" in ran["Prefix"]["firstDivergence"]
+    (backend,) = report["endpoints"][0]["servedBy"]
+    assert backend.startswith("b") and "backend" not in report["reason"]
+
+
 def test_a_server_killed_mid_run_could_not_be_tested(tmp_path, llama_model):
     """Never a verdict from half a run: exit 2, CouldNotTest."""
     report = tmp_path / "report.json"

@@ -19,12 +19,12 @@ from detinfer.validator.client import (
     LlamaCppClient,
     OpenAIClient,
     Sampling,
-    describe_requests,
 )
 from detinfer.validator.compare import Basis, describe_divergence
 from detinfer.validator.config import Protocol, ValidatorConfig
 from detinfer.validator.errors import ConfigError, ProtocolError
 from detinfer.validator.evidence import Evidence
+from detinfer.validator.protocols import describe_requests
 from detinfer.validator.terminal import compared_words
 
 GREEDY = Sampling(3, 0.0, 42)

@@ -1,5 +1,6 @@
 """Talking to one engine over HTTP: SGLang's /generate, OpenAI's /v1/completions or llama.cpp's
-/completion.
+/completion (the protocols that take a list of prompts; detinfer.validator.chat has those that
+take one).
 
 Every answer is checked against the protocol before anything compares it: a wrong number of
 outputs, logprobs that do not match the tokens, too many tokens, or a body that is not JSON
@@ -14,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import httpx
 
-from detinfer.client_key import refusal
+from detinfer.client_key import ClientKey, refusal
 from detinfer.validator.compare import Basis, Output, Prompt
 from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
 from detinfer.validator.errors import CouldNotTest, ProtocolError
@@ -55,7 +57,6 @@ class EngineClient:
     """One endpoint; counts requests, tokens and latencies as it goes."""
 
     protocol: Protocol
-    accepts_token_ids = False
     asks_ignore_eos = False
     """Whether requests carry ignore_eos, so that an output shorter than asked is a violation."""
     gives_prompt_logprobs = False
@@ -71,7 +72,7 @@ class EngineClient:
         self.key_sent = config.api_key is not None
         self._http = httpx.AsyncClient(
             base_url=endpoint.url,
-            headers=config.api_key.headers() if config.api_key else None,
+            headers=self.headers(config.api_key),
             timeout=httpx.Timeout(config.request_timeout_seconds),
             limits=httpx.Limits(max_connections=max(32, 2 * config.trials)),
             trust_env=False,  # pod-to-pod traffic never goes through a proxy
@@ -84,6 +85,19 @@ class EngineClient:
         self.latencies: list[float] = []
         self._basis: Basis | None = None
         self._with_logprobs: bool | None = None
+        self.served_by: Counter[str] = Counter()
+        """What the answers say served them (OpenAI's system_fingerprint, Gemini's
+        modelVersion, Anthropic's model), and how many answers said each: more than one is a
+        change of backend between samples, which the report names."""
+
+    @staticmethod
+    def headers(key: ClientKey | None) -> dict[str, str]:
+        """What every request carries: the client key as a bearer token."""
+        return key.headers() if key else {}
+
+    def _served_by(self, value: Any) -> None:
+        if isinstance(value, str) and value:
+            self.served_by[value] += 1
 
     async def __aenter__(self) -> EngineClient:
         return self
@@ -245,6 +259,10 @@ class EngineClient:
             )
 
     @property
+    def accepts_token_ids(self) -> bool:
+        return self.protocol.traits.token_id_prompts
+
+    @property
     def basis(self) -> Basis | None:
         """What the outputs were compared on (known after the first answer)."""
         return self._basis
@@ -259,7 +277,6 @@ class SGLangClient(EngineClient):
     /get_model_info and /get_server_info, where a server answers 404)."""
 
     protocol = Protocol.SGLANG
-    accepts_token_ids = True
     asks_ignore_eos = True
     gives_prompt_logprobs = True
     cached_tokens_field = "meta_info.cached_tokens"
@@ -571,6 +588,7 @@ class OpenAIClient(EngineClient):
         return (ids if ids is not None else strings), values, strings
 
     def _count_usage(self, data: dict[str, Any], outputs: list[Output]) -> None:
+        self._served_by(data.get("system_fingerprint"))
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         completion = usage.get("completion_tokens")
@@ -591,7 +609,6 @@ class LlamaCppClient(EngineClient):
     its slots (`--parallel`): with several slots they decode together, in one batch."""
 
     protocol = Protocol.LLAMACPP
-    accepts_token_ids = True
     asks_ignore_eos = True
     cached_tokens_field = "timings.cache_n"
 
@@ -751,37 +768,9 @@ LLAMACPP_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
 """llama.cpp's stop_type as a finish reason; `none` (not stopped) has none."""
 
 
-def describe_requests(config: ValidatorConfig) -> str:
-    """What a greedy request of the suites looks like on the wire, made by the code that sends
-    it (the probe's text shortened), for --plan."""
-    sampling = Sampling(config.max_new_tokens, config.temperature, config.sampling_seed)
-    prompt = "<prompt>"
-    if config.protocol == Protocol.OPENAI:
-        path, body = "/v1/completions", OpenAIClient.body(prompt, sampling, config.model)
-    elif config.protocol == Protocol.LLAMACPP:
-        cache = bool(config.sends_cache_prompt)
-        path, body = "/completion", LlamaCppClient.body(prompt, sampling, cache)
-    else:
-        path, body = "/generate", SGLangClient.body(prompt, sampling, None)
-    where = "a batch sends a list of prompts" + (
-        " (one task per prompt, spread over the server's slots)"
-        if config.protocol == Protocol.LLAMACPP
-        else ""
-    )
-    return f"requests: POST {path} {json.dumps(body)}; {where}"
-
-
-def make_client(endpoint: EndpointSpec, config: ValidatorConfig) -> EngineClient:
-    if config.protocol == Protocol.OPENAI:
-        return OpenAIClient(endpoint, config)
-    if config.protocol == Protocol.LLAMACPP:
-        return LlamaCppClient(endpoint, config)
-    return SGLangClient(endpoint, config)
-
-
 def _text_prompt(prompt: Prompt) -> str:
     if not isinstance(prompt, str):
-        raise ValueError("the OpenAI protocol takes text prompts only")
+        raise ValueError("this protocol takes text prompts only")
     return prompt
 
 

@@ -18,9 +18,9 @@ from typing import IO
 from detinfer.api.status import Verdict
 from detinfer.api.summary import REASON_LIMIT, ValidationSummary
 from detinfer.client_key import ClientKey, ClientKeyError, read_client_key
-from detinfer.validator.client import describe_requests
 from detinfer.validator.config import Protocol, ValidatorConfig, parse_suites
 from detinfer.validator.errors import ConfigError
+from detinfer.validator.protocols import describe_requests, key_header
 from detinfer.validator.report import Report
 from detinfer.validator.runner import run_validation
 from detinfer.validator.schedule import suite_plans
@@ -80,7 +80,7 @@ def run_command(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         if args.plan:
             terminal.line(render_plan(config))
             terminal.line(describe_requests(config))
-            terminal.line(_key_line(config.api_key))
+            terminal.line(_key_line(config.api_key, config.protocol))
             return 0
         terminal.line(_banner(config))
         report = asyncio.run(run_validation(config, terminal.progress()))
@@ -166,11 +166,11 @@ def render_plan(config: ValidatorConfig) -> str:
     )
 
 
-def _key_line(key: ClientKey | None) -> str:
-    """Whether the requests will carry a key, and from where; never the key."""
+def _key_line(key: ClientKey | None, protocol: Protocol) -> str:
+    """Whether the requests will carry a key, in which header, and from where; never the key."""
     if key is None:
         return "client key: none (the engines must not need one)"
-    return f"client key: sent as a bearer key on every request, from {key.source}"
+    return f"client key: sent as {key_header(protocol)} on every request, from {key.source}"
 
 
 def _banner(config: ValidatorConfig) -> str:

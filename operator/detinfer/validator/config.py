@@ -37,6 +37,54 @@ class Protocol(StrEnum):
     """POST /v1/completions with seed and logprobs (vLLM, llama.cpp, TGI, TensorRT-LLM, SGLang)."""
     LLAMACPP = "llamacpp"
     """llama.cpp's own POST /completion: token ids (return_tokens) and logprobs (n_probs)."""
+    OPENAI_CHAT = "openai-chat"
+    """POST /v1/chat/completions with seed, logprobs and top_logprobs (vLLM, llama.cpp,
+    Transformers' `transformers serve`, Ollama, OpenAI)."""
+    OLLAMA = "ollama"
+    """Ollama's POST /api/generate: raw prompt, options.seed, logprobs (token strings)."""
+    ANTHROPIC = "anthropic"
+    """Anthropic's POST /v1/messages: temperature only (no seed, no logprobs): text."""
+    GEMINI = "gemini"
+    """Gemini's POST /v1beta/models/MODEL:generateContent: seed, responseLogprobs."""
+
+    @property
+    def traits(self) -> Traits:
+        return TRAITS[self]
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a protocol can express; the suites and the plan adapt to it."""
+
+    request: str
+    """The generation request, as --plan names it."""
+    list_batches: bool
+    """A batch is one request with a list of prompts. Otherwise it goes out as that many
+    requests at once, and the server batches them as it likes (concurrency)."""
+    token_id_prompts: bool
+    """A prompt can be token ids (RadixCache needs it)."""
+    seed: bool
+    """A request can carry a sampling seed (the Sampling suite needs it)."""
+    unseeded_repeat: bool
+    """The engine promises that sampled requests without a seed repeat: SGLang's deterministic
+    mode samples them with its default seed 42 (prompts.SGLANG_DEFAULT_SAMPLING_SEED). Other
+    engines promise nothing for them: there they are sent, counted and reported, not judged."""
+    names_model: bool
+    """A request names a model that the validator must be told (--model): hosted APIs serve
+    many, and the first listed is no choice."""
+
+
+TRAITS: dict[Protocol, Traits] = {
+    Protocol.SGLANG: Traits("POST /generate", True, True, True, True, False),
+    Protocol.OPENAI: Traits("POST /v1/completions", True, False, True, False, False),
+    Protocol.LLAMACPP: Traits("POST /completion", True, True, True, False, False),
+    Protocol.OPENAI_CHAT: Traits("POST /v1/chat/completions", False, False, True, False, False),
+    Protocol.OLLAMA: Traits("POST /api/generate", False, False, True, False, False),
+    Protocol.ANTHROPIC: Traits("POST /v1/messages", False, False, False, False, True),
+    Protocol.GEMINI: Traits(
+        "POST /v1beta/models/MODEL:generateContent", False, False, True, False, True
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -159,7 +207,8 @@ class ValidatorConfig:
     wait_seconds: float = DEFAULT_WAIT_SECONDS
     """How long to wait for GET /health to answer 200 before the suites start."""
     model: str | None = None
-    """The `model` field of OpenAI requests; by default the first id of GET /v1/models."""
+    """The model every request names; by default the first of the server's list (GET
+    /v1/models, Ollama's /api/tags); the anthropic and gemini protocols need it given."""
     expect: Expectations = field(default_factory=Expectations)
     """What each endpoint's GET /server_info and /model_info must say (--expect-*)."""
     api_key: ClientKey | None = None
@@ -211,6 +260,11 @@ class ValidatorConfig:
             )
 
         _check_expectations(self.expect, self.protocol)
+        if self.protocol.traits.names_model and not (self.model or "").strip():
+            raise ConfigError(
+                f"--model: the {self.protocol.value} protocol needs the model's name (a hosted "
+                "API serves many; the validator does not pick one)"
+            )
         if self.cache_prompt is not None and self.protocol != Protocol.LLAMACPP:
             raise ConfigError(
                 "--cache-prompt: only the llamacpp protocol sends cache_prompt; "

@@ -15,7 +15,7 @@ DEFAULT_TEMPERATURE = 0.0
 DEFAULT_TIMEOUT_SECONDS = float(validation_defaults.TIMEOUT_SECONDS)
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 300.0
 DEFAULT_WAIT_SECONDS = 120.0
-PROTOCOLS = ("sglang", "openai", "llamacpp")
+PROTOCOLS = ("sglang", "openai", "llamacpp", "openai-chat", "ollama", "anthropic", "gemini")
 ON_OFF = ("on", "off")
 
 
@@ -36,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sglang: POST /generate (token ids and logprobs); openai: POST /v1/completions "
         "(token ids and logprobs where the server gives them in the chat shape, else token "
         "strings and logprobs, else text; no RadixCache); llamacpp: llama.cpp's POST /completion "
-        "(token ids and logprobs; RadixCache without prompt logprobs); default %(default)s",
+        "(token ids and logprobs; RadixCache without prompt logprobs); openai-chat: POST "
+        "/v1/chat/completions (token strings and logprobs, else text); ollama: Ollama's POST "
+        "/api/generate, raw (token strings and logprobs); anthropic: POST /v1/messages (text "
+        "only; no seed, so no Sampling suite); gemini: POST /v1beta/models/MODEL:generateContent "
+        "(token ids or strings and logprobs where given). The last four take one prompt per "
+        "request: a batch goes out as that many requests at once. Default %(default)s",
     )
     parser.add_argument(
         "--cache-prompt",
@@ -139,7 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for GET /health to answer 200 before testing; default %(default)s",
     )
     parser.add_argument(
-        "--model", help="OpenAI protocol: the model name (default: the first of /v1/models)"
+        "--model",
+        help="the model every request names (openai, openai-chat, ollama, anthropic, gemini); "
+        "default: the first of GET /v1/models (Ollama: /api/tags); anthropic and gemini need it",
     )
     client_key.add_argument(parser)
     parser.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")

@@ -143,6 +143,9 @@ class EndpointReport(KubeModel):
     model changed during the run."""
     unchecked: list[str] = []
     """Expectations of /model_info the server's answers could not confirm (noted, no failure)."""
+    served_by: dict[str, int] = {}
+    """What the answers said served them (OpenAI's system_fingerprint, Gemini's modelVersion,
+    Anthropic's model) and how many said each; more than one is named in the reason."""
     suites: list[SuiteReport] = []
     requests: int = 0
     generated_tokens: int = 0

@@ -18,9 +18,9 @@ from detinfer.api.spec import Suite
 from detinfer.api.status import Verdict
 from detinfer.api.summary import REASON_LIMIT
 from detinfer.percentile import percentile
-from detinfer.validator.client import make_client
 from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.errors import CouldNotTest
+from detinfer.validator.protocols import make_client
 from detinfer.validator.report import EndpointReport, Report, SuiteReport
 from detinfer.validator.schedule import FINGERPRINT, suite_plans
 from detinfer.validator.server_facts import common_facts
@@ -120,6 +120,15 @@ def build_report(
         )
     else:
         verdict, reason, failed, common = decide(config, suites, fingerprints)
+    changed = [
+        f"{r.name}: "
+        + ", ".join(f"{k!r} ({n} answers)" for k, n in r.client.served_by.most_common())
+        for r in runs
+        if len(r.client.served_by) > 1
+    ]
+    if changed and error is None:
+        # A finding whatever the verdict: outputs of two backends were compared as one server's.
+        reason += "; the answers named more than one backend (" + "; ".join(changed) + ")"
     latencies = [lat for r in runs for lat in r.client.latencies]
     generated = sum(r.client.generated_tokens for r in runs)
     prompt = sum(r.client.prompt_tokens for r in runs)
@@ -170,6 +179,7 @@ def _endpoint_report(run: EndpointRun, stopped: bool) -> EndpointReport:
         server_facts=run.facts,
         mismatches=list(run.mismatches),
         unchecked=list(run.unchecked),
+        served_by=dict(client.served_by.most_common()),
         # A suite cut off by an error has only part of its samples: left out of the tally.
         suites=[SuiteReport.of(r) for r in run.records if r.complete],
         requests=client.requests,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
 from detinfer.api.spec import Suite
 from detinfer.validator.compare import Prompt
-from detinfer.validator.config import Protocol, ValidatorConfig
+from detinfer.validator.config import ValidatorConfig
 from detinfer.validator.prompts import (
     FILLERS,
     FINGERPRINT_MAX_NEW_TOKENS,
@@ -214,8 +215,16 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                 )
             )
         elif suite == Suite.RADIX_CACHE:
-            if config.protocol == Protocol.OPENAI:
-                plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with the OpenAI protocol"))
+            if not config.protocol.traits.token_id_prompts:
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        0,
+                        0,
+                        0,
+                        f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
+                    )
+                )
             elif config.sends_cache_prompt is False:
                 plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with --cache-prompt off"))
             else:
@@ -239,8 +248,19 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                     f"{alone} prompts one at a time, then {trials} requests at once",
                 )
             )
+        elif suite == Suite.SAMPLING and not config.protocol.traits.seed:
+            plans.append(
+                SuitePlan(
+                    suite.value,
+                    0,
+                    0,
+                    0,
+                    f"skipped with the {config.protocol.value} protocol (no seed)",
+                )
+            )
         elif suite == Suite.SAMPLING:
             sizes, unseeded = sampling_batches(config), unseeded_batches(config)
+            judged = "" if config.protocol.traits.unseeded_repeat else " (reported, not judged)"
             alone = len(sampling_alone_requests(trials))
             n = sum(sizes) + sum(unseeded) + alone + trials
             plans.append(
@@ -251,11 +271,14 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                     n * new,
                     f"temperature {SAMPLING_TEMPERATURE}, top_p {SAMPLING_TOP_P}: seeded batches "
                     f"of {', '.join(map(str, sizes))}; without a seed "
-                    f"{' and '.join(map(str, unseeded))}; {alone} alone, {trials} at once",
+                    f"{' and '.join(map(str, unseeded))}{judged}; {alone} alone, {trials} at once",
                 )
             )
         elif suite == Suite.CROSS_REPLICA:
             plans.append(
                 SuitePlan(suite.value, 0, 0, 0, "compares the outputs above between endpoints")
             )
+    if not config.protocol.traits.list_batches:
+        # One prompt per request: a batch of n is n requests at once.
+        plans = [dataclasses.replace(p, requests=p.sequences) for p in plans]
     return plans

@@ -324,7 +324,7 @@ def _slot(prompts: Sequence[Prompt], slot: int) -> str:
 async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
     """Prefill prompt+output from scratch and again from the cache; both must agree bitwise."""
     if not run.client.accepts_token_ids:
-        tally.record.skipped = "the OpenAI protocol cannot send token ids"
+        tally.record.skipped = f"the {run.client.protocol.value} protocol cannot send token ids"
         return
     if run.config.sends_cache_prompt is False:
         tally.record.skipped = (
@@ -411,8 +411,16 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
     """Seeded sampling at temperature > 0 with top_p, as RL rollouts use it: the probe with the
     run's seed in batches of many sizes, then without a seed, then (with the other prompts)
     alone and as concurrent requests. Every output of one (prompt, seed) must be the same to the
-    last bit; outputs without a seed must be the same as each other, which SGLang's
-    deterministic mode gives by sampling them with its fixed default seed."""
+    last bit; outputs without a seed must be the same as each other where the engine promises
+    it (SGLang's deterministic mode samples them with its fixed default seed), and are reported,
+    not judged, elsewhere. A protocol without a seed skips the suite."""
+    traits = run.client.protocol.traits
+    if not traits.seed:
+        tally.record.skipped = (
+            f"the {run.client.protocol.value} protocol has no seed: nothing promises that "
+            "sampled outputs repeat"
+        )
+        return
     new, seed = run.config.max_new_tokens, run.config.sampling_seed
     seeded = Sampling(new, SAMPLING_TEMPERATURE, seed, SAMPLING_TOP_P)
     unseeded = Sampling(new, SAMPLING_TEMPERATURE, None, SAMPLING_TOP_P)
@@ -423,6 +431,14 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
     def how(with_seed: bool) -> str:
         return f"sampling_seed {seed}" if with_seed else "no seed"
 
+    # Unseeded outputs are judged only where the engine promises they repeat; elsewhere
+    # they are counted apart (their own ledger) and reported in a note.
+    aside = Tally(SuiteRecord(tally.record.name), Ledger())
+    unseeded_tally = tally if traits.unseeded_repeat else aside
+
+    def tally_of(with_seed: bool) -> Tally:
+        return tally if with_seed else unseeded_tally
+
     for with_seed, sizes in (
         (True, sampling_batches(run.config)),
         (False, unseeded_batches(run.config)),
@@ -431,11 +447,12 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
             outputs = await run.batch([PROBE_PROMPT] * size, sampling_of(with_seed))
             for k, output in enumerate(outputs):
                 label = f"{how(with_seed)}, batch of {size}, copy {k + 1}"
-                tally.add(PROBE_PROMPT, sampling_of(with_seed), output, label)
+                tally_of(with_seed).add(PROBE_PROMPT, sampling_of(with_seed), output, label)
     for prompt, with_seed in sampling_alone_requests(run.config.trials):
         output = await run.client.generate_one(prompt, sampling_of(with_seed))
         run.progress.advance(run.name)
-        tally.add(prompt, sampling_of(with_seed), output, f"{how(with_seed)}, a request alone")
+        label = f"{how(with_seed)}, a request alone"
+        tally_of(with_seed).add(prompt, sampling_of(with_seed), output, label)
 
     requests = sampling_concurrent_requests(run.config.trials)
 
@@ -448,12 +465,20 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
         tasks = [group.create_task(one(p, s)) for p, s in requests]
     for i, ((prompt, with_seed), task) in enumerate(zip(requests, tasks, strict=True)):
         label = f"{how(with_seed)}, concurrent request {i + 1} of {len(requests)}"
-        tally.add(prompt, sampling_of(with_seed), task.result(), label)
+        tally_of(with_seed).add(prompt, sampling_of(with_seed), task.result(), label)
 
+    if aside.record.samples:
+        kept = aside.record
+        tally.record.notes.append(
+            f"without a seed (not judged: the {run.client.protocol.value} protocol's engines "
+            f"promise nothing for unseeded requests): {kept.samples} samples, at most "
+            f"{kept.unique_outputs} distinct outputs of one prompt"
+            + (f"; first difference: {kept.first_divergence}" if kept.first_divergence else "")
+        )
     if seed == SGLANG_DEFAULT_SAMPLING_SEED:
         # Informative only: which seed a server uses by default is its own choice.
         with_42 = run.ledger.references[(PROBE_PROMPT, seeded.key, ())].output
-        without = run.ledger.references[(PROBE_PROMPT, unseeded.key, ())].output
+        without = unseeded_tally.ledger.references[(PROBE_PROMPT, unseeded.key, ())].output
         same = "the same output as" if with_42.key == without.key else "another output than"
         tally.record.notes.append(
             f"the probe without a seed gave {same} with sampling_seed 42 (SGLang's default in "
