@@ -182,7 +182,9 @@ def write_model(out: Path, seed: int, shape: ModelShape = ModelShape()) -> Path:
             "vocab_size": n_vocab,
         },
     )
-    _json(out / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 1})
+    # do_sample as released chat models ship it: `transformers serve` samples only where the
+    # model's generation config says so (a request's temperature above 0 does not turn it on).
+    _json(out / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True})
     tokenizer.save(str(out / "tokenizer.json"))
     _json(
         out / "tokenizer_config.json",
