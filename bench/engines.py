@@ -166,13 +166,15 @@ def vllm_cpu() -> Engine:
         (None, False, "128 sequences (default), --no-enable-prefix-caching"),
         (None, None, "defaults: 128 sequences, prefix caching on"),
     ):
-        engine.rows.append(Row(settings, "openai", server(seqs, cache), (), hand(seqs, cache)))
+        engine.rows.append(
+            Row(settings, "openai", server(seqs, cache), ("--vllm-token-ids",), hand(seqs, cache))
+        )
     engine.rows.append(
         Row(
             "defaults: 128 sequences, prefix caching on",
             "openai-chat",
             server(None, None),
-            (),
+            ("--vllm-token-ids",),
             hand(None, None),
         )
     )

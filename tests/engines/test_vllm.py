@@ -40,14 +40,20 @@ def defaults(hf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_one_sequence_at_a_time_without_the_prefix_cache_is_deterministic(tmp_path, one_at_a_time):
     """Nothing shares a batch or a cached prefix: the same bits every time, seeded sampling
-    included. Token strings, not ids: the openai protocol does not send vLLM's
-    return_tokens_as_token_ids."""
+    included. Token ids and logprobs: --vllm-token-ids sends vLLM's return_tokens_as_token_ids
+    (token strings alone would take two different byte tokens, both written '', for one)."""
     code, report, output = validate(
-        tmp_path, one_at_a_time.url, "--protocol", "openai", "--suites", GREEDY_AND_SEEDED
+        tmp_path,
+        one_at_a_time.url,
+        "--protocol",
+        "openai",
+        "--vllm-token-ids",
+        "--suites",
+        GREEDY_AND_SEEDED,
     )
     assert code == 0, output
     assert report["verdict"] == "Deterministic"
-    assert report["comparedOn"] == "tokens+logprobs"
+    assert report["comparedOn"] == "tokenIds+logprobs"
     for name, suite in suites(report).items():
         if name != "Fingerprint":
             assert suite["outcome"] == "Passed" and suite["uniqueOutputs"] == 1, suite
@@ -59,10 +65,17 @@ def test_the_defaults_batching_and_prefix_cache_stay_deterministic_on_the_cpu(tm
     same small suites: no divergence on vLLM's CPU path, seeded sampling included (requests
     without a seed differ, as vLLM says they may: reported, not judged)."""
     code, report, output = validate(
-        tmp_path, defaults.url, "--protocol", "openai", "--suites", GREEDY_AND_SEEDED
+        tmp_path,
+        defaults.url,
+        "--protocol",
+        "openai",
+        "--vllm-token-ids",
+        "--suites",
+        GREEDY_AND_SEEDED,
     )
     assert code == 0, output
     assert report["verdict"] == "Deterministic"
+    assert report["comparedOn"] == "tokenIds+logprobs"
     ran = suites(report)
     assert all(ran[n]["outcome"] == "Passed" for n in GREEDY_AND_SEEDED.split(",")), ran
     assert report["tokensCompared"] == report["logprobsCompared"] > 0

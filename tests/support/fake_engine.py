@@ -519,8 +519,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "logprobs": None,
             }
             if body.get("logprobs") is not None and e.logprobs:
+                names = (
+                    [f"token_id:{t}" for t in tokens]
+                    if body.get("return_tokens_as_token_ids")  # vLLM's extension
+                    else [detokenize([t]) + str(t) for t in tokens]
+                )
                 choice["logprobs"] = {
-                    "tokens": [detokenize([t]) + str(t) for t in tokens],
+                    "tokens": names,
                     "token_logprobs": logprobs,
                     "top_logprobs": None,
                     "text_offset": [],
@@ -563,6 +568,10 @@ class _Handler(BaseHTTPRequestHandler):
             {**sampling, "seed": body.get("seed")},
         )
         entries = [_entry(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
+        if body.get("return_tokens_as_token_ids"):  # vLLM's extension
+            entries = [
+                {**e, "token": f"token_id:{t}"} for e, t in zip(entries, tokens, strict=True)
+            ]
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": detokenize(tokens)},
