@@ -32,6 +32,8 @@ VARIANCES = (
     "mixed",  # prompts of different lengths in one batch: logprob of token 0 flips
     "sampled-batch",  # temperature > 0 in a batch of more than 8: logprob of token 0 flips
     "unseeded",  # temperature > 0 without a seed: each sample is new (SGLang's default mode)
+    "greedy-only",  # temperature ignored: every request greedy (transformers serve's continuous
+    # batching after a greedy first request, measured in issue #28)
 )
 DEFAULT_SAMPLING_SEED = 42
 """What a request without a seed samples with (as SGLang in deterministic mode)."""
@@ -208,7 +210,7 @@ class FakeEngine:
     ) -> tuple[list[int], list[float], str]:
         # Greedy outputs are a function of the prompt; sampled ones of the seed and the
         # parameters too.
-        sampled = temperature > 0
+        sampled = temperature > 0 and self.variance != "greedy-only"
         if sampled and seed is None and self.variance == "unseeded":
             with self.lock:
                 self.unseeded_samples += 1

@@ -354,3 +354,16 @@ def test_a_server_that_ignores_the_token_ids_extension_cannot_be_tested():
 def test_vllm_token_ids_only_on_the_openai_protocols():
     with pytest.raises(ConfigError, match="--vllm-token-ids: only the openai and openai-chat"):
         ValidatorConfig(endpoints=["http://127.0.0.1:1"], protocol="ollama", vllm_token_ids=True)
+
+
+@pytest.mark.parametrize(("variance", "noted"), [("greedy-only", True), (None, False)])
+def test_sampling_that_gives_the_greedy_output_is_noted(validate_cli, variance, noted):  # noqa: F811
+    """A server that ignores the temperature passes Sampling on greedy outputs: the pass is
+    kept (the outputs did repeat), and a note says it may say nothing about seeded sampling."""
+    with FakeEngine(variance=variance) as engine:
+        run = validate_cli(
+            *args("openai-chat", "--suites", "Single,Sampling"), endpoints=[("p", engine)]
+        )
+    assert run.rc == 0, run.out
+    notes = next(s for s in run.report["suites"] if s["name"] == "Sampling")["notes"]
+    assert any("gave its greedy output (Single batch of 1, copy 1)" in n for n in notes) == noted
