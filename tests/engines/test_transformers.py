@@ -123,3 +123,6 @@ def test_continuous_batching_keeps_the_first_requests_sampling_for_good(tmp_path
     assert code == 0, output
     assert report["verdict"] == "Deterministic" and report["comparedOn"] == "text"
     assert all(s["uniqueOutputs"] <= 1 for s in report["suites"]), report["suites"]
+    # The validator says so: its sampled probe came back as the greedy output.
+    notes = suites(report)["Sampling"]["notes"]
+    assert any("gave its greedy output" in n and "may not have sampled" in n for n in notes), notes
