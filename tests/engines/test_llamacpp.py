@@ -19,50 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.engines import suites, validate
 from tests.support.llamacpp import LlamaServer
-
-QUICK = [
-    "--trials",
-    "4",
-    "--max-new-tokens",
-    "16",
-    "--max-batch-size",
-    "9",
-    "--wait-seconds",
-    "30",
-    "--timeout-seconds",
-    "240",
-]
-
-
-def validate(tmp_path: Path, url: str, *args: str) -> tuple[int, dict, str]:
-    """`detinfer validate --protocol llamacpp` (unless args say otherwise): exit code, report,
-    output."""
-    report = tmp_path / f"report-{time.monotonic_ns()}.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detinfer.cli",
-            "validate",
-            "--endpoint",
-            url,
-            "--report",
-            str(report),
-            *QUICK,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, output
-    return done.returncode, json.loads(report.read_text()), output
-
-
-def suites(report: dict) -> dict[str, dict]:
-    return {s["name"]: s for s in report["suites"]}
 
 
 @pytest.fixture

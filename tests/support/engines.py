@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,51 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+
+QUICK = [
+    "--trials",
+    "4",
+    "--max-new-tokens",
+    "16",
+    "--max-batch-size",
+    "9",
+    "--wait-seconds",
+    "30",
+    "--timeout-seconds",
+    "240",
+]
+"""The engine tests' suites: small, as CI runs them (docs/engines.md measured the same)."""
+
+
+def validate(tmp_path: Path, url: str, *args: str) -> tuple[int, dict, str]:
+    """`detinfer validate` with QUICK and `args` (the protocol among them; sglang if not):
+    exit code, report, output."""
+    report = tmp_path / f"report-{time.monotonic_ns()}.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "detinfer.cli",
+            "validate",
+            "--endpoint",
+            url,
+            "--report",
+            str(report),
+            *QUICK,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    return done.returncode, json.loads(report.read_text()), output
+
+
+def suites(report: dict) -> dict[str, dict]:
+    """A report's suites by name."""
+    return {s["name"]: s for s in report["suites"]}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

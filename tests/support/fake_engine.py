@@ -32,6 +32,8 @@ VARIANCES = (
     "mixed",  # prompts of different lengths in one batch: logprob of token 0 flips
     "sampled-batch",  # temperature > 0 in a batch of more than 8: logprob of token 0 flips
     "unseeded",  # temperature > 0 without a seed: each sample is new (SGLang's default mode)
+    "greedy-only",  # temperature ignored: every request greedy (transformers serve's continuous
+    # batching after a greedy first request, measured in issue #28)
 )
 DEFAULT_SAMPLING_SEED = 42
 """What a request without a seed samples with (as SGLang in deterministic mode)."""
@@ -208,7 +210,7 @@ class FakeEngine:
     ) -> tuple[list[int], list[float], str]:
         # Greedy outputs are a function of the prompt; sampled ones of the seed and the
         # parameters too.
-        sampled = temperature > 0
+        sampled = temperature > 0 and self.variance != "greedy-only"
         if sampled and seed is None and self.variance == "unseeded":
             with self.lock:
                 self.unseeded_samples += 1
@@ -519,8 +521,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "logprobs": None,
             }
             if body.get("logprobs") is not None and e.logprobs:
+                names = (
+                    [f"token_id:{t}" for t in tokens]
+                    if body.get("return_tokens_as_token_ids")  # vLLM's extension
+                    else [detokenize([t]) + str(t) for t in tokens]
+                )
                 choice["logprobs"] = {
-                    "tokens": [detokenize([t]) + str(t) for t in tokens],
+                    "tokens": names,
                     "token_logprobs": logprobs,
                     "top_logprobs": None,
                     "text_offset": [],
@@ -563,6 +570,10 @@ class _Handler(BaseHTTPRequestHandler):
             {**sampling, "seed": body.get("seed")},
         )
         entries = [_entry(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
+        if body.get("return_tokens_as_token_ids"):  # vLLM's extension
+            entries = [
+                {**e, "token": f"token_id:{t}"} for e, t in zip(entries, tokens, strict=True)
+            ]
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": detokenize(tokens)},

@@ -220,3 +220,35 @@ def test_leaving_auto_drops_the_search():
     world.settle()
     assert "attentionSearch" not in world.body["status"]
     assert world.serving_backend() == "tree"
+
+
+def test_a_choice_that_already_serves_is_validated_again_and_ends_ready():
+    """Issue #30: Tiled +40%, Tree +25%, SplitKV fails: Tree is chosen, and its revision is the
+    one still serving (its pods passed and kept their gates through SplitKV's trial), so no new
+    pods come and no Job was due. The status recorded SplitKV's run, so Validated stayed
+    Unknown and Ready False for good. Now the chosen revision's pods are validated again, and
+    the resource ends Ready on a run of what serves."""
+    world = SearchWorld(_auto_reference())
+    world.settle()
+    world.validate("tiled")
+    world.measure(40.0)
+    world.validate("tree")
+    world.measure(25.0)
+    world.validate("split", "NotDeterministic")
+    assert world.search()["chosen"] == "Tree" and world.serving_backend() == "tree"
+    tree_revision = world.revision
+    assert world.body["status"]["validation"]["revision"] != tree_revision  # SplitKV's run
+    job = world.latest_job()
+    assert _args(job)[_args(job).index("--expect-attention-backend") + 1] == "tree"
+    endpoints = [a for a in _args(job) if a.startswith("tree-")]
+    assert sorted(e.split("=")[0] for e in endpoints) == ["tree-a", "tree-b"]
+    world.finish_job(0, f.summary())
+    world.settle()
+    assert world.body["status"]["validation"]["revision"] == tree_revision
+    assert world.condition("Validated")["status"] == "True"
+    assert world.condition("Ready")["status"] == "True", world.condition("Ready")
+    # Settled: no further run for the same revision.
+    jobs = len(world.jobs)
+    world.now += timedelta(minutes=30)
+    world.settle()
+    assert len(world.jobs) == jobs

@@ -316,3 +316,54 @@ def test_the_plan_says_how_the_key_goes_and_never_what_it_is(protocol, how, caps
     out = capsys.readouterr().out
     assert f"client key: sent as {how} on every request, from DETINFER_API_KEY" in out
     assert KEY not in out
+
+
+@pytest.mark.parametrize("protocol", ["openai", "openai-chat"])
+def test_vllm_token_ids_are_compared_as_ids(validate_cli, protocol):  # noqa: F811
+    """vLLM names a token `token_id:<id>` when asked (return_tokens_as_token_ids): the ids are
+    compared, not strings (vLLM writes a token that ends inside a UTF-8 character as '')."""
+    with FakeEngine() as engine:
+        run = validate_cli(
+            *args(protocol, "--suites", "Single", "--vllm-token-ids"), endpoints=[("p", engine)]
+        )
+    assert run.rc == 0, run.out
+    assert run.report["comparedOn"] == "tokenIds+logprobs"
+    assert run.report["options"]["vllmTokenIds"] is True
+
+
+def test_a_server_that_ignores_the_token_ids_extension_cannot_be_tested():
+    client = client_of("openai-chat")
+    client.config = ValidatorConfig(
+        endpoints=["http://127.0.0.1:1"], protocol="openai-chat", model="m", vllm_token_ids=True
+    )
+    entry = {"token": "ab", "logprob": -1.0, "bytes": [97, 98], "top_logprobs": []}
+    answer = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"content": "ab"},
+                "logprobs": {"content": [entry]},
+                "finish_reason": "length",
+            }
+        ]
+    }
+    with pytest.raises(ProtocolError, match="that is not token_id:<id> although"):
+        answer_with(client, answer)
+
+
+def test_vllm_token_ids_only_on_the_openai_protocols():
+    with pytest.raises(ConfigError, match="--vllm-token-ids: only the openai and openai-chat"):
+        ValidatorConfig(endpoints=["http://127.0.0.1:1"], protocol="ollama", vllm_token_ids=True)
+
+
+@pytest.mark.parametrize(("variance", "noted"), [("greedy-only", True), (None, False)])
+def test_sampling_that_gives_the_greedy_output_is_noted(validate_cli, variance, noted):  # noqa: F811
+    """A server that ignores the temperature passes Sampling on greedy outputs: the pass is
+    kept (the outputs did repeat), and a note says it may say nothing about seeded sampling."""
+    with FakeEngine(variance=variance) as engine:
+        run = validate_cli(
+            *args("openai-chat", "--suites", "Single,Sampling"), endpoints=[("p", engine)]
+        )
+    assert run.rc == 0, run.out
+    notes = next(s for s in run.report["suites"] if s["name"] == "Sampling")["notes"]
+    assert any("gave its greedy output (Single batch of 1, copy 1)" in n for n in notes) == noted

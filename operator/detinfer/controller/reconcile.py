@@ -171,7 +171,10 @@ def plan(
     # 2. Start a validation Job when pods are waiting for one.
     starting: list[str] = []
     if not job_running:
-        due = _due_pods(dis, ready, validation, revision, config, now)
+        # The Auto search that chose a backend it tried before: a later trial's run replaced
+        # the record, while the chosen revision's pods kept the gates of their own.
+        returned = search is not None and search.trying is None
+        due = _due_pods(dis, ready, validation, revision, config, now, returned=returned)
         expected = _expected_fingerprint(dis, fingerprint, fingerprint_revision, revision)
         if due:
             name = _free_job_name(
@@ -486,8 +489,13 @@ def _due_pods(
     revision: str,
     config: OperatorConfig,
     now: datetime,
+    *,
+    returned: bool = False,
 ) -> list[PodView]:
-    """Ready pods of this revision that need a validation run now."""
+    """Ready pods of this revision that need a validation run now. `returned`: the revision is
+    one the resource served before (the Auto search's choice), so a pod's passed gate may come
+    from a run the status no longer records: with no run on this revision recorded, such pods
+    are validated again, so that the status rests on a run of what serves."""
     interval = dis.spec.validation.revalidate_every_seconds
     if interval and validation is not None and validation.revision == revision:
         last = parse_time(validation.last_run_time)
@@ -501,12 +509,15 @@ def _due_pods(
         else set()
     )
     last_run = parse_time(validation.last_run_time) if validation is not None else None
+    unrecorded = returned and (validation is None or validation.revision != revision)
     due = []
     for pod in ready:
         gate = pod.validated
         if gate is None:
             if pod.name not in just_run:
                 due.append(pod)
+        elif unrecorded:
+            due.append(pod)
         elif gate.get("status") == "True":
             # Its engine restarted after the verdict (the model_info liveness probe restarts a
             # pod whose weights were swapped): the process that passed is gone.

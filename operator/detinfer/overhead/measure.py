@@ -28,7 +28,7 @@ from detinfer.api.overhead import (
     SideFigures,
 )
 from detinfer.client_key import ClientKey, refusal
-from detinfer.validator.runner import percentile
+from detinfer.percentile import percentile
 
 DETERMINISTIC, BASELINE = "deterministic", "baseline"
 TOKEN_ID_RANGE = (32, 127)

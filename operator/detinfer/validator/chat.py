@@ -149,7 +149,9 @@ class OpenAIChatClient(OneRequestPerPrompt, OpenAIClient):
     path = "/v1/chat/completions"
 
     @staticmethod
-    def body(prompt: str | list[str], sampling: Sampling, model: str | None) -> dict[str, Any]:
+    def body(
+        prompt: str | list[str], sampling: Sampling, model: str | None, token_ids: bool = False
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model or "default",
             "messages": [{"role": "user", "content": prompt}],
@@ -164,11 +166,14 @@ class OpenAIChatClient(OneRequestPerPrompt, OpenAIClient):
             body["seed"] = sampling.seed
         if sampling.top_p < 1.0:
             body["top_p"] = sampling.top_p
+        if token_ids:
+            body["return_tokens_as_token_ids"] = True
         return body
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
         where = f"POST {self.path}"
-        data = await self._post(self.path, self.body(_text_prompt(prompt), sampling, self.model))
+        body = self.body(_text_prompt(prompt), sampling, self.model, self.config.vllm_token_ids)
+        data = await self._post(self.path, body)
         choice = self._choices(data, where, 1)[0]
         self._served_by(data.get("system_fingerprint"))
         message = choice.get("message")
@@ -188,6 +193,9 @@ class OpenAIChatClient(OneRequestPerPrompt, OpenAIClient):
                     "has choices[0].logprobs.content that is not a list of objects with a "
                     "token string and a logprob",
                 )
+            if self.config.vllm_token_ids and entries[0] is None:
+                ids = self._ids_of(entries[1], where)
+                entries = (ids, entries[1], entries[2])  # type: ignore[assignment]
         usage = _dict(data.get("usage"))
         return self._tokens_output(
             where,

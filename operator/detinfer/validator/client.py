@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -457,7 +458,9 @@ class OpenAIClient(EngineClient):
         return {"model": self.model}
 
     @staticmethod
-    def body(prompt: str | list[str], sampling: Sampling, model: str | None) -> dict[str, Any]:
+    def body(
+        prompt: str | list[str], sampling: Sampling, model: str | None, token_ids: bool = False
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model or "default",
             "prompt": prompt,
@@ -469,7 +472,25 @@ class OpenAIClient(EngineClient):
             body["seed"] = sampling.seed
         if sampling.top_p < 1.0:
             body["top_p"] = sampling.top_p
+        if token_ids:
+            body["return_tokens_as_token_ids"] = True
         return body
+
+    def _ids_of(
+        self, tokens: tuple[int, ...] | tuple[str, ...], where: str
+    ) -> tuple[int, ...] | tuple[str, ...]:
+        """With --vllm-token-ids, the ids in vLLM's `token_id:<id>` token names."""
+        if not self.config.vllm_token_ids or _are_ids(tokens):
+            return tokens
+        ids = [VLLM_TOKEN_ID.fullmatch(t) for t in tokens if isinstance(t, str)]
+        if len(ids) != len(tokens) or not all(ids):
+            bad = next((t for t, m in zip(tokens, ids, strict=False) if not m), tokens[-1])
+            raise self._bad(
+                where,
+                f"has a token {_snippet(repr(bad))} that is not token_id:<id> although "
+                "return_tokens_as_token_ids was asked (--vllm-token-ids)",
+            )
+        return tuple(int(m.group(1)) for m in ids if m)
 
     async def generate(
         self,
@@ -479,7 +500,8 @@ class OpenAIClient(EngineClient):
         logprob_start_len: int | None = None,
     ) -> list[Output]:
         texts = [_text_prompt(p) for p in prompts]
-        data = await self._post("/v1/completions", self.body(texts, sampling, self.model))
+        body = self.body(texts, sampling, self.model, self.config.vllm_token_ids)
+        data = await self._post("/v1/completions", body)
         where = f"POST /v1/completions (a batch of {len(prompts)})"
         choices = self._choices(data, where, len(prompts))
         outputs = [
@@ -491,7 +513,8 @@ class OpenAIClient(EngineClient):
 
     async def generate_one(self, prompt: Prompt, sampling: Sampling) -> Output:
         data = await self._post(
-            "/v1/completions", self.body(_text_prompt(prompt), sampling, self.model)
+            "/v1/completions",
+            self.body(_text_prompt(prompt), sampling, self.model, self.config.vllm_token_ids),
         )
         where = "POST /v1/completions"
         output = self._parse(self._choices(data, where, 1)[0], f"{where}: choice 0", sampling)
@@ -528,11 +551,19 @@ class OpenAIClient(EngineClient):
                 raise self._bad(where, f"has logprobs that are {_kind(raw)}, not an object")
             if "content" in raw:
                 tokens, logprobs, strings = self._chat_logprobs(raw["content"], where)
+                tokens = self._ids_of(tokens, where)
                 basis = Basis.TOKEN_IDS if _are_ids(tokens) else Basis.TOKENS
                 unlisted = _unlisted(strings, text, finish, sampling.max_new_tokens)
             else:
                 tokens, logprobs = self._legacy_logprobs(raw, where)
-                basis = Basis.TEXT if tokens is None else Basis.TOKENS
+                tokens = None if tokens is None else self._ids_of(tokens, where)
+                basis = (
+                    Basis.TEXT
+                    if tokens is None
+                    else Basis.TOKEN_IDS
+                    if _are_ids(tokens)
+                    else Basis.TOKENS
+                )
         self._check_shape(where, basis, logprobs is not None)
         cut_short = None
         if tokens is not None:
@@ -765,6 +796,9 @@ def _clip_ids(ids: Sequence[int], limit: int = 8) -> str:
 
 
 LLAMACPP_FINISH = {"limit": "length", "eos": "stop", "word": "stop"}
+
+VLLM_TOKEN_ID = re.compile(r"token_id:(\d+)")
+"""How vLLM names a token with return_tokens_as_token_ids (vllm/entrypoints/openai)."""
 """llama.cpp's stop_type as a finish reason; `none` (not stopped) has none."""
 
 

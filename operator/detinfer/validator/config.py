@@ -216,6 +216,10 @@ class ValidatorConfig:
     cache_prompt: bool | None = None
     """llama.cpp's `cache_prompt` on every request (--cache-prompt); None: the llamacpp
     protocol sends true, llama-server's own default, and other protocols send nothing."""
+    vllm_token_ids: bool = False
+    """vLLM's `return_tokens_as_token_ids` on every request of the openai protocols
+    (--vllm-token-ids): its logprobs then name each token `token_id:<id>`, which are compared
+    as ids. Off by default: other servers (OpenAI's own) refuse an unknown field."""
 
     def __post_init__(self) -> None:
         endpoints = tuple(
@@ -265,6 +269,11 @@ class ValidatorConfig:
                 f"--model: the {self.protocol.value} protocol needs the model's name (a hosted "
                 "API serves many; the validator does not pick one)"
             )
+        if self.vllm_token_ids and self.protocol not in (Protocol.OPENAI, Protocol.OPENAI_CHAT):
+            raise ConfigError(
+                "--vllm-token-ids: only the openai and openai-chat protocols send vLLM's "
+                f"return_tokens_as_token_ids; --protocol is {self.protocol.value}"
+            )
         if self.cache_prompt is not None and self.protocol != Protocol.LLAMACPP:
             raise ConfigError(
                 "--cache-prompt: only the llamacpp protocol sends cache_prompt; "
@@ -308,6 +317,7 @@ class ValidatorConfig:
             "waitSeconds": self.wait_seconds,
             "model": self.model,
             "cachePrompt": self.sends_cache_prompt,
+            "vllmTokenIds": self.vllm_token_ids,
             # Where the key came from, never the key.
             "clientKey": self.api_key.source if self.api_key else None,
             **self.expect.options(),

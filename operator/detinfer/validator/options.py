@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "KV cache for a shared prefix); default on, the server's own default",
     )
     parser.add_argument(
+        "--vllm-token-ids",
+        action="store_true",
+        help="openai and openai-chat protocols: send vLLM's return_tokens_as_token_ids, so that "
+        "token ids are compared, not token strings (vLLM writes a token that ends inside a "
+        "UTF-8 character as '', so two such tokens look alike as strings); other servers may "
+        "refuse the field",
+    )
+    parser.add_argument(
         "--suites",
         default="all",
         help="comma-separated: Single,Mixed,Prefix,RadixCache,Concurrent,Sampling,CrossReplica, "

@@ -45,11 +45,11 @@ def describe_requests(config: ValidatorConfig) -> str:
     prompt, model, protocol = "<prompt>", config.model, config.protocol
     body: dict
     if protocol == Protocol.OPENAI:
-        body = OpenAIClient.body(prompt, sampling, model)
+        body = OpenAIClient.body(prompt, sampling, model, config.vllm_token_ids)
     elif protocol == Protocol.LLAMACPP:
         body = LlamaCppClient.body(prompt, sampling, bool(config.sends_cache_prompt))
     elif protocol == Protocol.OPENAI_CHAT:
-        body = OpenAIChatClient.body(prompt, sampling, model)
+        body = OpenAIChatClient.body(prompt, sampling, model, config.vllm_token_ids)
     elif protocol == Protocol.OLLAMA:
         body = OllamaClient.body(prompt, sampling, model)
     elif protocol == Protocol.ANTHROPIC:

@@ -467,6 +467,14 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
         label = f"{how(with_seed)}, concurrent request {i + 1} of {len(requests)}"
         tally_of(with_seed).add(prompt, sampling_of(with_seed), task.result(), label)
 
+    greedy = run.ledger.references.get((PROBE_PROMPT, run.sampling.key, ()))
+    sampled = run.ledger.references.get((PROBE_PROMPT, seeded.key, ()))
+    if greedy and sampled and _same_tokens(greedy.output, sampled.output):
+        tally.record.notes.append(
+            f"the probe sampled with seed {seed} at temperature {SAMPLING_TEMPERATURE} gave its "
+            f"greedy output ({greedy.suite} {greedy.label}) token for token: the server may not "
+            "have sampled, and then this pass says nothing about seeded sampling"
+        )
     if aside.record.samples:
         kept = aside.record
         tally.record.notes.append(
@@ -484,6 +492,13 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
             f"the probe without a seed gave {same} with sampling_seed 42 (SGLang's default in "
             "deterministic mode)"
         )
+
+
+def _same_tokens(a: Output, b: Output) -> bool:
+    """The same tokens (or text, where there are none), whatever the logprobs."""
+    if a.tokens is not None and b.tokens is not None:
+        return a.tokens == b.tokens
+    return a.text == b.text
 
 
 SUITES: dict[Suite, Callable[[EndpointRun, Tally], Awaitable[None]]] = {
