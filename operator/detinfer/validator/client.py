@@ -556,14 +556,11 @@ class OpenAIClient(EngineClient):
                 unlisted = _unlisted(strings, text, finish, sampling.max_new_tokens)
             else:
                 tokens, logprobs = self._legacy_logprobs(raw, where)
+                # Strings, unless --vllm-token-ids asked for (and _ids_of checked) ids; an empty
+                # list is not ids either.
+                ids = tokens is not None and self.config.vllm_token_ids
                 tokens = None if tokens is None else self._ids_of(tokens, where)
-                basis = (
-                    Basis.TEXT
-                    if tokens is None
-                    else Basis.TOKEN_IDS
-                    if _are_ids(tokens)
-                    else Basis.TOKENS
-                )
+                basis = Basis.TEXT if tokens is None else Basis.TOKEN_IDS if ids else Basis.TOKENS
         self._check_shape(where, basis, logprobs is not None)
         cut_short = None
         if tokens is not None:
