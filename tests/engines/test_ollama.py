@@ -10,63 +10,25 @@ are findings, not targets (docs/engines.md has the table).
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from detinfer.engines.ollama import MODEL_NAME, OLLAMA_VERSION
+from tests.support.engines import suites
+from tests.support.engines import validate as quick_validate
 from tests.support.ollama import OllamaServer
-
-QUICK = [
-    "--trials",
-    "4",
-    "--max-new-tokens",
-    "16",
-    "--max-batch-size",
-    "4",
-    "--wait-seconds",
-    "30",
-    "--timeout-seconds",
-    "240",
-]
 
 PREFIX_RUNS = 3
 """Prefix runs on one slot until one diverges; measured, 13 of 16 runs diverged (below)."""
 
 
 def validate(tmp_path: Path, url: str, *args: str) -> tuple[int, dict, str]:
-    """`detinfer validate` with the quick settings: exit code, report, output."""
-    report = tmp_path / f"report-{time.monotonic_ns()}.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detinfer.cli",
-            "validate",
-            "--endpoint",
-            url,
-            "--report",
-            str(report),
-            *QUICK,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, output
-    return done.returncode, json.loads(report.read_text()), output
-
-
-def suites(report: dict) -> dict[str, dict]:
-    return {s["name"]: s for s in report["suites"]}
+    """The shared quick run, with batches up to 4 (Ollama's slots here; the last
+    --max-batch-size given wins)."""
+    return quick_validate(tmp_path, url, "--max-batch-size", "4", *args)
 
 
 @pytest.fixture(scope="module")

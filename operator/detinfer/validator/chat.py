@@ -26,11 +26,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from detinfer.client_key import ClientKey
 from detinfer.validator.client import (
-    HEALTH_PROBE_SECONDS,
     EngineClient,
     OpenAIClient,
     Sampling,
@@ -69,15 +66,6 @@ class OneRequestPerPrompt(EngineClient):
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self.generate_one(p, sampling)) for p in prompts]
         return [t.result() for t in tasks]
-
-    async def _ready_at(self, path: str) -> bool:
-        """Ready without /health: `path` answers 200 (a refusal ends the wait)."""
-        try:
-            response = await self._http.get(path, timeout=HEALTH_PROBE_SECONDS)
-        except httpx.HTTPError:
-            return False
-        self._raise_if_refused("GET", path, response)
-        return response.status_code == 200
 
     def _object(self, data: Any, where: str) -> dict[str, Any]:
         if not isinstance(data, dict):

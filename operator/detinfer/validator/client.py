@@ -134,6 +134,15 @@ class EngineClient:
     async def _ready_without_health(self) -> bool:
         return False
 
+    async def _ready_at(self, path: str) -> bool:
+        """Ready without /health: `path` answers 200 (a refusal ends the wait)."""
+        try:
+            response = await self._http.get(path, timeout=HEALTH_PROBE_SECONDS)
+        except httpx.HTTPError:
+            return False
+        self._raise_if_refused("GET", path, response)
+        return response.status_code == 200
+
     async def server_info(self) -> dict[str, Any]:
         """What the server says about itself, its named fields only (server_facts.KEPT_FIELDS);
         best effort: errors are recorded, not raised, but for a refusal (401, 403)."""
@@ -436,12 +445,7 @@ class OpenAIClient(EngineClient):
 
     async def _ready_without_health(self) -> bool:
         # Not every OpenAI-style server has /health; one that lists its models is up.
-        try:
-            response = await self._http.get("/v1/models", timeout=HEALTH_PROBE_SECONDS)
-        except httpx.HTTPError:
-            return False
-        self._raise_if_refused("GET", "/v1/models", response)
-        return response.status_code == 200
+        return await self._ready_at("/v1/models")
 
     async def server_info(self) -> dict[str, Any]:
         """The model name: given (--model) or the first of GET /v1/models; nothing else."""
