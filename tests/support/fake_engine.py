@@ -34,6 +34,7 @@ VARIANCES = (
     "unseeded",  # temperature > 0 without a seed: each sample is new (SGLang's default mode)
     "greedy-only",  # temperature ignored: every request greedy (transformers serve's continuous
     # batching after a greedy first request, measured in issue #28)
+    "prefill-decode",  # a prefill of tokens the engine generated gives them another logprob
 )
 DEFAULT_SAMPLING_SEED = 42
 """What a request without a seed samples with (as SGLang in deterministic mode)."""
@@ -66,6 +67,7 @@ SGLANG_SERVER_INFO: dict[str, Any] = {
     "enable_deterministic_inference": True,
     "disable_radix_cache": False,
     "tp_size": 1,
+    "context_length": 8192,
 }
 """A deterministic SGLang's /server_info, the fields the validator reads."""
 OPEN_PATHS = ("/health", "/health_generate", "/ready", "/metrics")
@@ -127,6 +129,8 @@ class FakeEngine:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.cache: list[tuple[int, ...]] = []
+        self.decoded: dict[tuple[int, int], float] = {}
+        """(hash of a context, the token generated after it) -> its decode logprob, greedy."""
         self.in_flight = 0
         self.generate_requests = 0
         self.generated_tokens = 0
@@ -241,12 +245,22 @@ class FakeEngine:
             tokens[20] = 3 + (tokens[20] - 2) % 250
         if self.variance == "batch-eos" and big and max_new_tokens > 10:
             tokens, logprobs, finish = tokens[:10], logprobs[:10], "stop"
+        if not sampled and not flip:
+            # A model's prefill gives a token it generated the logprob its decode gave it.
+            for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
+                self.decoded[(hash(prompt + tuple(tokens[:i])), token)] = logprob
         return tokens, logprobs, finish
 
     def input_logprob(self, prompt: tuple[int, ...], position: int, cached: int) -> float | None:
         if position == 0:
             return None
-        value = -(1 + self._hash(prompt[:position], "in") % 100_000) / 9_876.5
+        value = self.decoded.get((hash(prompt[:position]), prompt[position]))
+        if value is None:
+            value = -(1 + self._hash(prompt[:position], "in") % 100_000) / 9_876.5
+        if self.variance == "prefill-decode" and (hash(prompt[:position]), prompt[position]) in (
+            self.decoded
+        ):
+            value = math.nextafter(value, -math.inf)
         if self.variance == "radix" and cached > 1:
             value = math.nextafter(value, -math.inf)
         return value

@@ -165,6 +165,14 @@ CEL_CASES = (
             "must not contain --device with kind: Reference",
         ),
         (
+            {
+                "engine": {"kind": "Reference", "extraArgs": ["--planted-fault", "drift=5"]},
+                "resources": {"gpusPerReplica": 0, "gpuProduct": None},
+            },
+            "spec.engine.extraArgs",
+            "must not contain --planted-fault with kind: Reference: a test tool",
+        ),
+        (
             {"engine": {"extraArgs": ["--attention-backend triton"]}},
             "spec.engine.extraArgs[0]",
             "'--attention-backend triton' holds whitespace",

@@ -425,6 +425,18 @@ def test_validation_job():
     assert args[args.index("--summary-file") + 1] == "/dev/termination-log"
     assert job["metadata"]["annotations"][c.ANNOTATION_PODS] == "qwen-a,qwen-b"
     assert pod["containers"][0]["image"] == CONFIG.validator_image
+    # Unset, the validator reads the engine's own largest batch from /server_info.
+    assert "--max-batch-size" not in args
+
+
+def test_validation_job_passes_the_largest_batch_where_the_spec_gives_it():
+    d = dis(validation={"maxBatchSize": 256})
+    endpoints = [Endpoint("qwen-a", "10.0.0.1")]
+    name = validation_job_name(d, revision_of(d), ["qwen-a"], None)
+    args = build_validation_job(d, endpoints, None, name, CONFIG)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert args[args.index("--max-batch-size") + 1] == "256"
 
 
 def test_longest_name_gives_a_valid_job_name():

@@ -372,9 +372,9 @@ def test_reference_table_is_the_parser_itself():
     assert options["--enable-deterministic-inference"] == 0
     assert options["--max-running-requests"] is None
     assert extra_args.reference().refused["--device"] == extra_args.REFERENCE_DEVICE_WHY
-    # Exactly the SGLang refused flags that the engine has, plus --device.
+    # Exactly the SGLang refused flags that the engine has, plus --device and the test tool.
     engine_refused = {o for o in extra_args.refused_flags() if o in options}
-    assert set(extra_args.reference().refused) == engine_refused | {"--device"}
+    assert set(extra_args.reference().refused) == engine_refused | {"--device", "--planted-fault"}
 
 
 @pytest.mark.parametrize(

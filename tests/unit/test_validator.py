@@ -96,10 +96,11 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     with FakeEngine() as a, FakeEngine() as b:
         run = validate_cli(endpoints=[("pod-a", a), ("pod-b", b)], trials=None)
         assert run.rc == 0, run.out
-        # The default plan is what is really sent: 13 Single batches up to 33, 146 requests.
-        assert a.generated_tokens == b.generated_tokens == 23_552
+        # The default plan is what is really sent: 13 Single batches up to 33 (the fake reports
+        # no max_running_requests), 162 requests.
+        assert a.generated_tokens == b.generated_tokens == 24_156
         # No cache flush: the cache suites' prompts are new to the server (the run's nonce).
-        assert a.generate_requests == 146 and a.flushes == 0
+        assert a.generate_requests == 162 and a.flushes == 0
     assert run.summary.verdict == Verdict.DETERMINISTIC
     assert [s.name for s in run.summary.suites] == list(Suite)
     assert all(s.unique_outputs == 1 and s.passed for s in run.summary.suites)
@@ -107,10 +108,10 @@ def test_deterministic_replicas_pass_every_suite_with_the_planned_tokens(validat
     assert run.suite("CrossReplica").samples > 0
     assert re.match(FINGERPRINT_PATTERN, run.summary.fingerprint)
     assert run.summary.failed_endpoints == []
-    assert run.summary.tokens_used == run.report["tokensUsed"] > 2 * 23_552
+    assert run.summary.tokens_used == run.report["tokensUsed"] > 2 * 24_156
     assert run.summary.latency_p50_milliseconds > 0 and run.summary.tokens_per_second > 0
     assert len(run.summary_text.encode()) < 4096
-    assert run.last_line.startswith("deterministic: 7 suites")
+    assert run.last_line.startswith("deterministic: 9 suites")
     assert run.report["schemaVersion"] == 1 and run.report["kind"] == "ValidationReport"
     assert run.report["comparedOn"] == "tokenIds+logprobs"
     endpoint = run.report["endpoints"][0]
@@ -213,8 +214,9 @@ def test_the_sampling_suite_sends_seeded_and_unseeded_top_p_samples(validate_cli
     sampling = run.suite("Sampling")
     assert sampling.outcome == SuiteOutcome.PASSED and sampling.unique_outputs == 1
     # Trials 4 (largest batch 9): seeded batches 1, 2, 3, 4, 7, 8, 9; unseeded 1 and 9; the two
-    # fillers of the concurrent requests alone; 4 requests at once.
-    assert sampling.samples == 34 + 10 + 2 + 4
+    # fillers of the concurrent requests alone; 4 requests at once; the seeded probe 4 times
+    # through POST /v1/completions (alone twice, a batch of 2).
+    assert sampling.samples == 34 + 10 + 2 + 4 + 4
     assert sampling.tokens_compared == sampling.samples * 64 == sampling.logprobs_compared
     assert all(p["temperature"] == 0.8 and p["top_p"] == 0.9 for p in sent)
     seeded = [p for p in sent if "sampling_seed" in p]
@@ -757,7 +759,7 @@ def test_the_async_api_returns_a_report_for_the_bench():
 def test_plan_prints_the_budget_without_any_endpoint(capsys):
     assert main(["validate", "--plan"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^total\s+146\s+400\s+23552\s", out, re.M)
+    assert re.search(r"^total\s+162\s+423\s+24156\s", out, re.M)
 
 
 def test_a_terminal_gets_a_table(tmp_path):

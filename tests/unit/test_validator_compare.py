@@ -19,8 +19,11 @@ from detinfer.validator.options import PROTOCOLS, add_arguments
 from detinfer.validator.prompts import FILLERS, LONG_TEXT, PREFIX_LENGTHS, PROBE_PROMPT
 from detinfer.validator.report import Report, SuiteReport
 from detinfer.validator.schedule import (
+    batch_new_tokens,
     batch_size_schedule,
     concurrent_prompts,
+    long_context_lengths,
+    long_context_prompt,
     mixed_batches,
     prefix_batches,
     radix_prompt,
@@ -88,16 +91,44 @@ def test_default_plan_costs_under_20_percent_of_sglangs_single_procedure():
         "Mixed": 31 * 64,
         "Prefix": 36 * 64,
         "RadixCache": 16 * (64 + 2 * 4),
+        # 4 prompts: 64 tokens generated, then 1 after the prefill of prompt + output.
+        "PrefillDecode": 4 * (64 + 1),
+        # 2049, 4097 and 8184 tokens alone, then all three and a short one twice: 8 tokens each.
+        "LongContext": (3 + 2 * 4) * 8,
         "Concurrent": (4 + 16) * 64,
-        # Seeded batches 1..9 and 17, unseeded 1 and 9, 6 requests alone, 16 at once.
-        "Sampling": (51 + 10 + 6 + 16) * 64,
+        # Seeded batches 1..9 and 17, unseeded 1 and 9, 6 requests alone, 16 at once; the
+        # seeded probe 4 times through POST /v1/completions.
+        "Sampling": (51 + 10 + 6 + 16 + 4) * 64,
         "CrossReplica": 0,
     }
     total = sum(tokens.values())
-    assert total == 23_552
+    assert total == 24_156
     # SGLang's single mode at its defaults generates 100 tokens for 1 + 2 + ... + 50 sequences.
     assert total < 0.20 * 100 * sum(range(1, 51))
-    assert sum(s.requests for s in steps.values()) == 146
+    assert sum(s.requests for s in steps.values()) == 162
+
+
+def test_single_probes_up_to_the_servers_own_maximum_with_few_tokens_past_the_default():
+    # The reference engine's default --max-running-requests, and a production SGLang's.
+    assert single_batches(config(), server_max=64)[-3:] == [33, 63, 64]
+    sizes = single_batches(config(), server_max=512)
+    assert sizes[13:] == [63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512]
+    assert single_batches(config(), server_max=48)[-1] == 48  # its maximum, no boundary
+    assert single_batches(config(), server_max=16)[-1] == 33  # never below the default
+    # An explicit bound wins: the server is not asked.
+    assert single_batches(config(max_batch_size=9), server_max=512)[-1] == 9
+    assert [batch_new_tokens(config(), s) for s in (1, 33, 63, 512)] == [64, 64, 8, 8]
+
+
+def test_long_context_lengths_cross_each_pinned_tile_and_reach_the_context():
+    assert long_context_lengths(8192, 8) == [2049, 4097, 8184]
+    assert long_context_lengths(4096, 8) == [2049]  # 4097 does not fit
+    assert long_context_lengths(4200, 8) == [2049, 4097, 4192]
+    assert long_context_lengths(None, 8) == []
+    assert long_context_lengths(1024, 8) == []
+    prompt = long_context_prompt("abc", 2049)
+    assert len(prompt) == 2049 and prompt == long_context_prompt("abc", 2049)
+    assert prompt != long_context_prompt("abd", 2049)  # the run's nonce starts it
 
 
 def test_plan_of_the_openai_protocol_skips_radix_cache():

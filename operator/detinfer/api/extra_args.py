@@ -78,6 +78,12 @@ ALLOWED_SAMPLING_BACKEND = "--sampling-backend=pytorch"
 # The reference engine gets --device from spec.resources.gpusPerReplica.
 REFERENCE_DEVICE = "--device"
 REFERENCE_DEVICE_WHY = "the operator sets it from spec.resources.gpusPerReplica"
+# The reference engine's test tool (engine/faults.py): it plants a known nondeterminism.
+PLANTED_FAULT = "--planted-fault"
+PLANTED_FAULT_WHY = (
+    "a test tool that plants a known nondeterminism in the reference engine, never part of a "
+    "deployment"
+)
 
 # What argparse takes for a value although it starts with "-" (its _negative_number_matcher).
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
@@ -209,6 +215,17 @@ REFERENCE_DEVICE_RULE = CelRule(
 )
 
 
+REFERENCE_PLANTED_FAULT_RULE = CelRule(
+    rule=(
+        f"self.kind != 'Reference' || !self.extraArgs.exists(a, a == '{PLANTED_FAULT}' || "
+        f"a.startsWith('{PLANTED_FAULT}='))"
+    ),
+    message=f"extraArgs must not contain {PLANTED_FAULT} with kind: Reference: {PLANTED_FAULT_WHY}",
+    field_path=".extraArgs",
+    reason="FieldValueForbidden",
+)
+
+
 def engine_rules() -> tuple[CelRule, ...]:
     """Rules on EngineSpec: the refused flags by exact name, "--flag" and "--flag=value"."""
     sampling = sampling_backend_flags()
@@ -226,6 +243,7 @@ def engine_rules() -> tuple[CelRule, ...]:
         *(_flag_rule(flag, why) for flag, why in exact.items()),
         *(_sampling_backend_rule(flag) for flag in sampling),
         REFERENCE_DEVICE_RULE,
+        REFERENCE_PLANTED_FAULT_RULE,
     )
 
 
@@ -374,6 +392,7 @@ def reference() -> EngineFlags:
             dests[option] = action.dest
     refused = {o: why for o, why in refused_flags().items() if o in usable}
     refused[REFERENCE_DEVICE] = REFERENCE_DEVICE_WHY
+    refused[PLANTED_FAULT] = PLANTED_FAULT_WHY
     by_dest = {dests[o]: why for o, why in refused.items() if o in dests}
     refused.update({o: by_dest[d] for o, d in dests.items() if d in by_dest})
     return EngineFlags(

@@ -97,6 +97,8 @@ class Suite(StrEnum):
     MIXED = "Mixed"
     PREFIX = "Prefix"
     RADIX_CACHE = "RadixCache"
+    PREFILL_DECODE = "PrefillDecode"
+    LONG_CONTEXT = "LongContext"
     CONCURRENT = "Concurrent"
     SAMPLING = "Sampling"
     CROSS_REPLICA = "CrossReplica"
@@ -412,6 +414,12 @@ class ValidationSpec(StrictKubeModel):
 
     max_new_tokens: Annotated[int, Field(ge=1, le=2048)] = validation_defaults.MAX_NEW_TOKENS
     """Tokens generated per sample."""
+
+    max_batch_size: Annotated[int | None, Field(ge=1, le=4096)] = None
+    """Single's largest batch. Unset: up to the engine's own largest batch, read from its
+    /server_info (SGLang's resolved max_running_requests; 8 tokens a sequence past 33), and at
+    least 2 x trials + 1. Set it where an engine does not report its limit, to the batch it
+    really runs (vLLM's max_num_seqs, llama-server's slots)."""
 
     fingerprint_policy: FingerprintPolicy = FingerprintPolicy.RECORD
     """Record: remember the first fingerprint of a revision and hold later pods to it.

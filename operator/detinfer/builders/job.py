@@ -75,6 +75,8 @@ def validator_args(
         SUMMARY_FILE_FLAG,
         c.TERMINATION_MESSAGE_PATH,
     ]
+    if validation.max_batch_size is not None:
+        args += ["--max-batch-size", str(validation.max_batch_size)]
     if expected_fingerprint:
         args += ["--expected-fingerprint", expected_fingerprint]
     return args + expectation_args(dis)

@@ -106,6 +106,10 @@ class EngineArgs:
     enable_lora: bool = False
     """SGLang's --enable-lora: without it /load_lora_adapter and requests naming an adapter are
     refused, as SGLang 0.5.23 refuses them."""
+    planted_faults: tuple[str, ...] = ()
+    """A TEST TOOL (--planted-fault NAME[=N], engine/faults.py): known nondeterminisms planted in
+    the engine, one each, for proving that a validator catches them. Reported by /server_info
+    like every argument; the operator refuses the flag."""
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ATTENTION_BACKENDS:

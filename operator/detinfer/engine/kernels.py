@@ -385,6 +385,39 @@ class BatchInvariant(Kernels):
         return (xf / (1 + torch.exp(-xf))).to(x.dtype)
 
 
+class PlantedKernels(Kernels):
+    """A planted fault's kernels (engine/faults.py, a test tool): the engine's kernels, with
+    another order of addition in the matmuls while `active`: the inner dimension in two halves,
+    each through the same kernel, then added. Everything else, and everything while inactive,
+    is the inner kernels' own arithmetic."""
+
+    def __init__(self, inner: Kernels, name: str | None = None) -> None:
+        super().__init__(inner.max_elements)
+        self.inner = inner
+        self.name = name or inner.name
+        self.active = False
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return self.inner.linear(x, w)
+        half = x.shape[1] // 2
+        return self.inner.linear(x[:, :half].contiguous(), w[:half]) + self.inner.linear(
+            x[:, half:].contiguous(), w[half:]
+        )
+
+    def rms_norm(self, x, weight, eps):
+        return self.inner.rms_norm(x, weight, eps)
+
+    def attention(self, q, k, v, mask):
+        return self.inner.attention(q, k, v, mask)
+
+    def log_softmax(self, logits):
+        return self.inner.log_softmax(logits)
+
+    def silu(self, x):
+        return self.inner.silu(x)
+
+
 def kernels_for(
     deterministic: bool, device: str, attention_backend: str = DEFAULT_ATTENTION_BACKEND
 ) -> Kernels:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from detinfer.engine.config import ATTENTION_BACKENDS, MODELS, EngineArgs, model_config
+from detinfer.engine.faults import CLASSES, FLAG, Faults, parse_fault
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as SGLang's: allow /load_lora_adapter and requests naming an adapter (lora_path)",
     )
+    p.add_argument(
+        FLAG,
+        dest="planted_faults",
+        action="append",
+        default=[],
+        metavar="NAME[=N]",
+        help="A TEST TOOL, never for a deployment: plant one known nondeterminism (repeatable): "
+        + "; ".join(
+            f"{c.name}{'' if c.value is None else f'[=N] (N {c.value}, default {c.default})'}: "
+            f"{c.what}"
+            for c in CLASSES.values()
+        ),
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -96,6 +110,13 @@ def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
     for name in ("max_running_requests", "max_queued_requests", "max_prefill_tokens"):
         if getattr(ns, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(ns, name)}")
+    faults = []
+    for text in ns.planted_faults:
+        try:
+            faults.append(str(parse_fault(text)))
+        except ValueError as exc:
+            p.error(str(exc))
+    ns.planted_faults = tuple(dict.fromkeys(faults))
     if not 0 <= ns.port <= 65535:
         p.error(f"--port {ns.port} is not a port number")
     logging.basicConfig(
@@ -107,22 +128,24 @@ def parse_args(argv: Sequence[str] | None = None) -> EngineArgs:
 
 def build_engine(args: EngineArgs):
     """The model, its kernels and the batching engine (not started)."""
-    from detinfer.engine.kernels import kernels_for
+    from detinfer.engine.kernels import PlantedKernels, kernels_for
     from detinfer.engine.metrics import EngineMetrics
     from detinfer.engine.model import Transformer
     from detinfer.engine.scheduler import Engine
 
-    model = Transformer(
-        args.model,
-        args.random_seed,
-        kernels_for(args.enable_deterministic_inference, args.device, args.attention_backend),
-        device=args.device,
-        dtype=args.dtype,
+    faults = Faults([parse_fault(f) for f in args.planted_faults])
+    deterministic = args.enable_deterministic_inference
+    kernels = kernels_for(
+        deterministic and not faults.has("flag-without-effect"), args.device, args.attention_backend
     )
+    if faults:
+        # flag-without-effect: the batch-variant kernels under the name the flag promises.
+        kernels = PlantedKernels(kernels, "batch-invariant" if deterministic else None)
+    model = Transformer(args.model, args.random_seed, kernels, device=args.device, dtype=args.dtype)
     metrics = (
         EngineMetrics(args.served_model_name or args.model_path) if args.enable_metrics else None
     )
-    return Engine(model, args, metrics), metrics
+    return Engine(model, args, metrics, faults), metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 
 from detinfer.engine.config import EngineArgs, ServedWeights
+from detinfer.engine.faults import Faults
+from detinfer.engine.kernels import PlantedKernels
 from detinfer.engine.lora import LoraAdapter
 from detinfer.engine.model import KVCache, Step, Transformer
 from detinfer.engine.sampling import SamplingParams, choose
@@ -83,6 +85,10 @@ class Request:
     weight_version: str | None = None
     """The weight version its tokens come from (SGLang's meta_info.weight_version); set at
     prefill."""
+    route: str = "generate"
+    """The API it came by: "generate" (/generate) or "openai" (/v1/completions)."""
+    arrival: int = 0
+    """Which submission it came in (the requests of one list batch share it)."""
 
     @property
     def done(self) -> bool:
@@ -151,9 +157,13 @@ class _Change:
 
 
 class Engine:
-    def __init__(self, model: Transformer, args: EngineArgs, metrics=None):
+    def __init__(
+        self, model: Transformer, args: EngineArgs, metrics=None, faults: Faults | None = None
+    ):
         self.model = model
         self.args = args
+        self.faults = faults or Faults()
+        """Planted faults (engine/faults.py, a test tool); none by default."""
         self.served = ServedWeights.at_start(args)
         """Replaced whole (never mutated), so a reader on another thread sees one or the other."""
         self.metrics = metrics
@@ -169,6 +179,7 @@ class Engine:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self.generated_tokens = 0
+        self._arrivals = itertools.count(1)
         # Default mode samples from one generator that every sample advances, in batch order,
         # like torch's global generator in SGLang (seeded by --random-seed at start).
         self._generator = torch.Generator().manual_seed(args.random_seed)
@@ -199,6 +210,10 @@ class Engine:
                 for r in requests:
                     if r.seed is None:
                         r.seed = DETERMINISTIC_DEFAULT_SEED
+            self.faults.submitted(len(requests))
+            arrival = next(self._arrivals)
+            for r in requests:
+                r.arrival = arrival
             (self._held if self._changes else self._waiting).extend(requests)
             self._cv.notify_all()
 
@@ -341,6 +356,8 @@ class Engine:
             else:
                 assert r.cache is not None, "a decoding request was prefilled"
                 steps.append(Step([r.output[-1]], r.cache))
+        if isinstance(model.kernels, PlantedKernels):
+            model.kernels.active = self.faults.reorders(batch, prefill)
         logits = model.forward(steps)
         # One log-softmax over the whole batch (a batch-variant kernel sees the batch here too).
         rows = torch.cat(logits)
@@ -379,7 +396,7 @@ class Engine:
                 self._finish(r, {"type": "length", "length": r.params.max_new_tokens})
 
     def _noise_source(self, r: Request) -> int | torch.Generator:
-        if self.args.enable_deterministic_inference:
+        if self.args.enable_deterministic_inference and not self.faults.ignores_seed(r.route):
             assert r.seed is not None, "submission gives every request a seed"
             return r.seed
         return self._generator

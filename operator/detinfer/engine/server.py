@@ -53,6 +53,7 @@ class _Tracker:
         prompts: list[protocol.Prompt],
         streaming: bool = False,
         adapters: list[LoraAdapter | None] | None = None,
+        route: str = "generate",
     ):
         loop = asyncio.get_running_loop()
         self.engine = engine
@@ -71,6 +72,7 @@ class _Tracker:
                 logprob_start_len=p.logprob_start_len,
                 streaming=streaming,
                 lora=adapter,
+                route=route,
             )
             for p, adapter in zip(prompts, adapters or [None] * len(prompts), strict=True)
         ]
@@ -99,10 +101,11 @@ async def _tracked(
     prompts: list[protocol.Prompt],
     streaming: bool = False,
     adapters: list[LoraAdapter | None] | None = None,
+    route: str = "generate",
 ) -> AsyncIterator[_Tracker]:
     """Submit the prompts together; whatever happens to the handler (the client left, an error),
     requests still running are aborted so their slots are freed."""
-    tracker = _Tracker(engine, prompts, streaming, adapters)
+    tracker = _Tracker(engine, prompts, streaming, adapters, route)
     tracker.submit()
     try:
         yield tracker
@@ -178,7 +181,7 @@ async def _stream(request: web.Request, tracker: _Tracker) -> web.StreamResponse
 async def completions(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     prompts, logprobs = protocol.completion_prompts(await _body(request), engine.model.config)
-    async with _tracked(engine, prompts) as tracker:
+    async with _tracked(engine, prompts, route="openai") as tracker:
         await tracker.finished()
     choices = []
     for i, r in enumerate(tracker.requests):

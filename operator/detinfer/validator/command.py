@@ -58,6 +58,7 @@ def config_from_args(args: argparse.Namespace) -> ValidatorConfig:
         api_key=_client_key(args.api_key_file),
         cache_prompt=_on_off(args.cache_prompt),
         vllm_token_ids=args.vllm_token_ids,
+        stop_at_first_failure=args.stop_at_first_failure,
     )
 
 

@@ -220,6 +220,8 @@ class ValidatorConfig:
     """vLLM's `return_tokens_as_token_ids` on every request of the openai protocols
     (--vllm-token-ids): its logprobs then name each token `token_id:<id>`, which are compared
     as ids. Off by default: other servers (OpenAI's own) refuse an unknown field."""
+    stop_at_first_failure: bool = False
+    """End an endpoint's suites at the first that finds outputs differ (--stop-at-first-failure)."""
 
     def __post_init__(self) -> None:
         endpoints = tuple(
@@ -318,6 +320,7 @@ class ValidatorConfig:
             "model": self.model,
             "cachePrompt": self.sends_cache_prompt,
             "vllmTokenIds": self.vllm_token_ids,
+            "stopAtFirstFailure": self.stop_at_first_failure,
             # Where the key came from, never the key.
             "clientKey": self.api_key.source if self.api_key else None,
             **self.expect.options(),

@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suites",
         default="all",
-        help="comma-separated: Single,Mixed,Prefix,RadixCache,Concurrent,Sampling,CrossReplica, "
-        "or all, or none (the fingerprint is always computed); default %(default)s",
+        help="comma-separated: Single,Mixed,Prefix,RadixCache,PrefillDecode,LongContext,"
+        "Concurrent,Sampling,CrossReplica, or all, or none (the fingerprint is always "
+        "computed); default %(default)s",
     )
     parser.add_argument(
         "--trials",
@@ -79,7 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-batch-size",
         type=int,
-        help="largest Single batch, and bound of Sampling's (default: 2 * trials + 1)",
+        help="largest Single batch, and bound of Sampling's (default: 2 * trials + 1, and "
+        "Single then goes on up to the server's max_running_requests where /server_info reports "
+        "it, with 8 new tokens a sequence in batches past 33). Give an engine's batch limit here where it "
+        "does not report one (vLLM's --max-num-seqs, llama-server's slots)",
+    )
+    parser.add_argument(
+        "--stop-at-first-failure",
+        action="store_true",
+        help="end each endpoint's suites at the first one that finds outputs differ (a faster "
+        "NotDeterministic; the suites after it do not run)",
     )
     parser.add_argument(
         "--sampling-seed",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from detinfer.api.spec import Suite
 from detinfer.validator.compare import Prompt
-from detinfer.validator.config import ValidatorConfig
+from detinfer.validator.config import Protocol, ValidatorConfig
 from detinfer.validator.prompts import (
     FILLERS,
     FINGERPRINT_MAX_NEW_TOKENS,
@@ -25,6 +25,26 @@ from detinfer.validator.prompts import (
 
 SAMPLING_SMALL_BATCH_BOUND = 9
 SAMPLING_LARGE_BATCH = 17
+PREFILL_DECODE_PROMPTS = 4
+"""PrefillDecode's prompts at most: a kernel that differs between prefill and decode differs at
+every decode step, so a few prompts of --max-new-tokens tokens each show it."""
+LARGE_BATCH_NEW_TOKENS = 8
+"""Tokens each sequence of a Single batch larger than FULL_TOKENS_BATCH generates: a batch of
+257 at 64 tokens would cost more than the rest of the run. A change of kernel at a batch size
+shows from the first token's logprob on."""
+FULL_TOKENS_BATCH = 33
+"""The largest Single batch whose sequences generate --max-new-tokens (the default bound, 2 x
+16 trials + 1)."""
+LONG_CONTEXT_TILES = (2048, 4096)
+"""The split tile sizes deterministic SGLang pins (prefill and decode; SGLang's
+SGLANG_FLASHINFER_PREFILL_SPLIT_TILE_SIZE and SGLANG_TRITON_PREFILL_TRUNCATION_ALIGN_SIZE
+default to 4096): LongContext sends a prompt just past each, and one as long as the context
+allows."""
+LONG_CONTEXT_NEW_TOKENS = 8
+PLAN_CONTEXT_LENGTH = 8192
+"""The context --plan counts LongContext for (it contacts no server)."""
+LONG_CONTEXT_SHORT_TOKENS = 64
+"""The short prompt that keeps the long ones company."""
 
 CACHE_MARKER_TOKENS = 8
 FINGERPRINT = "Fingerprint"
@@ -47,8 +67,53 @@ def batch_size_schedule(bound: int) -> list[int]:
     return sorted(s for s in sizes if s <= bound)
 
 
-def single_batches(config: ValidatorConfig) -> list[int]:
-    return batch_size_schedule(config.batch_size_bound)
+def single_batches(config: ValidatorConfig, server_max: int | None = None) -> list[int]:
+    """Single's batch sizes: the schedule up to --max-batch-size, or without it up to the
+    larger of 2 x trials + 1 and the server's own maximum batch (`server_max`, SGLang's
+    max_running_requests), that maximum included."""
+    if config.max_batch_size is not None or not server_max or server_max <= config.batch_size_bound:
+        return batch_size_schedule(config.batch_size_bound)
+    return sorted({*batch_size_schedule(server_max), server_max})
+
+
+def prefill_decode_trials(config: ValidatorConfig) -> int:
+    return min(config.trials, PREFILL_DECODE_PROMPTS)
+
+
+def batch_new_tokens(config: ValidatorConfig, size: int) -> int:
+    """Tokens per sequence in a Single batch of `size`: few past FULL_TOKENS_BATCH."""
+    if size <= FULL_TOKENS_BATCH:
+        return config.max_new_tokens
+    return min(config.max_new_tokens, LARGE_BATCH_NEW_TOKENS)
+
+
+def long_context_lengths(context_length: int | None, new_tokens: int) -> list[int]:
+    """Prompt lengths (tokens) of LongContext: one past each pinned tile size and the longest
+    the context allows, those that fit with `new_tokens`; none when the length is unknown."""
+    if not context_length:
+        return []
+    room = context_length - new_tokens
+    lengths = {t + 1 for t in LONG_CONTEXT_TILES if t + 1 <= room}
+    if room > max(LONG_CONTEXT_TILES) + 1:
+        lengths.add(room)
+    return sorted(lengths)
+
+
+def long_context_prompt(nonce: str, length: int) -> tuple[int, ...]:
+    """`length` token ids: the run's cache marker for this length, then seeded random ids (the
+    same on every endpoint of the run, never seen by a server before it)."""
+    rng = random.Random(f"detinfer-long-context:{length}")
+    low, high = RADIX_TOKEN_RANGE
+    marker = cache_marker(nonce, 200 + length % 50)
+    return (*marker, *(rng.randint(low, high) for _ in range(length - len(marker))))
+
+
+def long_context_batches(lengths: list[int], short: tuple[int, ...], nonce: str):
+    """Each long prompt alone, then all of them and the short one in one batch, then again in
+    reverse order: (batches of prompts)."""
+    prompts = [long_context_prompt(nonce, n) for n in lengths]
+    together = [*prompts, short]
+    return [*([p] for p in prompts), together, together[::-1]]
 
 
 def mixed_batches(trials: int) -> list[tuple[Prompt, ...]]:
@@ -182,13 +247,19 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
             continue
         if suite == Suite.SINGLE:
             sizes = single_batches(config)
+            more = (
+                ""
+                if config.max_batch_size is not None
+                else f"; then up to the server's max_running_requests where it reports one, "
+                f"{LARGE_BATCH_NEW_TOKENS} tokens each past {FULL_TOKENS_BATCH}"
+            )
             plans.append(
                 SuitePlan(
                     suite.value,
                     len(sizes),
                     sum(sizes),
-                    sum(sizes) * new,
-                    "batch sizes " + ", ".join(map(str, sizes)),
+                    sum(s * batch_new_tokens(config, s) for s in sizes),
+                    "batch sizes " + ", ".join(map(str, sizes)) + more,
                 )
             )
         elif suite == Suite.MIXED:
@@ -237,6 +308,55 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                         f"{trials} trials: generate, then prefill from scratch and from the cache",
                     )
                 )
+        elif suite == Suite.PREFILL_DECODE:
+            if not (config.protocol.traits.token_id_prompts and config.protocol == Protocol.SGLANG):
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        0,
+                        0,
+                        0,
+                        f"skipped with the {config.protocol.value} protocol (no prompt logprobs)",
+                    )
+                )
+            else:
+                n = prefill_decode_trials(config)
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        2 * n,
+                        2 * n,
+                        n * (new + 1),
+                        f"{n} prompts: generate, then prefill prompt + output; decode logprobs "
+                        "against prefill logprobs",
+                    )
+                )
+        elif suite == Suite.LONG_CONTEXT:
+            if not config.protocol.traits.token_id_prompts:
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        0,
+                        0,
+                        0,
+                        f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
+                    )
+                )
+            else:
+                tokens = min(new, LONG_CONTEXT_NEW_TOKENS)
+                lengths = long_context_lengths(PLAN_CONTEXT_LENGTH, tokens)
+                n = len(lengths)
+                plans.append(
+                    SuitePlan(
+                        suite.value,
+                        n + 2,
+                        3 * n + 2,
+                        (3 * n + 2) * tokens,
+                        f"prompts of {', '.join(map(str, lengths))} tokens (for a context of "
+                        f"{PLAN_CONTEXT_LENGTH}: the server's own sets the longest), each alone, "
+                        f"then all with a short one, twice; {tokens} tokens each",
+                    )
+                )
         elif suite == Suite.CONCURRENT:
             alone = len(set(concurrent_prompts(trials)))
             plans.append(
@@ -263,15 +383,17 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
             judged = "" if config.protocol.traits.unseeded_repeat else " (reported, not judged)"
             alone = len(sampling_alone_requests(trials))
             n = sum(sizes) + sum(unseeded) + alone + trials
+            route = config.protocol == Protocol.SGLANG
             plans.append(
                 SuitePlan(
                     suite.value,
-                    len(sizes) + len(unseeded) + alone + trials,
-                    n,
-                    n * new,
+                    len(sizes) + len(unseeded) + alone + trials + 3 * route,
+                    n + 4 * route,
+                    (n + 4 * route) * new,
                     f"temperature {SAMPLING_TEMPERATURE}, top_p {SAMPLING_TOP_P}: seeded batches "
                     f"of {', '.join(map(str, sizes))}; without a seed "
-                    f"{' and '.join(map(str, unseeded))}{judged}; {alone} alone, {trials} at once",
+                    f"{' and '.join(map(str, unseeded))}{judged}; {alone} alone, {trials} at once"
+                    + ("; seeded through POST /v1/completions too (4)" if route else ""),
                 )
             )
         elif suite == Suite.CROSS_REPLICA:

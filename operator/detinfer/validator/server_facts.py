@@ -47,8 +47,12 @@ KEPT_FIELDS: dict[str, tuple[str, ...]] = {
         "enable_deterministic_inference",
         "disable_radix_cache",
         "tp_size",
+        # The bounds the suites probe up to (limits below).
+        "max_running_requests",
+        "cuda_graph_max_bs",
+        "context_length",
     ),
-    MODEL_INFO_PATHS[0]: ("model_path", "weight_version"),
+    MODEL_INFO_PATHS[0]: ("model_path", "weight_version", "context_length"),
     # The slots decide how requests batch; build_info names the llama.cpp commit.
     PROPS_PATHS[0]: ("total_slots", "model_path", "build_info"),
 }
@@ -158,6 +162,31 @@ def facts_of(info: Any) -> ServerFacts:
         deterministic_inference=flag("enable_deterministic_inference"),
         radix_cache=None if radix_off is None else not radix_off,
         tensor_parallel_size=tp if isinstance(tp, int) and not isinstance(tp, bool) else None,
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds an engine reports, which the suites probe up to; None: not reported."""
+
+    max_running_requests: int | None = None
+    """The largest batch the server runs (SGLang's resolved --max-running-requests)."""
+    context_length: int | None = None
+    """The longest sequence, prompt and output together."""
+
+
+def limits(server_info: Any, model_info: Any) -> Limits:
+    """The bounds in /server_info (SGLang's resolved server arguments), the context length from
+    /model_info where /server_info leaves it unset."""
+
+    def positive(info: Any, key: str) -> int | None:
+        value = info.get(key) if isinstance(info, dict) else None
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return value if ok else None
+
+    return Limits(
+        positive(server_info, "max_running_requests"),
+        positive(server_info, "context_length") or positive(model_info, "context_length"),
     )
 
 

@@ -11,6 +11,7 @@ its outputs also held evidence (detinfer.validator.evidence).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ from typing import Any, cast
 
 from detinfer.api.spec import Suite
 from detinfer.api.status import SuiteOutcome
-from detinfer.validator.client import EngineClient, Sampling
+from detinfer.validator.client import EngineClient, OpenAIClient, Sampling
 from detinfer.validator.compare import Output, Prompt, describe_divergence, fingerprint
-from detinfer.validator.config import ValidatorConfig
-from detinfer.validator.errors import CouldNotTest
+from detinfer.validator.config import EndpointSpec, Protocol, ValidatorConfig
+from detinfer.validator.errors import CouldNotTest, ProtocolError
 from detinfer.validator.evidence import Evidence
 from detinfer.validator.prompts import (
     FINGERPRINT_MAX_NEW_TOKENS,
@@ -37,9 +38,15 @@ from detinfer.validator.prompts import (
 )
 from detinfer.validator.schedule import (
     FINGERPRINT,
+    LONG_CONTEXT_NEW_TOKENS,
+    LONG_CONTEXT_SHORT_TOKENS,
+    batch_new_tokens,
     cache_marker,
     concurrent_prompts,
+    long_context_batches,
+    long_context_lengths,
     mixed_batches,
+    prefill_decode_trials,
     prefix_batches,
     radix_prompt,
     sampling_alone_requests,
@@ -50,13 +57,18 @@ from detinfer.validator.schedule import (
 )
 from detinfer.validator.server_facts import (
     EngineFacts,
+    Limits,
     check,
     check_model,
     engine_facts,
+    limits,
     model_changes,
 )
 
 FIRST_DIVERGENCE_LIMIT = 512
+PREFILL_DECODE_TRIALS = 1000
+"""PrefillDecode's prompts are radix_prompt's trials from here on (RadixCache's are 0 to
+trials - 1), so neither finds the other's sequences in the cache."""
 
 
 class Progress:
@@ -190,6 +202,9 @@ class EndpointRun:
         self.info: dict[str, Any] = {}
         """The named fields of what the server said about itself (server_facts.KEPT_FIELDS)."""
         self.facts = EngineFacts()
+        self.limits = Limits()
+        """The bounds the server reports (its largest batch, its context), which Single and
+        LongContext probe up to."""
         self.mismatches: list[str] = []
         """How the server contradicts the expectations (--expect-*), or how its model changed
         during the run: the verdict is ServerMismatch."""
@@ -206,6 +221,7 @@ class EndpointRun:
         reported = self.info.get("serverInfo")
         error = reported.get("error") if isinstance(reported, dict) else None
         self.facts = engine_facts(None if error else reported, self.info.get("modelInfo"))
+        self.limits = limits(None if error else reported, self.info.get("modelInfo"))
         self._check_model(self.info.get("modelInfo"), "")
         if self.config.expect.server_given:
             self._check_server(reported, error)
@@ -255,6 +271,8 @@ class EndpointRun:
         for suite in Suite:
             if suite in self.config.suites and suite in SUITES:
                 await self._step(suite.value, SUITES[suite])
+                if self.config.stop_at_first_failure and self.records[-1].diverged:
+                    break
         self.current = "done"
 
     @property
@@ -297,10 +315,25 @@ async def run_fingerprint(run: EndpointRun, tally: Tally) -> None:
 
 
 async def run_single(run: EndpointRun, tally: Tally) -> None:
-    for size in single_batches(run.config):
-        outputs = await run.batch([PROBE_PROMPT] * size, run.sampling)
+    """The probe alone and in batches up to the server's own maximum; past 33 with few tokens,
+    held to the probe alone with as few."""
+    sizes = single_batches(run.config, run.limits.max_running_requests)
+    for size in sizes:
+        sampling = dataclasses.replace(
+            run.sampling, max_new_tokens=batch_new_tokens(run.config, size)
+        )
+        key = (PROBE_PROMPT, sampling.key, ())
+        if size > 1 and key not in run.ledger.references:
+            # The reference of the large batches' few tokens: the probe alone.
+            output = (await run.batch([PROBE_PROMPT], sampling))[0]
+            tally.add(PROBE_PROMPT, sampling, output, f"alone, {sampling.max_new_tokens} tokens")
+        outputs = await run.batch([PROBE_PROMPT] * size, sampling)
         for k, output in enumerate(outputs):
-            tally.add(PROBE_PROMPT, run.sampling, output, f"batch of {size}, copy {k + 1}")
+            tally.add(PROBE_PROMPT, sampling, output, f"batch of {size}, copy {k + 1}")
+    if run.limits.max_running_requests and run.config.max_batch_size is None:
+        tally.record.notes.append(
+            f"batches up to the server's max_running_requests, {run.limits.max_running_requests}"
+        )
 
 
 async def run_mixed(run: EndpointRun, tally: Tally) -> None:
@@ -386,6 +419,73 @@ async def run_radix_cache(run: EndpointRun, tally: Tally) -> None:
         )
 
 
+async def run_prefill_decode(run: EndpointRun, tally: Tally) -> None:
+    """Generate from token ids (decode logprobs), then prefill prompt + output and compare the
+    prompt logprobs of the output positions with the decode logprobs, bitwise: what an RL
+    trainer's recomputation of the rollout's logprobs needs (SGLang's test_deterministic has
+    this as its p_vs_d mode)."""
+    if not (run.client.accepts_token_ids and run.client.gives_prompt_logprobs):
+        tally.record.skipped = (
+            f"the {run.client.protocol.value} protocol gives no prompt logprobs to compare "
+            "with the decode logprobs"
+        )
+        return
+    prefill = Sampling(1, run.config.temperature, run.config.sampling_seed)
+    for t in range(prefill_decode_trials(run.config)):
+        prompt = radix_prompt(run.config.sampling_seed, PREFILL_DECODE_TRIALS + t)
+        generated = (await run.batch([prompt], run.sampling))[0]
+        tokens = cast(tuple[int, ...], generated.tokens or ())
+        recomputed = (await run.batch([prompt + tokens], prefill, logprob_start_len=len(prompt)))[0]
+        pairs = recomputed.input_logprobs or ()
+        if tuple(tid for _, tid in pairs) != tokens:
+            raise ProtocolError(
+                f"{run.name}: POST /generate with logprob_start_len {len(prompt)} answered "
+                f"{len(pairs)} prompt logprobs for the {len(tokens)} tokens generated before, "
+                "or for other tokens"
+            )
+        key = (prompt, run.sampling.key, ("decode vs prefill",))
+        decode = Output("", tokens, generated.logprobs)
+        again = Output(
+            "",
+            tuple(tid for _, tid in pairs),
+            tuple(lp for lp, _ in pairs),
+        )
+        tally.add(key[0], run.sampling, decode, f"trial {t + 1}, decode logprobs", key[2])
+        tally.add(key[0], run.sampling, again, f"trial {t + 1}, prefill logprobs", key[2])
+
+
+async def run_long_context(run: EndpointRun, tally: Tally) -> None:
+    """Prompts just past each pinned tile size and as long as the context allows, each alone,
+    then all together with a short one (twice, in turn): outputs must not depend on the
+    company of long sequences."""
+    if not run.client.accepts_token_ids:
+        tally.record.skipped = (
+            f"the {run.client.protocol.value} protocol cannot send token ids of exact length"
+        )
+        return
+    sampling = dataclasses.replace(
+        run.sampling, max_new_tokens=min(run.config.max_new_tokens, LONG_CONTEXT_NEW_TOKENS)
+    )
+    lengths = long_context_lengths(run.limits.context_length, sampling.max_new_tokens)
+    if not lengths:
+        tally.record.skipped = (
+            "the server reports no context length (context_length in /server_info or "
+            "/model_info), or one too short for a prompt past 2048 tokens"
+        )
+        return
+    short = radix_prompt(run.config.sampling_seed, PREFILL_DECODE_TRIALS - 1)[
+        :LONG_CONTEXT_SHORT_TOKENS
+    ]
+    for i, prompts in enumerate(long_context_batches(lengths, short, run.nonce)):
+        outputs = await run.batch(prompts, sampling)
+        for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+            label = f"long-context batch {i + 1}{_slot(prompts, slot)}"
+            tally.add(prompt, sampling, output, label)
+    tally.record.notes.append(
+        f"prompts of {', '.join(map(str, lengths))} tokens (context {run.limits.context_length})"
+    )
+
+
 async def run_concurrent(run: EndpointRun, tally: Tally) -> None:
     """Each prompt once alone, then all requests at once for the server to batch as it likes."""
     prompts = concurrent_prompts(run.config.trials)
@@ -467,6 +567,9 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
         label = f"{how(with_seed)}, concurrent request {i + 1} of {len(requests)}"
         tally_of(with_seed).add(prompt, sampling_of(with_seed), task.result(), label)
 
+    if run.client.protocol == Protocol.SGLANG:
+        await _openai_route_seed(run, tally, seeded)
+
     greedy = run.ledger.references.get((PROBE_PROMPT, run.sampling.key, ()))
     sampled = run.ledger.references.get((PROBE_PROMPT, seeded.key, ()))
     if greedy and sampled and _same_tokens(greedy.output, sampled.output):
@@ -494,6 +597,32 @@ async def run_sampling(run: EndpointRun, tally: Tally) -> None:
         )
 
 
+OPENAI_ROUTE = "POST /v1/completions"
+
+
+async def _openai_route_seed(run: EndpointRun, tally: Tally, seeded: Sampling) -> None:
+    """SGLang serves the OpenAI API beside /generate, and maps its `seed` to `sampling_seed`:
+    the seeded probe goes there too, alone twice and in a batch of two, and must repeat (a
+    route that ignores the seed was SGLang issue 15481). A server without the route is noted."""
+    side = OpenAIClient(EndpointSpec(run.name, run.client.url), run.config)
+    async with side:
+        try:
+            await side.server_info()
+        except CouldNotTest as exc:
+            tally.record.notes.append(f"the OpenAI route was not tested: {exc}")
+            return
+        outputs = [await side.generate_one(PROBE_PROMPT, seeded) for _ in range(2)]
+        outputs += await side.generate([PROBE_PROMPT, PROBE_PROMPT], seeded)
+    labels = ("alone", "alone again", "batch of 2, copy 1", "batch of 2, copy 2")
+    for label, output in zip(labels, outputs, strict=True):
+        tally.add(PROBE_PROMPT, seeded, output, f"{OPENAI_ROUTE}, {label}", (OPENAI_ROUTE,))
+    run.progress.advance(run.name, 3)
+    # The suite's counts are the main client's; the route's requests are added to them.
+    run.client.requests += side.requests
+    run.client.generated_tokens += side.generated_tokens
+    run.client.prompt_tokens += side.prompt_tokens
+
+
 def _same_tokens(a: Output, b: Output) -> bool:
     """The same tokens (or text, where there are none), whatever the logprobs."""
     if a.tokens is not None and b.tokens is not None:
@@ -506,6 +635,8 @@ SUITES: dict[Suite, Callable[[EndpointRun, Tally], Awaitable[None]]] = {
     Suite.MIXED: run_mixed,
     Suite.PREFIX: run_prefix,
     Suite.RADIX_CACHE: run_radix_cache,
+    Suite.PREFILL_DECODE: run_prefill_decode,
+    Suite.LONG_CONTEXT: run_long_context,
     Suite.CONCURRENT: run_concurrent,
     Suite.SAMPLING: run_sampling,
 }
