@@ -20,6 +20,12 @@ from tests.support.chart import InstalledOperator, session_operator
 from tests.support.cluster import Cluster, session_cluster, wait_for
 
 CLUSTER_NAME = os.environ.get("DETINFER_E2E_CLUSTER", "detinfer-e2e")
+DRIFTING = "drifting"
+"""The resource whose engine pods the pod runner gives a planted drift (test_monitoring)."""
+DRIFT_AFTER = 1000
+"""Engine requests (each prompt of a batch counts) before the drift: more than the first
+validation of `drifting` sends (about 310, and its readiness probes), fewer than that and the
+test's own traffic."""
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +41,10 @@ def operator(
     """The chart's operator; the pod runner runs every detinfer pod (operator, engines,
     validators)."""
     yield from session_operator(
-        cluster, tmp_path_factory.mktemp("pods"), roles="operator,engine,validator,bench"
+        cluster,
+        tmp_path_factory.mktemp("pods"),
+        roles="operator,engine,validator,bench",
+        planted={DRIFTING: f"drift={DRIFT_AFTER}"},
     )
 
 

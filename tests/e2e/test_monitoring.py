@@ -23,10 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from tests.chart.test_chart import KUBE_VERSION
+from tests.e2e.conftest import DRIFT_AFTER, DRIFTING
 from tests.support.chart import InstalledOperator
 from tests.support.cluster import ROOT, Cluster, free_port, wait_for
 from tests.support.prometheus import (
@@ -417,3 +419,74 @@ def test_every_dashboard_panel_returns_data(prometheus: Prometheus, dis_namespac
                 empty.append(f"{panel['title']} ({target['refId']}): {expr}")
     assert checked >= 16
     assert empty == [], "panels without data:\n" + "\n".join(empty)
+
+
+# ---- drift after Ready: the engine changes behind its pod spec, the revalidation catches it
+
+
+def test_drift_after_ready_is_caught_by_the_recorded_fingerprint_and_fires_the_alert(
+    cluster: Cluster, prometheus: Prometheus, dis_namespace: str
+):
+    """The pod runner (the node) runs `drifting`'s engine with `--planted-fault
+    drift=DRIFT_AFTER` (tests/e2e/conftest.py): after that many requests every step adds in
+    another order, as an autotuner that switches kernels does. The first validation passes and
+    records the fingerprint; traffic then takes the engine past the drift; the periodic
+    revalidation, held to the recorded fingerprint, must take the resource to Degraded and fire
+    DetinferFingerprintMismatch. Last in the module: its alert would be one more firing."""
+    ns = f"drift-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    drifting = copy.deepcopy(EXAMPLE)
+    drifting["metadata"]["name"] = DRIFTING
+    drifting["spec"]["replicas"] = 1
+    drifting["spec"].pop("overhead", None)
+    drifting["spec"]["validation"] = {
+        "suites": ["Single"],
+        "trials": 4,
+        "maxNewTokens": 16,
+        "revalidateEverySeconds": 60,
+        "timeoutSeconds": 600,
+    }
+    wait_for(
+        f"the default ServiceAccount in {ns}",
+        lambda: cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0,
+    )
+    cluster.apply(ns, drifting)
+    try:
+        wait_for(
+            "drifting: Ready",
+            lambda: condition(cluster, ns, DRIFTING, "Ready").get("status") == "True",
+            timeout=TIMEOUT,
+            interval=1,
+        )
+        recorded = cluster.dis(ns, DRIFTING)["status"]["fingerprint"]
+        assert recorded, "the first validation records the fingerprint"
+        (pod,) = cluster.pods(ns, "engine", DRIFTING)
+        # The engine's users: DRIFT_AFTER one-token requests in batches its queue admits.
+        url = f"http://{pod.status.pod_ip}:30000/generate"
+        body = {"input_ids": [[1, 2, 3]] * 250, "sampling_params": {"max_new_tokens": 1}}
+        for _ in range(DRIFT_AFTER // 250):
+            assert httpx.post(url, json=body, timeout=120).status_code == 200
+        degraded = wait_for(
+            "drifting: Degraded",
+            lambda: (
+                (c := condition(cluster, ns, DRIFTING, "Degraded")).get("status") == "True" and c
+            ),
+            timeout=TIMEOUT,
+            interval=1,
+        )
+        assert degraded["reason"] == "FingerprintMismatch", degraded
+        assert recorded.removeprefix("sha256:")[:12] in degraded["message"], degraded
+        assert condition(cluster, ns, DRIFTING, "Validated")["reason"] == "FingerprintMismatch"
+        series = (
+            f'ALERTS{{alertname="DetinferFingerprintMismatch", alertstate="firing", '
+            f'namespace="{ns}", name="{DRIFTING}"}}'
+        )
+        wait_for(
+            "DetinferFingerprintMismatch firing",
+            lambda: prometheus.query(series),
+            timeout=60,
+            interval=0.5,
+        )
+    finally:
+        cluster.kubectl("delete", "dis", "--all", "-n", ns, "--wait=false", check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

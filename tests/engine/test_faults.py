@@ -1,16 +1,13 @@
-"""Planted faults (detinfer.engine.faults): each class caught by `detinfer validate`'s defaults,
+"""Planted faults (detinfer.engine.faults): each class caught by `detinfer validate`'s suites,
 the clean engine passing, and the gaps the new suites close shown open without them.
 
-The fast version of `make bench-faults`: one weight seed per class, `--stop-at-first-failure`
-(the bench runs every suite over 20 seeds and gives the rates).
+The fast version of `make bench-faults`: one weight seed per class, every suite at 4 trials and
+16 tokens, `--stop-at-first-failure` (the bench runs the defaults over 20 seeds and gives the
+rates, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,31 +17,15 @@ pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
 from bench.faults import CLEAN, engine_args
 from detinfer.engine.faults import CLASSES, PlantedFault, parse_fault
 from tests.support.engines import EngineProcess
+from tests.support.engines import validate as run_validate
 
 SEED = 7
+QUICK = ["--trials", "4", "--max-new-tokens", "16", "--wait-seconds", "30"]
 
 
 def validate(tmp_path: Path, urls: list[str], *args: str) -> tuple[int, dict, str]:
-    report = tmp_path / f"report-{time.monotonic_ns()}.json"
-    endpoints = [a for i, u in enumerate(urls) for a in ("--endpoint", f"e{i}={u}")]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "detinfer.cli",
-            "validate",
-            "--report",
-            str(report),
-            *endpoints,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, output
-    return done.returncode, json.loads(report.read_text()), output
+    endpoints = [f"e{i}={u}" for i, u in enumerate(urls)]
+    return run_validate(tmp_path, endpoints, *args, quick=QUICK, timeout=900)
 
 
 def failed(report: dict) -> list[str]:
@@ -56,7 +37,7 @@ def engines(fault: str) -> list[EngineProcess]:
 
 
 @pytest.mark.parametrize("fault", [CLEAN, *CLASSES])
-def test_the_defaults_catch_every_planted_fault_and_pass_the_clean_engine(tmp_path, fault):
+def test_the_suites_catch_every_planted_fault_and_pass_the_clean_engine(tmp_path, fault):
     servers = engines(fault)
     try:
         for s in servers:
@@ -96,12 +77,11 @@ def test_the_defaults_catch_every_planted_fault_and_pass_the_clean_engine(tmp_pa
 def test_a_fault_that_escapes_the_other_suites_is_caught_by_its_own(
     tmp_path, fault, without, with_
 ):
-    quick = ["--trials", "4", "--max-new-tokens", "16"]
     (server,) = engines(fault)
     with server:
-        code, report, output = validate(tmp_path, [server.url], *quick, *without)
+        code, report, output = validate(tmp_path, [server.url], *without)
         assert (code, report["verdict"]) == (0, "Deterministic"), output
-        code, report, output = validate(tmp_path, [server.url], *quick, *with_)
+        code, report, output = validate(tmp_path, [server.url], *with_)
         assert (code, report["verdict"]) == (1, "NotDeterministic"), output
         assert failed(report) == [with_[1]]
 

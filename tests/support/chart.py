@@ -62,8 +62,12 @@ def local_values(metrics_port: int, liveness_port: int) -> list[str]:
 class PodRunner:
     """detinfer.local.pod_runner as a real process; `roles` limits which pods it runs."""
 
-    def __init__(self, cluster: Cluster, log_dir: Path, roles: str):
+    def __init__(
+        self, cluster: Cluster, log_dir: Path, roles: str, planted: dict[str, str] | None = None
+    ):
         self.cluster, self.log_dir, self.roles = cluster, log_dir, roles
+        self.planted = planted or {}
+        """DIS name -> the fault its engine pods run with (the runner's --planted-fault)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -79,6 +83,7 @@ class PodRunner:
                 str(self.log_dir),
                 "--roles",
                 self.roles,
+                *(a for n, f in self.planted.items() for a in ("--planted-fault", f"{n}={f}")),
             ],
             cwd=ROOT,
             stdout=out,
@@ -246,10 +251,13 @@ def forbidden(cluster: Cluster, username: str) -> list[str]:
     return refused
 
 
-def session_operator(cluster: Cluster, log_dir: Path, roles: str) -> Iterator[InstalledOperator]:
-    """A session's operator: the pod runner (running `roles`), then `helm install`. At the end:
-    the logs' paths, and a failure if the API server refused the operator anything."""
-    runner = PodRunner(cluster, log_dir, roles)
+def session_operator(
+    cluster: Cluster, log_dir: Path, roles: str, planted: dict[str, str] | None = None
+) -> Iterator[InstalledOperator]:
+    """A session's operator: the pod runner (running `roles`; `planted`: DIS name -> a fault
+    its engine pods get from the runner), then `helm install`. At the end: the logs' paths, and
+    a failure if the API server refused the operator anything."""
+    runner = PodRunner(cluster, log_dir, roles, planted)
     runner.start()
     operator = InstalledOperator(cluster, runner)
     try:

@@ -30,26 +30,32 @@ QUICK = [
 """The engine tests' suites: small, as CI runs them (docs/engines.md measured the same)."""
 
 
-def validate(tmp_path: Path, url: str, *args: str) -> tuple[int, dict, str]:
-    """`detinfer validate` with QUICK and `args` (the protocol among them; sglang if not):
-    exit code, report, output."""
+def validate(
+    tmp_path: Path,
+    url: str | list[str],
+    *args: str,
+    quick: list[str] = QUICK,
+    timeout: float = 300,
+) -> tuple[int, dict, str]:
+    """`detinfer validate` against `url` (or several endpoints, `NAME=URL` each) with `quick` and
+    `args` (the protocol among them; sglang if not): exit code, report, output."""
     report = tmp_path / f"report-{time.monotonic_ns()}.json"
+    endpoints = [a for u in ([url] if isinstance(url, str) else url) for a in ("--endpoint", u)]
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "detinfer.cli",
             "validate",
-            "--endpoint",
-            url,
+            *endpoints,
             "--report",
             str(report),
-            *QUICK,
+            *quick,
             *args,
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     output = done.stdout + done.stderr
     assert "Traceback" not in output, output

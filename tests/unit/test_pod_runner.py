@@ -298,3 +298,44 @@ def test_an_engine_failing_its_exec_liveness_probe_is_restarted(tmp_path, monkey
     results = [runner.check_engine_liveness(local) for _ in range(threshold)]
     assert results == [True] * (threshold - 1) + [False]
     assert started == [local] and local.restarts == 1 and process.poll() is not None
+
+
+def test_a_planted_fault_reaches_only_the_named_resources_engines(tmp_path, monkeypatch):
+    """The runner's --planted-fault (a test tool): the node adds the engine flag for one
+    resource's pods; the pod spec, and every other resource's engines, stay as built."""
+    runner = PodRunner(  # type: ignore[arg-type]
+        api=_PodsApi(), log_dir=tmp_path, planted={"reference": "drift=5"}
+    )
+    started: list[LocalPod] = []
+    monkeypatch.setattr(runner, "start_process", started.append)
+    monkeypatch.setattr(runner, "secrets", lambda namespace, container: {})
+    for uid, instance in (("u1", "reference"), ("u2", "other")):
+        pod = {
+            "metadata": {
+                "namespace": "ml",
+                "name": f"{instance}-0",
+                "uid": uid,
+                "labels": {c.LABEL_INSTANCE: instance},
+            },
+            "spec": {"containers": [engine_container()]},
+            "status": {"phase": "Running", "podIP": POD_IP},
+        }
+        runner.on_event("ADDED", pod)
+    planted, other = started
+    assert planted.command[-2:] == ["--planted-fault", "drift=5"]
+    assert "--planted-fault" not in other.command
+    assert planted.command[:-2] == other.command
+    assert "--planted-fault" not in str(engine_container())
+
+
+def test_the_runners_planted_fault_option_is_checked(capsys):
+    from detinfer.local.pod_runner import main
+
+    for bad, words in (
+        ("reference", "--planted-fault 'reference': give NAME=FAULT"),
+        ("reference=bogus", "--planted-fault 'bogus': not a planted fault"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["--kubeconfig", "x", "--log-dir", "/tmp/x", "--planted-fault", bad])
+        assert info.value.code == 2
+        assert words in capsys.readouterr().err

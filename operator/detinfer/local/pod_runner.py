@@ -35,7 +35,10 @@ into the pod's status as a kubelet would:
   counts as ready while /healthz answers (the chart has no readiness probe), probed each second
   until it first answers, then each periodSeconds. An exit of any code
   is a container restart (restartPolicy Always): restartCount + 1.
-- a deleted pod's process is stopped (SIGTERM, then SIGKILL after 10 s).
+- a deleted pod's process is stopped (SIGTERM, then SIGKILL after 10 s);
+- `--planted-fault NAME=FAULT` (a test tool): the engine pods of the resource NAME run with
+  `detinfer engine --planted-fault FAULT` (detinfer.engine.faults) added, as a node that changes
+  the engine behind its pod spec would; the e2e drift test plants `drift` so.
 
 Each process's pid is in <log-dir>/<namespace>_<pod>.pid, its output in <namespace>_<pod>.log.
 
@@ -90,6 +93,8 @@ from detinfer.builders.process_line import (
     unwrapped,
     with_flag_value,
 )
+from detinfer.engine.faults import FLAG as FAULT_FLAG
+from detinfer.engine.faults import parse_fault
 
 log = logging.getLogger("pod-runner")
 OPERATOR_COMMAND = ("detinfer", "run")
@@ -354,11 +359,15 @@ class PodRunner:
         log_dir: Path,
         namespace: str | None = None,
         roles: frozenset[str] = frozenset(ROLES.values()),
+        planted: Mapping[str, str] | None = None,
     ) -> None:
         self.api = api
         self.log_dir = log_dir
         self.namespace = namespace
         self.roles = roles
+        self.planted = dict(planted or {})
+        """DIS name -> a planted fault its engine pods run with (--planted-fault, a test tool:
+        the node, not the pod spec, changes the engine)."""
         self.pods: dict[str, LocalPod] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -416,6 +425,12 @@ class PodRunner:
         try:
             env = container_env(containers[0], self.secrets(meta["namespace"], containers[0]))
             command = local_command(containers[0], role, ip, termination_path, env)
+            instance = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
+            if role == "engine" and instance in self.planted:
+                command = [*command, FAULT_FLAG, self.planted[instance]]
+                log.info(
+                    "planting %s in %s/%s", self.planted[instance], meta["namespace"], meta["name"]
+                )
             liveness_command = None
             if role == "engine":
                 url: str | None = readiness_url(containers[0], ip)
@@ -815,7 +830,26 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(ROLES.values()),
         help="which of detinfer's pods to run, comma-separated (default: %(default)s)",
     )
+    p.add_argument(
+        FAULT_FLAG,
+        action="append",
+        default=[],
+        metavar="NAME=FAULT",
+        help="A TEST TOOL: the engine pods of the DeterministicInferenceService NAME (label "
+        f"{c.LABEL_INSTANCE}) run with `detinfer engine {FAULT_FLAG} FAULT` added, as a node "
+        "that changes the engine behind its pod spec (the e2e drift test); repeatable",
+    )
     a = p.parse_args(argv)
+    planted = {}
+    for item in a.planted_fault:
+        name, sep, fault = item.partition("=")
+        if not (sep and name and fault):
+            p.error(f"{FAULT_FLAG} {item!r}: give NAME=FAULT, e.g. drifting=drift=2000")
+        try:
+            parse_fault(fault)
+        except ValueError as exc:
+            p.error(str(exc))
+        planted[name] = fault
     roles = frozenset(r for r in a.roles.split(",") if r)
     if not roles or roles - set(ROLES.values()):
         p.error(f"--roles: {a.roles!r}: each must be one of {', '.join(ROLES.values())}")
@@ -825,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe otherwise
     a.log_dir.mkdir(parents=True, exist_ok=True)
     config.load_kube_config(a.kubeconfig)
-    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace, roles)
+    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace, roles, planted)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stopping.set())
     runner.run()
