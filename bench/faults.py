@@ -35,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.records import collect
 from bench.sglang_procedure import run_sglang_procedure
 from detinfer.api.status import Verdict
 from detinfer.engine.faults import CLASSES
@@ -132,33 +133,22 @@ async def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     slots = asyncio.Semaphore(a.jobs)
     logs = Path(a.out).with_suffix(".logs")
     logs.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     done = {(r["fault"], r["seed"]) for r in read_records(a.skip or [])}
-    tasks = [
-        asyncio.create_task(one_run(fault, a.first_seed + i, a, slots, logs))
+    runs = [
+        one_run(fault, a.first_seed + i, a, slots, logs)
         for i in range(a.seeds)
         for fault in a.faults
         if (fault, a.first_seed + i) not in done
     ]
-    records = []
-    with open(a.out, "a") as out:
-        for done in asyncio.as_completed(tasks):
-            try:
-                record = await done
-            except Exception as exc:  # an engine that did not start: say so, go on
-                print(f"  run failed: {type(exc).__name__}: {exc}", flush=True)
-                continue
-            records.append(record)
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            d = record.get("detinfer", {})
-            print(
-                f"  {record['fault']:20} seed {record['seed']}: {d.get('verdict')} "
-                f"{','.join(d.get('suites', []))} ({d.get('seconds', 0):.0f} s); "
-                f"{len(records)}/{len(tasks)} after {time.monotonic() - started:.0f} s",
-                flush=True,
-            )
-    return records
+    return await collect(runs, a.out, _describe)
+
+
+def _describe(record: dict[str, Any]) -> str:
+    d = record.get("detinfer", {})
+    return (
+        f"{record['fault']:20} seed {record['seed']}: {d.get('verdict')} "
+        f"{','.join(d.get('suites', []))} ({d.get('seconds', 0):.0f} s)"
+    )
 
 
 def read_records(files: list[str]) -> list[dict[str, Any]]:

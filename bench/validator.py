@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.records import collect
 from bench.sglang_procedure import run_sglang_procedure
 from detinfer.validator import ValidatorConfig, run_validation
 from tests.support.engines import EngineProcess
@@ -110,37 +111,24 @@ async def _run(a: argparse.Namespace) -> list[dict[str, Any]]:
     slots = asyncio.Semaphore(a.jobs)
     log_dir = Path(a.out).with_suffix(".logs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    tasks = [
-        asyncio.create_task(_one_engine(mode, a.first_seed + i, a, slots, log_dir))
+    runs = [
+        _one_engine(mode, a.first_seed + i, a, slots, log_dir)
         for mode in a.modes
         for i in range(a.engines)
     ]
-    records = []
-    with open(a.out, "a") as out:
-        for done in asyncio.as_completed(tasks):
-            try:
-                record = await done
-            except Exception as exc:  # an engine that did not start: say so, go on
-                print(f"  engine failed: {type(exc).__name__}: {exc}", flush=True)
-                continue
-            records.append(record)
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-            parts = []
-            if d := record.get("detinfer"):
-                parts.append(f"detinfer {d['verdict']} ({d['seconds']:.0f} s)")
-            if s := record.get("sglang"):
-                parts.append(
-                    f"SGLang unique single {s['single']['unique_outputs']} "
-                    f"prefix {s['prefix']['unique_outputs']} ({s['seconds']:.0f} s)"
-                )
-            print(
-                f"  {record['mode']:13} seed {record['seed']}: {', '.join(parts)}; "
-                f"{len(records)}/{len(tasks)} after {time.monotonic() - started:.0f} s",
-                flush=True,
-            )
-    return records
+    return await collect(runs, a.out, _describe)
+
+
+def _describe(record: dict[str, Any]) -> str:
+    parts = []
+    if d := record.get("detinfer"):
+        parts.append(f"detinfer {d['verdict']} ({d['seconds']:.0f} s)")
+    if s := record.get("sglang"):
+        parts.append(
+            f"SGLang unique single {s['single']['unique_outputs']} "
+            f"prefix {s['prefix']['unique_outputs']} ({s['seconds']:.0f} s)"
+        )
+    return f"{record['mode']:13} seed {record['seed']}: {', '.join(parts)}"
 
 
 def table(records: list[dict[str, Any]]) -> str:

@@ -463,9 +463,22 @@ def test_drift_after_ready_is_caught_by_the_recorded_fingerprint_and_fires_the_a
         (pod,) = cluster.pods(ns, "engine", DRIFTING)
         # The engine's users: DRIFT_AFTER one-token requests in batches its queue admits.
         url = f"http://{pod.status.pod_ip}:30000/generate"
+        probe = {
+            "input_ids": [5, 6, 7],
+            "sampling_params": {"max_new_tokens": 4, "temperature": 0},
+            "return_logprob": True,
+        }
+
+        def logprobs() -> list[float]:
+            answer = httpx.post(url, json=probe, timeout=60).json()
+            return [lp for lp, _, _ in answer["meta_info"]["output_token_logprobs"]]
+
+        before = logprobs()
         body = {"input_ids": [[1, 2, 3]] * 250, "sampling_params": {"max_new_tokens": 1}}
         for _ in range(DRIFT_AFTER // 250):
             assert httpx.post(url, json=body, timeout=120).status_code == 200
+        # The drift is real: the engine now computes the same request otherwise.
+        assert logprobs() != before
         degraded = wait_for(
             "drifting: Degraded",
             lambda: (

@@ -229,6 +229,10 @@ class SuitePlan:
     what: str
 
 
+def _skipped(suite: Suite, why: str) -> SuitePlan:
+    return SuitePlan(suite.value, 0, 0, 0, why)
+
+
 def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
     """The fingerprint and each selected suite, in the order they run, for one endpoint."""
     trials, new = config.trials, config.max_new_tokens
@@ -288,16 +292,13 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
         elif suite == Suite.RADIX_CACHE:
             if not config.protocol.traits.token_id_prompts:
                 plans.append(
-                    SuitePlan(
-                        suite.value,
-                        0,
-                        0,
-                        0,
+                    _skipped(
+                        suite,
                         f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
                     )
                 )
             elif config.sends_cache_prompt is False:
-                plans.append(SuitePlan(suite.value, 0, 0, 0, "skipped with --cache-prompt off"))
+                plans.append(_skipped(suite, "skipped with --cache-prompt off"))
             else:
                 plans.append(
                     SuitePlan(
@@ -309,13 +310,10 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                     )
                 )
         elif suite == Suite.PREFILL_DECODE:
-            if not (config.protocol.traits.token_id_prompts and config.protocol == Protocol.SGLANG):
+            if config.protocol != Protocol.SGLANG:
                 plans.append(
-                    SuitePlan(
-                        suite.value,
-                        0,
-                        0,
-                        0,
+                    _skipped(
+                        suite,
                         f"skipped with the {config.protocol.value} protocol (no prompt logprobs)",
                     )
                 )
@@ -334,11 +332,8 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
         elif suite == Suite.LONG_CONTEXT:
             if not config.protocol.traits.token_id_prompts:
                 plans.append(
-                    SuitePlan(
-                        suite.value,
-                        0,
-                        0,
-                        0,
+                    _skipped(
+                        suite,
                         f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
                     )
                 )
@@ -370,13 +365,7 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
             )
         elif suite == Suite.SAMPLING and not config.protocol.traits.seed:
             plans.append(
-                SuitePlan(
-                    suite.value,
-                    0,
-                    0,
-                    0,
-                    f"skipped with the {config.protocol.value} protocol (no seed)",
-                )
+                _skipped(suite, f"skipped with the {config.protocol.value} protocol (no seed)")
             )
         elif suite == Suite.SAMPLING:
             sizes, unseeded = sampling_batches(config), unseeded_batches(config)
