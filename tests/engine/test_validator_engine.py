@@ -58,6 +58,8 @@ def test_deterministic_engines_pass_every_suite_with_one_output(tmp_path):
         "Mixed",
         "Prefix",
         "RadixCache",
+        "PrefillDecode",
+        "LongContext",
         "Concurrent",
         "Sampling",
         "CrossReplica",
@@ -68,7 +70,11 @@ def test_deterministic_engines_pass_every_suite_with_one_output(tmp_path):
     assert all(s["outcome"] == "Passed" for s in ran), ran
     assert all(s["tokensCompared"] > 0 and s["logprobsCompared"] > 0 for s in ran), ran
     single = suite(report, "Single")
-    assert single["tokensCompared"] == single["samples"] * 16 == single["logprobsCompared"]
+    # On each engine: batches of 1 to 33 (178 sequences) at 16 tokens; then, up to the engine's
+    # own max_running_requests (64, from /server_info), the probe alone and batches of 63 and
+    # 64 at 8 tokens.
+    assert single["samples"] == 2 * (178 + 1 + 63 + 64)
+    assert single["tokensCompared"] == 2 * (178 * 16 + 128 * 8) == single["logprobsCompared"]
     assert report["tokensCompared"] > 0 and report["logprobsCompared"] > 0
     assert report["fingerprint"].startswith("sha256:")
     assert {e["fingerprint"] for e in report["endpoints"]} == {report["fingerprint"]}
@@ -124,9 +130,10 @@ def test_seeded_sampling_passes_in_deterministic_mode_and_fails_in_default_mode(
     assert code == 0, output
     sampling = suite(report, "Sampling")
     assert sampling["outcome"] == "Passed" and sampling["uniqueOutputs"] == 1
-    # 7 seeded batches (1 to 9), 2 unseeded (1 and 9), 2 alone, 4 at once: 16 tokens each.
-    assert sampling["samples"] == 50
-    assert sampling["tokensCompared"] == 50 * 16 == sampling["logprobsCompared"]
+    # 7 seeded batches (1 to 9), 2 unseeded (1 and 9), 2 alone, 4 at once, and the seeded probe
+    # 4 times through the OpenAI route (POST /v1/completions): 16 tokens each.
+    assert sampling["samples"] == 54
+    assert sampling["tokensCompared"] == 54 * 16 == sampling["logprobsCompared"]
     # The engine samples a request without a seed with 42, as SGLang's deterministic mode does.
     assert any("gave the same output as with sampling_seed 42" in n for n in sampling["notes"])
 
