@@ -152,12 +152,15 @@ def _describe(record: dict[str, Any]) -> str:
 
 
 def read_records(files: list[str]) -> list[dict[str, Any]]:
-    """The records of these files, one per (fault, seed): the first where a run was repeated."""
+    """The records of these files, one per (fault, seed): a method's first result where a run
+    was repeated; the methods of separate runs (detinfer's, SGLang's) together."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for f in files:
         for line in Path(f).read_text().splitlines():
             record = json.loads(line)
-            seen.setdefault((record["fault"], record["seed"]), record)
+            merged = seen.setdefault((record["fault"], record["seed"]), {})
+            for key, value in record.items():
+                merged.setdefault(key, value)
     return list(seen.values())
 
 
