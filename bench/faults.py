@@ -144,11 +144,14 @@ async def run_all(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _describe(record: dict[str, Any]) -> str:
-    d = record.get("detinfer", {})
-    return (
-        f"{record['fault']:20} seed {record['seed']}: {d.get('verdict')} "
-        f"{','.join(d.get('suites', []))} ({d.get('seconds', 0):.0f} s)"
-    )
+    parts = []
+    if d := record.get("detinfer"):
+        parts.append(f"{d['verdict']} {','.join(d['suites'])} ({d['seconds']:.0f} s)")
+    if s := record.get("sglang"):
+        parts.append(
+            f"SGLang unique single {s['single']} prefix {s['prefix']} ({s['seconds']:.0f} s)"
+        )
+    return f"{record['fault']:20} seed {record['seed']}: {'; '.join(parts)}"
 
 
 def read_records(files: list[str]) -> list[dict[str, Any]]:
