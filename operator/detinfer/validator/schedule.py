@@ -233,6 +233,11 @@ def _skipped(suite: Suite, why: str) -> SuitePlan:
     return SuitePlan(suite.value, 0, 0, 0, why)
 
 
+def _without(suite: Suite, config: ValidatorConfig, lacking: str) -> SuitePlan:
+    """The plan of a suite the protocol cannot run: it lacks `lacking`."""
+    return _skipped(suite, f"skipped with the {config.protocol.value} protocol (no {lacking})")
+
+
 def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
     """The fingerprint and each selected suite, in the order they run, for one endpoint."""
     trials, new = config.trials, config.max_new_tokens
@@ -291,12 +296,7 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
             )
         elif suite == Suite.RADIX_CACHE:
             if not config.protocol.traits.token_id_prompts:
-                plans.append(
-                    _skipped(
-                        suite,
-                        f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
-                    )
-                )
+                plans.append(_without(suite, config, "token-id prompts"))
             elif config.sends_cache_prompt is False:
                 plans.append(_skipped(suite, "skipped with --cache-prompt off"))
             else:
@@ -311,12 +311,7 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                 )
         elif suite == Suite.PREFILL_DECODE:
             if config.protocol != Protocol.SGLANG:
-                plans.append(
-                    _skipped(
-                        suite,
-                        f"skipped with the {config.protocol.value} protocol (no prompt logprobs)",
-                    )
-                )
+                plans.append(_without(suite, config, "prompt logprobs"))
             else:
                 n = prefill_decode_trials(config)
                 plans.append(
@@ -331,12 +326,7 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                 )
         elif suite == Suite.LONG_CONTEXT:
             if not config.protocol.traits.token_id_prompts:
-                plans.append(
-                    _skipped(
-                        suite,
-                        f"skipped with the {config.protocol.value} protocol (no token-id prompts)",
-                    )
-                )
+                plans.append(_without(suite, config, "token-id prompts"))
             else:
                 tokens = min(new, LONG_CONTEXT_NEW_TOKENS)
                 lengths = long_context_lengths(PLAN_CONTEXT_LENGTH, tokens)
@@ -364,9 +354,7 @@ def suite_plans(config: ValidatorConfig) -> list[SuitePlan]:
                 )
             )
         elif suite == Suite.SAMPLING and not config.protocol.traits.seed:
-            plans.append(
-                _skipped(suite, f"skipped with the {config.protocol.value} protocol (no seed)")
-            )
+            plans.append(_without(suite, config, "seed"))
         elif suite == Suite.SAMPLING:
             sizes, unseeded = sampling_batches(config), unseeded_batches(config)
             judged = "" if config.protocol.traits.unseeded_repeat else " (reported, not judged)"

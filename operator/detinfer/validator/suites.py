@@ -66,9 +66,10 @@ from detinfer.validator.server_facts import (
 )
 
 FIRST_DIVERGENCE_LIMIT = 512
-PREFILL_DECODE_TRIALS = 1000
-"""PrefillDecode's prompts are radix_prompt's trials from here on (RadixCache's are 0 to
-trials - 1), so neither finds the other's sequences in the cache."""
+FIRST_OWN_TRIAL = 1000
+"""radix_prompt's trials from here on are PrefillDecode's prompts, and the one before is
+LongContext's short prompt (RadixCache's are 0 to trials - 1): no suite finds another's
+sequences in the cache."""
 
 
 class Progress:
@@ -432,7 +433,7 @@ async def run_prefill_decode(run: EndpointRun, tally: Tally) -> None:
         return
     prefill = Sampling(1, run.config.temperature, run.config.sampling_seed)
     for t in range(prefill_decode_trials(run.config)):
-        prompt = radix_prompt(run.config.sampling_seed, PREFILL_DECODE_TRIALS + t)
+        prompt = radix_prompt(run.config.sampling_seed, FIRST_OWN_TRIAL + t)
         generated = (await run.batch([prompt], run.sampling))[0]
         tokens = cast(tuple[int, ...], generated.tokens or ())
         recomputed = (await run.batch([prompt + tokens], prefill, logprob_start_len=len(prompt)))[0]
@@ -473,7 +474,7 @@ async def run_long_context(run: EndpointRun, tally: Tally) -> None:
             "/model_info), or one too short for a prompt past 2048 tokens"
         )
         return
-    short = radix_prompt(run.config.sampling_seed, PREFILL_DECODE_TRIALS - 1)[
+    short = radix_prompt(run.config.sampling_seed, FIRST_OWN_TRIAL - 1)[
         :LONG_CONTEXT_SHORT_TOKENS
     ]
     for i, prompts in enumerate(long_context_batches(lengths, short, run.nonce)):
