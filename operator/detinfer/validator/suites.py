@@ -474,9 +474,7 @@ async def run_long_context(run: EndpointRun, tally: Tally) -> None:
             "/model_info), or one too short for a prompt past 2048 tokens"
         )
         return
-    short = radix_prompt(run.config.sampling_seed, FIRST_OWN_TRIAL - 1)[
-        :LONG_CONTEXT_SHORT_TOKENS
-    ]
+    short = radix_prompt(run.config.sampling_seed, FIRST_OWN_TRIAL - 1)[:LONG_CONTEXT_SHORT_TOKENS]
     for i, prompts in enumerate(long_context_batches(lengths, short, run.nonce)):
         outputs = await run.batch(prompts, sampling)
         for slot, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
