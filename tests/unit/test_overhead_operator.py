@@ -218,6 +218,13 @@ class OverheadWorld(World):
             ),
         )
 
+    def made_job(self, create):
+        if create.purpose == "validation":
+            return super().made_job(create)
+        job = f.observed_job(create.body, created="2026-11-22T11:00:00Z")
+        self.created[create.name] = job["metadata"]["uid"]
+        return job
+
     def step(self):
         before = set(self.children)
         p = super().step()
@@ -231,20 +238,6 @@ class OverheadWorld(World):
             self.children.pop(("Deployment", name), None)
             self.replicasets.pop("qwen-baseline-7c9f", None)
             self.pods.pop("qwen-baseline-7c9f-x", None)
-        if p.create_bench_job:
-            name = p.create_bench_job["metadata"]["name"]
-            self.jobs[name] = f.observed_job(p.create_bench_job, created="2026-11-22T11:00:00Z")
-            self.created[name] = self.jobs[name]["metadata"]["uid"]
-            record = p.status.overhead_job
-            assert record is not None and record.name == name
-            p.status = p.status.model_copy(
-                update={
-                    "overhead_job": record.model_copy(
-                        update={"uid": self.jobs[name]["metadata"]["uid"]}
-                    )
-                }
-            )
-            self.body["status"] = p.status.to_wire()
         self.last = p
         return p
 

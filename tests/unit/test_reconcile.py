@@ -27,6 +27,7 @@ from detinfer.controller.observed import (
 )
 from detinfer.controller.reconcile import Plan, plan
 from detinfer.controller.trust import Memory
+from detinfer.controller.writes import Apply, CreateJob, DeleteJob, with_job_uids
 from tests.support import factories as f
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -35,14 +36,7 @@ CONFIG = OperatorConfig(validator_image="detinfer@" + f.DIGEST, retry_after_seco
 
 def writes(p: Plan) -> int:
     """How many writes the plan asks for."""
-    return (
-        len(p.apply)
-        + (p.create_job is not None)
-        + len(p.delete_jobs)
-        + len(p.pod_conditions)
-        + len(p.delete_policies)
-        + (p.status is not None)
-    )
+    return p.count()
 
 
 def observed(world: World) -> Observed:
@@ -104,34 +98,32 @@ class World:
         for name, uid in p.delete_policies.items():
             if self.children[("NetworkPolicy", name)]["metadata"]["uid"] == uid:
                 del self.children[("NetworkPolicy", name)]
-        if p.create_job:
-            created = T0 + timedelta(seconds=len(self.jobs))
-            name = p.create_job["metadata"]["name"]
-            self.jobs[name] = f.observed_job(
-                p.create_job, created=created.strftime("%Y-%m-%dT%H:%M:%SZ")
-            )
-            # As the executor does: the status records the UID the create response gave.
-            assert p.status.validation_job.name == name
-            p.status = p.status.model_copy(
-                update={
-                    "validation_job": p.status.validation_job.model_copy(
-                        update={"uid": self.jobs[name]["metadata"]["uid"]}
-                    )
-                }
-            )
+        uids = {}
+        for create in p.each(CreateJob):
+            self.jobs[create.name] = self.made_job(create)
+            uids[create.name] = self.jobs[create.name]["metadata"]["uid"]
+        # As the executor does: the status records the UID the create response gave.
+        status = with_job_uids(p.status, uids) if p.status is not None else None
+        assert not uids or status is not None
         for pod, condition in p.pod_conditions.items():
             conds = [
                 x for x in self.pods[pod]["status"]["conditions"] if x["type"] != condition["type"]
             ]
             self.pods[pod]["status"]["conditions"] = [*conds, condition]
-        if p.status is not None:
-            self.body["status"] = p.status.to_wire()
+        if status is not None:
+            self.body["status"] = status.to_wire()
             self.body["metadata"]["resourceVersion"] = str(
                 int(self.body["metadata"]["resourceVersion"]) + 1
             )
         self.events += p.events
         self.reported = frozenset(p.ignored)
         return p
+
+    def made_job(self, create: CreateJob) -> dict[str, Any]:
+        """The Job a create makes, as the index then shows it."""
+        assert create.purpose == "validation"
+        created = T0 + timedelta(seconds=len(self.jobs))
+        return f.observed_job(create.body, created=created.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def settle(self) -> Plan:
         """Step until a pass writes nothing; return the last writing plan."""
@@ -826,7 +818,7 @@ def test_a_cancelled_job_is_deleted_by_its_uid():
     running = world.latest_job()["metadata"]
     world.body["spec"]["model"]["revision"] = "e" * 40
     p = world.step()
-    assert p.delete_job_uids == {running["name"]: running["uid"]}
+    assert {w.name: w.uid for w in p.each(DeleteJob)} == {running["name"]: running["uid"]}
     assert "validationJob" not in world.body["status"]
 
 
@@ -908,8 +900,16 @@ def test_children_not_seen_as_ours_are_created_not_applied():
     del world.children[("Service", "qwen-pods")]
     p = world.plan()
     assert [o["metadata"]["name"] for o in p.apply] == ["qwen-pods"]
-    assert ("Service", "qwen-pods") not in p.observed_hashes, "the executor creates it first"
-    assert ("Deployment", "qwen") in p.observed_hashes
+    seen = {(w.kind, w.name): w.seen for w in p.each(Apply)}
+    assert seen[("Service", "qwen-pods")] is False, "the executor creates it first"
+    # The Deployment, ours and changed since: applied over what the index showed.
+    world.children[("Deployment", "qwen")]["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH] = (
+        "stale"
+    )
+    p = world.plan()
+    applies = {(w.kind, w.name): w for w in p.each(Apply)}
+    assert applies[("Deployment", "qwen")].seen is True
+    assert applies[("Deployment", "qwen")].observed_hash == "stale"
 
 
 def test_a_read_job_is_not_adopted_again_from_memory():

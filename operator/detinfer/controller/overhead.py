@@ -13,8 +13,8 @@ controlled by the Job whose UID the status recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from detinfer.api import constants as c
@@ -33,18 +33,21 @@ from detinfer.builders import (
 )
 from detinfer.config import OperatorConfig
 from detinfer.controller import trust
-from detinfer.controller.observed import (
-    ChildView,
-    JobView,
-    PodView,
-    ReplicaSetView,
-    is_controlled_by,
+from detinfer.controller.jobs import ended_pod, result_of
+from detinfer.controller.observed import ChildView, JobView, Observed, PodView, is_controlled_by
+from detinfer.controller.writes import (
+    PENDING_UID,
+    Apply,
+    CreateJob,
+    DeleteDeployment,
+    DeleteJob,
+    Event,
+    Write,
 )
-from detinfer.controller.writes import Event, Plan
 
 # A measurement that could not measure is tried again after this long (a baseline costs GPUs).
 RETRY_SECONDS = 3600
-PENDING_UID = ""
+NOUN = "benchmark Job"
 
 
 @dataclass(frozen=True)
@@ -55,176 +58,233 @@ class Outcome:
     message: str
 
 
+@dataclass(frozen=True)
+class Bench:
+    """The measurement's part of a pass: its writes and Events, and its status fields."""
+
+    measurement: OverheadStatus | None
+    record: OverheadJobRecord | None
+    writes: tuple[Write, ...] = ()
+    events: tuple[Event, ...] = ()  # announced with the status
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    # Still due after this pass: waiting for the baseline (step 2 of plan_overhead).
+    due: bool = False
+    # The Job whose part is over this pass (read or cancelled): deleted with the rest.
+    done_with: str | None = None
+
+
 def plan_overhead(
-    out: Plan,
     context: RevisionContext,
     measurement: OverheadStatus | None,
     record: OverheadJobRecord | None,
     *,
     ready: bool,
     validated: Sequence[PodView],
-    pods: Sequence[PodView],
-    children: Sequence[ChildView],
-    replicasets: Sequence[ReplicaSetView],
-    jobs: Sequence[JobView],
+    observed: Observed,
     memory: trust.Memory,
     config: OperatorConfig,
     now: datetime,
-) -> tuple[OverheadStatus | None, OverheadJobRecord | None]:
-    """Add the measurement's writes to `out`; the new status.overhead and status.overheadJob."""
-    dis, revision = context.dis, context.revision
-    spec = dis.spec.overhead
-    created_jobs = memory.created_jobs
+) -> Bench:
+    """The measurement's writes, and the new status.overhead and status.overheadJob."""
+    dis, revision, spec = context.dis, context.revision, context.dis.spec.overhead
     uid = dis.metadata.uid
-    ours = [j for j in jobs if is_controlled_by(j.controller, c.KIND, uid)]
-    in_flight = next((j for j in ours if record is not None and j.uid == record.uid), None)
-
+    ours = [
+        j
+        for j in observed.jobs
+        if j.component == c.COMPONENT_BENCH and is_controlled_by(j.controller, c.KIND, uid)
+    ]
     # 1. The Job in flight: cancelled when pointless, else its result read once.
-    done_with = None  # the Job whose part is over (read or cancelled): deleted below
-    if record is not None and (not spec.enabled or record.revision != revision):
-        done_with = record.name
-        why = "spec.overhead.enabled is false" if not spec.enabled else "the revision changed"
-        out.events.append(
-            Event(
-                "Normal", R.OVERHEAD_NOT_MEASURED, f"benchmark Job {record.name} cancelled: {why}"
-            )
-        )
-        record = None
-    elif record is not None:
-        outcome: Outcome | None
-        if in_flight is None and record.name in created_jobs:
-            outcome = None  # created by this process; the watch has not delivered it yet
-        elif in_flight is None:
-            outcome = Outcome(None, f"benchmark Job {record.name} is gone")
-        else:
-            outcome = read_outcome(in_flight, pods)
-        if outcome is not None:
-            measurement = _measurement(record, outcome, spec, now)
-            if outcome.summary is not None:
-                out.events.append(
-                    Event(
-                        "Normal",
-                        R.OVERHEAD_MEASURED,
-                        f"Job {record.name}: {_headline(measurement)} ({record.deterministic_pod}"
-                        f" against baseline {record.baseline_pod})",
-                    )
-                )
-            else:
-                out.events.append(
-                    Event(
-                        "Warning",
-                        R.OVERHEAD_NOT_MEASURED,
-                        f"Job {record.name}: {outcome.message}"[:1024],
-                    )
-                )
-            done_with = record.name
-            record = None
-
+    bench = _follow(measurement, record, ours, observed.pods, memory, spec, revision, now)
+    done_with = bench.done_with
     # 2. A new measurement when due, on a Ready revision only.
-    baseline_name = baseline_deployment_name(dis)
     baseline = next(
         (
             ch
-            for ch in children
-            if (ch.kind, ch.name) == ("Deployment", baseline_name)
+            for ch in observed.children
+            if (ch.kind, ch.name) == ("Deployment", baseline_deployment_name(dis))
             and is_controlled_by(ch.controller, c.KIND, uid)
         ),
         None,
     )
-    due = (
+    if (
         spec.enabled
-        and record is None
+        and bench.record is None
         and ready
         and bool(validated)
-        and is_due(measurement, spec, revision, now)
+        and is_due(bench.measurement, spec, revision, now)
+    ):
+        bench = _measure(context, bench, baseline, validated, observed, memory, config, now)
+    # 3. The baseline lives only while a measurement needs it; finished Jobs go with it.
+    writes = list(bench.writes)
+    if baseline is not None and bench.record is None and not bench.due:
+        writes.append(DeleteDeployment(baseline.name, baseline.uid))
+    for job in ours:
+        if bench.record is not None and job.name == bench.record.name:
+            continue
+        if job.name in memory.created_jobs and job.name != done_with and not job.finished:
+            continue  # created by this process, its record not written yet: adopted next pass
+        writes.append(DeleteJob(job.name, job.uid))
+    return replace(bench, writes=tuple(writes))
+
+
+def _follow(
+    measurement: OverheadStatus | None,
+    record: OverheadJobRecord | None,
+    ours: Sequence[JobView],
+    pods: Sequence[PodView],
+    memory: trust.Memory,
+    spec: OverheadSpec,
+    revision: str,
+    now: datetime,
+) -> Bench:
+    """The benchmark Job in flight: cancelled when pointless, else its result read once
+    (jobs.result_of)."""
+    if record is None:
+        return Bench(measurement, None)
+    if not spec.enabled or record.revision != revision:
+        why = "spec.overhead.enabled is false" if not spec.enabled else "the revision changed"
+        cancelled = Event(
+            "Normal", R.OVERHEAD_NOT_MEASURED, f"benchmark Job {record.name} cancelled: {why}"
+        )
+        return Bench(measurement, None, events=(cancelled,), done_with=record.name)
+    job = next((j for j in ours if j.uid == record.uid), None)
+    outcome = result_of(
+        record,
+        job,
+        pods,
+        memory.created_jobs,
+        NOUN,
+        read=_read_summary,
+        no_result=lambda why: Outcome(None, why),
     )
-    if due:
-        wanted = build_baseline_deployment(context)
-        key = ("Deployment", baseline_name)
-        foreign = trust.foreign_children(dis, [key], children, memory)
-        if key in foreign:
-            # Someone else's Deployment holds the name: no measurement, named once in an Event.
-            holder = next((ch for ch in children if (ch.kind, ch.name) == key), None)
-            out.ignored[trust.key(*key, holder.uid if holder else "")] = foreign[key]
-            due = False
-        elif baseline is None or baseline.applied_hash != wanted["metadata"]["annotations"].get(
-            c.ANNOTATION_APPLIED_HASH
-        ):
-            out.apply.append(wanted)
-            if baseline is None:
-                out.events.append(
-                    Event(
-                        "Normal",
-                        R.OVERHEAD_BASELINE_STARTED,
-                        f"baseline Deployment {baseline_name} (revision {revision} without "
-                        "determinism) for the overhead measurement",
-                    )
-                )
-    if due and baseline is not None:
-        baseline_pods, ignored = trust.engine_pods(
-            dis,
-            [p for p in pods if p.component == c.COMPONENT_BASELINE],
-            baseline,
-            replicasets,
+    if outcome is None:
+        return Bench(measurement, record)
+    measurement = _measurement(record, outcome, spec, now)
+    if outcome.summary is not None:
+        event = Event(
+            "Normal",
+            R.OVERHEAD_MEASURED,
+            f"Job {record.name}: {_headline(measurement)} ({record.deterministic_pod}"
+            f" against baseline {record.baseline_pod})",
         )
-        out.ignored |= ignored
-        up = sorted(
-            (p for p in baseline_pods if p.revision == revision and p.can_be_validated),
-            key=lambda p: p.name,
+    else:
+        message = f"Job {record.name}: {outcome.message}"
+        event = Event("Warning", R.OVERHEAD_NOT_MEASURED, message[:1024])
+    return Bench(measurement, None, events=(event,), done_with=record.name)
+
+
+def _measure(
+    context: RevisionContext,
+    bench: Bench,
+    baseline: ChildView | None,
+    validated: Sequence[PodView],
+    observed: Observed,
+    memory: trust.Memory,
+    config: OperatorConfig,
+    now: datetime,
+) -> Bench:
+    """A measurement that is due: the baseline Deployment applied, then, once its pod is ready,
+    the benchmark Job created (or, with no ready pod in time, could not measure)."""
+    dis, revision = context.dis, context.revision
+    name = baseline_deployment_name(dis)
+    wanted = build_baseline_deployment(context)
+    key = ("Deployment", name)
+    foreign = trust.foreign_children(dis, [key], observed.children, memory)
+    if key in foreign:
+        # Someone else's Deployment holds the name: no measurement, named once in an Event.
+        holder = next((ch for ch in observed.children if (ch.kind, ch.name) == key), None)
+        ignored = {trust.key(*key, holder.uid if holder else ""): foreign[key]}
+        return replace(bench, ignored=ignored)
+    writes: list[Write] = []
+    events = list(bench.events)
+    if baseline is None or baseline.applied_hash != wanted["metadata"]["annotations"].get(
+        c.ANNOTATION_APPLIED_HASH
+    ):
+        writes.append(
+            Apply(
+                wanted,
+                baseline is not None,
+                baseline.applied_hash if baseline else None,
+                baseline.created if baseline else False,
+            )
         )
-        started = parse_time(baseline.creation_timestamp)
-        if not up and started and now - started >= timedelta(seconds=spec.timeout_seconds):
-            # No ready baseline pod in time (no free GPUs, an image or model that will not
-            # load): could not measure, and the baseline goes instead of holding a node.
-            message = (
-                f"baseline Deployment {baseline_name} had no ready pod of revision {revision}"
-                f" within spec.overhead.timeoutSeconds ({spec.timeout_seconds} s)"
-            )
-            no_job = OverheadJobRecord(
-                name="", uid="", revision=revision, deterministic_pod="", baseline_pod=""
-            )
-            measurement = _measurement(no_job, Outcome(None, message), spec, now)
-            out.events.append(Event("Warning", R.OVERHEAD_NOT_MEASURED, message))
-            due = False
-        elif up:
-            det = sorted(validated, key=lambda p: p.name)[0]
-            base = up[0]
-            after = measurement.last_run_time if measurement else None
-            name = bench_job_name(dis, revision, det.name, base.name, after)
-            out.create_bench_job = build_bench_job(
-                context,
-                Endpoint(pod=det.name, ip=det.ip or ""),
-                Endpoint(pod=base.name, ip=base.ip or ""),
-                name,
-                config,
-            )
-            record = OverheadJobRecord(
-                name=name,
-                uid=PENDING_UID,
-                revision=revision,
-                deterministic_pod=det.name,
-                baseline_pod=base.name,
-            )
-            out.events.append(
+        if baseline is None:
+            events.append(
                 Event(
                     "Normal",
-                    R.OVERHEAD_MEASUREMENT_STARTED,
-                    f"measuring {det.name} against baseline {base.name} with Job {name}",
-                    after="bench-created",
+                    R.OVERHEAD_BASELINE_STARTED,
+                    f"baseline Deployment {name} (revision {revision} without "
+                    "determinism) for the overhead measurement",
                 )
             )
+    bench = replace(bench, writes=(*bench.writes, *writes), events=tuple(events), due=True)
+    if baseline is None:
+        return bench
+    return _start_bench(context, bench, baseline, validated, observed, config, now)
 
-    # 3. The baseline lives only while a measurement needs it; finished Jobs go with it.
-    if baseline is not None and record is None and not due:
-        out.delete_deployments[baseline.name] = baseline.uid
-    for job in ours:
-        if record is not None and job.name == record.name:
-            continue
-        if job.name in created_jobs and job.name != done_with and not job.finished:
-            continue  # created by this process, its record not written yet: adopted next pass
-        out.delete_jobs.append(job.name)
-        out.delete_job_uids[job.name] = job.uid
-    return measurement, record
+
+def _start_bench(
+    context: RevisionContext,
+    bench: Bench,
+    baseline: ChildView,
+    validated: Sequence[PodView],
+    observed: Observed,
+    config: OperatorConfig,
+    now: datetime,
+) -> Bench:
+    """The benchmark Job against one validated pod and the baseline's first ready pod."""
+    dis, revision, spec = context.dis, context.revision, context.dis.spec.overhead
+    baseline_pods, ignored = trust.engine_pods(
+        dis,
+        [p for p in observed.pods if p.component == c.COMPONENT_BASELINE],
+        baseline,
+        observed.replicasets,
+    )
+    bench = replace(bench, ignored={**bench.ignored, **ignored})
+    up = sorted(
+        (p for p in baseline_pods if p.revision == revision and p.can_be_validated),
+        key=lambda p: p.name,
+    )
+    started = parse_time(baseline.creation_timestamp)
+    if not up and started and now - started >= timedelta(seconds=spec.timeout_seconds):
+        # No ready baseline pod in time (no free GPUs, an image or model that will not load):
+        # could not measure, and the baseline goes instead of holding a node.
+        message = (
+            f"baseline Deployment {baseline.name} had no ready pod of revision {revision}"
+            f" within spec.overhead.timeoutSeconds ({spec.timeout_seconds} s)"
+        )
+        no_job = OverheadJobRecord(
+            name="", uid="", revision=revision, deterministic_pod="", baseline_pod=""
+        )
+        measurement = _measurement(no_job, Outcome(None, message), spec, now)
+        event = Event("Warning", R.OVERHEAD_NOT_MEASURED, message)
+        return replace(bench, measurement=measurement, events=(*bench.events, event), due=False)
+    if not up:
+        return bench
+    det, base = sorted(validated, key=lambda p: p.name)[0], up[0]
+    after = bench.measurement.last_run_time if bench.measurement else None
+    name = bench_job_name(dis, revision, det.name, base.name, after)
+    body = build_bench_job(
+        context,
+        Endpoint(pod=det.name, ip=det.ip or ""),
+        Endpoint(pod=base.name, ip=base.ip or ""),
+        name,
+        config,
+    )
+    started_event = Event(
+        "Normal",
+        R.OVERHEAD_MEASUREMENT_STARTED,
+        f"measuring {det.name} against baseline {base.name} with Job {name}",
+    )
+    record = OverheadJobRecord(
+        name=name,
+        uid=PENDING_UID,  # filled in from the create response (writes.with_job_uids)
+        revision=revision,
+        deterministic_pod=det.name,
+        baseline_pod=base.name,
+    )
+    create = CreateJob("benchmark", body, (started_event,))
+    return replace(bench, record=record, writes=(*bench.writes, create))
 
 
 def is_due(
@@ -246,21 +306,14 @@ def is_due(
 
 def read_outcome(job: JobView, pods: Sequence[PodView]) -> Outcome | None:
     """The outcome of a benchmark Job that has ended; None while it runs."""
-    claims, pod = trust.job_pods(job, pods)
-    if len(claims) > 1:
-        names = ", ".join(sorted(p.name for p in claims))
-        return Outcome(
-            None, f"{len(claims)} pods claim benchmark Job {job.name} ({names}): none is trusted"
-        )
-    if pod is not None and pod.terminated is None:
-        pod = None
-    if pod is None:
-        if job.finished:
-            return Outcome(
-                None,
-                f"benchmark Job {job.name} left no result: {job.failure or 'its pod is gone'}",
-            )
-        return None
+    found = ended_pod(job, pods, NOUN)
+    if isinstance(found, str):
+        return Outcome(None, found)
+    return None if found is None else _read_summary(job, found)
+
+
+def _read_summary(job: JobView, pod: PodView) -> Outcome:
+    """The outcome in the termination message of the Job's one terminated pod."""
     term = pod.terminated
     assert term is not None
     try:

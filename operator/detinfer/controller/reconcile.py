@@ -11,7 +11,7 @@ and running it twice on the same state plans the same writes (or none).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from detinfer.builders import (
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
 from detinfer.controller import trust
+from detinfer.controller.jobs import ended_pod, in_flight, result_of
 from detinfer.controller.observed import (
     JobView,
     Observed,
@@ -53,12 +54,21 @@ from detinfer.controller.observed import (
 from detinfer.controller.overhead import plan_overhead
 from detinfer.controller.search import plan_search
 from detinfer.controller.trust import Memory
-from detinfer.controller.writes import Event, Plan
+from detinfer.controller.writes import (
+    PENDING_UID,
+    Apply,
+    CreateJob,
+    DeleteJob,
+    DeleteNetworkPolicy,
+    Event,
+    Plan,
+    SetPodCondition,
+    Write,
+    WriteStatus,
+)
 from detinfer.sglang_flags import features
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
-# The UID of a Job the plan creates, until the create response gives the real one.
-PENDING_UID = ""
 
 _NOT_READY = Condition(
     type=T.READY, status=FALSE, reason=R.REPLICAS_NOT_VALIDATED, last_transition_time=""
@@ -76,6 +86,50 @@ class Result:
     summary: ValidationSummary | None
 
 
+@dataclass(frozen=True)
+class Pass:
+    """What every planner of one pass reads: the resource at its revision, its old status, what
+    the indexes show of it, and the operator's memory of its own writes."""
+
+    context: RevisionContext
+    old: DeterministicInferenceServiceStatus
+    observed: Observed
+    config: OperatorConfig
+    now: datetime
+    memory: Memory
+
+    @property
+    def dis(self) -> DeterministicInferenceService:
+        return self.context.dis
+
+    @property
+    def revision(self) -> str:
+        return self.context.revision
+
+    @property
+    def jobs(self) -> list[JobView]:
+        """Every Job with our labels, oldest first."""
+        return sorted(self.observed.jobs, key=lambda j: (j.created, j.name))
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The validation side of one pass: the Job in flight, the last run, the fingerprint."""
+
+    record: JobRecord | None  # the Job in flight after this pass
+    running: bool  # a Job started by an earlier pass is still in flight
+    run: ValidationStatus | None  # the last run, this pass's result included
+    fingerprint: str | None
+    fingerprint_revision: str | None
+    writes: tuple[Write, ...] = ()
+    events: tuple[Event, ...] = ()  # announced with the status
+    consumed: Verdict | None = None
+    ignored: Mapping[str, str] = field(default_factory=dict)
+
+    def gates(self) -> dict[str, dict[str, Any]]:
+        return {w.pod: w.condition for w in self.writes if isinstance(w, SetPodCondition)}
+
+
 def plan(
     resource: ResourceView,
     observed: Observed,
@@ -83,227 +137,235 @@ def plan(
     now: datetime,
     memory: Memory | None = None,
 ) -> Plan:
-    out = Plan()
-    memory = memory or Memory()
-    generation = resource.generation
     old = resource.status
     if isinstance(resource.parsed, SpecError):
-        return _plan_invalid(out, resource.parsed, old, generation, now)
-
-    context = resource.parsed
+        return _plan_invalid(resource.parsed, old, resource.generation, now)
     # engine.attentionBackend Auto: render the backend on trial (or chosen) instead.
-    search, rendered = plan_search(out, context.dis, old, now)
-    if rendered is not context.dis:
-        context = RevisionContext.of(rendered)
-    dis, revision = context.dis, context.revision
-    pods = list(observed.pods)
-    children = list(observed.children)
-    engine_pods, ignored = trust.engine_pods(
-        dis,
-        [p for p in pods if p.component == c.COMPONENT_ENGINE],
-        trust.own_deployment(dis, children),
-        observed.replicasets,
-    )
-    every_job = sorted(observed.jobs, key=lambda j: (j.created, j.name))
-    jobs = [j for j in every_job if j.component != c.COMPONENT_BENCH]
-    bench_jobs = [j for j in every_job if j.component == c.COMPONENT_BENCH]
-    validation = old.validation
-    fingerprint, fingerprint_revision = old.fingerprint, old.fingerprint_revision
-
-    # The Job in flight is the one whose UID the status recorded when the operator created it.
-    record = old.validation_job or trust.adopt_created(
-        dis, jobs, memory, validation.job_name if validation else None
-    )
-    in_flight = next(
-        (
-            j
-            for j in jobs
-            if record is not None
-            and j.uid == record.uid
-            and is_controlled_by(j.controller, c.KIND, dis.metadata.uid)
-        ),
-        None,
-    )
-    ignored |= trust.ignored_jobs(dis, every_job, memory)
-    ignored |= trust.ignored_validator_pods(dis, pods, jobs, in_flight)
-
-    # 1. Read the result of the Job in flight, once; a spec change makes it pointless.
-    job_running = False
-    if record is not None and record.revision != revision:
-        if not (in_flight is not None and in_flight.finished):
-            out.delete_jobs.append(record.name)
-            out.delete_job_uids[record.name] = record.uid
-            out.events.append(
-                Event(
-                    "Normal",
-                    R.VALIDATION_JOB_CANCELLED,
-                    f"{record.name}: the revision changed",
-                    after="job-deleted",
-                )
-            )
-        record = None
-    elif record is not None:
-        if in_flight is None and record.name in memory.created_jobs:
-            result = None  # created by this process; the watch has not delivered it yet
-        elif in_flight is None:
-            result = Result(Verdict.COULD_NOT_TEST, f"validation Job {record.name} is gone", None)
-        else:
-            result = read_result(in_flight, pods)
-        if result is None:
-            job_running = True
-        else:
-            validation, fingerprint, fingerprint_revision = _consume(
-                out,
-                in_flight or JobView(record.name, record.revision, (), None, "", True, None),
-                result,
-                engine_pods,
-                validation,
-                (fingerprint, fingerprint_revision),
-                revision,
-                now,
-            )
-            record = None
-
-    engine_pods = [_with_condition(p, out.pod_conditions.get(p.name)) for p in engine_pods]
-    current = [p for p in engine_pods if p.revision == revision and not p.deleting]
-    ready = [p for p in current if p.can_be_validated]
-
-    # 2. Start a validation Job when pods are waiting for one.
-    starting: list[str] = []
-    if not job_running:
-        # The Auto search that chose a backend it tried before: a later trial's run replaced
-        # the record, while the chosen revision's pods kept the gates of their own.
-        returned = search is not None and search.trying is None
-        due = _due_pods(dis, ready, validation, revision, config, now, returned=returned)
-        expected = _expected_fingerprint(dis, fingerprint, fingerprint_revision, revision)
-        if due:
-            name = _free_job_name(
-                dis,
-                revision,
-                [p.name for p in due],
-                validation.last_run_time if validation else None,
-                # A Job of ours under this run's name is this very run, created by a process
-                # that could not record it (restarted): the create adopts it if its template is
-                # this run's (Cluster.create_job), so the name is not skipped for a second Job.
-                {
-                    j.name
-                    for j in jobs
-                    if not is_controlled_by(j.controller, c.KIND, dis.metadata.uid)
-                    or (validation is not None and j.name == validation.job_name)
-                }
-                | set(memory.taken_job_names),
-            )
-            endpoints = [Endpoint(pod=p.name, ip=p.ip or "") for p in due]
-            out.create_job = build_validation_job(context, endpoints, expected, name, config)
-            # The UID comes back only in the create response: the executor fills it in.
-            record = JobRecord(name=name, uid=PENDING_UID, revision=revision)
-            out.events.append(
-                Event(
-                    "Normal",
-                    R.VALIDATION_STARTED,
-                    f"validating {', '.join(p.name for p in due)} with Job {name}",
-                    after="job-created",
-                )
-            )
-            starting = [p.name for p in due]
-
-    # 3. Children, with the client Service on the revision that serves now. A child whose name
-    # someone else holds is never applied.
-    serving_revision = _serving_revision(engine_pods, revision, old.serving_revision)
-    wanted = build_children(context, serving_revision, config)
-    foreign = trust.foreign_children(
-        dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, memory
-    )
-    applied_hashes = {
-        (ch.kind, ch.name): ch.applied_hash
-        for ch in children
-        if is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
-    }
-    out.observed_hashes = applied_hashes
-    out.created_children = {
-        (ch.kind, ch.name) for ch in children if ch.created and (ch.kind, ch.name) in applied_hashes
-    }
-    wanted_keys = {(ch["kind"], ch["metadata"]["name"]) for ch in wanted}
-    out.delete_policies = {
-        ch.name: ch.uid
-        for ch in children
-        if ch.kind == "NetworkPolicy"
-        and (ch.kind, ch.name) not in wanted_keys
-        and is_controlled_by(ch.controller, c.KIND, dis.metadata.uid)
-    }
-    for child in wanted:
-        child_key = (child["kind"], child["metadata"]["name"])
-        if child_key in foreign:
-            continue
-        if (
-            applied_hashes.get(child_key)
-            != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]
-        ):
-            out.apply.append(child)
-
-    # 4. Status.
-    validated_current = [p for p in current if p.is_validated]
-    conditions = list(old.conditions)
-    ready_before = cond.find(conditions, T.READY)
+    search, rendered, search_events = plan_search(resource.parsed.dis, old, now)
+    context = resource.parsed if rendered is resource.parsed.dis else RevisionContext.of(rendered)
+    p = Pass(context, old, observed, config, now, memory or Memory())
+    engine_pods, ignored = _engine_pods(p)
+    v = _follow_validation(p, engine_pods)
+    engine_pods = [_with_condition(pod, v.gates().get(pod.name)) for pod in engine_pods]
+    current = [pod for pod in engine_pods if pod.revision == p.revision and not pod.deleting]
+    ready = [pod for pod in current if pod.can_be_validated]
+    # The Auto search that chose a backend it tried before: a later trial's run replaced the
+    # record, while the chosen revision's pods kept the gates of their own.
+    returned = search is not None and search.trying is None
+    start = () if v.running else _start_validation(p, ready, v, returned)
+    serving_revision = _serving_revision(engine_pods, p.revision, old.serving_revision)
+    children, foreign = _plan_children(p, serving_revision)
     conflict = "; ".join(foreign[k] for k in sorted(foreign))
-    _set_conditions(
-        conditions,
-        dis,
-        revision=revision,
-        run=validation if validation and validation.revision == revision else None,
-        fingerprint=fingerprint,
+    conditions = _conditions(
+        p,
+        resource.generation,
+        run=v.run if v.run and v.run.revision == p.revision else None,
+        fingerprint=v.fingerprint,
         current=current,
-        serving=[p for p in engine_pods if p.is_validated and p.revision == serving_revision],
-        validating=job_running or bool(starting),
+        serving=[
+            pod for pod in engine_pods if pod.is_validated and pod.revision == serving_revision
+        ],
+        validating=v.running or bool(start),
         conflict=conflict,
-        generation=generation,
-        now=now,
     )
-    if conflict and (
-        ready_before is None
-        or (ready_before.reason, ready_before.message) != (R.CHILD_CONFLICT, conflict)
-    ):
-        out.events.append(Event("Warning", R.CHILD_CONFLICT, conflict[:1024]))
-
-    # 5. The overhead measurement: after the conditions, which never wait for it.
-    overhead, overhead_job = plan_overhead(
-        out,
+    validated_current = [pod for pod in current if pod.is_validated]
+    bench = plan_overhead(
         context,
         old.overhead,
         old.overhead_job,
         ready=(cond.find(conditions, T.READY) or _NOT_READY).status == TRUE,
-        validated=[p for p in validated_current if p.can_be_validated],
-        pods=pods,
-        children=children,
-        replicasets=observed.replicasets,
-        jobs=bench_jobs,
-        memory=memory,
+        validated=[pod for pod in validated_current if pod.can_be_validated],
+        observed=observed,
+        memory=p.memory,
         config=config,
         now=now,
     )
-    out.ignored = ignored | out.ignored
-    for ignored_key in sorted(set(out.ignored) - memory.reported):
-        out.events.append(Event("Warning", R.UNTRUSTED_OBJECT, out.ignored[ignored_key][:1024]))
+    ignored = {**ignored, **v.ignored, **bench.ignored}
     status = DeterministicInferenceServiceStatus(
-        observed_generation=generation,
+        observed_generation=resource.generation,
         conditions=conditions,
-        revision=revision,
+        revision=p.revision,
         serving_revision=serving_revision,
-        fingerprint=fingerprint,
-        fingerprint_revision=fingerprint_revision,
-        short_fingerprint=fingerprint.removeprefix("sha256:")[:12] if fingerprint else None,
         replicas=ReplicaCounts(
-            desired=dis.spec.replicas, running=len(ready), validated=len(validated_current)
+            desired=p.dis.spec.replicas, running=len(ready), validated=len(validated_current)
         ),
-        validation=validation,
-        validation_job=record,
-        overhead=overhead,
-        overhead_job=overhead_job,
+        **_validation_fields(v, start[0].record if start else v.record),
+        overhead=bench.measurement,
+        overhead_job=bench.record,
         attention_search=search,
     )
-    if status.to_wire() != old.to_wire():
-        out.status = status
-    return out
+    events = (
+        *search_events,
+        *v.events,
+        *_conflict_events(conflict, old.conditions),
+        *bench.events,
+        *_untrusted(ignored, p.memory.reported),
+    )
+    changed = status.to_wire() != old.to_wire()
+    writes = [*v.writes, *(s.write for s in start), *children, *bench.writes]
+    return Plan.of(
+        [*writes, WriteStatus(status if changed else None, events)],
+        consumed=v.consumed,
+        ignored=ignored,
+    )
+
+
+def _engine_pods(p: Pass) -> tuple[list[PodView], dict[str, str]]:
+    """The engine pods our Deployment made, and the ignored ones (key -> why)."""
+    return trust.engine_pods(
+        p.dis,
+        [pod for pod in p.observed.pods if pod.component == c.COMPONENT_ENGINE],
+        trust.own_deployment(p.dis, p.observed.children),
+        p.observed.replicasets,
+    )
+
+
+def _validation_fields(v: Validation, record: JobRecord | None) -> dict[str, Any]:
+    """The status fields of the validation side: the last run, the Job in flight, the
+    fingerprint."""
+    return {
+        "validation": v.run,
+        "validation_job": record,
+        "fingerprint": v.fingerprint,
+        "fingerprint_revision": v.fingerprint_revision,
+        "short_fingerprint": v.fingerprint.removeprefix("sha256:")[:12] if v.fingerprint else None,
+    }
+
+
+def _untrusted(ignored: Mapping[str, str], reported: frozenset[str]) -> tuple[Event, ...]:
+    """A Warning for each ignored object not named in one before."""
+    return tuple(
+        Event("Warning", R.UNTRUSTED_OBJECT, ignored[k][:1024])
+        for k in sorted(set(ignored) - reported)
+    )
+
+
+def _follow_validation(p: Pass, engine_pods: Sequence[PodView]) -> Validation:
+    """The validation Job in flight: cancelled when the revision changed, else its result read
+    once (jobs.result_of)."""
+    dis, old, memory = p.dis, p.old, p.memory
+    jobs = [j for j in p.jobs if j.component != c.COMPONENT_BENCH]
+    last = old.validation
+    recorded = (old.fingerprint, old.fingerprint_revision)
+    # The Job in flight is the one whose UID the status recorded when the operator created it.
+    record = old.validation_job or trust.adopt_created(
+        dis, jobs, memory, last.job_name if last else None
+    )
+    job = in_flight(record, jobs, dis.metadata.uid)
+    ignored = trust.ignored_jobs(dis, p.jobs, memory)
+    ignored |= trust.ignored_validator_pods(dis, p.observed.pods, jobs, job)
+    if record is None:
+        return Validation(None, False, last, *recorded, ignored=ignored)
+    if record.revision != p.revision:
+        cancel = Event("Normal", R.VALIDATION_JOB_CANCELLED, f"{record.name}: the revision changed")
+        writes = (
+            ()
+            if job is not None and job.finished
+            else (DeleteJob(record.name, record.uid, (cancel,)),)
+        )
+        return Validation(None, False, last, *recorded, writes, ignored=ignored)
+    result = result_of(
+        record,
+        job,
+        p.observed.pods,
+        memory.created_jobs,
+        "validation Job",
+        read=_read_summary,
+        no_result=lambda why: Result(Verdict.COULD_NOT_TEST, why, None),
+    )
+    if result is None:
+        return Validation(record, True, last, *recorded, ignored=ignored)
+    ran = job or JobView(record.name, record.revision, (), None, "", True, None)
+    return replace(_consume(p, ran, result, engine_pods, recorded), ignored=ignored)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A validation Job to create, and its record in the status."""
+
+    write: CreateJob
+    record: JobRecord
+
+
+def _start_validation(
+    p: Pass, ready: Sequence[PodView], v: Validation, returned: bool
+) -> tuple[Start, ...]:
+    """A validation Job for the ready pods that are waiting for one, if any."""
+    dis, revision, validation = p.dis, p.revision, v.run
+    due = _due_pods(dis, ready, validation, revision, p.config, p.now, returned=returned)
+    if not due:
+        return ()
+    name = _free_job_name(
+        dis,
+        revision,
+        [pod.name for pod in due],
+        validation.last_run_time if validation else None,
+        # A Job of ours under this run's name is this very run, created by a process that could
+        # not record it (restarted): the create adopts it if its template is this run's
+        # (Cluster.create_job), so the name is not skipped for a second Job.
+        {
+            j.name
+            for j in p.jobs
+            if j.component != c.COMPONENT_BENCH
+            and (
+                not is_controlled_by(j.controller, c.KIND, dis.metadata.uid)
+                or (validation is not None and j.name == validation.job_name)
+            )
+        }
+        | set(p.memory.taken_job_names),
+    )
+    endpoints = [Endpoint(pod=pod.name, ip=pod.ip or "") for pod in due]
+    expected = _expected_fingerprint(dis, v.fingerprint, v.fingerprint_revision, revision)
+    started = Event(
+        "Normal",
+        R.VALIDATION_STARTED,
+        f"validating {', '.join(pod.name for pod in due)} with Job {name}",
+    )
+    body = build_validation_job(p.context, endpoints, expected, name, p.config)
+    # The UID comes back only in the create response: the executor fills it in (with_job_uids).
+    record = JobRecord(name=name, uid=PENDING_UID, revision=revision)
+    return (Start(CreateJob("validation", body, (started,)), record),)
+
+
+def _plan_children(
+    p: Pass, serving_revision: str
+) -> tuple[list[Write], dict[tuple[str, str], str]]:
+    """The children to apply (with the client Service on the revision that serves now), the
+    NetworkPolicies no longer wanted, and the children whose name someone else holds (never
+    applied): (kind, name) -> why."""
+    dis, uid, children = p.dis, p.dis.metadata.uid, p.observed.children
+    wanted = build_children(p.context, serving_revision, p.config)
+    foreign = trust.foreign_children(
+        dis, [(ch["kind"], ch["metadata"]["name"]) for ch in wanted], children, p.memory
+    )
+    ours = [ch for ch in children if is_controlled_by(ch.controller, c.KIND, uid)]
+    hashes = {(ch.kind, ch.name): ch.applied_hash for ch in ours}
+    created = {(ch.kind, ch.name) for ch in ours if ch.created}
+    wanted_keys = {(ch["kind"], ch["metadata"]["name"]) for ch in wanted}
+    writes: list[Write] = [
+        DeleteNetworkPolicy(ch.name, ch.uid)
+        for ch in ours
+        if ch.kind == "NetworkPolicy" and (ch.kind, ch.name) not in wanted_keys
+    ]
+    for child in wanted:
+        key = (child["kind"], child["metadata"]["name"])
+        if (
+            key not in foreign
+            and hashes.get(key) != child["metadata"]["annotations"][c.ANNOTATION_APPLIED_HASH]
+        ):
+            writes.append(Apply(child, key in hashes, hashes.get(key), key in created))
+    return writes, foreign
+
+
+def _conflict_events(conflict: str, before: Sequence[Condition]) -> tuple[Event, ...]:
+    """A Warning when children someone else holds block the resource, once per conflict."""
+    ready_before = cond.find(before, T.READY)
+    if not conflict or (
+        ready_before is not None
+        and (ready_before.reason, ready_before.message) == (R.CHILD_CONFLICT, conflict)
+    ):
+        return ()
+    return (Event("Warning", R.CHILD_CONFLICT, conflict[:1024]),)
 
 
 def _free_job_name(
@@ -325,25 +387,16 @@ def read_result(job: JobView, pods: Sequence[PodView]) -> Result | None:
     """The verdict of a Job whose validator has finished; None while it is still running.
 
     Only the Job's one pod (controlled by its UID, running its template's containers) counts;
-    two pods claiming it make the run "could not validate", never a verdict.
+    two pods claiming it make the run "could not validate", never a verdict (jobs.ended_pod).
     """
-    claims, pod = trust.job_pods(job, pods)
-    if len(claims) > 1:
-        names = ", ".join(sorted(p.name for p in claims))
-        return Result(
-            Verdict.COULD_NOT_TEST,
-            f"{len(claims)} pods claim validation Job {job.name} ({names}): none is trusted",
-            None,
-        )
-    if pod is not None and pod.terminated is None:
-        pod = None
-    if pod is None:
-        if job.finished:
-            reason = job.failure or "its pod is gone"
-            return Result(
-                Verdict.COULD_NOT_TEST, f"validation Job {job.name} left no result: {reason}", None
-            )
-        return None
+    found = ended_pod(job, pods, "validation Job")
+    if isinstance(found, str):
+        return Result(Verdict.COULD_NOT_TEST, found, None)
+    return None if found is None else _read_summary(job, found)
+
+
+def _read_summary(job: JobView, pod: PodView) -> Result:
+    """The verdict in the termination message of the Job's one terminated pod."""
     term = pod.terminated
     assert term is not None
     try:
@@ -397,19 +450,17 @@ def _without_evidence(summary: ValidationSummary) -> str | None:
 
 
 def _consume(
-    out: Plan,
+    p: Pass,
     job: JobView,
     result: Result,
     engine_pods: Sequence[PodView],
-    previous: ValidationStatus | None,
     recorded: tuple[str | None, str | None],
-    revision: str,
-    now: datetime,
-) -> tuple[ValidationStatus, str | None, str | None]:
+) -> Validation:
     """Turn a Job's result into pod conditions, the validation status, and Events."""
-    summary = result.summary
-    existing = {p.name: p for p in engine_pods if not p.deleting}
+    summary, revision, now = result.summary, p.revision, p.now
+    existing = {pod.name: pod for pod in engine_pods if not pod.deleting}
     failed = set(summary.failed_endpoints) if summary else set()
+    writes: list[Write] = []
     for name in job.pods:
         if name not in existing:
             continue
@@ -423,12 +474,13 @@ def _consume(
             gate = (FALSE, R.COULD_NOT_VALIDATE, result.message[:1024])
         condition = cond.pod_condition(c.READINESS_GATE, *gate, now)
         if not cond.same_pod_condition(existing[name].validated, condition):
-            out.pod_conditions[name] = condition
+            writes.append(SetPodCondition(name, condition))
 
+    events = []
     fingerprint, fingerprint_revision = recorded
     if result.verdict == Verdict.DETERMINISTIC and summary and summary.fingerprint:
         if (fingerprint, fingerprint_revision) != (summary.fingerprint, revision):
-            out.events.append(
+            events.append(
                 Event(
                     "Normal",
                     R.FINGERPRINT_RECORDED,
@@ -438,7 +490,8 @@ def _consume(
         fingerprint, fingerprint_revision = summary.fingerprint, revision
 
     passed = result.verdict == Verdict.DETERMINISTIC
-    validation = ValidationStatus(
+    previous = p.old.validation
+    run = ValidationStatus(
         revision=revision,
         job_name=job.name,
         verdict=result.verdict,
@@ -457,9 +510,17 @@ def _consume(
     )
     kind = "Normal" if passed else "Warning"
     reason = result.verdict.condition_reason
-    out.events.append(Event(kind, reason, f"Job {job.name}: {result.message}"[:1024]))
-    out.consumed = result.verdict
-    return validation, fingerprint, fingerprint_revision
+    events.append(Event(kind, reason, f"Job {job.name}: {result.message}"[:1024]))
+    return Validation(
+        None,
+        False,
+        run,
+        fingerprint,
+        fingerprint_revision,
+        tuple(writes),
+        tuple(events),
+        consumed=result.verdict,
+    )
 
 
 def _load_figures(summary: ValidationSummary | None) -> dict[str, int | None]:
@@ -560,33 +621,30 @@ def _serving_revision(engine_pods: Sequence[PodView], revision: str, previous: s
     return sorted(r for r in serving if r)[0]
 
 
-def _set_conditions(
-    conds: list[Condition],
-    dis: DeterministicInferenceService,
+def _conditions(
+    p: Pass,
+    generation: int | None,
     *,
-    revision: str,
     run: ValidationStatus | None,
     fingerprint: str | None,
     current: Sequence[PodView],
     serving: Sequence[PodView],
     validating: bool,
-    generation: int | None,
-    now: datetime,
     conflict: str = "",
-) -> None:
-    """Set all five conditions in `conds` (in place) from what was observed and decided.
+) -> list[Condition]:
+    """All five conditions, from what was observed and decided: the one place they are set.
 
-    `conflict` names the children someone else holds: nothing can progress until they are
-    gone, so it is the reason on Progressing and Ready.
+    `run` is the last run on this revision; `conflict` names the children someone else holds:
+    nothing can progress until they are gone, so it is the reason on Progressing and Ready.
     """
-    desired = dis.spec.replicas
-    validated = [p for p in current if p.is_validated]
+    conds = list(p.old.conditions)
+    dis, revision = p.dis, p.revision
 
     def put(type_: str, value: ConditionStatus, reason: str, message: str) -> None:
-        cond.set_condition(conds, type_, value, reason, message, generation, now)
+        cond.set_condition(conds, type_, value, reason, message, generation, p.now)
 
     put(T.ADMIN_ENDPOINTS_CLOSED, *_admin_endpoints(dis))
-    if desired == 0:
+    if dis.spec.replicas == 0:
         for type_ in (T.PROGRESSING, T.AVAILABLE, T.READY):
             put(type_, FALSE, R.SCALED_TO_ZERO, "spec.replicas is 0")
         put(T.VALIDATED, UNKNOWN, R.SCALED_TO_ZERO, "no pods to validate")
@@ -594,35 +652,12 @@ def _set_conditions(
         if conflict:
             put(T.PROGRESSING, FALSE, R.CHILD_CONFLICT, conflict)
             put(T.READY, FALSE, R.CHILD_CONFLICT, conflict)
-        return
-
-    # Validated: the verdict of the last run on this revision.
-    if run is None:
-        put(
-            T.VALIDATED,
-            UNKNOWN,
-            R.VALIDATING if validating else R.VALIDATION_PENDING,
-            f"revision {revision} has not been validated yet",
-        )
-    elif run.verdict == Verdict.DETERMINISTIC:
-        put(
-            T.VALIDATED,
-            TRUE,
-            R.DETERMINISTIC,
-            f"every suite gave one output on {', '.join(run.pods)}; fingerprint {fingerprint}",
-        )
-    elif run.verdict.failed:
-        put(T.VALIDATED, FALSE, run.verdict.value, run.message)
-    else:
-        put(T.VALIDATED, UNKNOWN, R.COULD_NOT_VALIDATE, run.message)
-
-    failed = run is not None and run.verdict.failed
-    if failed:
-        assert run is not None
+        return conds
+    put(T.VALIDATED, *_validated(run, revision, fingerprint, validating))
+    if run is not None and run.verdict.failed:
         put(T.DEGRADED, TRUE, run.verdict.value, run.message)
     else:
         put(T.DEGRADED, FALSE, R.AS_EXPECTED, "")
-
     if serving:
         put(
             T.AVAILABLE,
@@ -632,65 +667,99 @@ def _set_conditions(
         )
     else:
         put(T.AVAILABLE, FALSE, R.NO_VALIDATED_REPLICAS, "no pod has passed validation yet")
+    progress = _progress(dis, revision, run, current, validating)
+    if conflict:
+        progress = (FALSE, R.CHILD_CONFLICT, conflict)
+    put(T.PROGRESSING, *progress)
+    put(T.READY, *_ready(dis, run, current, progress, conflict))
+    return conds
 
-    # Progressing, and the reason Ready is not yet True.
-    unschedulable = next((p for p in current if p.unschedulable), None)
-    running = [p for p in current if p.can_be_validated]
+
+def _validated(
+    run: ValidationStatus | None, revision: str, fingerprint: str | None, validating: bool
+) -> tuple[ConditionStatus, str, str]:
+    """Validated: the verdict of the last run on this revision."""
+    if run is None:
+        reason = R.VALIDATING if validating else R.VALIDATION_PENDING
+        return UNKNOWN, reason, f"revision {revision} has not been validated yet"
+    if run.verdict == Verdict.DETERMINISTIC:
+        return (
+            TRUE,
+            R.DETERMINISTIC,
+            f"every suite gave one output on {', '.join(run.pods)}; fingerprint {fingerprint}",
+        )
+    if run.verdict.failed:
+        return FALSE, run.verdict.value, run.message
+    return UNKNOWN, R.COULD_NOT_VALIDATE, run.message
+
+
+def _progress(
+    dis: DeterministicInferenceService,
+    revision: str,
+    run: ValidationStatus | None,
+    current: Sequence[PodView],
+    validating: bool,
+) -> tuple[ConditionStatus, str, str]:
+    """Progressing, and the reason Ready is not yet True."""
+    desired = dis.spec.replicas
+    validated = [pod for pod in current if pod.is_validated]
+    unschedulable = next((pod for pod in current if pod.unschedulable), None)
+    running = [pod for pod in current if pod.can_be_validated]
     if len(validated) >= desired:
-        progress = (
+        return (
             FALSE,
             R.ROLLOUT_COMPLETE,
             f"{len(validated)} pod(s) of revision {revision} validated",
         )
-    elif failed and not validating:
-        assert run is not None
-        progress = (FALSE, R.VALIDATION_FAILED, run.message)
-    elif validating:
-        progress = (TRUE, R.VALIDATING, f"validating revision {revision}")
-    elif unschedulable is not None:
-        progress = (
+    if run is not None and run.verdict.failed and not validating:
+        return FALSE, R.VALIDATION_FAILED, run.message
+    if validating:
+        return TRUE, R.VALIDATING, f"validating revision {revision}"
+    if unschedulable is not None:
+        return (
             TRUE,
             R.PODS_UNSCHEDULABLE,
             f"pod {unschedulable.name}: {unschedulable.unschedulable}",
         )
-    elif run is not None and run.verdict == Verdict.COULD_NOT_TEST:
-        progress = (TRUE, R.COULD_NOT_VALIDATE, f"{run.message} (will retry)")
-    else:
-        progress = (
-            TRUE,
-            R.WAITING_FOR_PODS,
-            f"{len(running)} of {desired} pod(s) of revision {revision} running",
-        )
-    if conflict:
-        progress = (FALSE, R.CHILD_CONFLICT, conflict)
-    put(T.PROGRESSING, *progress)
+    if run is not None and run.verdict == Verdict.COULD_NOT_TEST:
+        return TRUE, R.COULD_NOT_VALIDATE, f"{run.message} (will retry)"
+    return (
+        TRUE,
+        R.WAITING_FOR_PODS,
+        f"{len(running)} of {desired} pod(s) of revision {revision} running",
+    )
 
+
+def _ready(
+    dis: DeterministicInferenceService,
+    run: ValidationStatus | None,
+    current: Sequence[PodView],
+    progress: tuple[ConditionStatus, str, str],
+    conflict: str,
+) -> tuple[ConditionStatus, str, str]:
+    """Ready: a passing run on this revision and every desired replica validated."""
+    desired = dis.spec.replicas
+    validated = [pod for pod in current if pod.is_validated]
     if conflict:
-        put(T.READY, FALSE, R.CHILD_CONFLICT, conflict)
-    elif run is not None and run.verdict == Verdict.DETERMINISTIC and len(validated) >= desired:
-        put(
-            T.READY,
+        return FALSE, R.CHILD_CONFLICT, conflict
+    if run is not None and run.verdict == Verdict.DETERMINISTIC and len(validated) >= desired:
+        return (
             TRUE,
             R.REPLICAS_VALIDATED,
             f"{len(validated)} of {desired} pod(s) validated deterministic",
         )
-    else:
-        blocker = (
-            progress if progress[0] == TRUE or failed else (FALSE, R.REPLICAS_NOT_VALIDATED, "")
-        )
-        message = blocker[2] or f"{len(validated)} of {desired} pod(s) validated"
-        put(T.READY, FALSE, blocker[1], message)
+    failed = run is not None and run.verdict.failed
+    blocker = progress if progress[0] == TRUE or failed else (FALSE, R.REPLICAS_NOT_VALIDATED, "")
+    return FALSE, blocker[1], blocker[2] or f"{len(validated)} of {desired} pod(s) validated"
 
 
 def _plan_invalid(
-    out: Plan,
     exc: SpecError,
     old: DeterministicInferenceServiceStatus,
     generation: int | None,
     now: datetime,
 ) -> Plan:
     """An invalid spec: say so on Ready, touch no child (nothing is lost), no retry."""
-    out.invalid = exc
     conds = list(old.conditions)
     message = str(exc)[:4000]
     before = cond.find(conds, T.READY)
@@ -701,11 +770,11 @@ def _plan_invalid(
             value = FALSE if type_ == T.DEGRADED else UNKNOWN
             cond.set_condition(conds, type_, value, R.INVALID_SPEC, "", generation, now)
     status = old.model_copy(update={"conditions": conds, "observed_generation": generation})
+    events: tuple[Event, ...] = ()
     if before is None or before.reason != R.INVALID_SPEC or before.message != message:
-        out.events.append(Event("Warning", R.INVALID_SPEC, message[:1024]))
-    if status.to_wire() != old.to_wire():
-        out.status = status
-    return out
+        events = (Event("Warning", R.INVALID_SPEC, message[:1024]),)
+    changed = status.to_wire() != old.to_wire()
+    return Plan.of([WriteStatus(status if changed else None, events)], invalid=exc)
 
 
 def _admin_endpoints(dis: DeterministicInferenceService) -> tuple[ConditionStatus, str, str]:

@@ -29,7 +29,7 @@ from detinfer.api.status import (
 )
 from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders.common import revision_of
-from detinfer.controller.writes import Event, Plan
+from detinfer.controller.writes import Event
 
 
 def with_backend(
@@ -48,15 +48,16 @@ def trial_limit_seconds(spec: DeterministicInferenceServiceSpec) -> int:
 
 
 def plan_search(
-    out: Plan,
     dis: DeterministicInferenceService,
     old: DeterministicInferenceServiceStatus,
     now: datetime,
-) -> tuple[AttentionSearchStatus | None, DeterministicInferenceService]:
-    """The new status.attentionSearch (None without Auto) and the resource to render: the spec
-    with the backend served now. Events for each trial started or finished and the choice."""
+) -> tuple[AttentionSearchStatus | None, DeterministicInferenceService, list[Event]]:
+    """The new status.attentionSearch (None without Auto), the resource to render (the spec
+    with the backend served now), and Events for each trial started or finished and the
+    choice."""
     if dis.spec.engine.attention_backend != AttentionBackend.AUTO:
-        return None, dis
+        return None, dis, []
+    out: list[Event] = []
     search_revision = revision_of(dis)
     candidates = list(auto_candidates(dis.spec))
     search = old.attention_search
@@ -74,8 +75,8 @@ def plan_search(
         trying = search.trying
         trial = _finished_trial(with_backend(dis, trying), trying, old, search, now)
         if trial is None:
-            return search, with_backend(dis, trying)
-        out.events.append(
+            return search, with_backend(dis, trying), out
+        out.append(
             Event(
                 "Normal" if trial.verdict == Verdict.DETERMINISTIC else "Warning",
                 R.ATTENTION_TRIAL_FINISHED,
@@ -86,14 +87,14 @@ def plan_search(
         tried = {t.backend for t in search.trials}
         following = next((b for b in candidates if b not in tried), None)
         search = _start(out, search, following, now) if following else _choose(out, search)
-    return search, with_backend(dis, search.chosen or candidates[0])
+    return search, with_backend(dis, search.chosen or candidates[0]), out
 
 
 def _start(
-    out: Plan, search: AttentionSearchStatus, backend: AttentionBackend, now: datetime
+    out: list[Event], search: AttentionSearchStatus, backend: AttentionBackend, now: datetime
 ) -> AttentionSearchStatus:
     done = len(search.trials)
-    out.events.append(
+    out.append(
         Event(
             "Normal",
             R.ATTENTION_TRIAL_STARTED,
@@ -147,7 +148,7 @@ def _finished_trial(
     )
 
 
-def _choose(out: Plan, search: AttentionSearchStatus) -> AttentionSearchStatus:
+def _choose(out: list[Event], search: AttentionSearchStatus) -> AttentionSearchStatus:
     passed = [t for t in search.trials if t.verdict == Verdict.DETERMINISTIC]
     measured = [t for t in passed if t.overhead_percent is not None]
     if measured:
@@ -164,9 +165,9 @@ def _choose(out: Plan, search: AttentionSearchStatus) -> AttentionSearchStatus:
             "no candidate passed validation; serving "
             f"{search.candidates[0].value}, the first, whose verdict Validated shows"
         )
-        out.events.append(Event("Warning", R.ATTENTION_BACKEND_CHOSEN, message))
+        out.append(Event("Warning", R.ATTENTION_BACKEND_CHOSEN, message))
         return search.model_copy(update={"trying": None, "chosen": None, "message": message})
-    out.events.append(Event("Normal", R.ATTENTION_BACKEND_CHOSEN, message))
+    out.append(Event("Normal", R.ATTENTION_BACKEND_CHOSEN, message))
     return search.model_copy(update={"trying": None, "chosen": best.backend, "message": message})
 
 

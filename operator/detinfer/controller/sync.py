@@ -18,33 +18,38 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from detinfer import metrics
-from detinfer.api.status import JobRecord
+from detinfer.api.status import DeterministicInferenceServiceStatus, JobRecord
 from detinfer.builders.common import RevisionContext, applied_hash
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.observed import JobView, Observed, ResourceView
-from detinfer.controller.reconcile import Plan, plan
+from detinfer.controller.reconcile import plan
 from detinfer.controller.state import State
+from detinfer.controller.writes import (
+    Apply,
+    CreateJob,
+    DeleteDeployment,
+    DeleteJob,
+    DeleteNetworkPolicy,
+    Event,
+    Plan,
+    SetPodCondition,
+    WriteStatus,
+    with_job_uids,
+)
 
 log = logging.getLogger(__name__)
 
 CONFLICT_ATTEMPTS = 3
 # Each child and the Job can be found in the way once per pass.
 IN_THE_WAY_ATTEMPTS = 4
-# Event.after -> the action an Event reports (events.k8s.io/v1 requires one).
-ACTIONS = {
-    "status": "UpdateStatus",
-    "job-created": "CreateJob",
-    "job-deleted": "DeleteJob",
-    "bench-created": "CreateJob",
-}
 # A pass that failed for a reason no later event is sure to fix is tried again after this long.
 RETRY_AFTER_ERROR_SECONDS = 10.0
 # A pass that finds an index not listed yet (the operator is starting) is tried again after this.
@@ -193,25 +198,10 @@ def warm_up(config: OperatorConfig) -> Plan:
 
 def _deployment_only(p: Plan) -> Plan:
     """The plan's Deployment apply alone (follow_up), if the plan has it and more; else `p`."""
-    deployments = [obj for obj in p.apply if obj["kind"] == "Deployment"]
-    more = (
-        len(p.apply) > len(deployments)
-        or p.status is not None
-        or p.create_job is not None
-        or p.delete_jobs
-        or p.pod_conditions
-        or p.create_bench_job is not None
-        or p.delete_deployments
-        or p.delete_policies
-    )
-    if not deployments or not more:
+    first = [w for w in p.writes if isinstance(w, Apply) and w.kind == "Deployment"]
+    if not first or p.count() == len(first):
         return p
-    return Plan(
-        apply=deployments,
-        observed_hashes=p.observed_hashes,
-        created_children=p.created_children,
-        follow_up=True,
-    )
+    return Plan(tuple(first), follow_up=True)
 
 
 def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Observed:
@@ -264,97 +254,107 @@ def _execute(
     p: Plan,
     deleted: set[str],
 ) -> None:
-    namespace, name = key
-    cluster = state.cluster
-
-    def post(after: str) -> None:
-        for event in p.events:
-            if event.after == after:
-                state.post_event(
-                    resource.reference, event.type, event.reason, event.message, ACTIONS[after]
-                )
-
-    for obj in p.apply:
-        child = (namespace, obj["kind"], obj["metadata"]["name"])
-        cluster.apply(
-            obj,
-            resource.uid,
-            seen=child[1:] in p.observed_hashes,
-            created=child[1:] in p.created_children,
-        )
-        metrics.api_writes_total.labels(f"apply-{obj['kind']}").inc()
-        state.applied[child] = (
-            applied_hash(obj) or "",
-            p.observed_hashes.get(child[1:]),
-            resource.uid,
-        )
-    to_delete = [job for job in p.delete_jobs if job not in deleted]
-    for job in to_delete:
-        cluster.delete_job(namespace, job, p.delete_job_uids[job])
-        metrics.api_writes_total.labels("delete-job").inc()
-        deleted.add(job)
-    if to_delete:
-        post("job-deleted")
-    status = p.status
-    if p.create_job is not None:
-        job_name = p.create_job["metadata"]["name"]
-        created = state.created_jobs[key]
-        uid, new = cluster.create_job(p.create_job, {n: u for n, (u, _) in created.items()})
-        created.setdefault(job_name, (uid, time.monotonic()))
-        # The status records the Job by the UID that only the create response tells.
-        record = status.validation_job if status else None
-        if status is not None and record is not None and record.name == job_name:
-            status = status.model_copy(
-                update={"validation_job": record.model_copy(update={"uid": uid})}
-            )
-        if new:  # a Job that existed already was announced when it was made
-            metrics.api_writes_total.labels("create-job").inc()
-            post("job-created")
-    if p.create_bench_job is not None:
-        job_name = p.create_bench_job["metadata"]["name"]
-        created = state.created_jobs[key]
-        uid, new = cluster.create_job(p.create_bench_job, {n: u for n, (u, _) in created.items()})
-        created.setdefault(job_name, (uid, time.monotonic()))
-        bench = status.overhead_job if status else None
-        if status is not None and bench is not None and bench.name == job_name:
-            status = status.model_copy(
-                update={"overhead_job": bench.model_copy(update={"uid": uid})}
-            )
-        if new:
-            metrics.api_writes_total.labels("create-job").inc()
-            post("bench-created")
-    for deployment, uid in p.delete_deployments.items():
-        cluster.delete_deployment(namespace, deployment, uid)
-        metrics.api_writes_total.labels("delete-deployment").inc()
-        # What this process applied no longer stands in for the index (State.children).
-        state.applied.pop((namespace, "Deployment", deployment), None)
-    for policy, uid in p.delete_policies.items():
-        cluster.delete_network_policy(namespace, policy, uid)
-        metrics.api_writes_total.labels("delete-networkpolicy").inc()
-        state.applied.pop((namespace, "NetworkPolicy", policy), None)
-    for pod, condition in p.pod_conditions.items():
-        cluster.set_pod_condition(namespace, pod, condition)
-        metrics.api_writes_total.labels("pod-condition").inc()
-    if status is not None:
-        state.written[key] = lean(
-            cluster.patch_status(
-                namespace, name, status.to_wire(), resource.stored_status, resource.resource_version
-            )
-        )
-        metrics.api_writes_total.labels("status").inc()
-    # Transitions are announced only once the status that records them is written: a pass
-    # that conflicts posts nothing, and its retry posts them once.
-    post("status")
+    """Carry out the plan's writes in order, each one's Events posted once it succeeded."""
+    executor = _Executor(state, key, resource, deleted)
+    for write in p.writes:
+        executor.dispatch[type(write)](write)
     state.reported[key] = frozenset(p.ignored)
+    status = executor.status
     if status is not None or resource.status_keys:
         spec = resource.parsed.dis.spec if isinstance(resource.parsed, RevisionContext) else None
         metrics.observe(
-            namespace,
-            name,
+            *key,
             status or resource.status,
             p.consumed,
             spec.validation.revalidate_every_seconds if spec else None,
         )
+
+
+class _Executor:
+    """One write of each type; `deleted`: the Jobs an earlier attempt of this pass deleted."""
+
+    def __init__(
+        self, state: State, key: tuple[str, str], resource: ResourceView, deleted: set[str]
+    ):
+        self.state, self.key, self.resource, self.deleted = state, key, resource, deleted
+        self.cluster = state.cluster
+        self.namespace = key[0]
+        self.uids: dict[str, str] = {}  # Job name -> UID, of the Jobs created by this pass
+        self.status: DeterministicInferenceServiceStatus | None = None  # as written
+        self.dispatch: dict[type, Callable[[Any], None]] = {
+            Apply: self.apply,
+            DeleteJob: self.delete_job,
+            CreateJob: self.create_job,
+            DeleteDeployment: self.delete_deployment,
+            DeleteNetworkPolicy: self.delete_network_policy,
+            SetPodCondition: self.set_pod_condition,
+            WriteStatus: self.write_status,
+        }
+
+    def post(self, events: tuple[Event, ...], action: str) -> None:
+        for event in events:
+            self.state.post_event(
+                self.resource.reference, event.type, event.reason, event.message, action
+            )
+
+    def apply(self, w: Apply) -> None:
+        self.cluster.apply(w.obj, self.resource.uid, seen=w.seen, created=w.created)
+        metrics.api_writes_total.labels(f"apply-{w.kind}").inc()
+        self.state.applied[(self.namespace, w.kind, w.name)] = (
+            applied_hash(w.obj) or "",
+            w.observed_hash,
+            self.resource.uid,
+        )
+        self.post(w.events, "Apply")
+
+    def delete_job(self, w: DeleteJob) -> None:
+        if w.name in self.deleted:
+            return  # and its Events were posted then
+        self.cluster.delete_job(self.namespace, w.name, w.uid)
+        metrics.api_writes_total.labels("delete-job").inc()
+        self.deleted.add(w.name)
+        self.post(w.events, "DeleteJob")
+
+    def create_job(self, w: CreateJob) -> None:
+        created = self.state.created_jobs[self.key]
+        uid, new = self.cluster.create_job(w.body, {n: u for n, (u, _) in created.items()})
+        created.setdefault(w.name, (uid, time.monotonic()))
+        self.uids[w.name] = uid
+        if new:  # a Job that existed already was announced when it was made
+            metrics.api_writes_total.labels("create-job").inc()
+            self.post(w.events, "CreateJob")
+
+    def delete_deployment(self, w: DeleteDeployment) -> None:
+        self.cluster.delete_deployment(self.namespace, w.name, w.uid)
+        metrics.api_writes_total.labels("delete-deployment").inc()
+        # What this process applied no longer stands in for the index (State.children).
+        self.state.applied.pop((self.namespace, "Deployment", w.name), None)
+        self.post(w.events, "DeleteDeployment")
+
+    def delete_network_policy(self, w: DeleteNetworkPolicy) -> None:
+        self.cluster.delete_network_policy(self.namespace, w.name, w.uid)
+        metrics.api_writes_total.labels("delete-networkpolicy").inc()
+        self.state.applied.pop((self.namespace, "NetworkPolicy", w.name), None)
+        self.post(w.events, "DeleteNetworkPolicy")
+
+    def set_pod_condition(self, w: SetPodCondition) -> None:
+        self.cluster.set_pod_condition(self.namespace, w.pod, w.condition)
+        metrics.api_writes_total.labels("pod-condition").inc()
+        self.post(w.events, "UpdatePodStatus")
+
+    def write_status(self, w: WriteStatus) -> None:
+        if w.status is not None:
+            status = with_job_uids(w.status, self.uids)
+            r = self.resource
+            body = self.cluster.patch_status(
+                *self.key, status.to_wire(), r.stored_status, r.resource_version
+            )
+            self.state.written[self.key] = lean(body)
+            metrics.api_writes_total.labels("status").inc()
+            self.status = status
+        # Transitions are announced only once the status that records them is written: a pass
+        # that conflicts posts nothing, and its retry posts them once.
+        self.post(w.events, "UpdateStatus")
 
 
 def lean(body: dict[str, Any]) -> dict[str, Any]:
