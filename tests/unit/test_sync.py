@@ -136,7 +136,7 @@ def test_sync_writes_children_then_status_then_events():
     sync(state, ("ml", "qwen"), body, _indexes())
     assert cluster.calls == [("status", "100")]
     assert [e["reason"] for e in events] == ["InvalidSpec"]
-    assert state.written[("ml", "qwen")]["metadata"]["resourceVersion"] == "101"
+    assert state.of(("ml", "qwen")).written["metadata"]["resourceVersion"] == "101"
 
     cluster.calls.clear()
     fixed = f.dis()
@@ -323,7 +323,7 @@ def test_child_events_reach_their_owner_only():
 def test_applied_children_stand_in_until_the_index_catches_up():
     state, _ = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
-    applied = {k[1:]: v[0] for k, v in state.applied.items()}
+    applied = {k: v[0] for k, v in state.of(("ml", "qwen")).applied.items()}
     assert set(applied) == {
         ("Service", "qwen-pods"),
         ("Service", "qwen"),
@@ -336,8 +336,8 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     assert not [c for c in state.cluster.calls if c[0] == "apply"]
     # The index catches up: the memory is dropped.
     indexed = [ChildView(kind, name, h, OWNED) for (kind, name), h in applied.items()]
-    assert state.children("ml", indexed) == indexed
-    assert state.applied == {}
+    assert state.children(("ml", "qwen"), indexed) == indexed
+    assert state.of(("ml", "qwen")).applied == {}
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
     others = [child for child in indexed if child.kind != "Deployment"]
     changed = [ChildView("Deployment", "qwen", "edited", OWNED), *others]
@@ -351,6 +351,8 @@ def test_applied_children_stand_in_until_the_index_catches_up():
 def test_deleted_resource_is_forgotten():
     state, _ = _state(FakeCluster())
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
+    assert state.of(("ml", "qwen")).applied and state.of(("ml", "qwen")).written
+    assert 'name="qwen"' in generate_latest(metrics.REGISTRY).decode()
     # kopf drops a deleted object from its indexes before the handler runs.
     asyncio.run(
         handlers.dis_changed(
@@ -363,7 +365,8 @@ def test_deleted_resource_is_forgotten():
         )
     )
     _drain(state)
-    assert state.applied == {} and ("ml", "qwen") not in state.written
+    assert ("ml", "qwen") not in state.resources
+    assert 'name="qwen"' not in generate_latest(metrics.REGISTRY).decode()  # its series too
 
 
 def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
@@ -391,9 +394,9 @@ def test_the_created_jobs_uid_is_recorded_in_the_status():
     state, _ = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
     (create,) = [c for c in state.cluster.calls if c[0] == "create_job"]
-    record = state.written[("ml", "qwen")]["status"]["validationJob"]
+    record = state.of(("ml", "qwen")).written["status"]["validationJob"]
     assert record["name"] == create[1] and record["uid"] == "uid-" + create[1]
-    assert state.created_jobs[("ml", "qwen")][create[1]][0] == record["uid"]
+    assert state.of(("ml", "qwen")).created_jobs[create[1]][0] == record["uid"]
 
 
 def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
@@ -407,13 +410,13 @@ def test_a_child_in_the_way_is_untouched_remembered_and_announced_once():
         ("apply", "Service", "qwen"),
         ("apply", "NetworkPolicy", "qwen-engine"),
     ]
-    status = state.written[("ml", "qwen")]["status"]
+    status = state.of(("ml", "qwen")).written["status"]
     ready = next(x for x in status["conditions"] if x["type"] == "Ready")
     assert ready["reason"] == "ChildConflict" and "Deployment qwen exists" in ready["message"]
     assert [e["reason"] for e in events] == ["ChildConflict"]
-    assert ("Deployment", "qwen") in state.foreign_children[("ml", "qwen")]
+    assert ("Deployment", "qwen") in state.of(("ml", "qwen")).foreign_children
     state.cluster.calls.clear()
-    body = copy.deepcopy(state.written[("ml", "qwen")])
+    body = copy.deepcopy(state.of(("ml", "qwen")).written)
     sync(state, ("ml", "qwen"), body, _indexes())
     assert not [c for c in state.cluster.calls if c[:2] == ("apply", "Deployment")]
     assert len(events) == 1, "announced once"
@@ -426,7 +429,7 @@ def test_a_job_name_in_the_way_is_left_for_another():
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
     names = [c[1] for c in state.cluster.calls if c[0] == "create_job"]
     assert names[0] == taken and len(names) == 2 and names[1] != taken
-    assert state.written[("ml", "qwen")]["status"]["validationJob"]["name"] == names[1]
+    assert state.of(("ml", "qwen")).written["status"]["validationJob"]["name"] == names[1]
     untrusted = [e["message"] for e in events if e["reason"] == "UntrustedObject"]
     assert len(untrusted) == 1 and untrusted[0].startswith(f"Job {taken} holds the name")
 
@@ -436,7 +439,7 @@ def test_ignored_objects_are_announced_once_per_object():
     state, events = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes([*_ready_pods(), forged]))
     assert [e["reason"] for e in events].count("UntrustedObject") == 1
-    body = copy.deepcopy(state.written[("ml", "qwen")])
+    body = copy.deepcopy(state.of(("ml", "qwen")).written)
     sync(state, ("ml", "qwen"), body, _indexes([*_ready_pods(), forged]))
     assert [e["reason"] for e in events].count("UntrustedObject") == 1
     # A new pod of the same name is another object: announced again.
@@ -504,7 +507,7 @@ def test_children_still_recorded_as_created_are_taken_over_on_their_first_apply(
     state, _ = _state(FakeCluster(body=f.dis()))
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
     assert state.cluster.created_applies == []  # the create itself costs no takeover
-    applied = {k[1:]: v[0] for k, v in state.applied.items()}
+    applied = {k: v[0] for k, v in state.of(("ml", "qwen")).applied.items()}
     # The index shows them as created (an "Update" entry of ours); the spec changes.
     indexed = [ChildView(k, n, h, OWNED, created=True) for (k, n), h in applied.items()]
     indexes = _indexes()
@@ -516,7 +519,7 @@ def test_children_still_recorded_as_created_are_taken_over_on_their_first_apply(
     sync(state, ("ml", "qwen"), changed, indexes)
     assert ("Deployment", "qwen") in state.cluster.created_applies
     # Applied since: the stand-in is no longer "created", the next apply takes nothing over.
-    (deployment,) = [v for v in state.children("ml", indexed) if v.kind == "Deployment"]
+    (deployment,) = [v for v in state.children(("ml", "qwen"), indexed) if v.kind == "Deployment"]
     assert deployment.created is False
 
 
@@ -529,7 +532,7 @@ def test_resource_bodies_are_kept_without_managed_fields():
     cluster = FakeCluster(body=body)
     state, _ = _state(cluster)
     sync(state, ("ml", "qwen"), f.dis(), _indexes())
-    assert "managedFields" not in state.written[("ml", "qwen")]["metadata"]
+    assert "managedFields" not in state.of(("ml", "qwen")).written["metadata"]
 
 
 def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_once():
@@ -547,7 +550,7 @@ def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_onc
     ]
     # Once a status is written, a pass is whole (here: the index still shows the Deployment
     # unapplied, as applied by this process: nothing to write).
-    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.written[("ml", "qwen")]]}
+    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.of(("ml", "qwen")).written]}
     cluster.calls.clear()
     assert sync_key(state, ("ml", "qwen")) is None
     assert cluster.calls == []
@@ -563,7 +566,7 @@ def _validating():
     state, _ = _state(first)
     sync(state, ("ml", "qwen"), f.dis(), _indexes(_ready_pods()))
     (name,) = [call[1] for call in first.calls if call[0] == "create_job"]
-    body = state.written[("ml", "qwen")]
+    body = state.of(("ml", "qwen")).written
     assert body["status"]["validationJob"]["uid"] == "uid-" + name
     return body, name, first.jobs[name]
 
@@ -578,7 +581,7 @@ def test_a_recorded_job_the_index_lacks_is_read_by_name_not_called_gone():
     assert ("read_job", name) in cluster.calls
     assert [call for call in cluster.calls if call[0] == "create_job"] == []
     assert [e["reason"] for e in events] == []
-    status = restarted.written.get(("ml", "qwen"), body)["status"]
+    status = (restarted.of(("ml", "qwen")).written or body)["status"]
     assert status["validationJob"]["name"] == name
     validated = next(x for x in status["conditions"] if x["type"] == "Validated")
     assert validated["reason"] != "CouldNotValidate"

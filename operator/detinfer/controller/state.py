@@ -9,11 +9,11 @@ status are the truth, this only saves writes and repeated Events while the watch
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from detinfer import metrics
 from detinfer.api import constants as c
 from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster, InTheWay
@@ -23,6 +23,27 @@ from detinfer.controller.workqueue import WorkQueue
 
 # A Job this process created is remembered at most this long if the index never shows it.
 CREATED_JOB_MEMORY_SECONDS = 600
+
+Key = tuple[str, str]  # (namespace, name) of a DeterministicInferenceService
+
+
+@dataclass
+class ResourceMemory:
+    """All this process remembers of one resource beyond what the indexes show: forgotten in
+    one operation (State.forget). Times are time.monotonic()."""
+
+    # The body our last status write returned: fresher than the index until the watch
+    # delivers it, so a quick second sync does not act on stale status.
+    written: dict[str, Any] | None = None
+    # Children applied but maybe not yet in the index: (kind, name) -> (hash applied, hash the
+    # index showed then, UID of the resource that owns it). Saves re-applying while the watch
+    # lags.
+    applied: dict[tuple[str, str], tuple[str, str | None, str]] = field(default_factory=dict)
+    # What plan() gets as trust.Memory; see there.
+    created_jobs: dict[str, tuple[str, float]] = field(default_factory=dict)
+    foreign_children: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    taken_job_names: dict[str, str] = field(default_factory=dict)
+    reported: frozenset[str] = frozenset()
 
 
 class State:
@@ -37,105 +58,82 @@ class State:
         self.cluster = cluster
         self.config = config
         # The resources waiting for a pass (namespace, name); the workers take them from here.
-        self.queue: WorkQueue[tuple[str, str]] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue()
         # How Events are posted: the cluster's call itself, or (in the operator) a poster that
         # hands them to a thread of their own (controller/events.py).
         self.post_event = post_event if post_event is not None else cluster.post_event
-        # The body our last status write returned, per resource: fresher than the index until
-        # the watch delivers it, so a quick second sync does not act on stale status.
-        self.written: dict[tuple[str, str], dict[str, Any]] = {}
         # The indexes sync reads, by name: kopf's of the resources (as the handlers receive it)
         # and the children's (controller/watches.py); set by the first trigger.
         self.indexes: Mapping[str, Any] | None = None
         # The children's indexes, from the start-up on (controller/watches.py).
         self.children_indexes: Mapping[str, Any] = {}
-        # Children applied but maybe not yet in the index: (namespace, kind, name) ->
-        # (hash applied, hash the index showed then, UID of the resource that owns it). Saves
-        # re-applying while the watch lags.
-        self.applied: dict[tuple[str, str, str], tuple[str, str | None, str]] = {}
-        # What plan() gets as trust.Memory, per resource; see there. Times are time.monotonic().
-        self.created_jobs: defaultdict[tuple[str, str], dict[str, tuple[str, float]]] = defaultdict(
-            dict
-        )
-        self.foreign_children: defaultdict[
-            tuple[str, str], dict[tuple[str, str], tuple[str, float]]
-        ] = defaultdict(dict)
-        self.taken_job_names: defaultdict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-        self.reported: dict[tuple[str, str], frozenset[str]] = {}
+        # Everything remembered of each resource, in one place.
+        self.resources: dict[Key, ResourceMemory] = {}
 
-    def children(self, namespace: str, indexed: Sequence[ChildView]) -> list[ChildView]:
-        """The indexed children, with what this process applied since standing in for them
-        until the index has caught up."""
+    def of(self, key: Key) -> ResourceMemory:
+        """The memory of one resource (empty at first)."""
+        memory = self.resources.get(key)
+        if memory is None:
+            memory = self.resources[key] = ResourceMemory()
+        return memory
+
+    def forget(self, key: Key) -> None:
+        """A deleted resource: its memory and its metric series go."""
+        self.resources.pop(key, None)
+        metrics.forget(*key)
+
+    def children(self, key: Key, indexed: Sequence[ChildView]) -> list[ChildView]:
+        """The indexed children of one resource, with what this process applied since standing
+        in for them until the index has caught up."""
+        applied = self.of(key).applied
         out = []
-        seen = set()
         for child in indexed:
-            key = (namespace, child.kind, child.name)
-            seen.add(key)
-            applied, before, _ = self.applied.get(key, (None, None, ""))
-            if applied is None or child.applied_hash == applied:
-                self.applied.pop(key, None)
+            mine, before, _ = applied.get((child.kind, child.name), (None, None, ""))
+            if mine is None or child.applied_hash == mine:
+                applied.pop((child.kind, child.name), None)
                 out.append(child)
             elif child.applied_hash == before:  # applied since: taken over then
-                out.append(replace(child, applied_hash=applied, created=False))
+                out.append(replace(child, applied_hash=mine, created=False))
             else:  # changed by someone else since: trust the index
-                self.applied.pop(key, None)
+                applied.pop((child.kind, child.name), None)
                 out.append(child)
-        for (ns, kind, name), (applied, before, owner) in list(self.applied.items()):
-            if ns == namespace and (ns, kind, name) not in seen and before is None:
+        seen = {(child.kind, child.name) for child in indexed}
+        for (kind, name), (mine, before, owner) in list(applied.items()):
+            if (kind, name) not in seen and before is None:
                 # Created or applied by this process as the owner's child: it is ours.
-                out.append(
-                    ChildView(kind, name, applied, Controller(c.KIND, "", owner), created=True)
-                )
+                out.append(ChildView(kind, name, mine, Controller(c.KIND, "", owner), created=True))
         return out
 
     def memory(
-        self, key: tuple[str, str], recorded_job_uid: str | None, indexed_jobs: Sequence[JobView]
+        self, key: Key, recorded_job_uid: str | None, indexed_jobs: Sequence[JobView]
     ) -> Memory:
         """What plan() must know beyond the indexes, after forgetting what is settled.
 
         `recorded_job_uid`: the UID of the Job in flight as the status records it."""
         now = time.monotonic()
         indexed = {j.uid for j in indexed_jobs}
-        created = self.created_jobs[key]
-        for name, (uid, since) in list(created.items()):
+        mine = self.of(key)
+        for name, (uid, since) in list(mine.created_jobs.items()):
             if (uid == recorded_job_uid and uid in indexed) or (
                 now - since > CREATED_JOB_MEMORY_SECONDS
             ):
-                del created[name]
-        foreign = self.foreign_children[key]
-        for child, (_, since) in list(foreign.items()):
+                del mine.created_jobs[name]
+        for child, (_, since) in list(mine.foreign_children.items()):
             if now - since > self.config.retry_after_seconds:
-                del foreign[child]  # try the create again: the object may be gone
+                del mine.foreign_children[child]  # try the create again: the object may be gone
         return Memory(
-            created_jobs={name: uid for name, (uid, _) in created.items()},
-            foreign_children={child: why for child, (why, _) in foreign.items()},
-            taken_job_names=dict(self.taken_job_names[key]),
-            reported=self.reported.get(key, frozenset()),
+            created_jobs={name: uid for name, (uid, _) in mine.created_jobs.items()},
+            foreign_children={child: why for child, (why, _) in mine.foreign_children.items()},
+            taken_job_names=dict(mine.taken_job_names),
+            reported=mine.reported,
         )
 
-    def found_in_the_way(self, key: tuple[str, str], exc: InTheWay) -> None:
+    def found_in_the_way(self, key: Key, exc: InTheWay) -> None:
         if exc.kind == "Job":
-            self.taken_job_names[key][exc.name] = (
+            self.of(key).taken_job_names[exc.name] = (
                 f"Job {exc.name} holds the name of a validation Job of {key[1]} and is not "
                 f"its own (its controller: {exc.controller or 'none'}): another name is used"
             )
         else:
             why = in_the_way(exc.kind, exc.name, exc.controller)
-            self.foreign_children[key][(exc.kind, exc.name)] = (why, time.monotonic())
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.written.pop((namespace, name), None)
-        for memory in (
-            self.created_jobs,
-            self.foreign_children,
-            self.taken_job_names,
-            self.reported,
-        ):
-            memory.pop((namespace, name), None)
-        for key in [
-            k
-            for k in self.applied
-            if k[0] == namespace
-            and k[2] in (name, f"{name}-pods", f"{name}-baseline", f"{name}-engine")
-        ]:
-            del self.applied[key]
+            self.of(key).foreign_children[(exc.kind, exc.name)] = (why, time.monotonic())

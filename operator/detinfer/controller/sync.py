@@ -72,8 +72,7 @@ def sync_key(state: State, key: tuple[str, str]) -> float | None:
     if not bodies:
         # Deleted (no finalizer: the children go with their owner references): only our
         # memory remains.
-        metrics.forget(*key)
-        state.forget(*key)
+        state.forget(key)
         return None
     assert indexes is not None
     try:
@@ -109,7 +108,7 @@ def sync(
     started = time.perf_counter()
     result = "error"
     try:
-        resource = ResourceView.from_body(_freshest(body, state.written.get(key)))
+        resource = ResourceView.from_body(_freshest(body, state.of(key).written))
         conflicts = 0
         deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
         unsynced = [name for name, index in indexes.items() if not getattr(index, "synced", True)]
@@ -210,7 +209,7 @@ def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Ob
         pods=list(indexes["pods_by_owner"].get(key, [])),
         jobs=list(indexes["jobs_by_owner"].get(key, [])),
         children=state.children(
-            key[0],
+            key,
             [
                 *indexes["deployments_by_owner"].get(key, []),
                 *indexes["services_by_owner"].get(key, []),
@@ -236,7 +235,7 @@ def with_recorded_job(
         recorded is None
         or not recorded.uid
         or any(job.uid == recorded.uid for job in observed.jobs)
-        or recorded.name in state.created_jobs[key]
+        or recorded.name in state.of(key).created_jobs
     ):
         return observed
     body = state.cluster.read_job(key[0], recorded.name)
@@ -258,7 +257,7 @@ def _execute(
     executor = _Executor(state, key, resource, deleted)
     for write in p.writes:
         executor.dispatch[type(write)](write)
-    state.reported[key] = frozenset(p.ignored)
+    state.of(key).reported = frozenset(p.ignored)
     status = executor.status
     if status is not None or resource.status_keys:
         spec = resource.parsed.dis.spec if isinstance(resource.parsed, RevisionContext) else None
@@ -278,6 +277,7 @@ class _Executor:
     ):
         self.state, self.key, self.resource, self.deleted = state, key, resource, deleted
         self.cluster = state.cluster
+        self.memory = state.of(key)
         self.namespace = key[0]
         self.uids: dict[str, str] = {}  # Job name -> UID, of the Jobs created by this pass
         self.status: DeterministicInferenceServiceStatus | None = None  # as written
@@ -300,7 +300,7 @@ class _Executor:
     def apply(self, w: Apply) -> None:
         self.cluster.apply(w.obj, self.resource.uid, seen=w.seen, created=w.created)
         metrics.api_writes_total.labels(f"apply-{w.kind}").inc()
-        self.state.applied[(self.namespace, w.kind, w.name)] = (
+        self.memory.applied[(w.kind, w.name)] = (
             applied_hash(w.obj) or "",
             w.observed_hash,
             self.resource.uid,
@@ -316,7 +316,7 @@ class _Executor:
         self.post(w.events, "DeleteJob")
 
     def create_job(self, w: CreateJob) -> None:
-        created = self.state.created_jobs[self.key]
+        created = self.memory.created_jobs
         uid, new = self.cluster.create_job(w.body, {n: u for n, (u, _) in created.items()})
         created.setdefault(w.name, (uid, time.monotonic()))
         self.uids[w.name] = uid
@@ -328,13 +328,13 @@ class _Executor:
         self.cluster.delete_deployment(self.namespace, w.name, w.uid)
         metrics.api_writes_total.labels("delete-deployment").inc()
         # What this process applied no longer stands in for the index (State.children).
-        self.state.applied.pop((self.namespace, "Deployment", w.name), None)
+        self.memory.applied.pop(("Deployment", w.name), None)
         self.post(w.events, "DeleteDeployment")
 
     def delete_network_policy(self, w: DeleteNetworkPolicy) -> None:
         self.cluster.delete_network_policy(self.namespace, w.name, w.uid)
         metrics.api_writes_total.labels("delete-networkpolicy").inc()
-        self.state.applied.pop((self.namespace, "NetworkPolicy", w.name), None)
+        self.memory.applied.pop(("NetworkPolicy", w.name), None)
         self.post(w.events, "DeleteNetworkPolicy")
 
     def set_pod_condition(self, w: SetPodCondition) -> None:
@@ -349,7 +349,7 @@ class _Executor:
             body = self.cluster.patch_status(
                 *self.key, status.to_wire(), r.stored_status, r.resource_version
             )
-            self.state.written[self.key] = lean(body)
+            self.memory.written = lean(body)
             metrics.api_writes_total.labels("status").inc()
             self.status = status
         # Transitions are announced only once the status that records them is written: a pass
