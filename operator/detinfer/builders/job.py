@@ -13,7 +13,8 @@ from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import EngineKind
 from detinfer.builders import common
 from detinfer.builders.deployment import client_key_environment, expected_weight_version
-from detinfer.builders.process_line import SUMMARY_FILE_FLAG, VALIDATOR_COMMAND
+from detinfer.builders.job_args import ValidatorArgs
+from detinfer.builders.process_line import VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
 
 # The validator stops itself this long before the Job's deadline, so that it still writes a
@@ -58,61 +59,49 @@ def validator_args(
     expected_fingerprint: str | None,
 ) -> list[str]:
     validation = dis.spec.validation
-    args = ["--protocol", "sglang"]
-    for endpoint in sorted(endpoints, key=lambda e: e.pod):
-        args += ["--endpoint", f"{endpoint.pod}={endpoint.url}"]
-    args += [
-        "--suites",
-        ",".join(s.value for s in validation.suites) or "none",
-        "--trials",
-        str(validation.trials),
-        "--max-new-tokens",
-        str(validation.max_new_tokens),
-        "--sampling-seed",
-        str(dis.spec.engine.sampling_seed),
-        "--timeout-seconds",
-        str(validation.timeout_seconds - VALIDATOR_DEADLINE_MARGIN_SECONDS),
-        SUMMARY_FILE_FLAG,
-        c.TERMINATION_MESSAGE_PATH,
-    ]
-    if validation.max_batch_size is not None:
-        args += ["--max-batch-size", str(validation.max_batch_size)]
-    if expected_fingerprint:
-        args += ["--expected-fingerprint", expected_fingerprint]
-    return args + expectation_args(dis)
+    return ValidatorArgs(
+        endpoints=tuple(sorted((e.pod, e.url) for e in endpoints)),
+        suites=tuple(s.value for s in validation.suites),
+        trials=validation.trials,
+        max_new_tokens=validation.max_new_tokens,
+        sampling_seed=dis.spec.engine.sampling_seed,
+        timeout_seconds=validation.timeout_seconds - VALIDATOR_DEADLINE_MARGIN_SECONDS,
+        max_batch_size=validation.max_batch_size,
+        expected_fingerprint=expected_fingerprint,
+        expectations=expectations(dis),
+    ).to_args()
 
 
 def expectation_args(dis: DeterministicInferenceService) -> list[str]:
+    """`expectations` as the validator's flags."""
+    return [arg for pair in expectations(dis) for arg in pair]
+
+
+def expectations(dis: DeterministicInferenceService) -> tuple[tuple[str, str], ...]:
     """What each engine's GET /server_info must say: the spec's settings, as the server
     resolved them. An engine that says otherwise is a wrong deployment (ServerMismatch)."""
     engine = dis.spec.engine
     on_off = {Toggle.ENABLED: "on", Toggle.DISABLED: "off"}
-    args = [
-        "--expect-deterministic-inference",
-        on_off[engine.deterministic_inference],
-        "--expect-tensor-parallel-size",
-        str(engine.tensor_parallel_size),
+    out = [
+        ("--expect-deterministic-inference", on_off[engine.deterministic_inference]),
+        ("--expect-tensor-parallel-size", str(engine.tensor_parallel_size)),
+        # What /server_info must name: SGLang's backend, or the reference engine's (Tiled,
+        # Tree, SplitKV; the SGLang names mean Tiled for it).
+        ("--expect-attention-backend", effective_backend(dis.spec).flag_value),
     ]
-    # What /server_info must name: SGLang's backend, or the reference engine's (Tiled, Tree,
-    # SplitKV; the SGLang names mean Tiled for it).
-    args += ["--expect-attention-backend", effective_backend(dis.spec).flag_value]
     if engine.kind == EngineKind.SGLANG and engine.version:
         # The image is pinned by digest, not by release: the server says which it is.
-        args += ["--expect-version", engine.version]
+        out.append(("--expect-version", engine.version))
     # What /model_info must say, before and after the suites: a weight update changes it.
-    args += [
-        "--expect-model-path",
-        dis.spec.model.path,
-        "--expect-weight-version",
-        expected_weight_version(dis),
-    ]
+    out.append(("--expect-model-path", dis.spec.model.path))
+    out.append(("--expect-weight-version", expected_weight_version(dis)))
     if engine.radix_cache == Toggle.DISABLED:
-        args += ["--expect-radix-cache", "off"]
+        out.append(("--expect-radix-cache", "off"))
     elif engine.kind == EngineKind.REFERENCE:
-        args += ["--expect-radix-cache", "on"]
+        out.append(("--expect-radix-cache", "on"))
     # Enabled on SGLang: SGLang may turn it off itself (FlashInfer in deterministic mode, some
     # model architectures); the RadixCache suite then reports "prefix cache off" (Skipped).
-    return args
+    return tuple(out)
 
 
 def build_validation_job(

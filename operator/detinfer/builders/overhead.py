@@ -18,7 +18,8 @@ from detinfer.builders.deployment import (
     client_key_environment,
 )
 from detinfer.builders.job import Endpoint
-from detinfer.builders.process_line import BENCH_COMMAND, SUMMARY_FILE_FLAG
+from detinfer.builders.job_args import BenchArgs
+from detinfer.builders.process_line import BENCH_COMMAND
 from detinfer.config import OperatorConfig
 
 __all__ = [
@@ -47,26 +48,16 @@ def bench_args(
     dis: DeterministicInferenceService, deterministic: Endpoint, baseline: Endpoint
 ) -> list[str]:
     w = dis.spec.overhead.workload
-    return [
-        "--deterministic",
-        deterministic.url,
-        "--baseline",
-        baseline.url,
-        "--concurrency",
-        ",".join(str(level) for level in w.concurrency),
-        "--requests",
-        str(w.requests),
-        "--input-tokens",
-        str(w.input_tokens),
-        "--output-tokens",
-        str(w.output_tokens),
-        "--rounds",
-        str(w.rounds),
-        "--seed",
-        str(w.seed),
-        SUMMARY_FILE_FLAG,
-        c.TERMINATION_MESSAGE_PATH,
-    ]
+    return BenchArgs(
+        deterministic=deterministic.url,
+        baseline=baseline.url,
+        concurrency=tuple(w.concurrency),
+        requests=w.requests,
+        input_tokens=w.input_tokens,
+        output_tokens=w.output_tokens,
+        rounds=w.rounds,
+        seed=w.seed,
+    ).to_args()
 
 
 def build_bench_job(

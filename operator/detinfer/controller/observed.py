@@ -17,6 +17,7 @@ from detinfer.api import constants as c
 from detinfer.api.resource import SpecError, parse_dis, parse_status
 from detinfer.api.status import DeterministicInferenceServiceStatus
 from detinfer.builders.common import RevisionContext, applied_hash
+from detinfer.builders.job_args import ValidatorArgs
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -186,7 +187,7 @@ class JobView:
         # change after creation, not from the Job's labels and annotations, which anyone who
         # may patch Jobs can.
         template_labels = (template.get("metadata") or {}).get("labels") or {}
-        args = containers[0].args if containers else ()
+        run = ValidatorArgs.from_args(containers[0].args if containers else ())
         finished = False
         failure = None
         for cond in status.get("conditions") or []:
@@ -199,10 +200,8 @@ class JobView:
         return cls(
             name=meta.get("name", ""),
             revision=template_labels.get(c.LABEL_REVISION),
-            pods=tuple(
-                sorted(v.partition("=")[0] for v in _option_values(args, "--endpoint") if v)
-            ),
-            expected_fingerprint=next(iter(_option_values(args, "--expected-fingerprint")), None),
+            pods=run.pods,
+            expected_fingerprint=run.expected_fingerprint,
             created=meta.get("creationTimestamp") or "",
             finished=finished,
             failure=failure or ("failed" if finished and status.get("failed") else None),
@@ -211,10 +210,6 @@ class JobView:
             containers=containers,
             component=template_labels.get(c.LABEL_COMPONENT),
         )
-
-
-def _option_values(args: tuple[str, ...], option: str) -> list[str]:
-    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == option]
 
 
 @dataclass(frozen=True)

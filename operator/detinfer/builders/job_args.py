@@ -1,0 +1,160 @@
+"""The arguments of the operator's one-shot Jobs, typed once: the builders write a Job's args from
+`ValidatorArgs` or `BenchArgs`, and the controller reads the same model back from the Job it
+observes (controller/observed.py). The flags are those of `detinfer validate`
+(validator/options.py) and `detinfer bench` (overhead/command.py); tests/unit/test_job_args.py
+parses what `to_args` writes with those command lines.
+
+Reading back never fails: a Job's args are read from any Job that carries our labels, and what
+is not ours in them is simply left out (trust decides by owner UID, never by args).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from detinfer.api import constants as c
+from detinfer.builders.process_line import SUMMARY_FILE_FLAG
+
+EXPECT_PREFIX = "--expect-"
+
+
+def _values(args: Sequence[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == flag]
+
+
+def _first(args: Sequence[str], flag: str) -> str | None:
+    return next(iter(_values(args, flag)), None)
+
+
+def _int(args: Sequence[str], flag: str, default: int | None = 0) -> int | None:
+    try:
+        value = _first(args, flag)
+        return default if value is None else int(value)
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class ValidatorArgs:
+    """`detinfer validate` as the validation Job runs it."""
+
+    # (pod name, base URL), sorted by pod name.
+    endpoints: tuple[tuple[str, str], ...] = ()
+    suites: tuple[str, ...] = ()
+    trials: int = 0
+    max_new_tokens: int = 0
+    sampling_seed: int = 0
+    timeout_seconds: int = 0
+    max_batch_size: int | None = None
+    expected_fingerprint: str | None = None
+    # What /server_info and /model_info must say: (--expect-... flag, value), in order.
+    expectations: tuple[tuple[str, str], ...] = ()
+    protocol: str = "sglang"
+    summary_file: str = c.TERMINATION_MESSAGE_PATH
+
+    @property
+    def pods(self) -> tuple[str, ...]:
+        return tuple(sorted(pod for pod, _ in self.endpoints))
+
+    def to_args(self) -> list[str]:
+        args = ["--protocol", self.protocol]
+        for pod, url in sorted(self.endpoints):
+            args += ["--endpoint", f"{pod}={url}"]
+        args += [
+            "--suites",
+            ",".join(self.suites) or "none",
+            "--trials",
+            str(self.trials),
+            "--max-new-tokens",
+            str(self.max_new_tokens),
+            "--sampling-seed",
+            str(self.sampling_seed),
+            "--timeout-seconds",
+            str(self.timeout_seconds),
+            SUMMARY_FILE_FLAG,
+            self.summary_file,
+        ]
+        if self.max_batch_size is not None:
+            args += ["--max-batch-size", str(self.max_batch_size)]
+        if self.expected_fingerprint:
+            args += ["--expected-fingerprint", self.expected_fingerprint]
+        for flag, value in self.expectations:
+            args += [flag, value]
+        return args
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> ValidatorArgs:
+        """What `to_args` wrote, read back."""
+        suites = _first(args, "--suites")
+        endpoints = (v.partition("=") for v in _values(args, "--endpoint") if v)
+        return cls(
+            endpoints=tuple(sorted((pod, url) for pod, _, url in endpoints)),
+            suites=tuple(s for s in (suites or "").split(",") if s and s != "none"),
+            trials=_int(args, "--trials") or 0,
+            max_new_tokens=_int(args, "--max-new-tokens") or 0,
+            sampling_seed=_int(args, "--sampling-seed") or 0,
+            timeout_seconds=_int(args, "--timeout-seconds") or 0,
+            max_batch_size=_int(args, "--max-batch-size", None),
+            expected_fingerprint=_first(args, "--expected-fingerprint"),
+            expectations=tuple(
+                (arg, args[i + 1])
+                for i, arg in enumerate(args[:-1])
+                if arg.startswith(EXPECT_PREFIX)
+            ),
+            protocol=_first(args, "--protocol") or "sglang",
+            summary_file=_first(args, SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
+        )
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """`detinfer bench` as the overhead benchmark Job runs it."""
+
+    deterministic: str  # base URL of the validated pod
+    baseline: str  # base URL of the baseline pod
+    concurrency: tuple[int, ...] = ()
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    rounds: int = 0
+    seed: int = 0
+    summary_file: str = c.TERMINATION_MESSAGE_PATH
+
+    def to_args(self) -> list[str]:
+        return [
+            "--deterministic",
+            self.deterministic,
+            "--baseline",
+            self.baseline,
+            "--concurrency",
+            ",".join(str(level) for level in self.concurrency),
+            "--requests",
+            str(self.requests),
+            "--input-tokens",
+            str(self.input_tokens),
+            "--output-tokens",
+            str(self.output_tokens),
+            "--rounds",
+            str(self.rounds),
+            "--seed",
+            str(self.seed),
+            SUMMARY_FILE_FLAG,
+            self.summary_file,
+        ]
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> BenchArgs:
+        """What `to_args` wrote, read back."""
+        levels = (_first(args, "--concurrency") or "").split(",")
+        return cls(
+            deterministic=_first(args, "--deterministic") or "",
+            baseline=_first(args, "--baseline") or "",
+            concurrency=tuple(int(v) for v in levels if v.strip().isdigit()),
+            requests=_int(args, "--requests") or 0,
+            input_tokens=_int(args, "--input-tokens") or 0,
+            output_tokens=_int(args, "--output-tokens") or 0,
+            rounds=_int(args, "--rounds") or 0,
+            seed=_int(args, "--seed") or 0,
+            summary_file=_first(args, SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
+        )
