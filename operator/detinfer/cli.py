@@ -197,9 +197,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _crds(args: argparse.Namespace) -> int:
     from detinfer import chart, crd
+    from detinfer.engine import flag_table
 
     crd_text = crd.render_crd_yaml()
     outputs = {
+        args.root / flag_table.TABLE_PATH: flag_table.render(),
         args.root / "crds" / crd.CRD_FILENAME: crd_text,
         args.root / "docs" / "api-reference.md": crd.render_reference_markdown(),
         # The chart installs the same CRD, byte for byte, and its values come from chart.py.

@@ -455,3 +455,31 @@ def test_ssl_keyfile_is_not_taken_for_an_abbreviation_of_its_password():
         "spec.engine.extraArgs: extraArgs must not contain --ssl-keyfile-password: "
         + extra_args.CREDENTIAL_FLAGS["--ssl-keyfile-password"]
     ]
+
+
+def test_the_reference_flag_table_is_the_engines_parser():
+    """api/reference_flags.py is generated from `detinfer engine`'s parser (`make crds`)."""
+    from pathlib import Path
+
+    from detinfer.engine import flag_table
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / flag_table.TABLE_PATH).read_text() == flag_table.render(), (
+        "api/reference_flags.py is stale: run `make crds`"
+    )
+
+
+def test_the_api_checks_reference_flags_without_importing_the_engine():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from detinfer.api import extra_args\n"
+        "assert extra_args.reference().usable['--max-running-requests'] is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('detinfer.engine')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout

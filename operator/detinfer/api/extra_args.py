@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from detinfer import sglang_flags
+from detinfer.api import reference_flags
 from detinfer.api.cel import CelRule
 from detinfer.sglang_flags import Nargs
 
@@ -381,15 +382,10 @@ def _sglang_release(version: str) -> EngineFlags:
 
 @functools.cache
 def reference() -> EngineFlags:
-    """The reference engine's flags, from its own parser."""
-    from detinfer.engine.main import build_parser
-
-    usable: dict[str, Nargs] = {}
-    dests: dict[str, str] = {}
-    for action in build_parser()._actions:  # argparse has no public list of its actions
-        for option in action.option_strings:
-            usable[option] = action.nargs
-            dests[option] = action.dest
+    """The reference engine's flags, from the table generated from its own parser
+    (api/reference_flags.py): the API layer does not import the engine."""
+    usable = {option: nargs for option, (nargs, _) in reference_flags.FLAGS.items()}
+    dests = {option: dest for option, (_, dest) in reference_flags.FLAGS.items()}
     refused = {o: why for o, why in refused_flags().items() if o in usable}
     refused[REFERENCE_DEVICE] = REFERENCE_DEVICE_WHY
     refused[PLANTED_FAULT] = PLANTED_FAULT_WHY
