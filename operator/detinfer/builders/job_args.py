@@ -19,20 +19,29 @@ from detinfer.builders.process_line import SUMMARY_FILE_FLAG
 EXPECT_PREFIX = "--expect-"
 
 
-def _values(args: Sequence[str], flag: str) -> list[str]:
-    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == flag]
+class _Read:
+    """A Job's args by flag, read in one scan: each flag's values, in order (a flag is whatever
+    starts with "--", its value the word after it)."""
 
+    def __init__(self, args: Sequence[str]):
+        self.pairs = [(arg, args[i + 1]) for i, arg in enumerate(args[:-1]) if arg[:2] == "--"]
+        self.by_flag: dict[str, list[str]] = {}
+        for flag, value in self.pairs:
+            self.by_flag.setdefault(flag, []).append(value)
 
-def _first(args: Sequence[str], flag: str) -> str | None:
-    return next(iter(_values(args, flag)), None)
+    def values(self, flag: str) -> list[str]:
+        return self.by_flag.get(flag, [])
 
+    def first(self, flag: str) -> str | None:
+        values = self.by_flag.get(flag)
+        return values[0] if values else None
 
-def _int(args: Sequence[str], flag: str, default: int | None = 0) -> int | None:
-    try:
-        value = _first(args, flag)
-        return default if value is None else int(value)
-    except ValueError:
-        return default
+    def int(self, flag: str, default: int | None = 0) -> int | None:
+        try:
+            value = self.first(flag)
+            return default if value is None else int(value)
+        except ValueError:
+            return default
 
 
 @dataclass(frozen=True)
@@ -86,24 +95,21 @@ class ValidatorArgs:
     @classmethod
     def from_args(cls, args: Sequence[str]) -> ValidatorArgs:
         """What `to_args` wrote, read back."""
-        suites = _first(args, "--suites")
-        endpoints = (v.partition("=") for v in _values(args, "--endpoint") if v)
+        read = _Read(args)
+        suites = read.first("--suites")
+        endpoints = (v.partition("=") for v in read.values("--endpoint") if v)
         return cls(
             endpoints=tuple(sorted((pod, url) for pod, _, url in endpoints)),
             suites=tuple(s for s in (suites or "").split(",") if s and s != "none"),
-            trials=_int(args, "--trials") or 0,
-            max_new_tokens=_int(args, "--max-new-tokens") or 0,
-            sampling_seed=_int(args, "--sampling-seed") or 0,
-            timeout_seconds=_int(args, "--timeout-seconds") or 0,
-            max_batch_size=_int(args, "--max-batch-size", None),
-            expected_fingerprint=_first(args, "--expected-fingerprint"),
-            expectations=tuple(
-                (arg, args[i + 1])
-                for i, arg in enumerate(args[:-1])
-                if arg.startswith(EXPECT_PREFIX)
-            ),
-            protocol=_first(args, "--protocol") or "sglang",
-            summary_file=_first(args, SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
+            trials=read.int("--trials") or 0,
+            max_new_tokens=read.int("--max-new-tokens") or 0,
+            sampling_seed=read.int("--sampling-seed") or 0,
+            timeout_seconds=read.int("--timeout-seconds") or 0,
+            max_batch_size=read.int("--max-batch-size", None),
+            expected_fingerprint=read.first("--expected-fingerprint"),
+            expectations=tuple(p for p in read.pairs if p[0].startswith(EXPECT_PREFIX)),
+            protocol=read.first("--protocol") or "sglang",
+            summary_file=read.first(SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
         )
 
 
@@ -146,15 +152,16 @@ class BenchArgs:
     @classmethod
     def from_args(cls, args: Sequence[str]) -> BenchArgs:
         """What `to_args` wrote, read back."""
-        levels = (_first(args, "--concurrency") or "").split(",")
+        read = _Read(args)
+        levels = (read.first("--concurrency") or "").split(",")
         return cls(
-            deterministic=_first(args, "--deterministic") or "",
-            baseline=_first(args, "--baseline") or "",
+            deterministic=read.first("--deterministic") or "",
+            baseline=read.first("--baseline") or "",
             concurrency=tuple(int(v) for v in levels if v.strip().isdigit()),
-            requests=_int(args, "--requests") or 0,
-            input_tokens=_int(args, "--input-tokens") or 0,
-            output_tokens=_int(args, "--output-tokens") or 0,
-            rounds=_int(args, "--rounds") or 0,
-            seed=_int(args, "--seed") or 0,
-            summary_file=_first(args, SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
+            requests=read.int("--requests") or 0,
+            input_tokens=read.int("--input-tokens") or 0,
+            output_tokens=read.int("--output-tokens") or 0,
+            rounds=read.int("--rounds") or 0,
+            seed=read.int("--seed") or 0,
+            summary_file=read.first(SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
         )

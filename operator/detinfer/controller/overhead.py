@@ -124,7 +124,9 @@ def plan_overhead(
         if job.name in memory.created_jobs and job.name != done_with and not job.finished:
             continue  # created by this process, its record not written yet: adopted next pass
         writes.append(DeleteJob(job.name, job.uid))
-    return replace(bench, writes=tuple(writes))
+    if len(writes) == len(bench.writes):
+        return bench
+    return Bench(bench.measurement, bench.record, tuple(writes), bench.events, bench.ignored)
 
 
 def _follow(

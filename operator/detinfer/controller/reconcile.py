@@ -146,7 +146,7 @@ def plan(
     p = Pass(context, old, observed, config, now, memory or Memory())
     engine_pods, ignored = _engine_pods(p)
     v = _follow_validation(p, engine_pods)
-    engine_pods = [_with_condition(pod, v.gates().get(pod.name)) for pod in engine_pods]
+    engine_pods = _with_conditions(engine_pods, v.gates())
     current = [pod for pod in engine_pods if pod.revision == p.revision and not pod.deleting]
     ready = [pod for pod in current if pod.can_be_validated]
     # The Auto search that chose a backend it tried before: a later trial's run replaced the
@@ -538,9 +538,11 @@ def _load_figures(summary: ValidationSummary | None) -> dict[str, int | None]:
     }
 
 
-def _with_condition(pod: PodView, condition: Mapping[str, Any] | None) -> PodView:
-    """The pod as it will be once the planned condition is written."""
-    return pod if condition is None else replace(pod, validated=dict(condition))
+def _with_conditions(
+    pods: Sequence[PodView], gates: Mapping[str, Mapping[str, Any]]
+) -> list[PodView]:
+    """The pods as they will be once the planned conditions are written."""
+    return [replace(p, validated=dict(gates[p.name])) if p.name in gates else p for p in pods]
 
 
 def _due_pods(

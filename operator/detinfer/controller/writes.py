@@ -122,6 +122,7 @@ ORDER: tuple[type, ...] = (
     SetPodCondition,
     WriteStatus,
 )
+_RANK = {kind: i for i, kind in enumerate(ORDER)}
 W = TypeVar("W")
 
 
@@ -140,7 +141,7 @@ class Plan:
     @staticmethod
     def of(writes: Sequence[Write], **kwargs: Any) -> Plan:
         """A plan of these writes in the executor's order (stable within one type)."""
-        return Plan(tuple(sorted(writes, key=lambda w: ORDER.index(type(w)))), **kwargs)
+        return Plan(tuple(sorted(writes, key=lambda w: _RANK[type(w)])), **kwargs)
 
     def each(self, kind: type[W]) -> list[W]:
         return [w for w in self.writes if isinstance(w, kind)]
