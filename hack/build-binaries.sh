@@ -58,7 +58,10 @@ comp_version() {
     etcd) echo "${ETCD_VERSION}" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "${KUBERNETES_VERSION}" ;;
     kwok|kwokctl) echo "${KWOK_VERSION}" ;;
-    helm) echo "${HELM_VERSION}" ;;
+    # "-kube": built with the Kubernetes version Helm's own release builds stamp in (a helm
+    # built without it believes every cluster is v1.20.0); the suffix keys the cache, so a
+    # helm cached before it is built again.
+    helm) echo "${HELM_VERSION}-kube" ;;
     *) return 1 ;;
   esac
 }
@@ -185,6 +188,25 @@ build_install() { # $1 = package@version, $2 = binary name, $3 = output file, $4
   rm -rf "${tmpbin}"
 }
 
+# Helm's Makefile stamps the Kubernetes version of its client-go (v0.N.M -> 1.N) into
+# pkg/chartutil (the default .Capabilities.KubeVersion, checked against a chart's kubeVersion)
+# and pkg/lint/rules (the API deprecations lint reports); `go install` leaves the source's
+# v1.20 defaults.
+helm_ldflags() {
+  local gomod client_go major minor
+  gomod="$(cd "${SRC_ROOT}" && gorun mod download -json "helm.sh/helm/v3@${HELM_VERSION}" \
+    | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  client_go="$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "${gomod}")"
+  [[ "${client_go}" =~ ^v0\.([0-9]+)\. ]] || die "no k8s.io/client-go v0.N.M in ${gomod}"
+  major=1 minor="${BASH_REMATCH[1]}"
+  local flags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X ${pkg}.k8sVersionMajor=${major} -X ${pkg}.k8sVersionMinor=${minor}"
+  done
+  echo "${flags}"
+}
+
 build_component() { # $1 = component, $2 = output file
   case "$1" in
     etcd) build_etcd "$2" ;;
@@ -193,8 +215,7 @@ build_component() { # $1 = component, $2 = output file
       build_install "sigs.k8s.io/kwok/cmd/$1@${KWOK_VERSION}" "$1" "$2" \
         "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" ;;
     helm)
-      build_install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" helm "$2" \
-        "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+      build_install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" helm "$2" "$(helm_ldflags)" ;;
     *) die "unknown component $1" ;;
   esac
 }

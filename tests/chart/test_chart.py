@@ -49,6 +49,24 @@ def template(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_helm_knows_the_kubernetes_version_it_was_built_against(tmp_path: Path):
+    """hack/build-binaries.sh stamps the Kubernetes version of helm's client-go in, as Helm's
+    release builds do; a helm built without it takes every cluster for v1.20.0, and the
+    chart's `kubeVersion: >=1.30` refuses to render without --kube-version."""
+    result = helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
+    assert result.returncode == 0, result.stderr
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "v.yaml").write_text(
+        "# {{ .Capabilities.KubeVersion.Major }}.{{ .Capabilities.KubeVersion.Minor }}\n"
+    )
+    result = helm("template", str(probe))
+    assert result.returncode == 0, result.stderr
+    major, minor = KUBE_VERSION.split(".")[:2]
+    assert f"# {major}.{minor}" in result.stdout, result.stdout
+
+
 def render(*args: str) -> list[dict[str, Any]]:
     result = template(*args)
     assert result.returncode == 0, result.stderr
