@@ -60,10 +60,17 @@ def test_one_sequence_at_a_time_without_the_prefix_cache_is_deterministic(tmp_pa
             assert suite["logprobsCompared"] > 0
 
 
-def test_the_defaults_batching_and_prefix_cache_stay_deterministic_on_the_cpu(tmp_path, defaults):
-    """Continuous batching (a batch of 9 decodes together) and prefix caching on, with the
-    same small suites: no divergence on vLLM's CPU path, seeded sampling included (requests
-    without a seed differ, as vLLM says they may: reported, not judged)."""
+def test_the_defaults_batching_and_prefix_cache_on_the_cpu_give_a_verdict_on_evidence(
+    tmp_path, defaults
+):
+    """Continuous batching (a batch of 9 decodes together) and prefix caching on, with the same
+    small suites. vLLM promises nothing here (online serving without batch invariance), and the
+    verdict is a finding: Deterministic in every run up to 2026-12-07 (docs/engines.md), then one
+    `bash .ci/run` of that day diverged in Prefix (prefix batch 4 alone vs prefix batch 2 of 2
+    prompts: the logprob of output token 15, id 157, -2.4726028442382812 vs
+    -2.469550371170044, the tokens identical). What must hold either way: the verdict rests on
+    token ids and logprobs compared in every suite, and a NotDeterministic one names its first
+    divergence in a judged suite; never CouldNotTest."""
     code, report, output = validate(
         tmp_path,
         defaults.url,
@@ -73,12 +80,19 @@ def test_the_defaults_batching_and_prefix_cache_stay_deterministic_on_the_cpu(tm
         "--suites",
         GREEDY_AND_SEEDED,
     )
-    assert code == 0, output
-    assert report["verdict"] == "Deterministic"
-    assert report["comparedOn"] == "tokenIds+logprobs"
-    ran = suites(report)
-    assert all(ran[n]["outcome"] == "Passed" for n in GREEDY_AND_SEEDED.split(",")), ran
+    assert report["comparedOn"] == "tokenIds+logprobs", output
     assert report["tokensCompared"] == report["logprobsCompared"] > 0
+    ran = suites(report)
+    judged = GREEDY_AND_SEEDED.split(",")
+    assert all(ran[n]["logprobsCompared"] > 0 for n in judged), ran
+    if report["verdict"] == "Deterministic":
+        assert code == 0, output
+        assert all(ran[n]["outcome"] == "Passed" for n in judged), ran
+    else:
+        assert (report["verdict"], code) == ("NotDeterministic", 1), output
+        failed = [n for n in judged if ran[n]["outcome"] == "Failed"]
+        assert failed and all(ran[n]["firstDivergence"] for n in failed), ran
+        print(f"vLLM's defaults diverged this run: {[ran[n]['firstDivergence'] for n in failed]}")
 
 
 def test_the_chat_protocol_on_the_defaults(tmp_path, defaults):
