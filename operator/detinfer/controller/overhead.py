@@ -33,7 +33,7 @@ from detinfer.builders import (
 )
 from detinfer.config import OperatorConfig
 from detinfer.controller import trust
-from detinfer.controller.jobs import ended_pod, result_of
+from detinfer.controller.jobs import result_of
 from detinfer.controller.observed import ChildView, JobView, Observed, PodView, is_controlled_by
 from detinfer.controller.writes import (
     PENDING_UID,
@@ -304,14 +304,6 @@ def is_due(
         return now - last >= timedelta(seconds=RETRY_SECONDS)
     every = spec.remeasure_every_seconds
     return bool(every) and now - last >= timedelta(seconds=every)
-
-
-def read_outcome(job: JobView, pods: Sequence[PodView]) -> Outcome | None:
-    """The outcome of a benchmark Job that has ended; None while it runs."""
-    found = ended_pod(job, pods, NOUN)
-    if isinstance(found, str):
-        return Outcome(None, found)
-    return None if found is None else _read_summary(job, found)
 
 
 def _read_summary(job: JobView, pod: PodView) -> Outcome:

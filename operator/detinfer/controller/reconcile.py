@@ -43,7 +43,7 @@ from detinfer.builders import (
 from detinfer.config import OperatorConfig
 from detinfer.controller import conditions as cond
 from detinfer.controller import trust
-from detinfer.controller.jobs import ended_pod, in_flight, result_of
+from detinfer.controller.jobs import in_flight, result_of
 from detinfer.controller.observed import (
     JobView,
     Observed,
@@ -74,7 +74,7 @@ _NOT_READY = Condition(
     type=T.READY, status=FALSE, reason=R.REPLICAS_NOT_VALIDATED, last_transition_time=""
 )
 
-__all__ = ["Event", "Plan", "Result", "plan", "read_result"]
+__all__ = ["Event", "Plan", "Result", "plan"]
 
 
 @dataclass(frozen=True)
@@ -381,18 +381,6 @@ def _free_job_name(
     while (name := validation_job_name(dis, revision, pods, after, attempt)) in taken:
         attempt += 1
     return name
-
-
-def read_result(job: JobView, pods: Sequence[PodView]) -> Result | None:
-    """The verdict of a Job whose validator has finished; None while it is still running.
-
-    Only the Job's one pod (controlled by its UID, running its template's containers) counts;
-    two pods claiming it make the run "could not validate", never a verdict (jobs.ended_pod).
-    """
-    found = ended_pod(job, pods, "validation Job")
-    if isinstance(found, str):
-        return Result(Verdict.COULD_NOT_TEST, found, None)
-    return None if found is None else _read_summary(job, found)
 
 
 def _read_summary(job: JobView, pod: PodView) -> Result:
