@@ -9,6 +9,7 @@ import http.server
 import json
 import socket
 import threading
+from dataclasses import replace
 
 import kopf
 import pytest
@@ -22,6 +23,7 @@ from detinfer.builders import RevisionContext, revision_of, validation_job_name
 from detinfer.config import OperatorConfig
 from detinfer.controller import handlers
 from detinfer.controller.cluster import Cluster, Conflict, InTheWay
+from detinfer.controller.events import EventPoster
 from detinfer.controller.observed import (
     ChildView,
     Controller,
@@ -39,11 +41,11 @@ from detinfer.controller.sync import (
     sync,
     sync_key,
 )
-from detinfer.controller.watches import ChildWatch, Kind, OwnerIndex
+from detinfer.controller.watches import ChildWatch, ChildWatches, Indexes, Kind, OwnerIndex
 from tests.support import factories as f
 
 OWNED = Controller(c.KIND, "qwen", f.DIS_UID)
-POD_KIND = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
+POD_KIND = Kind("pods", "Pod", list, list, PodView.from_body)
 
 
 class FakeCluster:
@@ -114,19 +116,25 @@ def _state(cluster):
     return State(cluster, OperatorConfig()), cluster.events
 
 
-def _indexes(pods=()):
+def _index(views=(), key=("ml", "qwen")) -> OwnerIndex:
+    """An index holding `views` under the resource `key`, listed."""
+    index: OwnerIndex = OwnerIndex()
+    for i, view in enumerate(views):
+        index.put(f"uid-{i}", key, view)
+    return index
+
+
+def _indexes(pods=(), resources=None) -> Indexes:
     """The indexes with `pods`; with pods, their ReplicaSet and our Deployment too."""
-    return {
-        "resources_by_key": {},
-        "pods_by_owner": {("ml", "qwen"): [PodView.from_body(p) for p in pods]},
-        "jobs_by_owner": {},
-        "deployments_by_owner": {("ml", "qwen"): [ChildView.from_body(f.deployment_view_body())]}
-        if pods
-        else {},
-        "services_by_owner": {},
-        "networkpolicies_by_owner": {},
-        "replicasets_by_owner": {("ml", "qwen"): [ReplicaSetView.from_body(f.replicaset())]},
-    }
+    return Indexes(
+        resources=resources or {},
+        pods=_index([PodView.from_body(p) for p in pods]),
+        jobs=_index(),
+        deployments=_index([ChildView.from_body(f.deployment_view_body())] if pods else []),
+        services=_index(),
+        network_policies=_index(),
+        replicasets=_index([ReplicaSetView.from_body(f.replicaset())]),
+    )
 
 
 def test_sync_writes_children_then_status_then_events():
@@ -306,8 +314,7 @@ def test_child_events_reach_their_owner_only():
     cluster = FakeCluster()
     state, _ = _state(cluster)
     pods: OwnerIndex[PodView] = OwnerIndex()
-    state.indexes = {**_indexes(), "pods_by_owner": pods}
-    state.indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()]}
+    state.indexes = replace(_indexes(resources={("ml", "qwen"): [f.dis()]}), pods=pods)
     watch = ChildWatch(POD_KIND, pods, lambda key, front: handlers.child_changed(state, key, front))
     pods.listed(watch)  # as after its first list
     other = f.engine_pod("qwen-a", "r", instance="other")
@@ -341,9 +348,7 @@ def test_applied_children_stand_in_until_the_index_catches_up():
     # Someone changes the Deployment afterwards: the index shows it and it is applied again.
     others = [child for child in indexed if child.kind != "Deployment"]
     changed = [ChildView("Deployment", "qwen", "edited", OWNED), *others]
-    indexes = _indexes()
-    indexes["deployments_by_owner"] = {("ml", "qwen"): changed[:1]}
-    indexes["services_by_owner"] = {("ml", "qwen"): changed[1:]}
+    indexes = replace(_indexes(), deployments=_index(changed[:1]), services=_index(changed[1:]))
     sync(state, ("ml", "qwen"), f.dis(), indexes)
     assert [c for c in state.cluster.calls if c[0] == "apply"] == [("apply", "Deployment", "qwen")]
 
@@ -361,7 +366,7 @@ def test_deleted_resource_is_forgotten():
             name="qwen",
             body=f.dis(),
             memo=kopf.Memo(state=state),
-            **_indexes(),
+            resources_by_key={},
         )
     )
     _drain(state)
@@ -373,9 +378,7 @@ def test_periodic_pass_reconciles_every_known_resource_and_survives_errors():
     state, _ = _state(FakeCluster(body=f.dis()))
     Periodic(state).tick()  # before any handler ran: nothing known, nothing done
     assert state.cluster.calls == []
-    indexes = _indexes()
-    indexes["resources_by_key"] = {("ml", "qwen"): [f.dis()], ("ml", "other"): [{"bad": 1}]}
-    state.indexes = indexes
+    state.indexes = _indexes(resources={("ml", "qwen"): [f.dis()], ("ml", "other"): [{"bad": 1}]})
     Periodic(state).tick()
     assert len(state.queue) == 2 and state.cluster.calls == []  # the pass only queues
     _drain(state)  # the bad body is logged and retried later; the good one is reconciled
@@ -510,9 +513,11 @@ def test_children_still_recorded_as_created_are_taken_over_on_their_first_apply(
     applied = {k: v[0] for k, v in state.of(("ml", "qwen")).applied.items()}
     # The index shows them as created (an "Update" entry of ours); the spec changes.
     indexed = [ChildView(k, n, h, OWNED, created=True) for (k, n), h in applied.items()]
-    indexes = _indexes()
-    indexes["deployments_by_owner"] = {("ml", "qwen"): [v for v in indexed if v.kind != "Service"]}
-    indexes["services_by_owner"] = {("ml", "qwen"): [v for v in indexed if v.kind == "Service"]}
+    indexes = replace(
+        _indexes(),
+        deployments=_index([v for v in indexed if v.kind != "Service"]),
+        services=_index([v for v in indexed if v.kind == "Service"]),
+    )
     changed = f.dis()
     changed["metadata"]["generation"] = 2
     changed["spec"]["resources"]["memory"] = "32Gi"
@@ -538,7 +543,7 @@ def test_resource_bodies_are_kept_without_managed_fields():
 def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_once():
     cluster = FakeCluster(body=f.dis())
     state, events = _state(cluster)
-    state.indexes = {**_indexes(), "resources_by_key": {("ml", "qwen"): [f.dis()]}}
+    state.indexes = _indexes(resources={("ml", "qwen"): [f.dis()]})
     assert sync_key(state, ("ml", "qwen")) == 0.0  # queued again at once
     assert cluster.calls == [("apply", "Deployment", "qwen")] and events == []
     assert sync_key(state, ("ml", "qwen")) is None
@@ -550,7 +555,7 @@ def test_a_new_resources_deployment_is_written_first_and_the_rest_follows_at_onc
     ]
     # Once a status is written, a pass is whole (here: the index still shows the Deployment
     # unapplied, as applied by this process: nothing to write).
-    state.indexes["resources_by_key"] = {("ml", "qwen"): [state.of(("ml", "qwen")).written]}
+    state.indexes = _indexes(resources={("ml", "qwen"): [state.of(("ml", "qwen")).written]})
     cluster.calls.clear()
     assert sync_key(state, ("ml", "qwen")) is None
     assert cluster.calls == []
@@ -614,11 +619,7 @@ def test_no_pass_plans_from_a_child_index_that_has_not_listed():
     state, events = _state(cluster)
     jobs: OwnerIndex[JobView] = OwnerIndex()
     jobs.expect("the Jobs watch")
-    state.indexes = {
-        **_indexes(_ready_pods()),
-        "jobs_by_owner": jobs,
-        "resources_by_key": {("ml", "qwen"): [body]},
-    }
+    state.indexes = replace(_indexes(_ready_pods(), {("ml", "qwen"): [body]}), jobs=jobs)
     assert sync_key(state, ("ml", "qwen")) == UNSYNCED_RETRY_SECONDS
     assert cluster.calls == [] and events == []
     jobs.listed("the Jobs watch")
@@ -754,3 +755,24 @@ def test_the_warm_up_plans_a_valid_resource_and_every_child_without_writing():
         "NetworkPolicy",
         "NetworkPolicy",
     ]
+
+
+def test_the_indexes_are_all_there_from_the_start_up():
+    """Before, kopf's index of the resources reached the state with the first trigger of a
+    resource: a child's event that came first was dropped. Now the start-up handler sets every
+    index, typed, so a child's event queues its known resource before any trigger ran."""
+    state, _ = _state(FakeCluster(body=f.dis()))
+    watches = ChildWatches(client.ApiClient(), lambda key, front: None)  # never started
+    resources = {("ml", "qwen"): [f.dis()]}  # kopf's index, as it hands it to start-up handlers
+    memo = kopf.Memo(state=state, watches=watches, events=EventPoster(lambda *a: None, 1))
+    try:
+        handlers.configure(settings=kopf.OperatorSettings(), memo=memo, resources_by_key=resources)
+        assert isinstance(state.indexes, Indexes)
+        assert state.indexes.resources is resources
+        assert state.indexes.pods is watches.indexes["pods"]
+        assert state.indexes.jobs is watches.indexes["jobs"]
+        handlers.child_changed(state, ("ml", "qwen"))
+        handlers.child_changed(state, ("ml", "unknown"))
+        assert len(state.queue) == 1
+    finally:
+        handlers.stop(memo)

@@ -39,7 +39,7 @@ class Lister:
 def pod_watch(lister=list, namespace=None):
     changed: list[tuple[str, str]] = []
     index: OwnerIndex[PodView] = OwnerIndex()
-    kind = Kind("pods_by_owner", "Pod", lister, lister, PodView.from_body)
+    kind = Kind("pods", "Pod", lister, lister, PodView.from_body)
     return (
         ChildWatch(kind, index, lambda key, front: changed.append(key), namespace),
         index,
@@ -108,7 +108,7 @@ def test_a_listed_child_gets_its_kind_which_list_items_lack():
     del body["kind"]
     lister = Lister([[body]])
     index: OwnerIndex[ChildView] = OwnerIndex()
-    kind = Kind("deployments_by_owner", "Deployment", lister, lister, ChildView.from_body)
+    kind = Kind("deployments", "Deployment", lister, lister, ChildView.from_body)
     ChildWatch(kind, index, lambda key, front: None)._list()
     assert [(v.kind, v.name) for v in index.get(KEY)] == [("Deployment", "qwen")]
 
@@ -121,7 +121,7 @@ def test_a_namespaced_watch_lists_its_namespace_only():
         return Response({"items": [], "metadata": {"resourceVersion": "1"}})
 
     index: OwnerIndex[PodView] = OwnerIndex()
-    kind = Kind("pods_by_owner", "Pod", None, namespaced, PodView.from_body)
+    kind = Kind("pods", "Pod", None, namespaced, PodView.from_body)
     ChildWatch(kind, index, lambda key, front: None, "ml")._list()
     assert calls == ["ml"]
 
@@ -133,14 +133,14 @@ def test_start_waits_for_every_list_and_says_which_did_not_come():
     watch.start = lambda: None  # type: ignore[method-assign]
     watch.listed = never
     watches.watches = [watch]
-    with pytest.raises(TimeoutError, match="pods_by_owner"):
+    with pytest.raises(TimeoutError, match="pods"):
         watches.start(timeout=0.01)
 
 
 def test_an_ended_validator_or_benchmark_pod_queues_its_resource_in_front():
     seen: list[tuple[tuple[str, str], bool]] = []
     index: OwnerIndex[PodView] = OwnerIndex()
-    kind = Kind("pods_by_owner", "Pod", list, list, PodView.from_body)
+    kind = Kind("pods", "Pod", list, list, PodView.from_body)
     watch = ChildWatch(kind, index, lambda key, front: seen.append((key, front)))
 
     def pod(name: str, component: str, ended: bool) -> dict:

@@ -38,7 +38,7 @@ EVENT_THREADS = 2
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
     # detinfer posts its own Events (Cluster.post_event); any Event kopf posts names detinfer too.
     settings.posting.reporting_component = c.REPORTING_CONTROLLER
@@ -58,8 +58,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         except Exception:
             watches.stop()  # kopf tries the start-up again, with watches of its own
             raise
-        state.children_indexes = watches.indexes
         memo["watches"] = watches
+    # Every index, from here on: kopf's of the resources (empty until its watch lists) too.
+    state.indexes = memo["watches"].with_resources(kwargs["resources_by_key"])
     warm_up(state.config)  # before kopf opens the watch of the resources
     metrics.queue_depth.set_function(lambda: len(state.queue))
     metrics.events_pending.set_function(lambda: memo["events"].pending)
@@ -93,7 +94,7 @@ async def resources_by_key(namespace: str | None, name: str, body: kopf.Body, **
 
 @kopf.on.event(*DIS)
 async def dis_changed(
-    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Created, updated, found at start-up (type None) or deleted: queue a pass (a deleted one
     is forgotten by it).
@@ -103,25 +104,15 @@ async def dis_changed(
     annotation on every change, a write (and a conflict with our status write) per event.
     A resource that no pass has written a status for yet goes to the queue's front lane.
     """
-    state = _state(memo, kwargs)
+    state: State = memo["state"]
     state.queue.add((namespace or "", name), front=not body.get("status"))
 
 
 def child_changed(state: State, key: tuple[str, str], front: bool = False) -> None:
     """A child's view changed (controller/watches.py): queue its resource, if it is known; in
     the front lane when the change is a result (`watches.decides`)."""
-    resources = state.indexes["resources_by_key"] if state.indexes else None
-    if resources is not None and resources.get(key):
+    if state.indexes is not None and state.indexes.resources.get(key):
         state.queue.add(key, front=front)
-
-
-def _state(memo: kopf.Memo, kwargs: Mapping[str, Any]) -> State:
-    """The shared state, holding the indexes (kopf's of the resources, a live view, and the
-    children's) from the first trigger on."""
-    state: State = memo["state"]
-    if state.indexes is None:
-        state.indexes = {"resources_by_key": kwargs["resources_by_key"], **state.children_indexes}
-    return state
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,6 @@ class Periodic(threading.Thread):
     def tick(self) -> None:
         indexes = self.state.indexes
         if indexes is None:
-            return  # no handler has run yet: nothing is known
-        for key in list(indexes["resources_by_key"].keys()):
+            return  # not started yet: nothing is known
+        for key in list(indexes.resources.keys()):
             self.state.queue.add(key)

@@ -19,6 +19,7 @@ from detinfer.config import OperatorConfig
 from detinfer.controller.cluster import Cluster, InTheWay
 from detinfer.controller.observed import ChildView, Controller, JobView
 from detinfer.controller.trust import Memory, in_the_way
+from detinfer.controller.watches import Indexes
 from detinfer.controller.workqueue import WorkQueue
 
 # A Job this process created is remembered at most this long if the index never shows it.
@@ -62,11 +63,8 @@ class State:
         # How Events are posted: the cluster's call itself, or (in the operator) a poster that
         # hands them to a thread of their own (controller/events.py).
         self.post_event = post_event if post_event is not None else cluster.post_event
-        # The indexes sync reads, by name: kopf's of the resources (as the handlers receive it)
-        # and the children's (controller/watches.py); set by the first trigger.
-        self.indexes: Mapping[str, Any] | None = None
-        # The children's indexes, from the start-up on (controller/watches.py).
-        self.children_indexes: Mapping[str, Any] = {}
+        # Every index a pass reads (controller/watches.py), set by the start-up handler.
+        self.indexes: Indexes | None = None
         # Everything remembered of each resource, in one place.
         self.resources: dict[Key, ResourceMemory] = {}
 

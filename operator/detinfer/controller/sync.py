@@ -32,6 +32,7 @@ from detinfer.controller.cluster import Conflict, InTheWay
 from detinfer.controller.observed import JobView, Observed, ResourceView
 from detinfer.controller.reconcile import plan
 from detinfer.controller.state import State
+from detinfer.controller.watches import Indexes
 from detinfer.controller.writes import (
     Apply,
     CreateJob,
@@ -68,7 +69,7 @@ def sync_key(state: State, key: tuple[str, str]) -> float | None:
     """One pass for the resource `key` as the index shows it now: the delay after which it must
     run again, or None. A resource the index no longer holds is forgotten."""
     indexes = state.indexes
-    bodies = list(indexes["resources_by_key"].get(key, [])) if indexes else []
+    bodies = list(indexes.resources.get(key, [])) if indexes else []
     if not bodies:
         # Deleted (no finalizer: the children go with their owner references): only our
         # memory remains.
@@ -93,7 +94,7 @@ def sync(
     state: State,
     key: tuple[str, str],
     body: Mapping[str, Any],
-    indexes: Mapping[str, Any],
+    indexes: Indexes,
     deployment_first: bool = False,
 ) -> Plan:
     """Reconcile one resource from the indexes; the plan carried out. The caller makes sure that
@@ -111,7 +112,7 @@ def sync(
         resource = ResourceView.from_body(_freshest(body, state.of(key).written))
         conflicts = 0
         deleted: set[str] = set()  # Jobs deleted by an earlier attempt of this pass
-        unsynced = [name for name, index in indexes.items() if not getattr(index, "synced", True)]
+        unsynced = indexes.unsynced()
         if unsynced:
             # An object absent from an index that has not listed yet may exist all the same.
             raise RetryLater(
@@ -203,20 +204,20 @@ def _deployment_only(p: Plan) -> Plan:
     return Plan(tuple(first), follow_up=True)
 
 
-def gather(state: State, key: tuple[str, str], indexes: Mapping[str, Any]) -> Observed:
+def gather(state: State, key: tuple[str, str], indexes: Indexes) -> Observed:
     """What the indexes show of one resource, with the children this process applied since."""
     return Observed(
-        pods=list(indexes["pods_by_owner"].get(key, [])),
-        jobs=list(indexes["jobs_by_owner"].get(key, [])),
+        pods=indexes.pods.get(key),
+        jobs=indexes.jobs.get(key),
         children=state.children(
             key,
             [
-                *indexes["deployments_by_owner"].get(key, []),
-                *indexes["services_by_owner"].get(key, []),
-                *indexes["networkpolicies_by_owner"].get(key, []),
+                *indexes.deployments.get(key),
+                *indexes.services.get(key),
+                *indexes.network_policies.get(key),
             ],
         ),
-        replicasets=list(indexes["replicasets_by_owner"].get(key, [])),
+        replicasets=indexes.replicasets.get(key),
     )
 
 

@@ -23,8 +23,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
@@ -123,7 +123,7 @@ class OwnerIndex(Generic[V]):
 
 @dataclass(frozen=True)
 class Kind:
-    """One watched kind: its index name (as sync reads it), its list calls, its view."""
+    """One watched kind: its index (the field of `Indexes`), its list calls, its view."""
 
     index: str
     # A list's items carry no kind (watch events do): ChildView reads it.
@@ -144,42 +144,42 @@ def kinds(api_client: client.ApiClient) -> list[Kind]:
     )
     return [
         Kind(
-            "pods_by_owner",
+            "pods",
             "Pod",
             api.core.list_pod_for_all_namespaces,
             api.core.list_namespaced_pod,
             PodView.from_body,
         ),
         Kind(
-            "jobs_by_owner",
+            "jobs",
             "Job",
             api.batch.list_job_for_all_namespaces,
             api.batch.list_namespaced_job,
             JobView.from_body,
         ),
         Kind(
-            "deployments_by_owner",
+            "deployments",
             "Deployment",
             api.apps.list_deployment_for_all_namespaces,
             api.apps.list_namespaced_deployment,
             ChildView.from_body,
         ),
         Kind(
-            "services_by_owner",
+            "services",
             "Service",
             api.core.list_service_for_all_namespaces,
             api.core.list_namespaced_service,
             ChildView.from_body,
         ),
         Kind(
-            "networkpolicies_by_owner",
+            "network_policies",
             "NetworkPolicy",
             api.networking.list_network_policy_for_all_namespaces,
             api.networking.list_namespaced_network_policy,
             ChildView.from_body,
         ),
         Kind(
-            "replicasets_by_owner",
+            "replicasets",
             "ReplicaSet",
             api.apps.list_replica_set_for_all_namespaces,
             api.apps.list_namespaced_replica_set,
@@ -324,8 +324,32 @@ def _events(response: Any) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+@dataclass(frozen=True)
+class Indexes:
+    """Every index a pass reads, typed, and all of them present from the operator's start-up:
+    kopf's of the resources (handlers.resources_by_key; kopf hands its indexes, empty until its
+    watch lists, to the start-up handler) and the children's, one per kind."""
+
+    resources: Mapping[Key, Collection[Mapping[str, Any]]]
+    pods: OwnerIndex[PodView]
+    jobs: OwnerIndex[JobView]
+    deployments: OwnerIndex[ChildView]
+    services: OwnerIndex[ChildView]
+    network_policies: OwnerIndex[ChildView]
+    replicasets: OwnerIndex[ReplicaSetView]
+
+    def unsynced(self) -> list[str]:
+        """The children's indexes whose watches have not listed yet (kopf's is complete
+        before any handler that reads it runs)."""
+        return [
+            f.name
+            for f in fields(self)
+            if isinstance(index := getattr(self, f.name), OwnerIndex) and not index.synced
+        ]
+
+
 class ChildWatches:
-    """The watches of every child kind, and their indexes by name (as sync reads them)."""
+    """The watches of every child kind, and their indexes by `Indexes` field."""
 
     def __init__(
         self,
@@ -351,6 +375,10 @@ class ChildWatches:
         for watch in self.watches:
             if not watch.listed.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"{watch.name} has not listed its objects in {timeout:.0f} s")
+
+    def with_resources(self, resources: Mapping[Key, Collection[Mapping[str, Any]]]) -> Indexes:
+        """Every index, with kopf's of the resources."""
+        return Indexes(resources=resources, **self.indexes)
 
     def stop(self) -> None:
         for watch in self.watches:
