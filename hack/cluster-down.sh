@@ -28,6 +28,9 @@ if ! "${KWOKCTL}" get clusters 2>/dev/null | grep -qxF "${CLUSTER_NAME}"; then
   exit 0
 fi
 
+# The supervisor first: it would restart what kwokctl stops.
+"${HACK_DIR}/supervise-cluster.sh" stop "${CLUSTER_NAME}"
+
 # Remove KUBECONFIG_OUT only if it is exactly the kubeconfig of this cluster,
 # so that a KUBECONFIG_OUT pointing at a shared file is never deleted.
 remove_kubeconfig=false

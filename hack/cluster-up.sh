@@ -33,7 +33,9 @@
 # tests) get pod IPs from the kwok controller's default CIDR 127.2.0.0/16.
 #
 # Logs of the control plane: $KWOK_WORKDIR/clusters/<name>/logs/ (audit.log: every API
-# request, at Metadata level, for the operator benchmark's request counts).
+# request, at Metadata level, for the operator benchmark's request counts; supervisor.log: the
+# components hack/supervise-cluster.sh restarted after they exited, as a kubelet restarts a
+# node's static pods).
 # Pod and node lifecycle: hack/kwok-stages.yaml (readiness gates and Job pods are left alone).
 set -euo pipefail
 
@@ -192,6 +194,10 @@ ensure_default_sa() { # pods cannot be created before kube-controller-manager ma
     die "serviceaccount default/default was not created (kube-controller-manager log: ${KWOK_WORKDIR}/clusters/${CLUSTER_NAME}/logs/)"
 }
 
+supervise() { # restart the components that exit (hack/supervise-cluster.sh), once per cluster
+  log "$("${HACK_DIR}/supervise-cluster.sh" start "${KWOKCTL}" "${CLUSTER_NAME}" "${KUBECTL}")"
+}
+
 summary() {
   log "cluster '${CLUSTER_NAME}' ($(kc version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | tail -1)) at $(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
   log "kubeconfig: ${KUBECONFIG_OUT}"
@@ -202,6 +208,7 @@ if cluster_exists; then
   write_kubeconfig
   if api_ready; then
     log "cluster '${CLUSTER_NAME}' is already up"
+    supervise
     ensure_default_sa
     ensure_nodes
     summary
@@ -211,6 +218,7 @@ if cluster_exists; then
   # `kwokctl start` then waits minutes and fails, and a test cluster holds nothing worth
   # keeping, so make a new one (seconds).
   log "cluster '${CLUSTER_NAME}' exists but is not serving: deleting it and creating it anew"
+  "${HACK_DIR}/supervise-cluster.sh" stop "${CLUSTER_NAME}"
   scratch="$(mktemp -d)"
   kwokctl delete cluster --kubeconfig "${scratch}/kubeconfig" >&2 || true
   rm -rf "${scratch}"
@@ -236,6 +244,7 @@ if ! kwokctl -c "${config}" create cluster \
 fi
 write_kubeconfig
 wait_for 120 api_ready || die "kube-apiserver not ready (logs: ${KWOK_WORKDIR}/clusters/${CLUSTER_NAME}/logs/)"
+supervise
 ensure_default_sa
 ensure_nodes
 summary
