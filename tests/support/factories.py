@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 
 from detinfer.api import constants as c
+from detinfer.api.overhead import LevelResult, OverheadSummary, SideFigures
+from detinfer.api.spec import OverheadWorkload
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
@@ -283,3 +285,37 @@ def failing_summary(why: str, unique_outputs: int = 3) -> str:
             }
         ],
     )
+
+
+def overhead_summary(workload: dict[str, Any], measured: bool = True, percent: float = 25.0) -> str:
+    """A benchmark Job's termination message for `workload` (the spec's): the deterministic pods
+    `percent` slower than the baseline at concurrency 2, or no measurement."""
+    side = {
+        "ttft_p50_ms": 5.0, "ttft_p95_ms": 6.0, "itl_p50_ms": 1.0, "itl_p95_ms": 2.0,
+        "e2e_p50_ms": 100.0, "e2e_p95_ms": 120.0, "tokens_per_second": 80.0,
+        "tokens_per_second_spread": 3.0,
+    }  # fmt: skip
+    base = dict(side, tokens_per_second=100.0, e2e_p50_ms=80.0)
+    parsed = OverheadWorkload.model_validate(workload)
+    if not measured:
+        return OverheadSummary(
+            measured=False, reason="baseline: connection refused", workload=parsed
+        ).to_termination_message()
+    level = LevelResult(
+        concurrency=2,
+        deterministic=SideFigures(**side),
+        baseline=SideFigures(**base),
+        throughput_overhead_percent=percent,
+        e2e_p50_overhead_percent=25.0,
+        ttft_p50_overhead_percent=0.0,
+        itl_p50_overhead_percent=0.0,
+    )
+    return OverheadSummary(
+        measured=True,
+        workload=parsed,
+        levels=[level],
+        headline_percent=percent,
+        headline_concurrency=2,
+        duration_seconds=3.2,
+        tokens_generated=32,
+    ).to_termination_message()

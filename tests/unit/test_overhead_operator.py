@@ -18,9 +18,7 @@ from prometheus_client import generate_latest
 from detinfer import metrics
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
-from detinfer.api.overhead import LevelResult, OverheadSummary, SideFigures
 from detinfer.api.resource import parse_dis, parse_status
-from detinfer.api.spec import OverheadWorkload
 from detinfer.api.timestamps import format_time
 from detinfer.builders import (
     Endpoint,
@@ -165,35 +163,7 @@ def test_bench_job_runs_detinfer_bench_without_api_access():
 
 
 def overhead_summary(measured: bool = True, percent: float = 25.0) -> str:
-    side = {
-        "ttft_p50_ms": 5.0, "ttft_p95_ms": 6.0, "itl_p50_ms": 1.0, "itl_p95_ms": 2.0,
-        "e2e_p50_ms": 100.0, "e2e_p95_ms": 120.0, "tokens_per_second": 80.0,
-        "tokens_per_second_spread": 3.0,
-    }  # fmt: skip
-    base = dict(side, tokens_per_second=100.0, e2e_p50_ms=80.0)
-    workload = OverheadWorkload.model_validate(WORKLOAD)
-    if not measured:
-        return OverheadSummary(
-            measured=False, reason="baseline: connection refused", workload=workload
-        ).to_termination_message()
-    level = LevelResult(
-        concurrency=2,
-        deterministic=SideFigures(**side),
-        baseline=SideFigures(**base),
-        throughput_overhead_percent=percent,
-        e2e_p50_overhead_percent=25.0,
-        ttft_p50_overhead_percent=0.0,
-        itl_p50_overhead_percent=0.0,
-    )
-    return OverheadSummary(
-        measured=True,
-        workload=workload,
-        levels=[level],
-        headline_percent=percent,
-        headline_concurrency=2,
-        duration_seconds=3.2,
-        tokens_generated=32,
-    ).to_termination_message()
+    return f.overhead_summary(WORKLOAD, measured, percent)
 
 
 class OverheadWorld(World):
