@@ -21,7 +21,8 @@ generation, every replica of the current revision validated (its readiness gate 
 fingerprint the one recorded before the fault, no false verdict (a NotDeterministic,
 FingerprintMismatch or ServerMismatch Event: every engine here is deterministic) and no duplicate
 Job (a validation Job created while another one's pod still ran; `overlapping`). "could not test" (CouldNotValidate) is no verdict: its count is shown. A fault that scaled
-up is undone afterwards (replicas back to 2, converged again) before the next row.
+up is undone afterwards (replicas back to 2, converged again) before the next row; a row whose
+undo does not converge has not converged.
 
     python -m detinfer.local.chaos --kubeconfig ~/.cache/detinfer/kubeconfig \\
         --pods-dir ~/.cache/detinfer/demo/pods --cluster-dir ~/.cache/detinfer/kwok/clusters/detinfer
@@ -428,9 +429,12 @@ def run_fault(chaos: Chaos, name: str, fingerprint: str, timeout: float) -> Row:
         for pod, n in chaos.restart_counts().items()
         if n > restarts.get(pod, 0)
     ]
-    if scaled:
+    if scaled:  # the cluster must still work after the fault: the scale-up undone
         chaos.patch_spec({"replicas": chaos.replicas})
-        chaos.wait_converged(fingerprint, timeout)
+        undone, missing = chaos.wait_converged(fingerprint, timeout)
+        if not undone:
+            row.converged = False
+            row.note += f"; replicas back to {chaos.replicas} did not converge: {missing}"
     return row
 
 
@@ -504,7 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS)}")
     chaos = Chaos(args.kubeconfig, args.pods_dir, args.cluster_dir, args.namespace)
-    rows = run(chaos, names, args.timeout)
+    try:
+        rows = run(chaos, names, args.timeout)
+    except RuntimeError as exc:  # the resource never became Ready before the first fault
+        print(f"chaos: {exc}", file=sys.stderr)
+        return 1
     print(table(rows))
     if args.out:
         args.out.write_text("".join(json.dumps(asdict(r)) + "\n" for r in rows))
