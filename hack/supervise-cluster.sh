@@ -31,10 +31,19 @@ case "${1:-}" in
   start)
     CLUSTER_DIR="${KWOK_WORKDIR:?KWOK_WORKDIR must be set}/clusters/$3"
     running "${CLUSTER_DIR}" >/dev/null && exit 0
+    rm -f "${CLUSTER_DIR}/supervisor.pid"
+    # It writes its own pid: setsid forks (and $! is not the supervisor) where the shell made
+    # the background job a process group leader, as under job control.
     setsid "$0" run "$2" "$3" "$4" < /dev/null >> "${CLUSTER_DIR}/logs/supervisor.log" 2>&1 &
-    echo $! > "${CLUSTER_DIR}/supervisor.pid"
-    echo "components restarted when they exit (pid $!, log ${CLUSTER_DIR}/logs/supervisor.log)"
-    exit 0 ;;
+    for _ in $(seq 1 50); do
+      if pid="$(running "${CLUSTER_DIR}")"; then
+        echo "components restarted when they exit (pid ${pid}, log ${CLUSTER_DIR}/logs/supervisor.log)"
+        exit 0
+      fi
+      sleep 0.1
+    done
+    echo "the supervisor did not start (${CLUSTER_DIR}/logs/supervisor.log)" >&2
+    exit 1 ;;
   stop)
     CLUSTER_DIR="${KWOK_WORKDIR:?KWOK_WORKDIR must be set}/clusters/$2"
     pid="$(running "${CLUSTER_DIR}")" || exit 0
@@ -50,6 +59,7 @@ KWOKCTL="$1"
 CLUSTER_NAME="$2"
 CLUSTER_DIR="${KWOK_WORKDIR:?KWOK_WORKDIR must be set}/clusters/${CLUSTER_NAME}"
 INTERVAL="${SUPERVISE_INTERVAL:-2}"
+echo $$ > "${CLUSTER_DIR}/supervisor.pid"
 # kwokctl start waits for the API server with kubectl, which it looks for on PATH.
 mkdir -p "${CLUSTER_DIR}/supervisor-bin"
 ln -sf "$3" "${CLUSTER_DIR}/supervisor-bin/kubectl"
