@@ -62,6 +62,12 @@ DEFAULT_TIMEOUT = 600.0
 REQUEST_TIMEOUT = 15
 
 
+def selector(name: str, component: str) -> str:
+    """The label selector of one resource's pods or Jobs of `component` (it finds them; what
+    counts is read from them)."""
+    return f"{c.LABEL_INSTANCE}={name},{c.LABEL_COMPONENT}={component}"
+
+
 @dataclass
 class Row:
     """What one fault did."""
@@ -96,7 +102,7 @@ class JobWatch(threading.Thread):
     def __init__(self, api: client.BatchV1Api, namespace: str, name: str, since: float):
         super().__init__(daemon=True, name="chaos-jobs")
         self.api, self.namespace, self.since = api, namespace, since
-        self.selector = f"{c.LABEL_INSTANCE}={name},{c.LABEL_COMPONENT}={c.COMPONENT_VALIDATOR}"
+        self.selector = selector(name, c.COMPONENT_VALIDATOR)
         self.stopping = threading.Event()
         self.seen: set[str] = set()
 
@@ -198,9 +204,10 @@ class Chaos:
             self.patch_spec(copy.deepcopy(self.body["spec"]))
 
     def engine_pods(self) -> list[Any]:
-        selector = f"{c.LABEL_INSTANCE}={self.name},{c.LABEL_COMPONENT}={c.COMPONENT_ENGINE}"
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            self.namespace,
+            label_selector=selector(self.name, c.COMPONENT_ENGINE),
+            _request_timeout=REQUEST_TIMEOUT,
         ).items
         return [p for p in pods if p.metadata.deletion_timestamp is None]
 
@@ -250,11 +257,11 @@ class Chaos:
     def validation_runs(self) -> list[tuple[str, float, float]]:
         """(Job, created, its pod's end) of every validation Job of the resource that still
         exists; a pod still running ends now."""
-        selector = f"{c.LABEL_INSTANCE}={self.name},{c.LABEL_COMPONENT}={c.COMPONENT_VALIDATOR}"
-        jobs = self.batch.list_namespaced_job(self.namespace, label_selector=selector).items
+        validators = selector(self.name, c.COMPONENT_VALIDATOR)
+        jobs = self.batch.list_namespaced_job(self.namespace, label_selector=validators).items
         created = {j.metadata.name: j.metadata.creation_timestamp.timestamp() for j in jobs}
         ended: dict[str, float] = {}
-        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items:
+        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=validators).items:
             owner = next(
                 (r.name for r in pod.metadata.owner_references or [] if r.kind == "Job"), ""
             )
@@ -284,10 +291,12 @@ class Chaos:
 
     def running_validation(self, timeout: float = 180.0) -> str:
         """The validator pod of a running validation Job, once its process runs: its name."""
-        selector = f"{c.LABEL_INSTANCE}={self.name},{c.LABEL_COMPONENT}={c.COMPONENT_VALIDATOR}"
+        validators = selector(self.name, c.COMPONENT_VALIDATOR)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for pod in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items:
+            for pod in self.core.list_namespaced_pod(
+                self.namespace, label_selector=validators
+            ).items:
                 running = pod.status.phase in ("Pending", "Running")
                 pid_file = self.pods_dir / f"{self.namespace}_{pod.metadata.name}.pid"
                 if running and pod.metadata.deletion_timestamp is None and pid_file.exists():
@@ -439,9 +448,10 @@ def run_fault(chaos: Chaos, name: str, fingerprint: str, timeout: float) -> Row:
 
 
 def _fill(row: Row, chaos: Chaos, fingerprint: str, since: float, jobs: JobWatch) -> None:
-    status = chaos.dis().get("status") or {}
+    dis = chaos.dis()
+    status = dis.get("status") or {}
     replicas = status.get("replicas") or {}
-    row.validated = f"{replicas.get('validated', 0)}/{chaos.dis()['spec']['replicas']}"
+    row.validated = f"{replicas.get('validated', 0)}/{dis['spec']['replicas']}"
     now = status.get("fingerprint")
     row.fingerprint = "unchanged" if now == fingerprint else f"{now} (was {fingerprint})"
     verdicts = chaos.verdict_events(since)
