@@ -61,9 +61,10 @@ def test_one_slot_without_the_prompt_cache_is_deterministic(tmp_path, one_slot):
 def test_one_slot_with_the_prompt_cache_changes_logprobs_of_cached_prefixes(tmp_path, one_slot):
     """cache_prompt on (llama-server's default): the same prompt alone, repeated, passes (Single),
     but a prompt whose prefix comes from the cache gives other logprobs than computed from
-    scratch, from output token 0 on, with the same tokens: a prefill that starts from the cache
-    evaluates the rest in another batch shape (llama.cpp's server README warns that cached
-    logits are not bit-identical)."""
+    scratch, with the same tokens: a prefill that starts from the cache evaluates the rest in
+    another batch shape (llama.cpp's server README warns that cached logits are not
+    bit-identical). The first logprob that differs is usually output token 0's; a CI run of
+    53ffb10 saw it at token 1 (-4.095100 vs -4.094397), so the test names no position."""
     code, report, output = validate(
         tmp_path, one_slot.url, "--protocol", "llamacpp", "--suites", "Single,Prefix,RadixCache"
     )
@@ -72,11 +73,13 @@ def test_one_slot_with_the_prompt_cache_changes_logprobs_of_cached_prefixes(tmp_
     ran = suites(report)
     assert ran["Single"]["outcome"] == "Passed"
     assert ran["Prefix"]["outcome"] == "Failed"
-    assert "logprob of output token 0" in ran["Prefix"]["firstDivergence"]
+    assert re.search(
+        r"logprob of output token \d+ .*\(tokens identical\)", ran["Prefix"]["firstDivergence"]
+    ), ran["Prefix"]["firstDivergence"]
     assert ran["RadixCache"]["outcome"] == "Failed"
     assert re.search(
         r"prefilled with \d+ cached tokens vs trial \d+, prefilled from scratch .*: logprob of "
-        r"output token 0",
+        r"output token \d+",
         ran["RadixCache"]["firstDivergence"],
     ), ran["RadixCache"]["firstDivergence"]
 
@@ -135,7 +138,9 @@ def test_the_chat_protocol_sees_the_prompt_cache_as_the_native_one_does(tmp_path
     ran = suites(report)
     assert ran["Single"]["outcome"] == "Passed" and ran["Single"]["logprobsCompared"] > 0
     assert ran["Prefix"]["outcome"] == "Failed"
-    assert "logprob of output token 0" in ran["Prefix"]["firstDivergence"]
+    assert re.search(
+        r"logprob of output token \d+ .*\(tokens identical\)", ran["Prefix"]["firstDivergence"]
+    ), ran["Prefix"]["firstDivergence"]
     (backend,) = report["endpoints"][0]["servedBy"]
     assert backend.startswith("b") and "backend" not in report["reason"]
 
