@@ -15,7 +15,10 @@ and, from the same run and the same API server, side by side:
   ReplicaSet's ADDED watch event;
 - from the audit log, where create -> Deployment goes: from the resource's create to the
   operator's first request about it (the queue), and from there to the
-  Deployment (for a new resource: its create).
+  Deployment (for a new resource: its create);
+- and where summary -> Ready goes: to the operator's first request after the summary, from there
+  to its Ready status patch completed (and how much of that the API server took), and from
+  there to the bench's watch seeing it, with each step's mean over the slowest 1%.
 
 Prints a table with the targets of issue #13 beside the measurements. `--profile` also samples
 the operator's stacks (bench/sampler; `python -m bench.profile_report FILE` reads them).
@@ -203,6 +206,7 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
     wait_for(f"{size} Ready resources", lambda: len(ready.seen) >= size, timeout=60 + size)
     summary_to_ready = [ready.seen[n] - written[n] for n in names]
     run_until = time.time()
+    wall = time.time() - time.monotonic()  # the audit log's clock
     create_to_added = [added.seen[n] - created[n] for n in names if n in added.seen]
     for recorder in (deployments, replicasets, ready, added):
         recorder.stop.set()
@@ -220,14 +224,29 @@ def run_size(cluster: Cluster, operator: Operator, size: int) -> dict:
         "ready_p99": percentile(summary_to_ready, 99),
         "added_p50": percentile(create_to_added, 50) if create_to_added else float("nan"),
         "added_p99": percentile(create_to_added, 99) if create_to_added else float("nan"),
-        **audit_figures(cluster, namespace, set(names), run_since, run_until),
+        **audit_figures(
+            cluster,
+            namespace,
+            set(names),
+            run_since,
+            run_until,
+            {n: written[n] + wall for n in names},
+            {n: ready.seen[n] + wall for n in names},
+        ),
     }
 
 
 def audit_figures(
-    cluster: Cluster, namespace: str, names: set[str], since: float, until: float
+    cluster: Cluster,
+    namespace: str,
+    names: set[str],
+    since: float,
+    until: float,
+    written: dict[str, float],
+    seen_ready: dict[str, float],
 ) -> dict[str, Any]:
-    """The API server's latency over the run, and the operator's path per resource."""
+    """The API server's latency over the run, and the operator's path per resource (`written`
+    and `seen_ready`: each resource's summary written and Ready seen, on the audit log's clock)."""
     entries = list(audit.read(cluster.audit_log))
     api = audit.latencies(entries, since, until)
     operator_api = audit.latencies((e for e in entries if audit.is_operator(e)), since, until)
@@ -256,10 +275,69 @@ def audit_figures(
         "first_to_deployment_p50": percentile(first_to_deployment, 50) if queue else float("nan"),
         "first_to_deployment_p99": percentile(first_to_deployment, 99) if queue else float("nan"),
         "orders": [[list(order), n] for order, n in orders],
+        "verdict_path": verdict_path(paths, written, seen_ready),
         # For the probe's figures (probe_figures), dropped from the rows before they are shown.
         "_created": created,
         "_first_request": first_request,
     }
+
+
+VERDICT_STEPS = (
+    "summary written -> the operator's first request after it",
+    "first request -> Ready written (status patch completed)",
+    "of which at the API server",
+    "Ready written -> seen on the bench's watch",
+)
+
+
+def verdict_path(
+    paths: dict[str, list[tuple[float, float, str]]],
+    written: dict[str, float],
+    seen_ready: dict[str, float],
+) -> dict[str, Any]:
+    """Where summary -> Ready goes, from the audit log: per step (VERDICT_STEPS) its p50 and p99
+    over the resources, and its mean over the slowest 1% (the resources that make the p99).
+
+    The Ready write is the last status patch the API server completed before the bench saw
+    Ready; "at the API server" sums the durations of the operator's requests from the first one
+    after the summary up to that patch."""
+    steps: list[tuple[float, float, float, float, float]] = []  # (total, *VERDICT_STEPS)
+    for name, path in paths.items():
+        after = [p for p in path if written[name] <= p[0] <= seen_ready[name]]
+        ready = [p for p in after if p[2] == STATUS_PATCH and p[1] <= seen_ready[name]]
+        if not ready:
+            continue
+        first, done = after[0][0], ready[-1][1]
+        at_server = sum(end - start for start, end, _ in after if end <= done)
+        steps.append(
+            (
+                seen_ready[name] - written[name],
+                first - written[name],
+                done - first,
+                at_server,
+                seen_ready[name] - done,
+            )
+        )
+    if not steps:
+        return {"n": 0}
+    steps.sort()
+    tail = steps[-max(1, len(steps) // 100) :]
+    return {
+        "n": len(steps),
+        "tail_n": len(tail),
+        "steps": {
+            label: {
+                "p50": percentile([s[i + 1] for s in steps], 50),
+                "p99": percentile([s[i + 1] for s in steps], 99),
+                "tail_mean": sum(s[i + 1] for s in tail) / len(tail),
+            }
+            for i, label in enumerate(VERDICT_STEPS)
+        },
+        "tail_total_mean": sum(s[0] for s in tail) / len(tail),
+    }
+
+
+STATUS_PATCH = "patch deterministicinferenceservices/status"
 
 
 def watching(cluster: Cluster) -> bool:
@@ -476,6 +554,20 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
         for order, n in r["orders"]:
             lines.append(f"    {n} resources: " + ", ".join(order))
+    lines += ["", "where summary→Ready goes (audit log; mean of the slowest 1% in brackets):"]
+    for r in rows:
+        v = r.get("verdict_path") or {"n": 0}
+        if not v["n"]:
+            lines.append(f"  {r['size']}: no Ready write found in the audit log")
+            continue
+        steps = "; ".join(
+            f"{label} p50 {s['p50']:.2f} / p99 {s['p99']:.2f} s ({s['tail_mean']:.2f} s)"
+            for label, s in v["steps"].items()
+        )
+        lines.append(
+            f"  {r['size']} ({v['n']} resources; the slowest {v['tail_n']} took "
+            f"{v['tail_total_mean']:.2f} s on average): {steps}"
+        )
     for r in rows:
         lines.append(
             f"  {r['size']}: the last Events posted {r['events_posted_after']:.1f} s after the"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench import audit
-from bench.operator import targets
+from bench.operator import STATUS_PATCH, VERDICT_STEPS, targets, verdict_path
 from detinfer.percentile import percentile
 
 NS = "bench-100"
@@ -162,3 +162,26 @@ def test_targets_fail_on_any_idle_write_slow_ready_or_large_rss():
     assert checks["summary→Ready p99 < 2 s at 1000"] is False
     assert checks["operator RSS < 300 MiB at 1000"] is False
     assert checks["no writes while nothing changes at 1000"] is False
+
+
+def test_verdict_path_splits_summary_to_ready_at_the_operators_requests():
+    """Per resource: summary written -> the first request after it -> the last status patch
+    completed before Ready was seen -> seen; the tail is the slowest 1% (here the one of two)."""
+    gate, status = "patch pods/status", STATUS_PATCH
+    paths = {
+        # a status patch before the summary (the validation's start) is not the Ready write
+        "a": [(5.0, 5.1, status), (10.2, 10.3, gate), (10.4, 10.6, status)],
+        "b": [(20.5, 21.0, gate), (21.5, 22.5, status), (30.0, 30.1, status)],
+        "c": [(40.1, 40.2, gate)],  # no Ready write: left out
+    }
+    written = {"a": 10.0, "b": 20.0, "c": 40.0}
+    seen = {"a": 10.7, "b": 23.0, "c": 41.0}
+    v = verdict_path(paths, written, seen)
+    assert v["n"] == 2 and v["tail_n"] == 1
+    first, writes, at_server, to_seen = (v["steps"][label] for label in VERDICT_STEPS)
+    assert first["p50"] == pytest.approx(0.2) and first["tail_mean"] == pytest.approx(0.5)
+    assert writes["p99"] == pytest.approx(2.0) and writes["tail_mean"] == pytest.approx(2.0)
+    assert at_server["tail_mean"] == pytest.approx(1.5)
+    assert to_seen["p50"] == pytest.approx(0.1) and to_seen["tail_mean"] == pytest.approx(0.5)
+    assert v["tail_total_mean"] == pytest.approx(3.0)
+    assert verdict_path({"c": paths["c"]}, written, seen) == {"n": 0}
