@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-GENERATED := crds docs/api-reference.md operator/detinfer/sglang_flags/table.py operator/detinfer/api/reference_flags.py \
+GENERATED := crds docs/api-reference.md operator/detinfer/engines/sglang/flags/table.py operator/detinfer/engines/reference/flags.py \
 	charts/detinfer/crds charts/detinfer/values.yaml charts/detinfer/values.schema.json docs/helm-values.md
 
 # The local control plane (hack/): its kubeconfig, and where `make demo` keeps its operator.
@@ -108,7 +108,7 @@ format: $(STAMP) ## reformat the code
 	$(BIN)/ruff check --fix operator tests bench
 
 sglang-flags: $(STAMP) ## regenerate SGLang's flag table from its wheels (cached in ~/.cache/detinfer/sglang-wheels)
-	$(BIN)/python -m detinfer.sglang_flags.generate
+	$(BIN)/python -m detinfer.engines.sglang.flags.generate
 
 crds: $(STAMP) sglang-flags ## regenerate the CRD, docs/api-reference.md and the chart's CRD copy, values.yaml and values.schema.json (the flag table first)
 	$(BIN)/detinfer crds

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from detinfer.engine.auth import AuthLevel, auth_middleware
-from detinfer.sglang_flags.generate import cached_wheel, wheel_cache
+from detinfer.engines.sglang.flags.generate import cached_wheel, wheel_cache
 
 pytest.importorskip("torch", reason="the engine extra (torch) is not installed")
 

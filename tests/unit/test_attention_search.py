@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from detinfer.api.attention import auto_candidates
 from detinfer.api.resource import SpecError, parse_dis
 from detinfer.api.spec import AttentionBackend as A
 from detinfer.controller.search import trial_limit_seconds
+from detinfer.engines import kinds
 from tests.support import factories as f
 from tests.unit.test_overhead_operator import (
     ENABLED,
@@ -24,6 +24,10 @@ from tests.unit.test_overhead_operator import (
     reference,
 )
 from tests.unit.test_reconcile import CONFIG
+
+
+def auto_candidates(spec: Any) -> tuple[A, ...]:
+    return kinds.of(spec).auto_candidates(spec)
 
 
 def sglang(product: str | None, version: str = "0.5.23", **engine: Any) -> Any:

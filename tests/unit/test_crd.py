@@ -8,11 +8,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from detinfer import crd, sglang_flags
+from detinfer import crd
 from detinfer.api import constants as c
 from detinfer.api.base import KubeModel
 from detinfer.api.cel import CelRule
 from detinfer.api.spec import EngineSpec
+from detinfer.engines.sglang import flags as sglang_flags
 from tests.support.factories import ROOT
 
 CRD_PATH = ROOT / "crds" / crd.CRD_FILENAME

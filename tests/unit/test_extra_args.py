@@ -8,11 +8,11 @@ import argparse
 import pytest
 import yaml
 
-from detinfer import sglang_flags
 from detinfer.api import SpecError, extra_args, parse_dis
 from detinfer.cli import main
 from detinfer.engine.main import build_parser
 from detinfer.engine.main import parse_args as engine_parse_args
+from detinfer.engines.sglang import flags as sglang_flags
 from tests.support import factories as f
 
 REFERENCE = {
@@ -458,14 +458,14 @@ def test_ssl_keyfile_is_not_taken_for_an_abbreviation_of_its_password():
 
 
 def test_the_reference_flag_table_is_the_engines_parser():
-    """api/reference_flags.py is generated from `detinfer engine`'s parser (`make crds`)."""
+    """engines/reference/flags.py is generated from `detinfer engine`'s parser (`make crds`)."""
     from pathlib import Path
 
     from detinfer.engine import flag_table
 
     root = Path(__file__).resolve().parents[2]
     assert (root / flag_table.TABLE_PATH).read_text() == flag_table.render(), (
-        "api/reference_flags.py is stale: run `make crds`"
+        "engines/reference/flags.py is stale: run `make crds`"
     )
 
 
@@ -477,7 +477,7 @@ def test_the_api_checks_reference_flags_without_importing_the_engine():
         "import sys\n"
         "from detinfer.api import extra_args\n"
         "assert extra_args.reference().usable['--max-running-requests'] is None\n"
-        "print(sorted(m for m in sys.modules if m.startswith('detinfer.engine')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['detinfer', 'engine']))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detinfer import sglang_flags
-from detinfer.sglang_flags import extract, generate, table
+from detinfer.engines.sglang import flags as sglang_flags
+from detinfer.engines.sglang.flags import extract, generate, table
 
 
 def test_the_committed_table_is_what_the_wheels_give(tmp_path: Path):

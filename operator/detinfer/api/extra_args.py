@@ -5,7 +5,7 @@ SGLang parses its command line with a plain argparse.ArgumentParser (allow_abbre
 unique prefix of a flag is read as the flag, and "--flag=value" as well as "--flag value" set it.
 So a refused flag is refused by argparse dest (all its aliases, in any release) and in every
 abbreviation. extraArgs may use the flags of the release in spec.engine.version
-(detinfer.sglang_flags); an exact flag name is never taken for an abbreviation.
+(detinfer.engines.sglang.flags); an exact flag name is never taken for an abbreviation.
 
 Enforced twice, with the same messages: the CRD's CEL rules (built here, the same for every
 release; the API server and `detinfer render` run them) refuse refused flags, their
@@ -21,10 +21,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from detinfer import sglang_flags
-from detinfer.api import reference_flags
 from detinfer.api.cel import CelRule
-from detinfer.sglang_flags import Nargs
+from detinfer.engines.flags import Nargs
+from detinfer.engines.reference import flags as reference_flags
+from detinfer.engines.sglang import flags as sglang_flags
 
 # extraArgs the operator refuses: flag -> why, with every alias SGLang defines for the same dest
 # added below. Both "--flag value" and "--flag=value" are caught, and so is every abbreviation.
@@ -383,7 +383,7 @@ def _sglang_release(version: str) -> EngineFlags:
 @functools.cache
 def reference() -> EngineFlags:
     """The reference engine's flags, from the table generated from its own parser
-    (api/reference_flags.py): the API layer does not import the engine."""
+    (engines/reference/flags.py): the API layer does not import the engine."""
     usable = {option: nargs for option, (nargs, _) in reference_flags.FLAGS.items()}
     dests = {option: dest for option, (_, dest) in reference_flags.FLAGS.items()}
     refused = {o: why for o, why in refused_flags().items() if o in usable}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from detinfer.api.spec import EngineKind, EngineSpec
-from detinfer.sglang_flags import features
+from detinfer.api.spec import EngineSpec
+from detinfer.engines import kinds
 
 
 class AdminAccess(StrEnum):
@@ -26,9 +26,7 @@ class AdminAccess(StrEnum):
 
 def has_admin_key(engine: EngineSpec) -> bool:
     """Whether the engine takes --admin-api-key."""
-    if engine.kind == EngineKind.REFERENCE:
-        return True
-    return engine.version is not None and features.has_admin_key(engine.version)
+    return kinds.support(engine.kind).has_admin_key(engine)
 
 
 def admin_access(engine: EngineSpec) -> AdminAccess:

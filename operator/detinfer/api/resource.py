@@ -14,16 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from detinfer.api import extra_args, numerics
-from detinfer.api.attention import auto_candidates
 from detinfer.api.base import KubeModel, StrictKubeModel
 from detinfer.api.constants import API_VERSION, KIND, MAX_NAME_LENGTH
 from detinfer.api.spec import (
-    AttentionBackend,
     DeterministicInferenceServiceSpec,
-    EngineKind,
 )
 from detinfer.api.status import DeterministicInferenceServiceStatus
+from detinfer.engines import kinds
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -191,34 +188,10 @@ def cel_errors(model: KubeModel, path: str) -> Iterator[FieldError]:
 
 
 def extra_args_errors(spec: DeterministicInferenceServiceSpec, path: str) -> Iterator[FieldError]:
-    """extraArgs against the flags of the engine's kind and release (detinfer.api.extra_args),
-    and --chunked-prefill-size against the prefill alignment (detinfer.api.numerics) of the
-    backend, or of every backend Auto may choose."""
-    engine = spec.engine
-    if engine.kind == EngineKind.REFERENCE:
-        flags = extra_args.reference()
-    else:
-        flags = extra_args.sglang(engine.version)  # None: the CRD's rules refuse that already
-    for index, message in extra_args.flag_errors(flags, engine.extra_args):
+    """extraArgs against the flags of the engine's kind and release, and whatever else the kind
+    checks in them (detinfer.engines.kinds)."""
+    for index, message in kinds.of(spec).extra_args_errors(spec):
         yield FieldError(f"{path}.extraArgs[{index}]", message)
-    if engine.kind == EngineKind.SGLANG and engine.version is not None:
-        backends = (
-            auto_candidates(spec)
-            if engine.attention_backend == AttentionBackend.AUTO
-            else (engine.attention_backend,)
-        )
-        seen: set[tuple[int, str]] = set()
-        for backend in backends:
-            for index, message in numerics.chunked_prefill_errors(
-                list(engine.extra_args),
-                engine.numerics,
-                engine.version,
-                backend.flag_value,
-                backend.value,
-            ):
-                if (index, message) not in seen:
-                    seen.add((index, message))
-                    yield FieldError(f"{path}.extraArgs[{index}]", message)
 
 
 def _pydantic_error(prefix: str, error: Mapping[str, Any]) -> FieldError:

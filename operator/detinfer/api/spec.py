@@ -7,13 +7,14 @@ from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, Field, model_validator
 
-from detinfer import sglang_flags, validation_defaults
+from detinfer import validation_defaults
 from detinfer.api import extra_args as extra_arg_rules
 from detinfer.api.base import StrictKubeModel, Toggle
 from detinfer.api.cel import CelRule
 from detinfer.api.extra_args import MANAGED_FLAGS, NONDETERMINISTIC_FLAGS, UNSAFE_FLAGS
 from detinfer.api.quantity import ByteQuantity, CpuQuantity
-from detinfer.sglang_flags import features
+from detinfer.engines.sglang import features
+from detinfer.engines.sglang import flags as sglang_flags
 
 __all__ = ["MANAGED_FLAGS", "NONDETERMINISTIC_FLAGS", "UNSAFE_FLAGS"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from detinfer.api import constants as c
 from detinfer.api.resource import DeterministicInferenceService
-from detinfer.api.spec import EngineKind
+from detinfer.engines import kinds
 
 REVISION_LENGTH = 16
 
@@ -37,8 +37,7 @@ def revision_of(dis: DeterministicInferenceService) -> str:
     # Which Secrets hold the keys changes who may call, not what the engine computes.
     engine.pop("apiKeySecret", None)
     engine.pop("adminApiKeySecret", None)
-    if dis.spec.engine.kind == EngineKind.REFERENCE:
-        engine.pop("numerics", None)
+    engine = kinds.of(dis.spec).outputs_fields(engine)
     return stable_hash(
         {
             "recipe": 2,
@@ -51,7 +50,7 @@ def revision_of(dis: DeterministicInferenceService) -> str:
 
 
 def engine_app_name(dis: DeterministicInferenceService) -> str:
-    return "sglang" if dis.spec.engine.kind == EngineKind.SGLANG else "detinfer-reference-engine"
+    return kinds.of(dis.spec).app_name
 
 
 def selector_labels(dis: DeterministicInferenceService, component: str) -> dict[str, str]:

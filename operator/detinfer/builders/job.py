@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from detinfer.api import constants as c
-from detinfer.api.attention import effective_backend
-from detinfer.api.base import Toggle
 from detinfer.api.resource import DeterministicInferenceService
-from detinfer.api.spec import EngineKind
 from detinfer.builders import common
-from detinfer.builders.deployment import client_key_environment, expected_weight_version
+from detinfer.builders.deployment import client_key_environment
 from detinfer.builders.job_args import ValidatorArgs
 from detinfer.builders.process_line import VALIDATOR_COMMAND
 from detinfer.config import OperatorConfig
+from detinfer.engines import kinds
 
 # The validator stops itself this long before the Job's deadline, so that it still writes a
 # "could not test" summary instead of being killed without one.
@@ -78,30 +76,10 @@ def expectation_args(dis: DeterministicInferenceService) -> list[str]:
 
 
 def expectations(dis: DeterministicInferenceService) -> tuple[tuple[str, str], ...]:
-    """What each engine's GET /server_info must say: the spec's settings, as the server
-    resolved them. An engine that says otherwise is a wrong deployment (ServerMismatch)."""
-    engine = dis.spec.engine
-    on_off = {Toggle.ENABLED: "on", Toggle.DISABLED: "off"}
-    out = [
-        ("--expect-deterministic-inference", on_off[engine.deterministic_inference]),
-        ("--expect-tensor-parallel-size", str(engine.tensor_parallel_size)),
-        # What /server_info must name: SGLang's backend, or the reference engine's (Tiled,
-        # Tree, SplitKV; the SGLang names mean Tiled for it).
-        ("--expect-attention-backend", effective_backend(dis.spec).flag_value),
-    ]
-    if engine.kind == EngineKind.SGLANG and engine.version:
-        # The image is pinned by digest, not by release: the server says which it is.
-        out.append(("--expect-version", engine.version))
-    # What /model_info must say, before and after the suites: a weight update changes it.
-    out.append(("--expect-model-path", dis.spec.model.path))
-    out.append(("--expect-weight-version", expected_weight_version(dis)))
-    if engine.radix_cache == Toggle.DISABLED:
-        out.append(("--expect-radix-cache", "off"))
-    elif engine.kind == EngineKind.REFERENCE:
-        out.append(("--expect-radix-cache", "on"))
-    # Enabled on SGLang: SGLang may turn it off itself (FlashInfer in deterministic mode, some
-    # model architectures); the RadixCache suite then reports "prefix cache off" (Skipped).
-    return tuple(out)
+    """What each engine's GET /server_info and /model_info must say: the spec's settings, as the
+    server resolved them (the engine kind's package says which, detinfer.engines.kinds). An
+    engine that says otherwise is a wrong deployment (ServerMismatch)."""
+    return kinds.of(dis.spec).expectations(dis.spec)
 
 
 def build_validation_job(

@@ -66,7 +66,7 @@ from detinfer.controller.writes import (
     Write,
     WriteStatus,
 )
-from detinfer.sglang_flags import features
+from detinfer.engines.sglang import features
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from detinfer.api.attention import auto_candidates
 from detinfer.api.constants import Reason as R
 from detinfer.api.resource import DeterministicInferenceService
 from detinfer.api.spec import AttentionBackend, DeterministicInferenceServiceSpec
@@ -30,6 +29,7 @@ from detinfer.api.status import (
 from detinfer.api.timestamps import format_time, parse_time
 from detinfer.builders.common import revision_of
 from detinfer.controller.writes import Event
+from detinfer.engines import kinds
 
 
 def with_backend(
@@ -59,7 +59,7 @@ def plan_search(
         return None, dis, []
     out: list[Event] = []
     search_revision = revision_of(dis)
-    candidates = list(auto_candidates(dis.spec))
+    candidates = list(kinds.of(dis.spec).auto_candidates(dis.spec))
     search = old.attention_search
     if search is None or (search.search_revision, search.candidates) != (
         search_revision,

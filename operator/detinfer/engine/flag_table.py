@@ -1,5 +1,5 @@
 """The reference engine's flag table for the API layer: `detinfer crds` writes it to
-operator/detinfer/api/reference_flags.py from the engine's own parser (main.build_parser), and
+operator/detinfer/engines/reference/flags.py from the engine's own parser (main.build_parser), and
 `make verify` fails when it is stale. The API checks spec.engine.extraArgs against that table,
 so the schema layer never imports the engine."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from detinfer.engine.main import build_parser
 
-TABLE_PATH = Path("operator") / "detinfer" / "api" / "reference_flags.py"
+TABLE_PATH = Path("operator") / "detinfer" / "engines" / "reference" / "flags.py"
 
 
 def _py(value: object) -> str:
@@ -32,7 +32,7 @@ def render() -> str:
             "",
             "from __future__ import annotations",
             "",
-            "from detinfer.sglang_flags import Nargs",
+            "from detinfer.engines.flags import Nargs",
             "",
             "# option -> (nargs, dest)",
             "FLAGS: dict[str, tuple[Nargs, str]] = {",

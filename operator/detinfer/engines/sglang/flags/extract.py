@@ -19,14 +19,12 @@ import ast
 import hashlib
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from detinfer.engines.flags import Flag, Nargs
 
 SERVER_ARGS = "sglang/srt/server_args.py"
 ARG_UTILS = "sglang/srt/arg_groups/arg_utils.py"
-
-# argparse's nargs, as this table writes it: None one value, 0 none, or "?", "*", "+", N.
-Nargs = int | str | None
 
 # Actions that take no value: argparse's own, by their registered names.
 _NO_VALUE_ACTIONS = {"store_true", "store_false", "store_const", "append_const", "count", "help"}
@@ -46,12 +44,6 @@ _REVIEWED_ARG_UTILS = {
 
 class ExtractError(ValueError):
     """The source holds something this reader cannot follow statically."""
-
-
-@dataclass(frozen=True)
-class Flag:
-    dest: str
-    nargs: Nargs
 
 
 class _Wheel:

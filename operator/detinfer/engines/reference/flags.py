@@ -4,7 +4,7 @@ from detinfer/engine/main.py's parser (detinfer/engine/flag_table.py). Do not ed
 
 from __future__ import annotations
 
-from detinfer.sglang_flags import Nargs
+from detinfer.engines.flags import Nargs
 
 # option -> (nargs, dest)
 FLAGS: dict[str, tuple[Nargs, str]] = {

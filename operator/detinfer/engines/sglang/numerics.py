@@ -1,6 +1,6 @@
 """spec.engine.numerics: the environment it pins in the engine, and the extraArgs it refuses.
 
-SGLang reads its deterministic numerics from environment variables (detinfer.sglang_flags.features
+SGLang reads its deterministic numerics from environment variables (detinfer.engines.sglang.features
 says which release reads which); the operator sets each one the pinned release reads, from the
 spec, so an image whose defaults differ cannot change the outputs unseen.
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from detinfer.api.base import Toggle
 from detinfer.api.spec import NumericsSpec
-from detinfer.sglang_flags import features
+from detinfer.engines.sglang import features
 
 CHUNKED_PREFILL_SIZE = "--chunked-prefill-size"
 _NO_CHUNKING = -1  # SGLang's value for "prefill in one forward"

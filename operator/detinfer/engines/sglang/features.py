@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detinfer.sglang_flags.table import VERSIONS
+from detinfer.engines.sglang.flags.table import VERSIONS
 
 # SGLang's DETERMINISTIC_ATTENTION_BACKEND_CHOICES (srt/server_args.py; srt/arg_groups/choices.py
 # from 0.5.20), which --enable-deterministic-inference checks the attention backend against,
@@ -54,7 +54,7 @@ def has_admin_key(version: str) -> bool:
 
 def cuda_graph_off_flags(version: str) -> list[str]:
     """How `version` spells "no CUDA graphs"."""
-    from detinfer.sglang_flags import by_version
+    from detinfer.engines.sglang.flags import by_version
 
     flags = by_version()[version]
     if all(flag in flags for flag in CUDA_GRAPH_BACKEND_FLAGS):

@@ -1,7 +1,7 @@
 """SGLang's command-line flags in every supported release, from the generated table.py.
 
 `detinfer.api.extra_args` checks spec.engine.extraArgs against these. The table is made from
-SGLang's own source by `python -m detinfer.sglang_flags.generate` (docs/sglang.md).
+SGLang's own source by `python -m detinfer.engines.sglang.flags.generate` (docs/sglang.md).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from detinfer.sglang_flags.extract import Flag, Nargs
-from detinfer.sglang_flags.table import FLAGS, VERSIONS
+from detinfer.engines.flags import Flag, Nargs
+from detinfer.engines.sglang.flags.table import FLAGS, VERSIONS
 
 __all__ = ["VERSIONS", "Flag", "Nargs", "by_version", "releases"]
 
