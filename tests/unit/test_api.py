@@ -42,8 +42,21 @@ def test_defaults_are_explicit_and_safe():
 
 
 def test_the_examples_are_valid():
-    for name in ("service.yaml", "reference.yaml"):
+    for name in ("service.yaml", "reference.yaml", "llama-cpp.yaml"):
         parse_dis(f.example(name))
+
+
+GGUF = "/var/cache/detinfer/models/tiny.gguf"
+
+
+def llama_cpp(engine=None, model=None, **spec):
+    """A LlamaCpp spec (CPU, a GGUF pinned by sha256) with `engine`, `model` and `spec` merged in."""
+    return {
+        "engine": {"kind": "LlamaCpp", "version": None, **(engine or {})},
+        "model": {"path": GGUF, "revision": None, "sha256": "a" * 64, **(model or {})},
+        "resources": {"gpusPerReplica": 0, "gpuProduct": None},
+        **spec,
+    }
 
 
 # Each CEL rule: a spec that breaks it, the field path the error must name, words of the message.
@@ -196,6 +209,47 @@ CEL_CASES = (
             {"networkPolicy": {"clients": [{"podSelector": {"matchLabels": {"a b": "x"}}}]}},
             "spec.networkPolicy.clients[0]",
             "every matchLabels key must be a label key",
+        ),
+        (
+            llama_cpp(engine={"version": "0.5.23"}),
+            "spec.engine.version",
+            "engine.version must not be set with kind: LlamaCpp",
+        ),
+        ({"engine": {"slots": 2}}, "spec.engine.slots", "applies to kind: LlamaCpp only"),
+        (
+            llama_cpp(engine={"attentionBackend": "Triton"}),
+            "spec.engine.attentionBackend",
+            "does not apply to kind: LlamaCpp",
+        ),
+        (
+            llama_cpp(engine={"tensorParallelSize": 2}),
+            "spec.engine.tensorParallelSize",
+            "must be 1 with kind: LlamaCpp",
+        ),
+        (
+            llama_cpp(engine={"extraArgs": ["--threads", "2"]}),
+            "spec.engine.extraArgs",
+            "must be empty with kind: LlamaCpp",
+        ),
+        (
+            llama_cpp(model={"sha256": None}),
+            "spec.model.sha256",
+            "model.sha256 is required with kind: LlamaCpp",
+        ),
+        (
+            {"model": {"sha256": "a" * 64}},
+            "spec.model.sha256",
+            "model.sha256 applies to kind: LlamaCpp only",
+        ),
+        (
+            llama_cpp(model={"path": "/var/cache/detinfer/models/tiny"}),
+            "spec.model.path",
+            "model.path /var/cache/detinfer/models/tiny is not the absolute path of a .gguf file",
+        ),
+        (
+            llama_cpp(overhead={"enabled": True}),
+            "spec.overhead.enabled",
+            "overhead.enabled is not supported with kind: LlamaCpp yet",
         ),
     ]
     + [

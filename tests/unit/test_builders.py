@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 
 import pytest
 import yaml
@@ -20,9 +22,11 @@ from detinfer.builders import (
     validation_job_name,
 )
 from detinfer.builders.deployment import engine_command
-from detinfer.builders.process_line import ADMIN_KEY_WRAPPER
+from detinfer.builders.job import validator_args
+from detinfer.builders.process_line import ADMIN_KEY_WRAPPER, GGUF_CHECK, LLAMA_SERVER_COMMAND
 from detinfer.config import OperatorConfig
 from tests.support import factories as f
+from tests.unit.test_api import llama_cpp
 
 GOLDEN = f.ROOT / "tests" / "golden"
 CONFIG = OperatorConfig(validator_image="registry.example/detinfer@" + f.DIGEST)
@@ -33,7 +37,7 @@ def _with_uid(body):
     return parse_dis(body)
 
 
-@pytest.mark.parametrize("example", ["service.yaml", "reference.yaml"])
+@pytest.mark.parametrize("example", ["service.yaml", "reference.yaml", "llama-cpp.yaml"])
 def test_golden(example):
     """Everything the operator creates for the examples. Regenerate: UPDATE_GOLDEN=1 make test."""
     objects = render_objects(_with_uid(f.example(example)), CONFIG)
@@ -494,3 +498,54 @@ def test_the_validator_holds_model_info_to_the_spec():
     assert options["--expect-weight-version"] == "v3"
     plain = expectation_args(dis())
     assert plain[plain.index("--expect-weight-version") + 1] == "default"
+
+
+def _llama_cpp(**engine):
+    return parse_dis(f.dis(**llama_cpp(engine=engine)))
+
+
+def test_llama_cpp_runs_llama_server_behind_the_gguf_check_with_the_specs_settings():
+    d = _llama_cpp(slots=2, radixCache="Disabled", samplingSeed=7)
+    command, args = engine_command(d)
+    assert command == list(GGUF_CHECK)
+    assert args[:3] == ["a" * 64, "/var/cache/detinfer/models/tiny.gguf", *LLAMA_SERVER_COMMAND]
+    server = args[3:]
+    for flag, value in [("--seed", "7"), ("--temp", "0"), ("--top-k", "1"), ("--parallel", "2")]:
+        assert server[server.index(flag) + 1] == value
+    assert "--no-cache-prompt" in server and "--cache-prompt" not in server
+    assert "--n-gpu-layers" not in server  # gpusPerReplica 0
+    # The baseline: the server's own slots and prompt cache.
+    _, baseline = engine_command(d, deterministic=False)
+    assert "--parallel" not in baseline and "--no-cache-prompt" not in baseline
+    assert _llama_cpp().spec.engine.slots is None
+    assert "--cache-prompt" in engine_command(_llama_cpp())[1]
+
+
+def test_llama_cpp_probes_health_and_validates_over_the_native_protocol():
+    d = _llama_cpp()
+    container = build_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    assert container["securityContext"]["runAsNonRoot"] is True
+    args = validator_args(d, [Endpoint("p-0", "http://10.0.0.1:30000")], None)
+    assert args[args.index("--protocol") + 1] == "llamacpp"
+    assert not [a for a in args if a.startswith("--expect-")]
+
+
+@pytest.mark.parametrize(("pinned", "code"), [(True, 0), (False, 1)])
+def test_the_gguf_check_starts_the_server_only_on_the_pinned_file(tmp_path, pinned, code):
+    """The container's real shell line (/bin/sh, sha256sum): the server's command runs only when
+    the file's sha256 is the pinned one."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF model bytes")
+    sha = hashlib.sha256(model.read_bytes()).hexdigest() if pinned else "b" * 64
+    done = subprocess.run(
+        [*GGUF_CHECK, sha, str(model), "echo", "server started"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == code
+    assert ("server started" in done.stdout) == pinned
+    if not pinned:
+        assert f"not the pinned {'b' * 64} (model.sha256)" in done.stderr

@@ -28,6 +28,7 @@ IMAGE_DIGEST_RE = "@sha256:[0-9a-f]{64}$"
 class EngineKind(StrEnum):
     SGLANG = "SGLang"
     REFERENCE = "Reference"
+    LLAMA_CPP = "LlamaCpp"
 
 
 class AttentionBackend(StrEnum):
@@ -119,6 +120,11 @@ class ModelSpec(StrictKubeModel):
     allow_unpinned_revision: bool = False
     """Allow a model without a revision. Its outputs can then change under you."""
 
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", max_length=64)] = None
+    """kind LlamaCpp (required there, not allowed elsewhere): the sha256 of the GGUF file at
+    path (64 hex). The pod checks the file against it before the server starts, and does not
+    start the server on a mismatch."""
+
     cache_volume_claim: Annotated[
         str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     ] = None
@@ -129,14 +135,15 @@ class ModelSpec(StrictKubeModel):
 
     cel_rules = (
         CelRule(
-            rule="has(self.revision) || self.allowUnpinnedRevision",
+            rule="has(self.revision) || self.allowUnpinnedRevision || has(self.sha256)",
             message=(
-                "model.revision is required: pin the model to a commit hash, "
-                "or set allowUnpinnedRevision: true"
+                "model.revision is required: pin the model to a commit hash (a GGUF file: its "
+                "sha256), or set allowUnpinnedRevision: true"
             ),
             message_expression=(
                 "'model.revision is required for model ' + self.path + "
-                "': pin it to a commit hash, or set allowUnpinnedRevision: true'"
+                "': pin it to a commit hash (a GGUF file: its sha256), or set "
+                "allowUnpinnedRevision: true'"
             ),
             field_path=".revision",
             reason="FieldValueRequired",
@@ -211,7 +218,9 @@ class EngineSpec(StrictKubeModel):
     """Container image, pinned by digest (name@sha256:<64 hex>)."""
 
     kind: EngineKind = EngineKind.SGLANG
-    """SGLang, or Reference: detinfer's small CPU/GPU reference engine, for demos and tests."""
+    """SGLang; LlamaCpp: llama.cpp's llama-server, with a GGUF model pinned by model.sha256
+    (docs/engines.md#what-the-operator-renders); or Reference: detinfer's small CPU/GPU
+    reference engine, for demos and tests."""
 
     version: SGLangVersion | None = None
     """The SGLang release the image runs, e.g. "0.5.23" (required with kind: SGLang, not
@@ -244,7 +253,13 @@ class EngineSpec(StrictKubeModel):
     """CUDA graphs; they make deterministic mode about 2.8x faster (LMSYS, H100)."""
 
     radix_cache: Toggle = Toggle.ENABLED
-    """The prefix (radix) cache. SGLang turns it off itself with FlashInfer in deterministic mode."""
+    """The prefix (radix) cache. SGLang turns it off itself with FlashInfer in deterministic mode.
+    LlamaCpp: the prompt cache (--cache-prompt, --no-cache-prompt), which changes the logprobs
+    of a prompt whose prefix it holds (docs/engines.md)."""
+
+    slots: Annotated[int | None, Field(ge=1, le=256)] = None
+    """kind LlamaCpp only: llama-server's --parallel, the requests it decodes together (1 when
+    unset). The validator decides whether more than one stays deterministic."""
 
     deterministic_inference: Toggle = Toggle.ENABLED
     """--enable-deterministic-inference. Disabled is allowed only for kind Reference, to show
@@ -375,6 +390,44 @@ class EngineSpec(StrictKubeModel):
                 "endpoints)"
             ),
             field_path=".adminApiKeySecret",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="self.kind != 'LlamaCpp' || !has(self.version)",
+            message=(
+                "engine.version must not be set with kind: LlamaCpp: the image's digest pins "
+                "the llama.cpp build"
+            ),
+            field_path=".version",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="!has(self.slots) || self.kind == 'LlamaCpp'",
+            message="engine.slots applies to kind: LlamaCpp only (llama-server's --parallel)",
+            field_path=".slots",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="self.kind != 'LlamaCpp' || self.attentionBackend == 'FA3'",
+            message=(
+                "engine.attentionBackend does not apply to kind: LlamaCpp: llama-server picks "
+                "its own kernels (the validator measures the result); leave it unset"
+            ),
+            field_path=".attentionBackend",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule="self.kind != 'LlamaCpp' || self.tensorParallelSize == 1",
+            message="engine.tensorParallelSize must be 1 with kind: LlamaCpp",
+            field_path=".tensorParallelSize",
+        ),
+        CelRule(
+            rule="self.kind != 'LlamaCpp' || !has(self.extraArgs) || size(self.extraArgs) == 0",
+            message=(
+                "engine.extraArgs must be empty with kind: LlamaCpp: llama-server's flags are "
+                "not in a table the operator checks them against yet"
+            ),
+            field_path=".extraArgs",
             reason="FieldValueForbidden",
         ),
         *extra_arg_rules.engine_rules(),
@@ -593,7 +646,7 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
     cel_rules = (
         CelRule(
             rule=(
-                "self.engine.kind == 'Reference' || "
+                "self.engine.kind in ['Reference', 'LlamaCpp'] || "
                 "self.resources.gpusPerReplica >= self.engine.tensorParallelSize"
             ),
             message=(
@@ -613,5 +666,48 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
             ),
             field_path=".overhead.enabled",
             reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.engine.kind != 'LlamaCpp' || has(self.model.sha256)",
+            message=(
+                "model.sha256 is required with kind: LlamaCpp: the sha256 of the GGUF file, "
+                "checked before the server starts"
+            ),
+            field_path=".model.sha256",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.engine.kind == 'LlamaCpp' || !has(self.model.sha256)",
+            message="model.sha256 applies to kind: LlamaCpp only (a GGUF file)",
+            field_path=".model.sha256",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
+            rule=(
+                "self.engine.kind != 'LlamaCpp' || "
+                "(self.model.path.startsWith('/') && self.model.path.endsWith('.gguf'))"
+            ),
+            message=(
+                "model.path must be the absolute path of a .gguf file with kind: LlamaCpp (in "
+                "the model cache volume, /var/cache/detinfer/models/..., or in the image)"
+            ),
+            message_expression=(
+                "'model.path ' + self.model.path + ' is not the absolute path of a .gguf file, "
+                "as kind: LlamaCpp needs (in the model cache volume, /var/cache/detinfer/models/...,"
+                " or in the image)'"
+            ),
+            field_path=".model.path",
+        ),
+        CelRule(
+            rule=(
+                "self.engine.kind != 'LlamaCpp' || !has(self.overhead) || "
+                "!has(self.overhead.enabled) || !self.overhead.enabled"
+            ),
+            message=(
+                "overhead.enabled is not supported with kind: LlamaCpp yet: the benchmark speaks "
+                "SGLang's API only"
+            ),
+            field_path=".overhead.enabled",
+            reason="FieldValueForbidden",
         ),
     )

@@ -67,6 +67,7 @@ def validator_args(
         max_batch_size=validation.max_batch_size,
         expected_fingerprint=expected_fingerprint,
         expectations=expectations(dis),
+        protocol=kinds.of(dis.spec).protocol,
     ).to_args()
 
 

@@ -24,6 +24,22 @@ ADMIN_KEY_WRAPPER = (
 )
 SUMMARY_FILE_FLAG = "--summary-file"
 
+# kind LlamaCpp: llama-server where llama.cpp's server images have it (ghcr.io/ggml-org/llama.cpp,
+# the :server tags: ENTRYPOINT ["/app/llama-server"]), started behind a check of the GGUF file's
+# sha256: the container runs this shell line with the sha256, the file and the server's command
+# line as its arguments, and the server never starts on a file that is not the pinned one.
+LLAMA_SERVER_COMMAND = ("/app/llama-server",)
+GGUF_CHECK = (
+    "/bin/sh",
+    "-c",
+    '[ -r "$2" ] || { echo "model $2 cannot be read (model.path)" >&2; exit 1; }; '
+    'seen=$(sha256sum "$2" | cut -d " " -f 1); '
+    'if [ "$seen" != "$1" ]; then '
+    'echo "model $2 has sha256 $seen, not the pinned $1 (model.sha256)" >&2; exit 1; fi; '
+    'shift 2; exec "$@"',
+    "gguf-sha256-check",
+)
+
 
 class LayoutError(ValueError):
     """A process line that is not laid out as the builders write it."""

@@ -28,12 +28,16 @@ from detinfer.api.spec import (
 PACKAGES: dict[EngineKind, str] = {
     EngineKind.SGLANG: "detinfer.engines.sglang",
     EngineKind.REFERENCE: "detinfer.engines.reference",
+    EngineKind.LLAMA_CPP: "detinfer.engines.llamacpp",
 }
 
 
 class EngineKindSupport(Protocol):
     app_name: str
     """app.kubernetes.io/name of the kind's pods and Services."""
+
+    protocol: str
+    """The validator's --protocol for this kind's servers."""
 
     # ---- the API: what a spec of this kind may say ----
 

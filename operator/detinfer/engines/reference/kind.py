@@ -35,6 +35,7 @@ from detinfer.engines.sglang.kind import (
 
 class Reference:
     app_name = "detinfer-reference-engine"
+    protocol = "sglang"  # the reference engine serves SGLang's API
 
     def extra_args_errors(
         self, spec: DeterministicInferenceServiceSpec

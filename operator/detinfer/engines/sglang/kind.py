@@ -128,6 +128,7 @@ def common_expectations(
 
 class SGLang:
     app_name = "sglang"
+    protocol = "sglang"
 
     def extra_args_errors(
         self, spec: DeterministicInferenceServiceSpec
