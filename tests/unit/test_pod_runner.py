@@ -23,12 +23,16 @@ from detinfer.builders import (
 )
 from detinfer.builders.process_line import (
     ADMIN_KEY_WRAPPER,
+    GGUF_CHECK,
     LayoutError,
     flag_value,
+    gguf_checked,
+    process_line,
     with_flag_value,
 )
 from detinfer.config import OperatorConfig
 from detinfer.local.pod_runner import (
+    LlamaServer,
     LocalPod,
     PodRunner,
     container_env,
@@ -339,3 +343,45 @@ def test_the_runners_planted_fault_option_is_checked(capsys):
             main(["--kubeconfig", "x", "--log-dir", "/tmp/x", "--planted-fault", bad])
         assert info.value.code == 2
         assert words in capsys.readouterr().err
+
+
+def _llama_container() -> dict:
+    body = f.example("llama-cpp.yaml")
+    body["metadata"].update(namespace="ml", uid=f.DIS_UID)
+    return build_deployment(parse_dis(body))["spec"]["template"]["spec"]["containers"][0]
+
+
+LLAMA = LlamaServer(Path("/cache/llama.cpp/bin/llama-server"), Path("/cache/models"))
+
+
+def test_a_llama_server_pod_runs_the_cached_binary_behind_the_same_gguf_check():
+    container = _llama_container()
+    assert role_of(container) == "engine"
+    line = local_command(container, "engine", POD_IP, TERMINATION, {}, LLAMA)
+    assert gguf_checked(process_line(container))  # the container's own line
+    n = len(GGUF_CHECK)
+    assert line[:n] == list(GGUF_CHECK)  # the check runs here as in the container
+    sha256, path, server = line[n], line[n + 1], line[n + 2 :]
+    assert path == "/cache/models/tiny.gguf"  # the model cache volume is the folder here
+    assert sha256 == f.example("llama-cpp.yaml")["spec"]["model"]["sha256"]
+    assert server[0] == "/cache/llama.cpp/bin/llama-server"
+    assert flag_value(server, "--model") == path and flag_value(server, "--host") == POD_IP
+    assert flag_value(server, "--parallel") == "1" and "--no-cache-prompt" in server
+    with pytest.raises(LayoutError, match="no --llama-server"):
+        local_command(container, "engine", POD_IP, TERMINATION, {}, None)
+
+
+def test_a_model_outside_the_cache_volume_is_not_run_here():
+    container = _llama_container()
+    container["args"] = [
+        a.replace("/var/cache/detinfer/models/", "/models/") for a in container["args"]
+    ]
+    with pytest.raises(LayoutError, match="not in the model cache volume"):
+        local_command(container, "engine", POD_IP, TERMINATION, {}, LLAMA)
+
+
+def test_an_http_liveness_probe_runs_here_as_a_get_of_its_url():
+    command = local_liveness(_llama_container(), POD_IP)
+    assert command[0] == sys.executable and command[-1] == f"http://{POD_IP}:30000/health"
+    failed = subprocess.run([*command[:-1], "http://127.0.0.1:9/health"], capture_output=True)
+    assert failed.returncode != 0  # nothing listens on port 9 (discard)

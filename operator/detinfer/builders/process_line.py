@@ -100,6 +100,18 @@ def unwrapped(line: Sequence[str]) -> tuple[list[str], bool]:
     return list(line), False
 
 
+def gguf_checked(line: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """(sha256, model file, llama-server's line) when `line` is GGUF_CHECK in front of
+    LLAMA_SERVER_COMMAND, as the builders write a LlamaCpp container; None for any other line."""
+    n = len(GGUF_CHECK)
+    if tuple(line[:n]) != GGUF_CHECK or len(line) < n + 2 + len(LLAMA_SERVER_COMMAND):
+        return None
+    server = list(line[n + 2 :])
+    if tuple(server[: len(LLAMA_SERVER_COMMAND)]) != LLAMA_SERVER_COMMAND:
+        return None
+    return line[n], line[n + 1], server
+
+
 def flag_value(line: Sequence[str], flag: str) -> str:
     """The value after `flag` (the builders write `--flag value`, never `--flag=value`)."""
     try:

@@ -2,8 +2,10 @@
 
 kwok simulates every pod's lifecycle without running anything. For pods whose container runs
 detinfer's own command (`detinfer engine`, the reference engine; `detinfer validate`, the
-validator; `detinfer run`, the operator the Helm chart installs), this runs the command as a
-local process instead, with the container's environment,
+validator; `detinfer run`, the operator the Helm chart installs) or llama.cpp's llama-server
+(kind LlamaCpp: the cached real binary for the image's /app/llama-server, `--llama-server`, and
+a local folder for the model cache volume, `--model-dir`, behind the same sha256 check of the
+GGUF file as in the container), this runs the command as a local process instead, with the container's environment,
 bound to the pod's IP (kwok gives pods 127.1.<node>.<n>, all loopback; hack/cluster-up.sh), and reports its life back
 into the pod's status as a kubelet would:
 
@@ -79,15 +81,19 @@ from kubernetes.client.exceptions import ApiException
 
 from detinfer import connection
 from detinfer.api import constants as c
+from detinfer.builders.deployment import MODEL_CACHE_PATH
 from detinfer.builders.process_line import (
     ADMIN_KEY_WRAPPER,
     BENCH_COMMAND,
     ENGINE_COMMAND,
+    GGUF_CHECK,
     HOST_FLAG,
+    LLAMA_SERVER_COMMAND,
     SUMMARY_FILE_FLAG,
     VALIDATOR_COMMAND,
     LayoutError,
     flag_value,
+    gguf_checked,
     probe_url_on,
     process_line,
     unwrapped,
@@ -95,6 +101,7 @@ from detinfer.builders.process_line import (
 )
 from detinfer.engine.faults import FLAG as FAULT_FLAG
 from detinfer.engine.faults import parse_fault
+from detinfer.engines import llamacpp
 
 log = logging.getLogger("pod-runner")
 OPERATOR_COMMAND = ("detinfer", "run")
@@ -146,9 +153,45 @@ class LocalPod:
 
 
 def role_of(container: dict[str, Any]) -> str | None:
-    """'engine', 'validator', 'bench' or 'operator' for detinfer's own commands; None for
-    anything else."""
-    return ROLES.get(tuple(unwrapped(process_line(container))[0][:2]))
+    """'engine', 'validator', 'bench' or 'operator' for detinfer's own commands, 'engine' for
+    llama-server behind its GGUF check (kind LlamaCpp); None for anything else."""
+    line = process_line(container)
+    if gguf_checked(line):
+        return "engine"
+    return ROLES.get(tuple(unwrapped(line)[0][:2]))
+
+
+@dataclass(frozen=True)
+class LlamaServer:
+    """Where the real llama-server runs from here: the cached binary for the image's
+    /app/llama-server, and a folder for the model cache volume (/var/cache/detinfer/models)."""
+
+    binary: Path
+    model_dir: Path
+
+    def model_file(self, path: str) -> str:
+        prefix = MODEL_CACHE_PATH + "/"
+        if not path.startswith(prefix) or ".." in path.split("/"):
+            raise LayoutError(
+                f"model {path!r} is not in the model cache volume ({MODEL_CACHE_PATH}/...): "
+                "this runner has no image to read it from"
+            )
+        return str(self.model_dir / path[len(prefix) :])
+
+    def command(self, line: list[str], ip: str, env: dict[str, str]) -> list[str]:
+        """The container's line with the binary, the model file and the listen address of this
+        machine; the GGUF check runs as the container runs it (/bin/sh, sha256sum)."""
+        checked = gguf_checked(line)
+        if checked is None:
+            raise LayoutError("not llama-server behind its GGUF check")
+        sha256, path, server = checked
+        local_path = self.model_file(path)
+        if flag_value(server, "--model") != path:
+            raise LayoutError(f"--model is not the checked file {path!r}")
+        server = with_flag_value(server, "--model", local_path)
+        server = with_flag_value(server, HOST_FLAG, ip)
+        server = [str(self.binary), *(expand(w, env) for w in server[len(LLAMA_SERVER_COMMAND) :])]
+        return [*GGUF_CHECK, sha256, local_path, *server]
 
 
 def local_command(
@@ -157,11 +200,17 @@ def local_command(
     ip: str,
     termination_path: Path,
     env: dict[str, str] | None = None,
+    llama: LlamaServer | None = None,
 ) -> list[str]:
     """The container's process line for this machine: this Python's detinfer, with $(VAR)
     expanded from the container's `env` as the kubelet does; an engine listens on the pod's IP,
     a validator or benchmark writes its summary where the runner reads it. An engine behind the
-    admin-key wrapper runs behind the same wrapper, which makes its key here."""
+    admin-key wrapper runs behind the same wrapper, which makes its key here. llama-server runs
+    from `llama` (LlamaServer.command)."""
+    if gguf_checked(process_line(container)):
+        if llama is None:
+            raise LayoutError("a llama-server pod, and this runner has no --llama-server")
+        return llama.command(process_line(container), ip, env or {})
     line, wrapped = unwrapped(process_line(container))
     subcommand, args = line[1], line[2:]
     if role == "engine":
@@ -235,9 +284,20 @@ def readiness_url(container: dict[str, Any], ip: str) -> str:
     return probe_url(container.get("readinessProbe"), container, ip)
 
 
+# An httpGet liveness probe, as a command: 200-399 passes, as the kubelet counts it.
+HTTP_GET_PROBE = (
+    "-c",
+    "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=8)",
+)
+
+
 def local_liveness(container: dict[str, Any], ip: str) -> list[str] | None:
-    """An engine's exec liveness probe as it runs here: this Python, the pod's IP."""
-    command = ((container.get("livenessProbe") or {}).get("exec") or {}).get("command")
+    """An engine's liveness probe as it runs here, on the pod's IP: the exec probe with this
+    Python, or a GET of the httpGet probe's URL (llama-server's /health)."""
+    probe = container.get("livenessProbe") or {}
+    if probe.get("httpGet"):
+        return [sys.executable, *HTTP_GET_PROBE, probe_url(probe, container, ip)]
+    command = (probe.get("exec") or {}).get("command")
     if not command:
         return None
     return [sys.executable, *probe_url_on(command, ip)[1:]]
@@ -298,6 +358,8 @@ def local_env(
         }
     env.update(own)
     env.setdefault("OMP_NUM_THREADS", "1")  # many small processes on few cores
+    # llama-server reads a flag the command line lacks from LLAMA_ARG_* (--threads: every core)
+    env.setdefault("LLAMA_ARG_THREADS", "2")
     return env
 
 
@@ -360,8 +422,10 @@ class PodRunner:
         namespace: str | None = None,
         roles: frozenset[str] = frozenset(ROLES.values()),
         planted: Mapping[str, str] | None = None,
+        llama: LlamaServer | None = None,
     ) -> None:
         self.api = api
+        self.llama = llama
         self.log_dir = log_dir
         self.namespace = namespace
         self.roles = roles
@@ -424,9 +488,9 @@ class PodRunner:
         termination_path = self.log_dir / f"{stem}.termination-log"
         try:
             env = container_env(containers[0], self.secrets(meta["namespace"], containers[0]))
-            command = local_command(containers[0], role, ip, termination_path, env)
+            command = local_command(containers[0], role, ip, termination_path, env, self.llama)
             instance = (meta.get("labels") or {}).get(c.LABEL_INSTANCE)
-            if role == "engine" and instance in self.planted:
+            if role == "engine" and instance in self.planted and command[0] == sys.executable:
                 command = [*command, FAULT_FLAG, self.planted[instance]]
                 log.info(
                     "planting %s in %s/%s", self.planted[instance], meta["namespace"], meta["name"]
@@ -839,6 +903,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{c.LABEL_INSTANCE}) run with `detinfer engine {FAULT_FLAG} FAULT` added, as a node "
         "that changes the engine behind its pod spec (the e2e drift test); repeatable",
     )
+    p.add_argument(
+        "--llama-server",
+        type=Path,
+        default=llamacpp.server_binary(),
+        help="the llama-server that LlamaCpp pods run (default: hack/build-llama-server.sh's, "
+        "%(default)s)",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "detinfer" / "models",
+        help=f"the folder that stands for the model cache volume ({MODEL_CACHE_PATH}) of "
+        "LlamaCpp pods (default: %(default)s)",
+    )
     a = p.parse_args(argv)
     planted = {}
     for item in a.planted_fault:
@@ -859,7 +937,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe otherwise
     a.log_dir.mkdir(parents=True, exist_ok=True)
     config.load_kube_config(a.kubeconfig)
-    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace, roles, planted)
+    llama = LlamaServer(a.llama_server, a.model_dir)
+    runner = PodRunner(client.CoreV1Api(), a.log_dir, a.namespace, roles, planted, llama)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stopping.set())
     runner.run()
