@@ -65,10 +65,11 @@ images: ## build the operator and reference-engine images (docker, podman or bui
 engine: $(STAMP) ## the reference engine: kernels, and the server on loopback in both modes
 	$(BIN)/python -m pytest tests/engine -q
 
-e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod runner, reference engines, real validation, a real Prometheus and the monitoring CRDs
+e2e: $(STAMP) ## the whole flow on a local cluster: the chart's operator, pod runner, reference engines and a real llama-server, real validation, a real Prometheus and the monitoring CRDs
 	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
 	@test -x $(PROMETHEUS) || hack/get-promtool.sh
-	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/e2e -q
+	@test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh
+	HELM=$(HELM) PROMETHEUS=$(PROMETHEUS) LLAMA_SERVER=$(LLAMA_SERVER) DETINFER_CACHE=$(CACHE) $(BIN)/python -m pytest tests/e2e -q
 
 engines: $(STAMP) engine-servers ## engines nobody here wrote, real servers on loopback: llama.cpp's llama-server, Ollama, vLLM (CPU), transformers serve (built or installed on first use, then cached)
 	LLAMA_SERVER=$(LLAMA_SERVER) OLLAMA=$(OLLAMA) DETINFER_CACHE=$(CACHE) $(BIN)/python -m pytest tests/engines -q

@@ -8,6 +8,7 @@ serving as they found it.
 from __future__ import annotations
 
 import re
+import urllib.request
 import uuid
 from typing import Any
 
@@ -161,6 +162,7 @@ def test_namespaced_mode_can_i_list(cluster: Cluster, operator: InstalledOperato
     run by the pod runner under its own ServiceAccount, serves and is refused nothing."""
     release, home = "team", f"team-{uuid.uuid4().hex[:6]}"
     user = f"system:serviceaccount:{home}:{release}-detinfer"
+    liveness = free_port()
     helm(
         cluster,
         "install",
@@ -171,7 +173,7 @@ def test_namespaced_mode_can_i_list(cluster: Cluster, operator: InstalledOperato
         "--create-namespace",
         "--set",
         f"watchNamespaces={{{namespace}}}",
-        *local_values(free_port(), free_port()),
+        *local_values(free_port(), liveness),
         "--wait",
         "--timeout",
         "120s",
@@ -184,12 +186,28 @@ def test_namespaced_mode_can_i_list(cluster: Cluster, operator: InstalledOperato
         base = can_i(cluster, nobody(home), namespace)
         assert can_i(cluster, user, namespace) - base == granted_by_chart(role["rules"])
         assert can_i(cluster, user, "default") - can_i(cluster, nobody(home), "default") == set()
-        pods = cluster.core.list_namespaced_pod(home).items
-        assert [p.status.container_statuses[0].ready for p in pods] == [True]
+        # helm --wait can return on kwok's own Ready, before the pod runner has started the
+        # operator (a CI run read the container unready then): wait until its /healthz answers.
+        (pod,) = cluster.core.list_namespaced_pod(home).items
+        wait_for(
+            "the namespaced operator's /healthz",
+            lambda: _answers(f"http://{pod.status.pod_ip}:{liveness}/healthz"),
+            timeout=90,
+        )
+        (pod,) = cluster.core.list_namespaced_pod(home).items
+        assert pod.status.container_statuses[0].ready
         assert forbidden(cluster, user) == []
     finally:
         helm(cluster, "uninstall", release, "--namespace", home, "--wait")
         cluster.kubectl("delete", "namespace", home, "--wait=false", check=False)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def test_helm_upgrade_with_new_values_rolls_the_operator(

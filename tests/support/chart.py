@@ -69,8 +69,13 @@ class PodRunner:
         self.planted = planted or {}
         """DIS name -> the fault its engine pods run with (the runner's --planted-fault)."""
         self.process: subprocess.Popen[bytes] | None = None
+        self.model_dir = log_dir / "models"
+        """The model cache volume of LlamaCpp pods (the runner's --model-dir)."""
 
     def start(self) -> None:
+        self.model_dir.mkdir(exist_ok=True)
+        # LLAMA_SERVER (make e2e sets it): the cached llama-server that LlamaCpp pods run.
+        llama = os.environ.get("LLAMA_SERVER")
         out = (self.log_dir / "pod-runner.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -84,6 +89,9 @@ class PodRunner:
                 "--roles",
                 self.roles,
                 *(a for n, f in self.planted.items() for a in ("--planted-fault", f"{n}={f}")),
+                "--model-dir",
+                str(self.model_dir),
+                *(["--llama-server", llama] if llama else []),
             ],
             cwd=ROOT,
             stdout=out,

@@ -99,3 +99,21 @@ def test_reading_foreign_args_never_fails():
     assert ValidatorArgs.from_args(weird).endpoints == ()
     assert BenchArgs.from_args(weird).concurrency == (2,)
     assert ValidatorArgs.from_args([]) == ValidatorArgs()
+
+
+def test_a_llama_cpp_validation_carries_its_protocol_and_prompt_cache():
+    llama = ValidatorArgs(
+        endpoints=(("llama-a", "http://10.0.0.3:30000"),),
+        suites=("Single",),
+        trials=4,
+        max_new_tokens=16,
+        sampling_seed=42,
+        timeout_seconds=540,
+        protocol="llamacpp",
+        cache_prompt="off",
+    )
+    assert ValidatorArgs.from_args(llama.to_args()) == llama
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser)
+    config = config_from_args(parser.parse_args(llama.to_args()))
+    assert config.protocol.value == "llamacpp" and config.sends_cache_prompt is False

@@ -68,6 +68,7 @@ def validator_args(
         expected_fingerprint=expected_fingerprint,
         expectations=expectations(dis),
         protocol=kinds.of(dis.spec).protocol,
+        cache_prompt=kinds.of(dis.spec).cache_prompt(dis.spec),
     ).to_args()
 
 

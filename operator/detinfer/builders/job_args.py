@@ -60,6 +60,8 @@ class ValidatorArgs:
     # What /server_info and /model_info must say: (--expect-... flag, value), in order.
     expectations: tuple[tuple[str, str], ...] = ()
     protocol: str = "sglang"
+    # llama.cpp's cache_prompt on every request ("on" or "off"; llamacpp protocol only)
+    cache_prompt: str | None = None
     summary_file: str = c.TERMINATION_MESSAGE_PATH
 
     @property
@@ -68,6 +70,8 @@ class ValidatorArgs:
 
     def to_args(self) -> list[str]:
         args = ["--protocol", self.protocol]
+        if self.cache_prompt is not None:
+            args += ["--cache-prompt", self.cache_prompt]
         for pod, url in sorted(self.endpoints):
             args += ["--endpoint", f"{pod}={url}"]
         args += [
@@ -109,6 +113,7 @@ class ValidatorArgs:
             expected_fingerprint=read.first("--expected-fingerprint"),
             expectations=tuple(p for p in read.pairs if p[0].startswith(EXPECT_PREFIX)),
             protocol=read.first("--protocol") or "sglang",
+            cache_prompt=read.first("--cache-prompt"),
             summary_file=read.first(SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
         )
 

@@ -18,7 +18,6 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.constants import ConditionType as T
 from detinfer.api.constants import Reason as R
-from detinfer.api.keys import AdminAccess, admin_access
 from detinfer.api.resource import DeterministicInferenceService, SpecError
 from detinfer.api.spec import FingerprintPolicy
 from detinfer.api.status import (
@@ -66,7 +65,7 @@ from detinfer.controller.writes import (
     Write,
     WriteStatus,
 )
-from detinfer.engines.sglang import features
+from detinfer.engines import kinds
 
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
@@ -768,39 +767,7 @@ def _plan_invalid(
 
 
 def _admin_endpoints(dis: DeterministicInferenceService) -> tuple[ConditionStatus, str, str]:
-    """AdminEndpointsClosed: who can change a validated pod's weights, adapters or logging."""
-    engine = dis.spec.engine
-    access = admin_access(engine)
-    release = f"SGLang {engine.version}"
-    if access == AdminAccess.ADMIN_KEY:
-        secret = engine.admin_api_key_secret
-        source = (
-            f"from Secret {secret.name} key {secret.key}"
-            if secret
-            else "made in each pod when it starts and written nowhere the API serves"
-        )
-        return (
-            TRUE,
-            access.value,
-            f"the admin endpoints (weight updates, LoRA adapters, internal state, logging, "
-            f"cache) take only the admin key, {source}; but SGLang answers it on /server_info "
-            "to every caller it serves, so who reaches the pods decides "
-            "(docs/architecture.md#threat-model)",
-        )
-    if access == AdminAccess.CLIENT_KEY:
-        secret = engine.api_key_secret
-        assert secret is not None
-        return (
-            FALSE,
-            access.value,
-            f"{release} has no --admin-api-key: every client holding the key in Secret "
-            f"{secret.name} can change the pods' weights and adapters; SGLang "
-            f"{features.ADMIN_API_KEY_FIRST} and later close them with an admin key",
-        )
-    return (
-        FALSE,
-        access.value,
-        f"{release} has no --admin-api-key and spec.engine.apiKeySecret is unset: anyone who "
-        "reaches a pod can change its weights and adapters; set apiKeySecret (its key then "
-        f"opens them) or run SGLang {features.ADMIN_API_KEY_FIRST} or later",
-    )
+    """AdminEndpointsClosed: who can change a validated pod's weights, adapters or logging (the
+    engine kind's package knows its endpoints)."""
+    closed, reason, message = kinds.of(dis.spec).admin_endpoints(dis.spec.engine)
+    return (TRUE if closed else FALSE), reason, message

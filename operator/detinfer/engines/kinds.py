@@ -61,6 +61,11 @@ class EngineKindSupport(Protocol):
         """Whether the engine takes --admin-api-key."""
         ...
 
+    def admin_endpoints(self, engine: EngineSpec) -> tuple[bool, str, str]:
+        """AdminEndpointsClosed: (closed, reason, message) for who can change a validated pod's
+        weights, adapters or logging."""
+        ...
+
     def outputs_fields(self, engine: dict[str, Any]) -> dict[str, Any]:
         """spec.engine as the wire has it, less the fields that cannot change this kind's
         outputs (the revision hashes the rest)."""
@@ -86,6 +91,11 @@ class EngineKindSupport(Protocol):
 
     def security_context(self) -> dict[str, Any]:
         """The engine container's securityContext."""
+        ...
+
+    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
+        """The validator's --cache-prompt ("on" or "off"): llama.cpp's per-request prompt
+        cache, which a request sets whatever the server's default; None for other protocols."""
         ...
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:

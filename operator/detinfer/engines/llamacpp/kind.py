@@ -32,6 +32,7 @@ from detinfer.builders.process_line import GGUF_CHECK, HOST_FLAG, LLAMA_SERVER_C
 # Startup: the model is on the volume (or in the image) already; loading a 70B GGUF from a
 # network volume at 200 MB/s takes about 4 minutes: 30 minutes leaves room.
 STARTUP_SECONDS = 1800
+NO_ADMIN_ENDPOINTS = "NoAdminEndpoints"
 ALL_LAYERS = "999"
 
 
@@ -59,6 +60,18 @@ class LlamaCpp:
 
     def has_admin_key(self, engine: EngineSpec) -> bool:
         return False  # llama-server has one --api-key (and no admin endpoints the chart turns on)
+
+    def admin_endpoints(self, engine: EngineSpec) -> tuple[bool, str, str]:
+        # llama-server's endpoints that change a running server: POST /props (only with
+        # --props), slot save and restore (only with --slot-save-path), LoRA adapter scales (only
+        # adapters loaded with --lora), models loaded and unloaded (router mode only): none of
+        # them is on as the operator renders it, and extraArgs cannot turn one on.
+        return (
+            True,
+            NO_ADMIN_ENDPOINTS,
+            "llama-server as rendered has no endpoint that changes its weights or settings "
+            "(no --props, --slot-save-path, --lora or router mode; extraArgs are refused)",
+        )
 
     def outputs_fields(self, engine: dict[str, Any]) -> dict[str, Any]:
         # SGLang's numerics and CUDA graphs mean nothing to llama-server.
@@ -117,6 +130,13 @@ class LlamaCpp:
             "runAsGroup": NON_ROOT_UID,
             "readOnlyRootFilesystem": True,
         }
+
+    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
+        """What engine.radixCache says, on every validation request: --no-cache-prompt only
+        sets the default of requests that send no cache_prompt (tools/server: a request's
+        cache_prompt wins), so the validator sends the setting the spec promises, and clients
+        must not send cache_prompt true to a Disabled one (docs/clients.md)."""
+        return "on" if spec.engine.radix_cache == Toggle.ENABLED else "off"
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         return ()  # the --expect-* flags read SGLang's /server_info; /props is recorded

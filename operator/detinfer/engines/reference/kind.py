@@ -24,6 +24,7 @@ from detinfer.api.spec import (
 from detinfer.builders.common import NON_ROOT_UID, RESTRICTED_CONTAINER
 from detinfer.builders.process_line import ENGINE_COMMAND
 from detinfer.engines.sglang.kind import (
+    admin_endpoints,
     common_expectations,
     http_probe,
     leading_args,
@@ -55,6 +56,9 @@ class Reference:
 
     def has_admin_key(self, engine: EngineSpec) -> bool:
         return True
+
+    def admin_endpoints(self, engine: EngineSpec) -> tuple[bool, str, str]:
+        return admin_endpoints(engine)  # SGLang's, behind an admin key in every release
 
     def outputs_fields(self, engine: dict[str, Any]) -> dict[str, Any]:
         # The reference engine reads no numerics.
@@ -104,6 +108,9 @@ class Reference:
             "runAsGroup": NON_ROOT_UID,
             "readOnlyRootFilesystem": True,
         }
+
+    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
+        return None
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         # What /server_info must name: the engine's backend (Tiled, Tree, SplitKV), and its

@@ -17,6 +17,7 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api import extra_args
 from detinfer.api.base import Toggle
+from detinfer.api.keys import AdminAccess, admin_access
 from detinfer.api.spec import (
     AttentionBackend,
     DeterministicInferenceServiceSpec,
@@ -126,6 +127,45 @@ def common_expectations(
     return out
 
 
+def admin_endpoints(engine: EngineSpec) -> tuple[bool, str, str]:
+    """AdminEndpointsClosed of an engine with SGLang's admin endpoints (weight updates, LoRA
+    adapters, internal state, logging, the cache): (closed, reason, message)."""
+    access = admin_access(engine)
+    release = f"SGLang {engine.version}"
+    if access == AdminAccess.ADMIN_KEY:
+        secret = engine.admin_api_key_secret
+        source = (
+            f"from Secret {secret.name} key {secret.key}"
+            if secret
+            else "made in each pod when it starts and written nowhere the API serves"
+        )
+        return (
+            True,
+            access.value,
+            f"the admin endpoints (weight updates, LoRA adapters, internal state, logging, "
+            f"cache) take only the admin key, {source}; but SGLang answers it on /server_info "
+            "to every caller it serves, so who reaches the pods decides "
+            "(docs/architecture.md#threat-model)",
+        )
+    if access == AdminAccess.CLIENT_KEY:
+        secret = engine.api_key_secret
+        assert secret is not None
+        return (
+            False,
+            access.value,
+            f"{release} has no --admin-api-key: every client holding the key in Secret "
+            f"{secret.name} can change the pods' weights and adapters; SGLang "
+            f"{features.ADMIN_API_KEY_FIRST} and later close them with an admin key",
+        )
+    return (
+        False,
+        access.value,
+        f"{release} has no --admin-api-key and spec.engine.apiKeySecret is unset: anyone who "
+        "reaches a pod can change its weights and adapters; set apiKeySecret (its key then "
+        f"opens them) or run SGLang {features.ADMIN_API_KEY_FIRST} or later",
+    )
+
+
 class SGLang:
     app_name = "sglang"
     protocol = "sglang"
@@ -179,6 +219,9 @@ class SGLang:
 
     def has_admin_key(self, engine: EngineSpec) -> bool:
         return engine.version is not None and features.has_admin_key(engine.version)
+
+    def admin_endpoints(self, engine: EngineSpec) -> tuple[bool, str, str]:
+        return admin_endpoints(engine)
 
     def outputs_fields(self, engine: dict[str, Any]) -> dict[str, Any]:
         # The release and its numerics change the outputs.
@@ -236,6 +279,9 @@ class SGLang:
         # SGLang's images run as root and compile kernels into $HOME caches, so runAsNonRoot
         # and a read-only root filesystem would break them; everything else is restricted.
         return dict(RESTRICTED_CONTAINER)
+
+    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
+        return None
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         # radixCache Enabled: SGLang may turn it off itself (FlashInfer in deterministic mode,
