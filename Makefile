@@ -13,6 +13,7 @@ GENERATED := crds docs/api-reference.md operator/detinfer/engines/sglang/flags/t
 CACHE ?= $(HOME)/.cache/detinfer
 KUBECONFIG_OUT ?= $(CACHE)/kubeconfig
 DEMO_DIR ?= $(CACHE)/demo
+ENGINE ?= reference
 export KUBECTL := $(abspath $(BIN))/kubectl
 HELM ?= $(CACHE)/bin/current/helm
 # promtool checks and unit-tests the chart's alerts (hack/get-promtool.sh: Debian's package via apt).
@@ -136,9 +137,10 @@ cluster-up: $(STAMP) ## start the local cluster (kwok fake GPU nodes); kubeconfi
 cluster-down: ## stop and delete the local cluster
 	KUBECONFIG_OUT=$(KUBECONFIG_OUT) hack/cluster-down.sh
 
-demo: cluster-up ## the main job: cluster, pod runner, helm install of the chart, examples/reference.yaml until Ready
+demo: cluster-up ## the main job: cluster, pod runner, helm install of the chart, examples/reference.yaml until Ready (ENGINE=llama-cpp: examples/llama-cpp.yaml on llama.cpp's real llama-server)
 	@hack/build-binaries.sh helm  # cached, or built again when its pinned build changed
-	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) HELM=$(HELM) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
+	@if [ "$(ENGINE)" = llama-cpp ]; then test -x $(LLAMA_SERVER) || DETINFER_CACHE=$(CACHE) PIP=$(abspath $(BIN))/pip hack/build-llama-server.sh; fi
+	KUBECONFIG_OUT=$(KUBECONFIG_OUT) BIN=$(BIN) HELM=$(HELM) DEMO_DIR=$(DEMO_DIR) ENGINE=$(ENGINE) DETINFER_CACHE=$(CACHE) hack/demo.sh
 
 chaos: demo ## faults a real cluster sees, on the demo cluster (API server and etcd frozen, operator killed, engine pod deleted, engine hung, a refused spec): a table, every row must converge (CHAOS_ARGS="--faults etcd-frozen")
 	$(BIN)/python -m detinfer.local.chaos --kubeconfig $(KUBECONFIG_OUT) --pods-dir $(DEMO_DIR)/pods \

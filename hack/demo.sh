@@ -6,6 +6,10 @@
 # kubeconfig), the reference engines' and the validator's.
 # `hack/demo.sh down` stops the pod runner, and with it every process it runs (make demo-down
 # also deletes the cluster).
+# ENGINE=llama-cpp (make demo ENGINE=llama-cpp) applies examples/llama-cpp.yaml instead: the
+# pod runner runs llama.cpp's real llama-server (hack/build-llama-server.sh's build) for its pod,
+# on the demo's GGUF (written here, the sha256 the example pins), from a volume claim bound to a
+# local folder.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-${REPO}/.venv/bin}"
@@ -13,6 +17,13 @@ HELM="${HELM:-${HOME}/.cache/detinfer/bin/current/helm}"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-${HOME}/.cache/detinfer/kubeconfig}"
 DEMO_DIR="${DEMO_DIR:-${HOME}/.cache/detinfer/demo}"
 METRICS_PORT="${DETINFER_DEMO_METRICS_PORT:-18080}"
+ENGINE="${ENGINE:-reference}"
+MODELS="${DEMO_DIR}/models"  # the model cache volume of LlamaCpp pods, on this machine
+case "${ENGINE}" in
+  reference) NAME=reference ;;
+  llama-cpp) NAME=llama-cpp ;;
+  *) echo "demo: ENGINE=${ENGINE}: give reference or llama-cpp" >&2; exit 2 ;;
+esac
 OPERATOR_NAMESPACE=detinfer-system
 export KUBECONFIG="${KUBECONFIG_OUT}"
 kc() { "${BIN}/kubectl" "$@"; }
@@ -38,9 +49,9 @@ mkdir -p "${DEMO_DIR}"
 if [[ -f "${DEMO_DIR}/pod-runner.pid" ]] && kill -0 "$(cat "${DEMO_DIR}/pod-runner.pid")" 2>/dev/null; then
   echo "demo: the pod runner is already running (pid $(cat "${DEMO_DIR}/pod-runner.pid"))"
 else
-  mkdir -p "${DEMO_DIR}/pods"
+  mkdir -p "${DEMO_DIR}/pods" "${MODELS}"
   nohup "${BIN}/python" -m detinfer.local.pod_runner --kubeconfig "${KUBECONFIG_OUT}" \
-    --log-dir "${DEMO_DIR}/pods" > "${DEMO_DIR}/pod-runner.log" 2>&1 &
+    --log-dir "${DEMO_DIR}/pods" --model-dir "${MODELS}" > "${DEMO_DIR}/pod-runner.log" 2>&1 &
   echo $! > "${DEMO_DIR}/pod-runner.pid"
   echo "demo: pod runner started (pid $(cat "${DEMO_DIR}/pod-runner.pid"), log ${DEMO_DIR}/pod-runner.log)"
 fi
@@ -59,36 +70,69 @@ operator_pod="$(kc get pods -n "${OPERATOR_NAMESPACE}" -l app.kubernetes.io/comp
 operator_ip="$(kc get pod -n "${OPERATOR_NAMESPACE}" "${operator_pod}" -o jsonpath='{.status.podIP}')"
 echo "demo: the operator's pod ${operator_pod} is ready on ${operator_ip} (its log: ${DEMO_DIR}/pods/${OPERATOR_NAMESPACE}_${operator_pod}.log)"
 
+if [[ "${ENGINE}" == "llama-cpp" ]]; then
+  gguf="${MODELS}/tiny.gguf"
+  if [[ ! -f "${gguf}" ]]; then
+    echo "demo: writing the demo's GGUF (random weights, seed 0) to ${gguf}"
+    "${BIN}/python" -m detinfer.engines.llamacpp.model --out "${gguf}" --seed 0 >/dev/null
+  fi
+  # The example's cacheVolumeClaim, bound to a hostPath volume of that folder: the scheduler
+  # places the pod as on a cluster whose volume holds the model (the pod runner reads the folder).
+  kc apply -f - <<YAML
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: PersistentVolume
+  metadata: {name: detinfer-demo-models}
+  spec:
+    capacity: {storage: 1Gi}
+    accessModes: [ReadOnlyMany]
+    storageClassName: ""
+    hostPath: {path: "${MODELS}"}
+- apiVersion: v1
+  kind: PersistentVolumeClaim
+  metadata: {name: models, namespace: default}
+  spec:
+    accessModes: [ReadOnlyMany]
+    storageClassName: ""
+    volumeName: detinfer-demo-models
+    resources: {requests: {storage: 1Gi}}
+YAML
+fi
+
 started=${SECONDS}
-kc apply -f "${REPO}/examples/reference.yaml"
-echo "demo: waiting for the reference engines to be validated (up to 5 minutes)"
-if ! kc wait dis/reference --for=condition=Ready --timeout=300s >/dev/null; then
+kc apply -f "${REPO}/examples/${NAME}.yaml"
+echo "demo: waiting for the ${ENGINE} engine pods to be validated (up to 5 minutes)"
+if ! kc wait "dis/${NAME}" --for=condition=Ready --timeout=300s >/dev/null; then
   echo "demo: not Ready after 5 minutes; what the resource says:" >&2
-  kc describe dis reference >&2
+  kc describe dis "${NAME}" >&2
   exit 1
 fi
 echo "demo: Ready after $((SECONDS - started)) s"
 echo
-kc get pods -l app.kubernetes.io/instance=reference -o wide
+kc get pods -l "app.kubernetes.io/instance=${NAME}" -o wide
 echo
-# The overhead measurement (spec.overhead) starts once Ready: a baseline pod, then a benchmark Job.
-ready_at=${SECONDS}
-echo "demo: waiting for the overhead measurement (a baseline without determinism, a benchmark Job; up to 3 minutes)"
-overhead=""
-for _ in $(seq 1 180); do
-  overhead="$(kc get dis reference -o jsonpath='{.status.overhead.lastRunTime}')"
-  [[ -n "${overhead}" ]] && break
-  sleep 1
-done
-if [[ -z "${overhead}" ]]; then
-  echo "demo: no overhead measurement after 3 minutes (serving is not affected); kubectl describe dis reference says why" >&2
-else
-  fields="$(kc get dis reference -o jsonpath='{.status.overhead.measured} {.status.overhead.headlinePercent} {.status.overhead.headlineConcurrency}')"
-  read -r measured percent concurrency <<< "${fields}"
-  if [[ "${measured}" == "true" ]]; then
-    echo "demo: overhead measured $((SECONDS - ready_at)) s after Ready: ${percent}% throughput at concurrency ${concurrency} (a tiny CPU workload: noise, docs/overhead.md)"
+if [[ "${ENGINE}" == "reference" ]]; then
+  # The overhead measurement (spec.overhead) starts once Ready: a baseline pod, then a benchmark Job.
+  ready_at=${SECONDS}
+  echo "demo: waiting for the overhead measurement (a baseline without determinism, a benchmark Job; up to 3 minutes)"
+  overhead=""
+  for _ in $(seq 1 180); do
+    overhead="$(kc get dis reference -o jsonpath='{.status.overhead.lastRunTime}')"
+    [[ -n "${overhead}" ]] && break
+    sleep 1
+  done
+  if [[ -z "${overhead}" ]]; then
+    echo "demo: no overhead measurement after 3 minutes (serving is not affected); kubectl describe dis reference says why" >&2
   else
-    echo "demo: the overhead could not be measured: $(kc get dis reference -o jsonpath='{.status.overhead.message}')"
+    fields="$(kc get dis reference -o jsonpath='{.status.overhead.measured} {.status.overhead.headlinePercent} {.status.overhead.headlineConcurrency}')"
+    read -r measured percent concurrency <<< "${fields}"
+    if [[ "${measured}" == "true" ]]; then
+      echo "demo: overhead measured $((SECONDS - ready_at)) s after Ready: ${percent}% throughput at concurrency ${concurrency} (a tiny CPU workload: noise, docs/overhead.md)"
+    else
+      echo "demo: the overhead could not be measured: $(kc get dis reference -o jsonpath='{.status.overhead.message}')"
+    fi
   fi
 fi
 echo
@@ -103,6 +147,27 @@ done < <(ls -t "${DEMO_DIR}"/pods/*.termination-log 2>/dev/null || true)
 if [[ -n "${last}" ]]; then
   echo "The validation run (the validator's output, ${last%.termination-log}.log):"
   cat "${last%.termination-log}.log"
+fi
+if [[ "${ENGINE}" == "llama-cpp" ]]; then
+  cat <<TXT
+
+What you see: helm installed the CRD and the operator; the pod runner runs the operator's pod as
+a local process with a token of its ServiceAccount. The operator made a Deployment of one
+llama-server pod (kind LlamaCpp: one slot, the prompt cache off, the GGUF pinned by its sha256)
+on a fake node; the pod runner runs the container's own line (a sha256 check of the model, then
+llama.cpp's real llama-server, built from the pinned llama-cpp-python sdist) on the pod's IP; the
+validation Job ran the real validator against it over llama.cpp's native protocol, and only then
+did the pod pass its readiness gate and the resource become Ready. Four slots, or the prompt
+cache on, end NotDeterministic instead (docs/engines.md).
+
+  export KUBECONFIG=${KUBECONFIG_OUT}
+  kubectl get dis -w                       # READY, VALIDATED, SERVING, UNIQUE, FINGERPRINT
+  kubectl describe dis llama-cpp           # conditions and Events
+  kubectl patch dis llama-cpp --type merge -p '{"spec":{"engine":{"slots":4}}}'   # watch it fail
+  ls ${DEMO_DIR}/pods                      # llama-server and validator logs, summaries
+  make demo-down                           # stop everything, delete the cluster
+TXT
+  exit 0
 fi
 cat <<TXT
 
