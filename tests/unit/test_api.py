@@ -42,7 +42,7 @@ def test_defaults_are_explicit_and_safe():
 
 
 def test_the_examples_are_valid():
-    for name in ("service.yaml", "reference.yaml", "llama-cpp.yaml"):
+    for name in ("service.yaml", "reference.yaml", "llama-cpp.yaml", "vllm.yaml"):
         parse_dis(f.example(name))
 
 
@@ -247,9 +247,25 @@ CEL_CASES = (
             "model.path /var/cache/detinfer/models/tiny is not the absolute path of a .gguf file",
         ),
         (
+            {"engine": {"kind": "VLLM", "version": None, "attentionBackend": "FlashInfer"}},
+            "spec.engine.attentionBackend",
+            "engine.attentionBackend FlashInfer is not one that the batch invariance of vLLM "
+            "supports: with kind: VLLM use FlashAttn, TritonAttn",
+        ),
+        (
+            {"engine": {"attentionBackend": "TritonAttn"}},
+            "spec.engine.attentionBackend",
+            "engine.attentionBackend TritonAttn is a backend of vLLM: SGLang takes FA3",
+        ),
+        (
+            {"engine": {"kind": "VLLM", "attentionBackend": "FlashAttn"}},
+            "spec.engine.version",
+            "engine.version must not be set with kind: VLLM yet",
+        ),
+        (
             llama_cpp(overhead={"enabled": True}),
             "spec.overhead.enabled",
-            "overhead.enabled is not supported with kind: LlamaCpp yet",
+            "overhead.enabled is not supported with kind: LlamaCpp or VLLM yet",
         ),
     ]
     + [

@@ -21,7 +21,7 @@ from detinfer.builders import (
     revision_of,
     validation_job_name,
 )
-from detinfer.builders.deployment import engine_command
+from detinfer.builders.deployment import build_baseline_deployment, engine_command
 from detinfer.builders.job import validator_args
 from detinfer.builders.process_line import ADMIN_KEY_WRAPPER, GGUF_CHECK, LLAMA_SERVER_COMMAND
 from detinfer.config import OperatorConfig
@@ -37,7 +37,9 @@ def _with_uid(body):
     return parse_dis(body)
 
 
-@pytest.mark.parametrize("example", ["service.yaml", "reference.yaml", "llama-cpp.yaml"])
+@pytest.mark.parametrize(
+    "example", ["service.yaml", "reference.yaml", "llama-cpp.yaml", "vllm.yaml"]
+)
 def test_golden(example):
     """Everything the operator creates for the examples. Regenerate: UPDATE_GOLDEN=1 make test."""
     objects = render_objects(_with_uid(f.example(example)), CONFIG)
@@ -549,3 +551,24 @@ def test_the_gguf_check_starts_the_server_only_on_the_pinned_file(tmp_path, pinn
     assert ("server started" in done.stdout) == pinned
     if not pinned:
         assert f"not the pinned {'b' * 64} (model.sha256)" in done.stderr
+
+
+def test_vllm_serves_with_batch_invariance_and_the_specs_backend():
+    d = parse_dis(f.example("vllm.yaml"))
+    container = build_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["vllm", "serve"]
+    args = container["args"]
+    assert args[0] == "Qwen/Qwen3-8B"
+    assert args[args.index("--attention-backend") + 1] == "FLASH_ATTN"
+    assert args[args.index("--seed") + 1] == "42" and "--enable-prefix-caching" in args
+    assert {"name": "VLLM_BATCH_INVARIANT", "value": "1"} in container["env"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    # The baseline: vLLM's default mode, its own backend.
+    baseline = build_baseline_deployment(d)["spec"]["template"]["spec"]["containers"][0]
+    assert "--attention-backend" not in baseline["args"]
+    assert all(e["name"] != "VLLM_BATCH_INVARIANT" for e in baseline["env"])
+    # Validated over the OpenAI protocol, token ids compared.
+    job_args = validator_args(d, [Endpoint("p-0", "http://10.0.0.1:30000")], None)
+    assert job_args[job_args.index("--protocol") + 1] == "openai"
+    assert "--vllm-token-ids" in job_args

@@ -157,6 +157,10 @@ def test_spec_defaults_match_the_models(committed):
         "Tiled",
         "Tree",
         "SplitKV",
+        "FlashAttn",
+        "TritonAttn",
+        "FlashAttnMLA",
+        "TritonMLA",
         "Auto",
     ]
     assert engine["attentionBackend"]["default"] == "FA3"

@@ -29,6 +29,7 @@ class EngineKind(StrEnum):
     SGLANG = "SGLang"
     REFERENCE = "Reference"
     LLAMA_CPP = "LlamaCpp"
+    VLLM = "VLLM"
 
 
 class AttentionBackend(StrEnum):
@@ -45,6 +46,10 @@ class AttentionBackend(StrEnum):
     TREE = "Tree"
     SPLIT_KV = "SplitKV"
     """Not batch-invariant: a planted fault, there for the search to reject (docs/engine.md)."""
+    FLASH_ATTN = "FlashAttn"
+    TRITON_ATTN = "TritonAttn"
+    FLASH_ATTN_MLA = "FlashAttnMLA"
+    TRITON_MLA = "TritonMLA"
     AUTO = "Auto"
 
     @property
@@ -60,8 +65,24 @@ class AttentionBackend(StrEnum):
             "Tiled": "tiled",
             "Tree": "tree",
             "SplitKV": "split_kv",
+            "FlashAttn": "FLASH_ATTN",
+            "TritonAttn": "TRITON_ATTN",
+            "FlashAttnMLA": "FLASH_ATTN_MLA",
+            "TritonMLA": "TRITON_MLA",
         }[self.value]
 
+
+VLLM_ATTENTION_BACKENDS = (
+    AttentionBackend.FLASH_ATTN,
+    AttentionBackend.TRITON_ATTN,
+    AttentionBackend.FLASH_ATTN_MLA,
+    AttentionBackend.TRITON_MLA,
+)
+"""vLLM's backends whose supports_batch_invariance() is True (vllm/v1/attention/backends/:
+flash_attn.py, triton_attn.py, mla/flashattn_mla.py, mla/triton_mla.py), in the order Auto would
+try them; the MLA ones serve MLA models (DeepSeek) only."""
+
+VLLM_NAMES = "[" + ", ".join(f"'{b.value}'" for b in VLLM_ATTENTION_BACKENDS) + "]"
 
 REFERENCE_ATTENTION_BACKENDS = (
     AttentionBackend.TILED,
@@ -218,9 +239,9 @@ class EngineSpec(StrictKubeModel):
     """Container image, pinned by digest (name@sha256:<64 hex>)."""
 
     kind: EngineKind = EngineKind.SGLANG
-    """SGLang; LlamaCpp: llama.cpp's llama-server, with a GGUF model pinned by model.sha256
-    (docs/engines.md#what-the-operator-renders); or Reference: detinfer's small CPU/GPU
-    reference engine, for demos and tests."""
+    """SGLang; VLLM: vllm serve with VLLM_BATCH_INVARIANT=1; LlamaCpp: llama.cpp's llama-server,
+    with a GGUF model pinned by model.sha256 (docs/engines.md#what-the-operator-renders); or
+    Reference: detinfer's small CPU/GPU reference engine, for demos and tests."""
 
     version: SGLangVersion | None = None
     """The SGLang release the image runs, e.g. "0.5.23" (required with kind: SGLang, not
@@ -232,7 +253,8 @@ class EngineSpec(StrictKubeModel):
 
     attention_backend: AttentionBackend = AttentionBackend.FA3
     """Attention backend. SGLang: one of those it supports in deterministic mode (FA4 needs
-    SGLang 0.5.16 or later and Blackwell (SM100) GPUs). Reference: Tiled, Tree or SplitKV (the
+    SGLang 0.5.16 or later and Blackwell (SM100) GPUs). VLLM: one its batch invariance supports
+    (FlashAttn, TritonAttn; FlashAttnMLA, TritonMLA for MLA models). Reference: Tiled, Tree or SplitKV (the
     SGLang names mean Tiled, its default). Auto: try each candidate for the GPU product,
     validate it, measure its overhead, and serve with the cheapest that passes (needs
     overhead.enabled; status.attentionSearch; docs/overhead.md)."""
@@ -378,6 +400,42 @@ class EngineSpec(StrictKubeModel):
             reason="FieldValueInvalid",
         ),
         CelRule(
+            rule=f"self.kind != 'SGLang' || !(self.attentionBackend in {VLLM_NAMES})",
+            message=(
+                "engine.attentionBackend FlashAttn, TritonAttn, FlashAttnMLA and TritonMLA are "
+                "backends of vLLM: SGLang takes FA3, FA4, FlashInfer, Triton or Auto"
+            ),
+            message_expression=(
+                "'engine.attentionBackend ' + self.attentionBackend + ' is a backend of vLLM: "
+                "SGLang takes FA3, FA4, FlashInfer, Triton or Auto'"
+            ),
+            field_path=".attentionBackend",
+            reason="FieldValueInvalid",
+        ),
+        CelRule(
+            rule=f"self.kind != 'VLLM' || self.attentionBackend in {VLLM_NAMES}",
+            message=(
+                "engine.attentionBackend must be one that vLLM's batch invariance supports with "
+                "kind: VLLM: FlashAttn, TritonAttn, FlashAttnMLA or TritonMLA"
+            ),
+            message_expression=(
+                "'engine.attentionBackend ' + self.attentionBackend + ' is not one that the batch "
+                "invariance of vLLM supports: with kind: VLLM use FlashAttn, TritonAttn, "
+                "FlashAttnMLA or TritonMLA (VLLM_BATCH_INVARIANT=1 refuses the others)'"
+            ),
+            field_path=".attentionBackend",
+            reason="FieldValueNotSupported",
+        ),
+        CelRule(
+            rule="self.kind != 'VLLM' || !has(self.version)",
+            message=(
+                "engine.version must not be set with kind: VLLM yet: the image's digest pins the "
+                "vLLM release (0.13 or later, which has --attention-backend)"
+            ),
+            field_path=".version",
+            reason="FieldValueForbidden",
+        ),
+        CelRule(
             rule=(
                 "!has(self.adminApiKeySecret) || self.kind == 'Reference' || "
                 "(has(self.version) && self.version in ["
@@ -422,9 +480,12 @@ class EngineSpec(StrictKubeModel):
             field_path=".tensorParallelSize",
         ),
         CelRule(
-            rule="self.kind != 'LlamaCpp' || !has(self.extraArgs) || size(self.extraArgs) == 0",
+            rule=(
+                "!(self.kind in ['LlamaCpp', 'VLLM']) || !has(self.extraArgs) || "
+                "size(self.extraArgs) == 0"
+            ),
             message=(
-                "engine.extraArgs must be empty with kind: LlamaCpp: llama-server's flags are "
+                "engine.extraArgs must be empty with kind: LlamaCpp or VLLM: their flags are "
                 "not in a table the operator checks them against yet"
             ),
             field_path=".extraArgs",
@@ -700,12 +761,12 @@ class DeterministicInferenceServiceSpec(StrictKubeModel):
         ),
         CelRule(
             rule=(
-                "self.engine.kind != 'LlamaCpp' || !has(self.overhead) || "
+                "!(self.engine.kind in ['LlamaCpp', 'VLLM']) || !has(self.overhead) || "
                 "!has(self.overhead.enabled) || !self.overhead.enabled"
             ),
             message=(
-                "overhead.enabled is not supported with kind: LlamaCpp yet: the benchmark speaks "
-                "SGLang's API only"
+                "overhead.enabled is not supported with kind: LlamaCpp or VLLM yet: the "
+                "benchmark speaks SGLang's API only"
             ),
             field_path=".overhead.enabled",
             reason="FieldValueForbidden",

@@ -57,6 +57,7 @@ def validator_args(
     expected_fingerprint: str | None,
 ) -> list[str]:
     validation = dis.spec.validation
+    protocol = kinds.of(dis.spec).validator_protocol(dis.spec)
     return ValidatorArgs(
         endpoints=tuple(sorted((e.pod, e.url) for e in endpoints)),
         suites=tuple(s.value for s in validation.suites),
@@ -67,8 +68,9 @@ def validator_args(
         max_batch_size=validation.max_batch_size,
         expected_fingerprint=expected_fingerprint,
         expectations=expectations(dis),
-        protocol=kinds.of(dis.spec).protocol,
-        cache_prompt=kinds.of(dis.spec).cache_prompt(dis.spec),
+        protocol=protocol.protocol,
+        cache_prompt=protocol.cache_prompt,
+        vllm_token_ids=protocol.vllm_token_ids,
     ).to_args()
 
 

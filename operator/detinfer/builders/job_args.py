@@ -17,6 +17,7 @@ from detinfer.api import constants as c
 from detinfer.builders.process_line import SUMMARY_FILE_FLAG
 
 EXPECT_PREFIX = "--expect-"
+VLLM_TOKEN_IDS_FLAG = "--vllm-token-ids"  # a flag without a value
 
 
 class _Read:
@@ -62,6 +63,8 @@ class ValidatorArgs:
     protocol: str = "sglang"
     # llama.cpp's cache_prompt on every request ("on" or "off"; llamacpp protocol only)
     cache_prompt: str | None = None
+    # vLLM's return_tokens_as_token_ids on every request (openai protocols only)
+    vllm_token_ids: bool = False
     summary_file: str = c.TERMINATION_MESSAGE_PATH
 
     @property
@@ -72,6 +75,8 @@ class ValidatorArgs:
         args = ["--protocol", self.protocol]
         if self.cache_prompt is not None:
             args += ["--cache-prompt", self.cache_prompt]
+        if self.vllm_token_ids:
+            args.append(VLLM_TOKEN_IDS_FLAG)
         for pod, url in sorted(self.endpoints):
             args += ["--endpoint", f"{pod}={url}"]
         args += [
@@ -114,6 +119,7 @@ class ValidatorArgs:
             expectations=tuple(p for p in read.pairs if p[0].startswith(EXPECT_PREFIX)),
             protocol=read.first("--protocol") or "sglang",
             cache_prompt=read.first("--cache-prompt"),
+            vllm_token_ids=VLLM_TOKEN_IDS_FLAG in args,
             summary_file=read.first(SUMMARY_FILE_FLAG) or c.TERMINATION_MESSAGE_PATH,
         )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from detinfer.api.spec import (
@@ -25,19 +26,32 @@ from detinfer.api.spec import (
     EngineSpec,
 )
 
+
+@dataclass(frozen=True)
+class ValidatorProtocol:
+    """The validator's --protocol and the options of that protocol the kind needs."""
+
+    protocol: str
+    cache_prompt: str | None = None
+    """llama.cpp's cache_prompt on every request, "on" or "off" (--cache-prompt): a request's
+    own value wins over the server's default."""
+    vllm_token_ids: bool = False
+    """vLLM's return_tokens_as_token_ids (--vllm-token-ids): token ids compared, not strings."""
+
+
+SGLANG_PROTOCOL = ValidatorProtocol("sglang")
+
 PACKAGES: dict[EngineKind, str] = {
     EngineKind.SGLANG: "detinfer.engines.sglang",
     EngineKind.REFERENCE: "detinfer.engines.reference",
     EngineKind.LLAMA_CPP: "detinfer.engines.llamacpp",
+    EngineKind.VLLM: "detinfer.engines.vllm",
 }
 
 
 class EngineKindSupport(Protocol):
     app_name: str
     """app.kubernetes.io/name of the kind's pods and Services."""
-
-    protocol: str
-    """The validator's --protocol for this kind's servers."""
 
     # ---- the API: what a spec of this kind may say ----
 
@@ -93,9 +107,8 @@ class EngineKindSupport(Protocol):
         """The engine container's securityContext."""
         ...
 
-    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
-        """The validator's --cache-prompt ("on" or "off"): llama.cpp's per-request prompt
-        cache, which a request sets whatever the server's default; None for other protocols."""
+    def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
+        """How the validator speaks to this kind's servers."""
         ...
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:

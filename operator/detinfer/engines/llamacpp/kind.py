@@ -28,6 +28,7 @@ from detinfer.api.base import Toggle
 from detinfer.api.spec import AttentionBackend, DeterministicInferenceServiceSpec, EngineSpec
 from detinfer.builders.common import NON_ROOT_UID, RESTRICTED_CONTAINER
 from detinfer.builders.process_line import GGUF_CHECK, HOST_FLAG, LLAMA_SERVER_COMMAND
+from detinfer.engines.kinds import ValidatorProtocol
 
 # Startup: the model is on the volume (or in the image) already; loading a 70B GGUF from a
 # network volume at 200 MB/s takes about 4 minutes: 30 minutes leaves room.
@@ -42,7 +43,6 @@ def _http(path: str) -> dict[str, Any]:
 
 class LlamaCpp:
     app_name = "llama-server"
-    protocol = "llamacpp"
 
     def extra_args_errors(
         self, spec: DeterministicInferenceServiceSpec
@@ -131,12 +131,13 @@ class LlamaCpp:
             "readOnlyRootFilesystem": True,
         }
 
-    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
-        """What engine.radixCache says, on every validation request: --no-cache-prompt only
-        sets the default of requests that send no cache_prompt (tools/server: a request's
-        cache_prompt wins), so the validator sends the setting the spec promises, and clients
-        must not send cache_prompt true to a Disabled one (docs/clients.md)."""
-        return "on" if spec.engine.radix_cache == Toggle.ENABLED else "off"
+    def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
+        """llama.cpp's native protocol, with the cache_prompt engine.radixCache says on every
+        request: --no-cache-prompt only sets the default of requests that send none (tools/server:
+        a request's cache_prompt wins), so the validator sends the setting the spec promises, and
+        clients must not send cache_prompt true to a Disabled one (docs/clients.md)."""
+        cache = "on" if spec.engine.radix_cache == Toggle.ENABLED else "off"
+        return ValidatorProtocol("llamacpp", cache_prompt=cache)
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         return ()  # the --expect-* flags read SGLang's /server_info; /props is recorded

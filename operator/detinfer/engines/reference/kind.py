@@ -23,6 +23,7 @@ from detinfer.api.spec import (
 )
 from detinfer.builders.common import NON_ROOT_UID, RESTRICTED_CONTAINER
 from detinfer.builders.process_line import ENGINE_COMMAND
+from detinfer.engines.kinds import SGLANG_PROTOCOL, ValidatorProtocol
 from detinfer.engines.sglang.kind import (
     admin_endpoints,
     common_expectations,
@@ -36,7 +37,6 @@ from detinfer.engines.sglang.kind import (
 
 class Reference:
     app_name = "detinfer-reference-engine"
-    protocol = "sglang"  # the reference engine serves SGLang's API
 
     def extra_args_errors(
         self, spec: DeterministicInferenceServiceSpec
@@ -109,8 +109,8 @@ class Reference:
             "readOnlyRootFilesystem": True,
         }
 
-    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
-        return None
+    def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
+        return SGLANG_PROTOCOL  # the reference engine serves SGLang's API too
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         # What /server_info must name: the engine's backend (Tiled, Tree, SplitKV), and its

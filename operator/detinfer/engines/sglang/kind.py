@@ -25,6 +25,7 @@ from detinfer.api.spec import (
 )
 from detinfer.builders.common import RESTRICTED_CONTAINER
 from detinfer.builders.process_line import HOST_FLAG, model_info_probe
+from detinfer.engines.kinds import SGLANG_PROTOCOL, ValidatorProtocol
 from detinfer.engines.sglang import features, numerics
 
 # SGLang's /health_generate (and /health, which shares its handler) waits up to
@@ -168,7 +169,6 @@ def admin_endpoints(engine: EngineSpec) -> tuple[bool, str, str]:
 
 class SGLang:
     app_name = "sglang"
-    protocol = "sglang"
 
     def extra_args_errors(
         self, spec: DeterministicInferenceServiceSpec
@@ -280,8 +280,8 @@ class SGLang:
         # and a read-only root filesystem would break them; everything else is restricted.
         return dict(RESTRICTED_CONTAINER)
 
-    def cache_prompt(self, spec: DeterministicInferenceServiceSpec) -> str | None:
-        return None
+    def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
+        return SGLANG_PROTOCOL
 
     def expectations(self, spec: DeterministicInferenceServiceSpec) -> tuple[tuple[str, str], ...]:
         # radixCache Enabled: SGLang may turn it off itself (FlashInfer in deterministic mode,
