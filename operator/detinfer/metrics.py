@@ -65,6 +65,12 @@ unique_outputs = Gauge(
     [*_DIS, "suite"],
     registry=REGISTRY,
 )
+resource_info = Gauge(
+    "detinfer_resource_info",
+    "1 for each resource, labelled with its spec.engine.kind (the alerts and the dashboard join on it)",
+    [*_DIS, "engine_kind"],
+    registry=REGISTRY,
+)
 reproducibility_ratio = Gauge(
     "detinfer_reproducibility_ratio",
     "Fraction of suites of the last validation that gave exactly one output, with evidence",
@@ -204,10 +210,15 @@ def observe(
     status: DeterministicInferenceServiceStatus,
     consumed: Verdict | None,
     revalidate_every_seconds: int | None = None,
+    engine_kind: str = "SGLang",
 ) -> None:
     """Update the per-resource metrics from a status just written, and from the spec's
-    revalidation interval (None: the spec is invalid, the last value stays)."""
+    revalidation interval (None: the spec is invalid, the last value stays) and engine kind."""
     key = (namespace, name)
+    for labels in _series(resource_info, key):
+        if labels[2] != engine_kind:
+            _remove(resource_info, labels)
+    _child(resource_info, key, engine_kind).set(1)
     if consumed is not None:
         _child(validation_runs_total, key, consumed.value).inc()
     if revalidate_every_seconds is not None:

@@ -76,3 +76,20 @@ def test_the_check_for_kind_comparisons_finds_one():
     """What the builders did before the kinds had packages."""
     before = "def f(spec):\n    x = 1\n    return spec.engine.kind == EngineKind.SGLANG\n"
     assert _kind_comparisons(before) == [3]
+
+
+@pytest.mark.parametrize(
+    ("engine", "kind"),
+    [
+        ({"kind": "LlamaCpp"}, "LlamaCpp"),
+        ({}, "SGLang"),  # the schema's default
+        ({"kind": "Bogus"}, "Unknown"),  # a label value never taken from the user as is
+        ("not a mapping", "Unknown"),
+    ],
+)
+def test_the_resources_engine_kind_is_read_even_from_a_spec_that_does_not_parse(engine, kind):
+    from detinfer.controller.observed import ResourceView
+
+    body = f.dis()
+    body["spec"]["engine"] = engine
+    assert ResourceView.from_body(body).engine_kind == kind

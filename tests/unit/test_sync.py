@@ -200,6 +200,7 @@ def test_metrics_follow_the_status_and_are_forgotten():
     assert 'detinfer_condition{name="qwen",namespace="ml",type="Ready"} 0.0' in text
     # The spec's interval (f.dis() keeps the default), and each condition's reason now.
     assert 'detinfer_revalidation_interval_seconds{name="qwen",namespace="ml"} 3600.0' in text
+    assert 'detinfer_resource_info{engine_kind="SGLang",name="qwen",namespace="ml"} 1.0' in text
     ready = [
         line
         for line in text.splitlines()
@@ -248,9 +249,15 @@ def test_metrics_follow_the_status_and_are_forgotten():
         ),
         consumed=None,
         revalidate_every_seconds=0,
+        engine_kind="LlamaCpp",
     )
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'detinfer_revalidation_interval_seconds{name="qwen",namespace="ml"} 0.0' in text
+    # The engine kind the alerts join on: one series, the kind now (the pass before: SGLang).
+    kinds = [line for line in text.splitlines() if line.startswith("detinfer_resource_info{")]
+    assert kinds == [
+        'detinfer_resource_info{engine_kind="LlamaCpp",name="qwen",namespace="ml"} 1.0'
+    ], kinds
     # The reason replaced the one before: one series for the condition, ServerMismatch.
     ready = [
         line

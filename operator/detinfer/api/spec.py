@@ -32,6 +32,9 @@ class EngineKind(StrEnum):
     VLLM = "VLLM"
 
 
+DEFAULT_ENGINE_KIND = EngineKind.SGLANG
+
+
 class AttentionBackend(StrEnum):
     """The attention backends SGLang accepts with --enable-deterministic-inference (0.5.x;
     FA4 from 0.5.16, features.FA4_FIRST), the reference engine's (Tiled, Tree, SplitKV: detinfer
@@ -238,7 +241,7 @@ class EngineSpec(StrictKubeModel):
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
     """Container image, pinned by digest (name@sha256:<64 hex>)."""
 
-    kind: EngineKind = EngineKind.SGLANG
+    kind: EngineKind = DEFAULT_ENGINE_KIND
     """SGLang; VLLM: vllm serve with VLLM_BATCH_INVARIANT=1; LlamaCpp: llama.cpp's llama-server,
     with a GGUF model pinned by model.sha256 (docs/engines.md#what-the-operator-renders); or
     Reference: detinfer's small CPU/GPU reference engine, for demos and tests."""

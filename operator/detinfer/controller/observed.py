@@ -15,6 +15,7 @@ from typing import Any
 
 from detinfer.api import constants as c
 from detinfer.api.resource import SpecError, parse_dis, parse_status
+from detinfer.api.spec import DEFAULT_ENGINE_KIND, EngineKind
 from detinfer.api.status import DeterministicInferenceServiceStatus
 from detinfer.builders.common import RevisionContext, applied_hash
 from detinfer.builders.job_args import ValidatorArgs
@@ -266,6 +267,13 @@ class ChildView:
         )
 
 
+def _engine_kind(body: Mapping[str, Any]) -> str:
+    spec = body.get("spec")
+    engine = spec.get("engine") if isinstance(spec, Mapping) else None
+    kind = engine.get("kind", DEFAULT_ENGINE_KIND.value) if isinstance(engine, Mapping) else None
+    return kind if kind in {k.value for k in EngineKind} else "Unknown"
+
+
 @dataclass(frozen=True)
 class ResourceView:
     """A DeterministicInferenceService, parsed once per body: who it is, its status as last
@@ -280,6 +288,9 @@ class ResourceView:
     stored_status: Mapping[str, Any]
     """The status as read, raw: the status write removes what it no longer holds."""
     parsed: RevisionContext | SpecError
+    engine_kind: str = DEFAULT_ENGINE_KIND.value
+    """spec.engine.kind as written (the schema's default when unset), or "Unknown": read even
+    from a spec that does not parse, so the metrics always carry it."""
 
     @property
     def status_keys(self) -> frozenset[str]:
@@ -304,6 +315,7 @@ class ResourceView:
             status=parse_status(raw_status),
             stored_status=raw_status if isinstance(raw_status, Mapping) else {},
             parsed=parsed,
+            engine_kind=_engine_kind(body),
         )
 
     @property

@@ -267,6 +267,7 @@ def _execute(
             status or resource.status,
             p.consumed,
             spec.validation.revalidate_every_seconds if spec else None,
+            resource.engine_kind,
         )
 
 
