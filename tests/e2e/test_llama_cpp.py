@@ -23,8 +23,18 @@ import yaml
 
 from detinfer.engines.llamacpp import vocab_file
 from detinfer.engines.llamacpp.model import write_model
+from tests.e2e.test_monitoring import (
+    EVALUATION_SECONDS,
+    MONITORING_ON,
+    RELEASE,
+    SCRAPE_SECONDS,
+    of_kind,
+    operator_target,
+    rendered,
+)
 from tests.support.chart import InstalledOperator as Operator
-from tests.support.cluster import ROOT, Cluster, wait_for
+from tests.support.cluster import ROOT, Cluster, free_port, wait_for
+from tests.support.prometheus import Prometheus, service_monitor_job
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "llama-cpp.yaml").read_text())
 NAME = EXAMPLE["metadata"]["name"]
@@ -155,13 +165,14 @@ def test_the_llama_cpp_example_becomes_ready_on_a_real_llama_server(
     assert args[args.index("--protocol") + 1] == "llamacpp"
 
 
-def test_four_slots_end_degraded_and_out_of_traffic(
+def test_four_slots_end_degraded_out_of_traffic_and_alerting(
     cluster: Cluster,
     operator: Operator,
     namespace: str,
     pod_runner: Path,
     model: Path,
     models_claim,
+    tmp_path: Path,
 ):
     """Four slots decode requests together: the validator finds other logprobs in a batch than
     alone (docs/engines.md measured it with llama-server directly), so the pod never serves."""
@@ -187,3 +198,40 @@ def test_four_slots_end_degraded_and_out_of_traffic(
     assert _gate(pod) != "True"
     server = _server_of(pod_runner, namespace, pod.metadata.name)
     assert server[server.index("--parallel") + 1] == "4"
+
+    # The chart's alert fires in a real Prometheus that scrapes the operator as the chart's
+    # ServiceMonitor says, labelled with the resource's engine kind.
+    docs = rendered(*MONITORING_ON)
+    service = next(
+        s for s in of_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-metrics"
+    )
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    (rule,) = of_kind(docs, "PrometheusRule")
+    interval = f"{SCRAPE_SECONDS}s"
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": f"{EVALUATION_SECONDS}s"},
+        "scrape_configs": [
+            service_monitor_job(monitor, service, operator_target(operator), interval)
+        ],
+    }
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    prometheus = Prometheus(folder, free_port(), config, {"groups": rule["spec"]["groups"]})
+    prometheus.start()
+    try:
+        wait_for("prometheus ready", prometheus.ready, timeout=60)
+
+        def alert():
+            return [
+                a
+                for a in prometheus.alerts()
+                if a["state"] == "firing"
+                and a["labels"]["alertname"] == "DetinferOutputsNotDeterministic"
+                and a["labels"].get("name") == name
+            ]
+
+        alerts = wait_for("DetinferOutputsNotDeterministic firing", alert, timeout=60)
+    finally:
+        prometheus.stop()
+    assert {a["labels"]["engine_kind"] for a in alerts} == {"LlamaCpp"}
+    assert {a["labels"]["namespace"] for a in alerts} == {namespace}
