@@ -276,6 +276,13 @@ def audit_figures(
         "first_to_deployment_p99": percentile(first_to_deployment, 99) if queue else float("nan"),
         "orders": [[list(order), n] for order, n in orders],
         "verdict_path": verdict_path(paths, written, seen_ready),
+        # For the probe's split of the verdict's first step (probe_figures).
+        "_written": written,
+        "_verdict_first": {
+            name: after[0][0]
+            for name, path in paths.items()
+            if (after := [p for p in path if written[name] <= p[0] <= seen_ready[name]])
+        },
         # For the probe's figures (probe_figures), dropped from the rows before they are shown.
         "_created": created,
         "_first_request": first_request,
@@ -363,6 +370,9 @@ def probe_figures(probe_path: Path, row: dict[str, Any]) -> dict[str, Any]:
             probe, row["namespace"], row.pop("_created"), row.pop("_first_request")
         ),
         "queue_waits": timings.queue_waits(probe, since, until),
+        "verdict_queue": timings.verdict_path(
+            probe, row["namespace"], row.pop("_written"), row.pop("_verdict_first")
+        ),
         "cpu": timings.cpu_seconds(probe, since, until),
     }
 
@@ -612,9 +622,23 @@ def probe_lines(r: dict[str, Any]) -> list[str]:
         f"    work queue waits: front lane {_s(r['queue_waits']['front'])} "
         f"({r['queue_waits']['front']['n']}), rest {_s(r['queue_waits']['rest'])} "
         f"({r['queue_waits']['rest']['n']})",
+        *_verdict_queue_lines(r.get("verdict_queue") or {"n": 0}),
         f"    watch events: {events}",
         f"    in kopf: {kopf or 'none'}",
         f"    CPU: {cpu}",
+    ]
+
+
+def _verdict_queue_lines(v: dict[str, Any]) -> list[str]:
+    if not v["n"]:
+        return []
+    steps = "; ".join(
+        f"{label} p50 {s['p50']:.2f} / p99 {s['p99']:.2f} s ({s['tail_mean']:.2f} s)"
+        for label, s in v["steps"].items()
+    )
+    return [
+        f"    summary -> first request ({v['n']} resources; mean of the slowest "
+        f"{v['tail_n']} in brackets): {steps}"
     ]
 
 

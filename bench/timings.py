@@ -131,8 +131,55 @@ def queue_waits(probe: Mapping[str, Any], since: float, until: float) -> dict[st
     """Every wait in the work queue that began in the window, by lane."""
     inside = [w for w in probe["waits"] if since <= w[0] <= until]
     return {
-        "front": spread(taken - queued for queued, taken, front in inside if front),
-        "rest": spread(taken - queued for queued, taken, front in inside if not front),
+        "front": spread(w[1] - w[0] for w in inside if w[2]),
+        "rest": spread(w[1] - w[0] for w in inside if not w[2]),
+    }
+
+
+VERDICT_STEPS = (
+    "summary written -> queued in the front lane (the pod's watch event, the index)",
+    "queued -> a worker took it",
+    "taken -> the pass's first request received",
+)
+
+
+def verdict_path(
+    probe: Mapping[str, Any],
+    namespace: str,
+    written: Mapping[str, float],
+    first_request: Mapping[str, float],
+) -> dict[str, Any]:
+    """summary -> the operator's first request after it, split at the front-lane wait that the
+    validator pod's ended state queued (the first front wait of the resource queued after its
+    summary was written): per step its p50 and p99, and its mean over the slowest 1% of the
+    whole (`written` and `first_request`: by resource name, on the probe's clock)."""
+    fronts: dict[str, list[tuple[float, float]]] = {}
+    for w in probe["waits"]:
+        if len(w) > 3 and w[2]:
+            fronts.setdefault(w[3], []).append((w[0], w[1]))
+    rows = []
+    for name, at in written.items():
+        first = first_request.get(name)
+        waits = sorted(q for q in fronts.get(f"{namespace}/{name}", []) if q[0] >= at)
+        if first is None or not waits or waits[0][1] > first:
+            continue
+        queued, taken = waits[0]
+        rows.append((first - at, queued - at, taken - queued, first - taken))
+    if not rows:
+        return {"n": 0}
+    rows.sort()
+    tail = rows[-max(1, len(rows) // 100) :]
+    return {
+        "n": len(rows),
+        "tail_n": len(tail),
+        "steps": {
+            label: {
+                "p50": percentile([r[i + 1] for r in rows], 50),
+                "p99": percentile([r[i + 1] for r in rows], 99),
+                "tail_mean": sum(r[i + 1] for r in tail) / len(tail),
+            }
+            for i, label in enumerate(VERDICT_STEPS)
+        },
     }
 
 

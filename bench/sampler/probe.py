@@ -60,7 +60,7 @@ class Probe:
         self.dis_first: dict[str, tuple[float, float, float]] = {}
         self.loop_lag: list[tuple[float, float]] = []
         self.gil_lag: list[tuple[float, float]] = []
-        # work queue: key -> first time queued; [(queued, taken, front)] for every wait
+        # work queue: key -> first time queued; [(queued, taken, front, key)] for every wait
         self.first_queued: dict[str, float] = {}
         self.first_taken: dict[str, float] = {}
         self.waits: list[tuple[float, float, bool]] = []
@@ -181,7 +181,7 @@ class Probe:
                 now = time.time()
                 queued = probe._enqueued.pop(key, None)
                 if queued is not None:
-                    probe.waits.append((queued[0], now, queued[1]))
+                    probe.waits.append((queued[0], now, queued[1], "/".join(key)))
                 probe.first_taken.setdefault("/".join(key), now)
             return key
 

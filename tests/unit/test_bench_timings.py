@@ -82,3 +82,28 @@ def test_queue_waits_by_lane_and_cpu_by_thread_group(tmp_path):
     assert waits["rest"]["p50"] == pytest.approx(0.5)
     cpu = timings.cpu_seconds(probe, T0, T0 + 6)
     assert cpu == pytest.approx({"event loop": 2.5, "workers": 0.5, "other": 0.25})
+
+
+def test_verdict_path_splits_summary_to_first_request_at_the_front_lane_wait():
+    """A resource's first front-lane wait queued after its summary: the watch until it was
+    queued, the wait, then the pass until its first request; rest-lane waits and waits before
+    the summary do not count, and a resource without such a wait is left out."""
+    probe = {
+        "waits": [
+            [T0 + 0.5, T0 + 0.6, True, f"{NS}/a"],  # before a's summary
+            [T0 + 1.3, T0 + 1.4, False, f"{NS}/a"],  # rest lane
+            [T0 + 1.2, T0 + 1.5, True, f"{NS}/a"],
+            [T0 + 2.1, T0 + 2.2, True, f"{NS}/b"],
+            [T0 + 3.0, T0 + 3.1, True],  # an old probe's wait, without its key
+        ],
+    }
+    written = {"a": T0 + 1.0, "b": T0 + 2.0, "c": T0 + 3.0}
+    first = {"a": T0 + 1.9, "b": T0 + 2.3, "c": T0 + 3.5}
+    v = timings.verdict_path(probe, NS, written, first)
+    assert v["n"] == 2 and v["tail_n"] == 1
+    watch, queue, work = (v["steps"][label] for label in timings.VERDICT_STEPS)
+    assert watch["tail_mean"] == pytest.approx(0.2)  # a: the slower of the two (0.9 s in all)
+    assert queue["tail_mean"] == pytest.approx(0.3)
+    assert work["tail_mean"] == pytest.approx(0.4)
+    assert watch["p50"] == pytest.approx(0.1)  # b
+    assert timings.verdict_path(probe, NS, {"c": T0 + 3.0}, first) == {"n": 0}
