@@ -187,3 +187,13 @@ def test_crds_check_detects_a_stale_file(tmp_path: Path):
     path.write_text(path.read_text().replace("maxItems: 64", "maxItems: 65"))
     assert main(["crds", "--root", str(tmp_path), "--check"]) == 1
     assert c.PLURAL in path.read_text()
+
+
+def test_a_rule_with_a_reason_the_api_server_refuses_cannot_be_declared():
+    """The API server refuses a CRD whose rule names another reason (a draft of the VLLM
+    backend rule said FieldValueNotSupported, and `helm install` failed on it)."""
+    from detinfer.api.cel import CelRule
+
+    with pytest.raises(ValueError, match="FieldValueNotSupported"):
+        CelRule(rule="true", message="m", reason="FieldValueNotSupported")
+    assert CelRule(rule="true", message="m", reason="FieldValueForbidden").reason

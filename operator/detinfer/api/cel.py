@@ -13,6 +13,12 @@ from typing import Any
 
 import celpy
 
+# apiextensions' validation of x-kubernetes-validations[].reason (k8s.io/apiextensions-apiserver,
+# pkg/apis/apiextensions/validation): a CRD with any other reason is refused at install.
+REASONS = frozenset(
+    {"FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden", "FieldValueDuplicate"}
+)
+
 
 @dataclass(frozen=True)
 class CelRule:
@@ -24,8 +30,15 @@ class CelRule:
     field_path: str | None = None
     # A CEL expression that builds the message from the object, so it can show the value.
     message_expression: str | None = None
-    # FieldValueInvalid (the API server's default), FieldValueRequired, FieldValueForbidden...
+    # FieldValueInvalid (the API server's default), FieldValueRequired, FieldValueForbidden or
+    # FieldValueDuplicate: the only ones the API server accepts in a CRD (REASONS).
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and self.reason not in REASONS:
+            raise ValueError(
+                f"CEL rule reason {self.reason!r}: the API server accepts only {sorted(REASONS)}"
+            )
 
     def to_schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rule": self.rule, "message": self.message}

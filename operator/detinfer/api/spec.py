@@ -427,7 +427,7 @@ class EngineSpec(StrictKubeModel):
                 "FlashAttnMLA or TritonMLA (VLLM_BATCH_INVARIANT=1 refuses the others)'"
             ),
             field_path=".attentionBackend",
-            reason="FieldValueNotSupported",
+            reason="FieldValueInvalid",
         ),
         CelRule(
             rule="self.kind != 'VLLM' || !has(self.version)",
