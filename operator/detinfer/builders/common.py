@@ -126,6 +126,19 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
 }
 NON_ROOT_UID = 65532
+NON_ROOT_CONTAINER = {
+    **RESTRICTED_CONTAINER,
+    "runAsNonRoot": True,
+    "runAsUser": NON_ROOT_UID,
+    "runAsGroup": NON_ROOT_UID,
+    "readOnlyRootFilesystem": True,
+}
+"""An engine container that needs no root and writes only its volumes."""
+
+
+def http_probe(path: str) -> dict[str, Any]:
+    """An httpGet probe of the engine container's serving port."""
+    return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
 
 
 def one_shot_job(

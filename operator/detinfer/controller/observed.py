@@ -267,11 +267,14 @@ class ChildView:
         )
 
 
+_KINDS = frozenset(k.value for k in EngineKind)
+
+
 def _engine_kind(body: Mapping[str, Any]) -> str:
     spec = body.get("spec")
     engine = spec.get("engine") if isinstance(spec, Mapping) else None
     kind = engine.get("kind", DEFAULT_ENGINE_KIND.value) if isinstance(engine, Mapping) else None
-    return kind if kind in {k.value for k in EngineKind} else "Unknown"
+    return kind if kind in _KINDS else "Unknown"
 
 
 @dataclass(frozen=True)

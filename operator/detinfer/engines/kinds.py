@@ -40,6 +40,8 @@ class ValidatorProtocol:
 
 
 SGLANG_PROTOCOL = ValidatorProtocol("sglang")
+NO_ADMIN_ENDPOINTS = "NoAdminEndpoints"
+"""AdminEndpointsClosed's reason for an engine that, as rendered, has none."""
 
 PACKAGES: dict[EngineKind, str] = {
     EngineKind.SGLANG: "detinfer.engines.sglang",

@@ -26,19 +26,14 @@ from typing import Any
 from detinfer.api import constants as c
 from detinfer.api.base import Toggle
 from detinfer.api.spec import AttentionBackend, DeterministicInferenceServiceSpec, EngineSpec
-from detinfer.builders.common import NON_ROOT_UID, RESTRICTED_CONTAINER
+from detinfer.builders.common import NON_ROOT_CONTAINER, http_probe
 from detinfer.builders.process_line import GGUF_CHECK, HOST_FLAG, LLAMA_SERVER_COMMAND
-from detinfer.engines.kinds import ValidatorProtocol
+from detinfer.engines.kinds import NO_ADMIN_ENDPOINTS, ValidatorProtocol
 
 # Startup: the model is on the volume (or in the image) already; loading a 70B GGUF from a
 # network volume at 200 MB/s takes about 4 minutes: 30 minutes leaves room.
 STARTUP_SECONDS = 1800
-NO_ADMIN_ENDPOINTS = "NoAdminEndpoints"
 ALL_LAYERS = "999"
-
-
-def _http(path: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
 
 
 class LlamaCpp:
@@ -102,19 +97,19 @@ class LlamaCpp:
     def probes(self, spec: DeterministicInferenceServiceSpec) -> dict[str, Any]:
         return {
             "startupProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": 5,
                 "timeoutSeconds": 5,
                 "failureThreshold": STARTUP_SECONDS // 5,
             },
             "readinessProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": 10,
                 "timeoutSeconds": 5,
                 "failureThreshold": 3,
             },
             "livenessProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": 20,
                 "timeoutSeconds": 10,
                 "failureThreshold": 6,
@@ -123,13 +118,7 @@ class LlamaCpp:
 
     def security_context(self) -> dict[str, Any]:
         # llama-server writes nothing but /tmp (an emptyDir) and needs no privilege.
-        return {
-            **RESTRICTED_CONTAINER,
-            "runAsNonRoot": True,
-            "runAsUser": NON_ROOT_UID,
-            "runAsGroup": NON_ROOT_UID,
-            "readOnlyRootFilesystem": True,
-        }
+        return dict(NON_ROOT_CONTAINER)
 
     def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
         """llama.cpp's native protocol, with the cache_prompt engine.radixCache says on every

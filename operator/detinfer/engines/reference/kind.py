@@ -21,13 +21,12 @@ from detinfer.api.spec import (
     DeterministicInferenceServiceSpec,
     EngineSpec,
 )
-from detinfer.builders.common import NON_ROOT_UID, RESTRICTED_CONTAINER
+from detinfer.builders.common import NON_ROOT_CONTAINER, http_probe
 from detinfer.builders.process_line import ENGINE_COMMAND
 from detinfer.engines.kinds import SGLANG_PROTOCOL, ValidatorProtocol
 from detinfer.engines.sglang.kind import (
     admin_endpoints,
     common_expectations,
-    http_probe,
     leading_args,
     model_info_liveness,
     seed_args,
@@ -101,13 +100,7 @@ class Reference:
         }
 
     def security_context(self) -> dict[str, Any]:
-        return {
-            **RESTRICTED_CONTAINER,
-            "runAsNonRoot": True,
-            "runAsUser": NON_ROOT_UID,
-            "runAsGroup": NON_ROOT_UID,
-            "readOnlyRootFilesystem": True,
-        }
+        return dict(NON_ROOT_CONTAINER)
 
     def validator_protocol(self, spec: DeterministicInferenceServiceSpec) -> ValidatorProtocol:
         return SGLANG_PROTOCOL  # the reference engine serves SGLang's API too

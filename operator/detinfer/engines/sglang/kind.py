@@ -23,7 +23,7 @@ from detinfer.api.spec import (
     DeterministicInferenceServiceSpec,
     EngineSpec,
 )
-from detinfer.builders.common import RESTRICTED_CONTAINER
+from detinfer.builders.common import RESTRICTED_CONTAINER, http_probe
 from detinfer.builders.process_line import HOST_FLAG, model_info_probe
 from detinfer.engines.kinds import SGLANG_PROTOCOL, ValidatorProtocol
 from detinfer.engines.sglang import features, numerics
@@ -99,10 +99,6 @@ def model_info_liveness(
         "timeoutSeconds": 10,
         "failureThreshold": threshold,
     }
-
-
-def http_probe(path: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
 
 
 def common_expectations(

@@ -31,18 +31,13 @@ from detinfer.api.spec import (
     DeterministicInferenceServiceSpec,
     EngineSpec,
 )
-from detinfer.builders.common import RESTRICTED_CONTAINER
+from detinfer.builders.common import RESTRICTED_CONTAINER, http_probe
 from detinfer.builders.process_line import HOST_FLAG
-from detinfer.engines.kinds import ValidatorProtocol
+from detinfer.engines.kinds import NO_ADMIN_ENDPOINTS, ValidatorProtocol
 
 BATCH_INVARIANT_VARIABLE = "VLLM_BATCH_INVARIANT"
 # Startup: the weights download and load, torch.compile and CUDA graph capture, as for SGLang.
 STARTUP_SECONDS = 3600
-NO_ADMIN_ENDPOINTS = "NoAdminEndpoints"
-
-
-def _http(path: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": c.ENGINE_PORT_NAME}}
 
 
 class VLLM:
@@ -107,19 +102,19 @@ class VLLM:
         period = 10
         return {
             "startupProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": period,
                 "timeoutSeconds": 10,
                 "failureThreshold": STARTUP_SECONDS // period,
             },
             "readinessProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": 15,
                 "timeoutSeconds": 10,
                 "failureThreshold": 3,
             },
             "livenessProbe": {
-                **_http("/health"),
+                **http_probe("/health"),
                 "periodSeconds": 20,
                 "timeoutSeconds": 10,
                 "failureThreshold": 6,
