@@ -325,23 +325,11 @@ def verdict_path(
                 seen_ready[name] - done,
             )
         )
-    if not steps:
-        return {"n": 0}
-    steps.sort()
-    tail = steps[-max(1, len(steps) // 100) :]
-    return {
-        "n": len(steps),
-        "tail_n": len(tail),
-        "steps": {
-            label: {
-                "p50": percentile([s[i + 1] for s in steps], 50),
-                "p99": percentile([s[i + 1] for s in steps], 99),
-                "tail_mean": sum(s[i + 1] for s in tail) / len(tail),
-            }
-            for i, label in enumerate(VERDICT_STEPS)
-        },
-        "tail_total_mean": sum(s[0] for s in tail) / len(tail),
-    }
+    out = timings.split_steps(steps, VERDICT_STEPS)
+    if out["n"]:
+        tail = sorted(steps)[-out["tail_n"] :]
+        out["tail_total_mean"] = sum(s[0] for s in tail) / len(tail)
+    return out
 
 
 STATUS_PATCH = "patch deterministicinferenceservices/status"

@@ -165,9 +165,15 @@ def verdict_path(
             continue
         queued, taken = waits[0]
         rows.append((first - at, queued - at, taken - queued, first - taken))
+    return split_steps(rows, VERDICT_STEPS)
+
+
+def split_steps(rows: list[tuple[float, ...]], labels: tuple[str, ...]) -> dict[str, Any]:
+    """Rows of (total, step 1, step 2, ...): each step's p50 and p99 over the rows, and its mean
+    over the slowest 1% by total (the rows that make the p99)."""
     if not rows:
         return {"n": 0}
-    rows.sort()
+    rows = sorted(rows)
     tail = rows[-max(1, len(rows) // 100) :]
     return {
         "n": len(rows),
@@ -178,7 +184,7 @@ def verdict_path(
                 "p99": percentile([r[i + 1] for r in rows], 99),
                 "tail_mean": sum(r[i + 1] for r in tail) / len(tail),
             }
-            for i, label in enumerate(VERDICT_STEPS)
+            for i, label in enumerate(labels)
         },
     }
 
